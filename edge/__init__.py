@@ -1,0 +1,18 @@
+"""edge: a per-device runtime giving sub-millisecond local control over AI agents and firmware.
+
+The package reads bottom-up; a module may import only from layers below its own (a test
+enforces it):
+
+    errors, clock, config, _log   foundations
+    transport                     ZeroMQ sockets and the run directory
+    wire                          FlatBuffers schemas: generated code, lean codec, verifier
+    rules                         rule model, parser, compiled table, evaluator
+    store                         LMDB state: registry, rule tables, audit log, stats
+    runtime                       edged: the control loop, registry, stats, ctl server
+    sdk                           the agent library (talks to edged over the wire only)
+    cli                           edgectl: operator commands, bench, demo
+
+Agents use ``edge.sdk``; operators use ``edgectl``. Everything else is internal.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,170 @@
+"""Typed configuration, loaded with one precedence: CLI flags > EDGE_* env > TOML file > defaults.
+
+Defaults need no root and no /run or /var: the run directory (sockets, lock) lives under
+$XDG_RUNTIME_DIR or /tmp, the data directory (LMDB) under $XDG_STATE_HOME or ~/.local/state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "EDGE_"
+
+
+def _default_run_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base) and os.access(base, os.W_OK):
+        return Path(base) / "edge"
+    return Path(f"/tmp/edge-{os.getuid()}")
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edge"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """Everything edged (and edgectl, for finding edged) can be told.
+
+    Durations are in milliseconds, sizes in bytes unless the name says otherwise.
+    """
+
+    run_dir: Path = dataclasses.field(default_factory=_default_run_dir)
+    """Directory for agents.sock, ctl.sock and the lock. Created 0750."""
+    data_dir: Path = dataclasses.field(default_factory=_default_data_dir)
+    """Directory for the LMDB environment (``<data_dir>/state``)."""
+    device_id: str = dataclasses.field(default_factory=lambda: os.uname().nodename)
+    run_dir_group: str | None = None
+    """Group that may reach the sockets (run dir chgrp'd to it, mode 0750). None: the user's."""
+    rules_file: Path | None = None
+    """A rule file (YAML/JSON) to activate at start when the store holds no active table."""
+    heartbeat_ms: int = 1000
+    """Interval agents are told to beat at."""
+    missed_beats: int = 3
+    """Beats missed before an agent is declared lost."""
+    max_msg_bytes: int = 1 << 20
+    """ZeroMQ MAXMSGSIZE on agents.sock: bigger frames are dropped by libzmq unread."""
+    max_batch: int = 4096
+    """Samples per MetricBatch; a bigger batch is refused and counted."""
+    max_agents: int = 1024
+    max_metrics_per_agent: int = 4096
+    sndhwm: int = 1000
+    """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
+    ack_timeout_ms: int = 5000
+    """After this, an unacknowledged instruction is closed as timed out (and an SLA miss)."""
+    commit_interval_ms: float = 5.0
+    """Group-commit period of the store writer."""
+    map_size: int = 64 << 20
+    max_map_size: int = 1 << 30
+    stats_interval_ms: int = 10_000
+    """How often a stats snapshot is written to the store."""
+    metrics_addr: str = "127.0.0.1:9108"
+    """host:port for the Prometheus text endpoint; empty disables it."""
+    log_level: str = "INFO"
+    log_rate_per_s: float = 5.0
+    """Per-kind log rate for bad input (the rest is counted and summarised)."""
+
+
+def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
+            return None
+        hint = args[0]
+    try:
+        if hint is Path:
+            return Path(os.path.expanduser(str(raw)))
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if hint is int:
+            if isinstance(raw, bool):
+                raise ValueError("a boolean is not an integer")
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is str:
+            return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} from {source}: {exc}") from None
+    raise ConfigError(f"{name}: unsupported type {hint!r}")  # pragma: no cover - a coding error
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    file: Path | None = None,
+) -> EdgeConfig:
+    """Build the config: flags (None values ignored) > ``EDGE_<NAME>`` env > TOML file > defaults.
+
+    The TOML file is ``file``, else ``$EDGE_CONFIG``, else none. Its keys are the field
+    names, at top level or under ``[edge]``. Unknown keys and bad values raise ConfigError
+    naming the key and where it came from.
+    """
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(EdgeConfig)
+    names = {f.name for f in dataclasses.fields(EdgeConfig)}
+    values: dict[str, Any] = {}
+
+    path = file or (Path(env["EDGE_CONFIG"]) if env.get("EDGE_CONFIG") else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        section = data.get("edge", data)
+        for key, raw in section.items():
+            if key not in names:
+                raise ConfigError(f"config file {path}: unknown key {key!r}")
+            values[key] = _coerce(key, hints[key], raw, f"config file {path}")
+
+    for name in names:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = _coerce(name, hints[name], env[key], f"environment {key}")
+
+    for name, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        if name not in names:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, hints[name], raw, f"--{name.replace('_', '-')}")
+
+    cfg = EdgeConfig(**values)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: EdgeConfig) -> None:
+    checks = [
+        (cfg.heartbeat_ms > 0, "heartbeat_ms must be > 0"),
+        (cfg.missed_beats >= 1, "missed_beats must be >= 1"),
+        (4096 <= cfg.max_msg_bytes <= 64 << 20, "max_msg_bytes must be within 4 KiB..64 MiB"),
+        (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
+        (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),
+        (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
+        (len(str(cfg.run_dir / "agents.sock")) < 100, "run_dir is too long for an AF_UNIX path"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

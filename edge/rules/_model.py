@@ -1,0 +1,96 @@
+"""The normalised rule model: what a rule file compiles to and a RuleTable carries."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from ..wire import Action, CmpOp, Param, action_name
+
+CMP_SYMBOLS: dict[CmpOp, str] = {
+    CmpOp.GT: ">",
+    CmpOp.GE: ">=",
+    CmpOp.LT: "<",
+    CmpOp.LE: "<=",
+    CmpOp.EQ: "==",
+    CmpOp.NE: "!=",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Condition:
+    """``metric{labels} op threshold [for hold]``."""
+
+    metric: str
+    op: CmpOp
+    threshold: float
+    labels: tuple[tuple[str, str], ...] = ()
+    hold_ns: int = 0
+    """How long the comparison must hold before the rule fires; 0 fires on the sample."""
+
+    def normalised(self) -> str:
+        sel = ""
+        if self.labels:
+            sel = "{" + ",".join(f'{k}="{v}"' for k, v in sorted(self.labels)) + "}"
+        text = f"{self.metric}{sel} {CMP_SYMBOLS[self.op]} {self.threshold!r}"
+        if self.hold_ns:
+            text += f" for {self.hold_ns}ns"
+        return text
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rule:
+    rule_id: str
+    condition: Condition
+    action: Action
+    priority: int
+    """0-255, higher is more important; ties keep file order."""
+    sla_ms: float
+    """From the triggering sample's t_ns to the agent's Ack.t_done_ns."""
+    name: str = ""
+    content: str = ""
+    custom_action: str = ""
+    agents: tuple[str, ...] = ()
+    """Glob patterns on agent_id; empty means every agent."""
+    params: tuple[Param, ...] = ()
+    cooldown_ns: int = 0
+    escalate: Action = Action.UNSPECIFIED
+    escalate_custom: str = ""
+
+    @property
+    def action_name(self) -> str:
+        return action_name(self.action, self.custom_action)
+
+    def normalised(self) -> dict[str, object]:
+        """Everything that changes behaviour, in a canonical form (for hashes and carry-over)."""
+        return {
+            "rule_id": self.rule_id,
+            "condition": self.condition.normalised(),
+            "action": self.action_name,
+            "priority": self.priority,
+            "sla_ms": self.sla_ms,
+            "agents": list(self.agents),
+            "params": [[p.key, p.value] for p in self.params],
+            "cooldown_ns": self.cooldown_ns,
+            "escalate": action_name(self.escalate, self.escalate_custom)
+            if self.escalate != Action.UNSPECIFIED
+            else "",
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuleSet:
+    """A whole table: rules in file order, plus identity."""
+
+    rules: tuple[Rule, ...]
+    version: int = 0
+    description: str = ""
+    custom_actions: tuple[str, ...] = ()
+    created_at_unix_ms: int = 0
+
+    @property
+    def content_hash(self) -> bytes:
+        """SHA-256 over the normalised rules (not version or description)."""
+        doc = json.dumps([r.normalised() for r in self.rules], sort_keys=True)
+        return hashlib.sha256(doc.encode()).digest()

@@ -1,0 +1,301 @@
+"""Rule files (the seed's rule objects, YAML or JSON) -> RuleSet, with every error at once.
+
+Errors name the file, the rule (index and rule_id), the line and column in the file, and
+for rule_content the column inside it, with a caret under the spot and a hint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import RuleError
+from ..wire import Action, CmpOp, Param, action_from_name
+from ._model import Condition, Rule, RuleSet
+
+MAX_FILE_BYTES = 10 << 20
+
+_DURATION_UNITS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)\Z")
+_OPS = {">": CmpOp.GT, ">=": CmpOp.GE, "<": CmpOp.LT, "<=": CmpOp.LE, "==": CmpOp.EQ, "!=": CmpOp.NE}
+_TOKEN_RE = re.compile(
+    r"""\s*(?:
+        (?P<dur>\d+(?:\.\d+)?(?:ms|s|m|h))(?![A-Za-z0-9_])
+      | (?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
+      | (?P<ident>[A-Za-z_][A-Za-z0-9_.:]*)
+      | (?P<str>"(?:[^"\\]|\\.)*")
+      | (?P<op>>=|<=|==|!=|>|<)
+      | (?P<punct>[{},=])
+    )""",
+    re.VERBOSE,
+)
+_RULE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
+_KNOWN_KEYS = {
+    "rule_id", "rule_name", "rule_content", "action", "priority", "sla_threshold",
+    "agents", "params", "cooldown", "escalate",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    col: int
+    message: str
+    rule: str = ""
+    content: str = ""
+    content_col: int = -1
+    hint: str = ""
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}"
+        text = f"{where}: {self.rule + ': ' if self.rule else ''}{self.message}"
+        if self.content and self.content_col >= 0:
+            text += f"\n    {self.content}\n    {' ' * self.content_col}^"
+        if self.hint:
+            text += f"\n    hint: {self.hint}"
+        return text
+
+
+class RuleFileError(RuleError):
+    """All the problems found in one rule file."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(p.render() for p in problems))
+
+
+def parse_duration(text: str) -> int:
+    """``250ms``, ``10s``, ``1.5m``, ``2h`` -> nanoseconds. Raises ValueError."""
+    m = _DURATION_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration: use a number with ms, s, m or h")
+    return round(float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+
+
+def parse_condition(text: str) -> Condition:
+    """Parse the seed's threshold / held-for form. Raises ValueError(msg, column)."""
+    toks: list[tuple[str, str, int]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _TOKEN_RE.match(text, pos)
+        if not m or m.end() == pos:
+            col = len(text) - len(text[pos:].lstrip())
+            raise ValueError(f"unexpected character {text[col]!r}", col)
+        kind = m.lastgroup or ""
+        start = m.start(kind)
+        toks.append((kind, m.group(kind), start))
+        pos = m.end()
+    toks.append(("end", "", len(text)))
+    i = 0
+
+    def expect(kind: str, what: str) -> tuple[str, str, int]:
+        nonlocal i
+        tok = toks[i]
+        if tok[0] != kind and not (kind == "punct" and tok[1] == what):
+            found = "end of text" if tok[0] == "end" else repr(tok[1])
+            raise ValueError(f"expected {what}, found {found}", tok[2])
+        i += 1
+        return tok
+
+    metric = expect("ident", "a metric name")[1]
+    labels: list[tuple[str, str]] = []
+    if toks[i][1] == "{":
+        i += 1
+        while True:
+            key = expect("ident", "a label name")[1]
+            expect("punct", "=")
+            raw = expect("str", 'a quoted label value like "v"')[1]
+            labels.append((key, raw[1:-1].encode().decode("unicode_escape")))
+            if toks[i][1] == ",":
+                i += 1
+                continue
+            expect("punct", "}")
+            break
+    op_tok = toks[i]
+    if op_tok[0] != "op":
+        raise ValueError("expected a comparison (> >= < <= == !=)", op_tok[2])
+    i += 1
+    num_tok = toks[i]
+    if num_tok[0] != "num":
+        raise ValueError("expected a number", num_tok[2])
+    i += 1
+    hold = 0
+    if toks[i][0] == "ident" and toks[i][1] == "for":
+        i += 1
+        dur = toks[i]
+        if dur[0] != "dur":
+            hint = " (a duration needs a unit: ms, s, m or h)" if dur[0] == "num" else ""
+            raise ValueError(f"expected a duration after 'for'{hint}", dur[2])
+        hold = parse_duration(dur[1])
+        i += 1
+    if toks[i][0] != "end":
+        raise ValueError(f"unexpected {toks[i][1]!r} after the condition", toks[i][2])
+    return Condition(metric, _OPS[op_tok[1]], float(num_tok[1]), tuple(sorted(labels)), hold)
+
+
+def load_rule_file(path: Path | str) -> RuleSet:
+    """Read and check a rule file; raise RuleFileError listing every problem."""
+    path = Path(path)
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RuleFileError([Problem(name, 0, 0, f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise RuleFileError([Problem(name, 1, 1, f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RuleFileError([Problem(name, line, 1, "not UTF-8 text", hint="save the file as UTF-8")]) from None
+    return parse_rule_text(text, name)
+
+
+def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise RuleFileError([Problem(name, line, col, f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}")]) from None
+    if root is None:
+        raise RuleFileError([Problem(name, 1, 1, "the file holds no rules", hint="a list of rule objects, or a mapping with rules:")])
+    problems: list[Problem] = []
+    version, description, custom = 0, "", ()
+    rules_node: Any = root
+    if isinstance(root, yaml.MappingNode):
+        top = {k.value: v for k, v in root.value}
+        rules_node = top.get("rules")
+        if rules_node is None:
+            raise RuleFileError([Problem(name, 1, 1, "a mapping needs a rules: list")])
+        data = yaml.safe_load(text)
+        version = data.get("version", 0)
+        description = str(data.get("description", "") or "")
+        custom = tuple(str(a) for a in data.get("actions", []) or [])
+        if not isinstance(version, int) or version < 0:
+            problems.append(_at(name, top["version"], "version must be a non-negative integer"))
+            version = 0
+    if not isinstance(rules_node, yaml.SequenceNode):
+        raise RuleFileError([_at(name, rules_node, "rules must be a list of rule objects")])
+    if not rules_node.value:
+        raise RuleFileError([_at(name, rules_node, "the file holds no rules")])
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
+    for index, node in enumerate(rules_node.value):
+        rule = _rule(name, index, node, custom, problems)
+        if rule is None:
+            continue
+        if rule.rule_id in seen:
+            problems.append(_at(name, node, f"duplicate rule_id {rule.rule_id!r} (first at rule #{seen[rule.rule_id]})", f"#{index} {rule.rule_id}"))
+            continue
+        seen[rule.rule_id] = index
+        rules.append(rule)
+    if problems:
+        raise RuleFileError(problems)
+    return RuleSet(tuple(rules), version=version, description=description, custom_actions=custom)
+
+
+def _at(name: str, node: Any, message: str, rule: str = "", hint: str = "") -> Problem:
+    mark = node.start_mark
+    return Problem(name, mark.line + 1, mark.column + 1, message, rule=rule, hint=hint)
+
+
+def _rule(name: str, index: int, node: Any, custom: tuple[str, ...], problems: list[Problem]) -> Rule | None:
+    if not isinstance(node, yaml.MappingNode):
+        problems.append(_at(name, node, f"rule #{index} must be an object"))
+        return None
+    nodes = {k.value: v for k, v in node.value}
+    values = yaml.safe_load(yaml.serialize(node))
+    rid = values.get("rule_id")
+    label = f"rule #{index}" + (f" {rid}" if rid else "")
+    before = len(problems)
+
+    def bad(key: str, message: str, hint: str = "") -> None:
+        problems.append(_at(name, nodes.get(key, node), message, label, hint))
+
+    for key in nodes:
+        if key not in _KNOWN_KEYS:
+            bad(key, f"unknown key {key!r}", "keys: " + ", ".join(sorted(_KNOWN_KEYS)))
+    for key in ("rule_id", "rule_content", "action", "priority", "sla_threshold"):
+        if key not in nodes:
+            problems.append(_at(name, node, f"missing {key}", label))
+    if not isinstance(rid, str) or not _RULE_ID_RE.match(rid):
+        if "rule_id" in nodes:
+            bad("rule_id", "rule_id must be 1-128 characters of letters, digits, _ . : -")
+    cond = None
+    content = values.get("rule_content")
+    if "rule_content" in nodes:
+        if not isinstance(content, str):
+            bad("rule_content", "rule_content must be text like 'cpu_usage > 0.9 for 10s'")
+        else:
+            try:
+                cond = parse_condition(content)
+            except ValueError as exc:
+                msg, col = exc.args if len(exc.args) == 2 else (str(exc), 0)
+                cnode = nodes["rule_content"]
+                mark = cnode.start_mark
+                offset = 1 if cnode.style in ("'", '"') else 0
+                problems.append(Problem(name, mark.line + 1, mark.column + 1 + offset + col, str(msg), label, content, col))
+    action, custom_action = Action.UNSPECIFIED, ""
+    if "action" in nodes:
+        action, custom_action = _action(values.get("action"), custom, lambda m, h="": bad("action", m, h))
+    priority = values.get("priority")
+    if "priority" in nodes and (not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255):
+        bad("priority", f"priority must be an integer 0-255, not {priority!r}", "higher is more important")
+    sla = values.get("sla_threshold")
+    if "sla_threshold" in nodes and (not isinstance(sla, int | float) or isinstance(sla, bool) or sla <= 0):
+        bad("sla_threshold", f"sla_threshold must be a positive number of milliseconds, not {sla!r}")
+    agents = values.get("agents", [])
+    if isinstance(agents, str):
+        agents = [agents]
+    if not isinstance(agents, list) or not all(isinstance(a, str) and a for a in agents):
+        bad("agents", "agents must be a list of glob patterns on agent ids")
+        agents = []
+    params: list[Param] = []
+    raw_params = values.get("params", {}) or {}
+    if not isinstance(raw_params, dict):
+        bad("params", "params must be a flat mapping of name -> number, boolean or text")
+    else:
+        for key, val in raw_params.items():
+            if not isinstance(val, int | float | str | bool):
+                bad("params", f"param {key!r} must be a number, boolean or text")
+            else:
+                params.append(Param(str(key), val))
+    cooldown = 0
+    if "cooldown" in nodes:
+        try:
+            cooldown = parse_duration(str(values["cooldown"]))
+        except ValueError as exc:
+            bad("cooldown", str(exc))
+    escalate, escalate_custom = Action.UNSPECIFIED, ""
+    if values.get("escalate"):
+        escalate, escalate_custom = _action(values["escalate"], custom, lambda m, h="": bad("escalate", m, h))
+    if len(problems) > before or cond is None:
+        return None
+    return Rule(
+        rule_id=rid, condition=cond, action=action, priority=priority, sla_ms=float(sla),
+        name=str(values.get("rule_name", "") or ""), content=content, custom_action=custom_action,
+        agents=tuple(agents), params=tuple(params), cooldown_ns=cooldown,
+        escalate=escalate, escalate_custom=escalate_custom,
+    )
+
+
+def _action(value: Any, custom: tuple[str, ...], bad: Any) -> tuple[Action, str]:
+    if not isinstance(value, str):
+        bad(f"action must be text, not {value!r}")
+        return Action.UNSPECIFIED, ""
+    try:
+        return action_from_name(value), ""
+    except ValueError:
+        if value in custom:
+            return Action.CUSTOM, value
+        bad(f"unknown action {value!r}", "built-in: restart_agent, stop_agent, pause_agent, resume_agent, "
+            "throttle, set_param, alert, safe_state; others must be listed under actions:")
+        return Action.UNSPECIFIED, ""

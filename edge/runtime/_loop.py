@@ -1,0 +1,630 @@
+"""The control loop: one thread, one ROUTER, no blocking work.
+
+Each iteration: poll agents.sock (and a wake-up eventfd for calls from other threads) with a
+timeout no later than the next timer; drain up to ``_BUDGET`` frames, each verified before it is
+read; evaluate samples against the agent's bindings (indexed by metric id); send instructions
+in priority order with NOBLOCK; then run due held-for timers and housekeeping (ack timeouts,
+liveness). Durable writes and percentile math happen on other threads; this one only enqueues.
+
+Bad input never raises out of here: every refusal is counted in ``counters``, logged and
+audited at a bounded rate, and answered with at most a rate-limited Notice.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..config import EdgeConfig
+from ..errors import RuntimeStateError, TooLargeError, VerifyError
+from ..rules import CompiledTable, Firing, RuleSet, Timers
+from ..store import StoreWriter
+from ..transport import AGENTS_SOCK, endpoint, make_router
+from ..wire import (
+    PROTOCOL_VERSION,
+    AckStatus,
+    Instruction,
+    MessageType,
+    Notice,
+    NoticeCode,
+    Welcome,
+    decode_ack,
+    decode_bye,
+    decode_heartbeat,
+    decode_hello,
+    decode_metric_batch,
+    encode_instruction,
+    encode_notice,
+    encode_welcome,
+    verify,
+)
+from .._log import RateLimiter
+from ._lifecycle import AgentState
+from ._registry import AGENT_ID_RE, METRIC_NAME_RE, AgentRecord, Registry
+from ._stats import StatsBook
+
+log = logging.getLogger("edge.loop")
+
+_BUDGET = 256  # frames per drain before timers and housekeeping get a turn
+_HOUSEKEEPING_NS = 50_000_000
+_MAX_IDLE_MS = 100  # bounds how long a stop request waits
+
+COUNTERS = (
+    "frames_in", "batches", "samples", "heartbeats", "hellos", "byes", "acks",
+    "acks_ok", "acks_failed", "acks_rejected", "acks_unknown",
+    "firings", "timer_firings", "instructions_sent", "instructions_dropped_full",
+    "instructions_unroutable", "instructions_agent_gone", "ack_timeouts",
+    "agents_registered", "agents_replaced", "agents_lost", "agents_recovered", "agents_gone",
+    "bad_frames", "bad_malformed", "bad_too_large", "bad_unexpected_type", "bad_unknown_session",
+    "bad_unknown_metric", "bad_batch_too_big", "bad_hello", "bad_protocol_version",
+    "duplicate_agent", "agents_refused_full", "batch_gaps", "notices_sent", "notices_dropped",
+    "handler_errors", "rule_tables_activated", "loop_iterations",
+)
+
+
+class ControlLoop:
+    """Owns agents.sock and all control state. Everything here runs on the loop thread,
+    except ``call`` (any thread) and the read-only snapshot helpers (any thread)."""
+
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        *,
+        writer: StoreWriter | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        table: CompiledTable | None = None,
+    ):
+        self.cfg = cfg
+        self.clock = clock
+        self.writer = writer
+        self.endpoint = endpoint(cfg.run_dir, AGENTS_SOCK)
+        self.sock = make_router(ctx, self.endpoint, max_msg_bytes=cfg.max_msg_bytes, sndhwm=cfg.sndhwm)
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._calls: collections.deque[tuple[Callable[[], Any], Future[Any]]] = collections.deque()
+        self.registry = Registry()
+        self.timers = Timers()
+        self.table = table or CompiledTable(RuleSet(()))
+        self.lkg_table: CompiledTable | None = None
+        self.inflight: dict[int, tuple[Any, ...]] = {}
+        self._sent_order: collections.deque[tuple[int, int]] = collections.deque()
+        self.book = StatsBook()
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=4096)
+        self.event_seq = 0
+        self._limiter = RateLimiter(cfg.log_rate_per_s)
+        self._next_iid = 1
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.started_ns = clock.monotonic_ns()
+        self.ready = threading.Event()
+        self.stopped = threading.Event()
+        self._hb_grace_ns = cfg.heartbeat_ms * 1_000_000 * cfg.missed_beats
+        self._ack_timeout_ns = cfg.ack_timeout_ms * 1_000_000
+        self._handlers: dict[MessageType, Callable[[bytes, bytes, int], None]] = {
+            MessageType.METRIC_BATCH: self._on_batch,
+            MessageType.ACK: self._on_ack,
+            MessageType.HEARTBEAT: self._on_heartbeat,
+            MessageType.HELLO: self._on_hello,
+            MessageType.BYE: self._on_bye,
+        }
+
+    # ---------------------------------------------------------------- running
+
+    def run(self) -> None:
+        """Run until ``stop()``. Call from the thread that will own the loop."""
+        self._thread = threading.current_thread()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_fd, zmq.POLLIN)
+        sock = self.sock
+        now_ns = self.clock.monotonic_ns
+        counters = self.counters
+        timers = self.timers
+        next_house = now_ns() + _HOUSEKEEPING_NS
+        self.ready.set()
+        try:
+            while not self._stop:
+                now = now_ns()
+                due = timers.next_due()
+                until = next_house if due is None or due > next_house else due
+                timeout = min(_MAX_IDLE_MS, max(0, -(-(until - now) // 1_000_000)))
+                for s, _ in poller.poll(timeout):
+                    if s is sock:
+                        self._drain()
+                    else:
+                        self._run_calls()
+                counters["loop_iterations"] += 1
+                now = now_ns()
+                if due is not None and due <= now:
+                    fired = timers.run_due(now)
+                    if fired:
+                        counters["timer_firings"] += len(fired)
+                        self._dispatch(fired, now, now, 0, from_timer=True)
+                if now >= next_house:
+                    self._housekeeping(now)
+                    next_house = now + _HOUSEKEEPING_NS
+        finally:
+            self._stop = True
+            self.stopped.set()
+            self._run_calls(fail=True)  # nothing queued is left waiting
+
+    def stop(self) -> None:
+        """Ask the loop to finish its iteration and return (any thread, signal-safe)."""
+        self._stop = True
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        os.close(self._wake_fd)
+        path = self.endpoint[len("ipc://") :]
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def call(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run ``fn`` on the loop thread between two iterations and return its result."""
+        if self._thread is threading.current_thread():
+            return fn()
+        if self._stop or self.stopped.is_set():
+            raise RuntimeStateError("the control loop is stopping")
+        fut: Future[Any] = Future()
+        self._calls.append((fn, fut))
+        os.eventfd_write(self._wake_fd, 1)
+        if self.stopped.is_set():  # raced with the loop's exit
+            self._run_calls(fail=True)
+        return fut.result(timeout)
+
+    def _run_calls(self, fail: bool = False) -> None:
+        try:
+            os.eventfd_read(self._wake_fd)
+        except (BlockingIOError, OSError):
+            pass
+        calls = self._calls
+        while calls:
+            try:
+                fn, fut = calls.popleft()
+            except IndexError:  # another thread took it
+                return
+            if fail:
+                fut.set_exception(RuntimeStateError("the control loop has stopped"))
+                continue
+            try:
+                fut.set_result(fn())
+            except Exception as exc:  # the caller gets it; the loop goes on
+                fut.set_exception(exc)
+
+    # ---------------------------------------------------------------- ingest
+
+    def _drain(self) -> None:
+        recv = self.sock.recv_multipart
+        now_ns = self.clock.monotonic_ns
+        counters = self.counters
+        handlers = self._handlers
+        max_bytes = self.cfg.max_msg_bytes
+        for _ in range(_BUDGET):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            t_recv = now_ns()
+            counters["frames_in"] += 1
+            if len(frames) != 2:
+                self._bad("bad_frames", frames[0], f"{len(frames) - 1} frames; send one message per frame")
+                continue
+            rid, buf = frames
+            try:
+                mtype = verify(buf, max_bytes=max_bytes)
+            except TooLargeError as exc:
+                self._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
+                continue
+            except VerifyError as exc:
+                self._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
+                continue
+            handler = handlers.get(mtype)
+            if handler is None:
+                self._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
+                continue
+            try:
+                handler(rid, buf, t_recv)
+            except Exception as exc:  # a bug must not take control down with it
+                counters["handler_errors"] += 1
+                if self._limiter.allow("handler_errors", t_recv):
+                    log.exception("error handling %s from %r", mtype.name, rid)
+                    self._audit("loop_error", message=mtype.name, error=repr(exc))
+
+    def _on_batch(self, rid: bytes, buf: bytes, t_recv: int) -> None:
+        view = decode_metric_batch(buf)
+        rec = self.registry.by_session.get(view.session)
+        counters = self.counters
+        if rec is None:
+            self._bad("bad_unknown_session", rid, f"MetricBatch for unknown session {view.session}",
+                      NoticeCode.HELLO_REQUIRED)
+            return
+        count = view.count
+        if count > self.cfg.max_batch:
+            self._bad("bad_batch_too_big", rid, f"{count} samples > max_batch {self.cfg.max_batch}",
+                      NoticeCode.TOO_LARGE, agent_id=rec.agent_id)
+            return
+        if rec.state is not AgentState.ACTIVE:
+            self._revive(rec, t_recv)
+        rec.last_seen_ns = t_recv
+        rec.batches += 1
+        if rec.last_batch_seq >= 0 and view.seq != rec.last_batch_seq + 1:
+            rec.batch_gaps += 1
+            counters["batch_gaps"] += 1
+        rec.last_batch_seq = view.seq
+        counters["batches"] += 1
+        counters["samples"] += count
+        rec.samples += count
+        t_eval = self.clock.monotonic_ns()
+        bindings = rec.bindings
+        last_value = rec.last_value
+        last_t = rec.last_t_ns
+        n_series = len(last_value)
+        timers = self.timers
+        fired: list[Firing] | None = None
+        unknown = 0
+        for t_ns, value, mid, _flags in view.samples():
+            if mid >= n_series:
+                unknown += 1
+                continue
+            last_value[mid] = value
+            last_t[mid] = t_ns
+            bs = bindings.get(mid)
+            if bs is None:
+                continue
+            for b in bs:
+                f = b.on_sample(value, t_ns, timers)
+                if f is not None:
+                    if fired is None:
+                        fired = [f]
+                    else:
+                        fired.append(f)
+        if unknown:
+            self._bad("bad_unknown_metric", rid, f"{unknown} samples with metric ids >= {n_series}",
+                      NoticeCode.UNKNOWN_METRIC, agent_id=rec.agent_id, n=unknown)
+        if fired:
+            self._dispatch(fired, t_recv, t_eval, view.t_send_ns, from_timer=False)
+
+    def _dispatch(self, fired: list[Firing], t_recv: int, t_eval: int, t_batch_send: int, *,
+                  from_timer: bool) -> None:
+        """Send the instructions for ``fired`` in priority order (then file order)."""
+        t_decide = self.clock.monotonic_ns()
+        if len(fired) > 1:
+            fired.sort(key=_firing_order)
+        counters = self.counters
+        send = self.sock.send_multipart
+        now_ns = self.clock.monotonic_ns
+        for f in fired:
+            counters["firings"] += 1
+            rule = f.rule
+            rec = f.agent
+            assert isinstance(rec, AgentRecord)
+            if rec.state is AgentState.GONE:
+                counters["instructions_agent_gone"] += 1
+                self.book.record_unacked(rule.rule_id, "gone")
+                continue
+            iid = self._next_iid
+            self._next_iid = iid + 1
+            r = rule.rule
+            buf = encode_instruction(Instruction(
+                iid, rule.rule_id, r.action, r.custom_action, rule.params, rule.priority,
+                f.t_sample_ns + rule.sla_ns, f.metric_id, f.value, f.t_sample_ns,
+            ))
+            try:
+                send((rec.routing_id, buf), zmq.NOBLOCK)
+            except zmq.Again:
+                self._undeliverable(rec, rule.rule_id, iid, "instructions_dropped_full",
+                                    "agent is not reading: its queue is full")
+                continue
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                self._undeliverable(rec, rule.rule_id, iid, "instructions_unroutable",
+                                    "agent connection is gone")
+                continue
+            t_send = now_ns()
+            self.inflight[iid] = (rec, rule, f.t_sample_ns, t_batch_send, t_recv, t_eval, t_decide,
+                                  t_send, from_timer)
+            self._sent_order.append((t_send, iid))
+            rec.instructions += 1
+            counters["instructions_sent"] += 1
+            self._event("instruction", rec.agent_id, rule.rule_id, iid, r.action_name)
+
+    def _undeliverable(self, rec: AgentRecord, rule_id: str, iid: int, counter: str, why: str) -> None:
+        self.counters[counter] += 1
+        self.book.record_unacked(rule_id, "undeliverable")
+        self._event("undeliverable", rec.agent_id, rule_id, iid, why)
+        if self._limiter.allow(counter, self.clock.monotonic_ns()):
+            log.warning("instruction %d (%s) to %s not sent: %s", iid, rule_id, rec.agent_id, why)
+        self._audit("instruction", id=iid, agent_id=rec.agent_id, rule_id=rule_id,
+                    status="undeliverable", detail=why)
+
+    def _on_ack(self, rid: bytes, buf: bytes, t_recv: int) -> None:
+        ack = decode_ack(buf)
+        p = self.inflight.pop(ack.instruction_id, None)
+        counters = self.counters
+        if p is None:
+            counters["acks_unknown"] += 1
+            if self._limiter.allow("acks_unknown", t_recv):
+                self._audit("bad_input", reason="acks_unknown", peer=_peer(rid),
+                            detail=f"Ack for unknown or timed-out instruction {ack.instruction_id}")
+            return
+        rec, rule, t_sample, t_bsend, t_recv0, t_eval, t_decide, _t_send, from_timer = p
+        rec.acks += 1
+        rec.last_seen_ns = t_recv
+        status = int(ack.status)
+        met = self.book.record_ack(rule.rule_id, status, rule.sla_ns, t_sample, t_bsend, t_recv0,
+                                   t_eval, t_decide, ack.t_delivered_ns, ack.t_done_ns, t_recv,
+                                   from_timer)
+        counters["acks"] += 1
+        name = _ACK_NAMES.get(status, "failed")
+        counters["acks_" + name] += 1
+        self._event("ack", rec.agent_id, rule.rule_id, ack.instruction_id, name)
+        self._audit("instruction", id=ack.instruction_id, agent_id=rec.agent_id,
+                    rule_id=rule.rule_id, action=rule.rule.action_name, status=name,
+                    e2e_us=(ack.t_done_ns - t_sample) / 1000.0, sla_met=met, detail=ack.detail)
+
+    def _on_heartbeat(self, rid: bytes, buf: bytes, t_recv: int) -> None:
+        hb = decode_heartbeat(buf)
+        rec = self.registry.by_session.get(hb.session)
+        if rec is None:
+            self._bad("bad_unknown_session", rid, f"Heartbeat for unknown session {hb.session}",
+                      NoticeCode.HELLO_REQUIRED)
+            return
+        self.counters["heartbeats"] += 1
+        rec.last_seen_ns = t_recv
+        if rec.state is AgentState.LOST:
+            self._revive(rec, t_recv)
+
+    def _on_bye(self, rid: bytes, buf: bytes, t_recv: int) -> None:
+        bye = decode_bye(buf)
+        rec = self.registry.by_session.get(bye.session)
+        if rec is None:
+            self._bad("bad_unknown_session", rid, f"Bye for unknown session {bye.session}")
+            return
+        self.counters["byes"] += 1
+        self._gone(rec, bye.reason or "bye")
+
+    def _on_hello(self, rid: bytes, buf: bytes, t_recv: int) -> None:
+        counters = self.counters
+        counters["hellos"] += 1
+        try:
+            hello = decode_hello(buf)
+        except VerifyError as exc:
+            self._bad("bad_hello", rid, str(exc), NoticeCode.BAD_HELLO)
+            return
+        if hello.protocol_version != PROTOCOL_VERSION:
+            self._bad("bad_protocol_version", rid,
+                      f"protocol_version {hello.protocol_version} unsupported; edged speaks {PROTOCOL_VERSION}",
+                      NoticeCode.PROTOCOL_VERSION)
+            return
+        problem = self._check_hello(hello)
+        if problem:
+            self._bad("bad_hello", rid, problem, NoticeCode.BAD_HELLO)
+            return
+        reg = self.registry
+        old = reg.by_id.get(hello.agent_id)
+        if old is not None and old.state is not AgentState.GONE and old.routing_id != rid:
+            if self._connection_alive(old):
+                counters["duplicate_agent"] += 1
+                self._bad("duplicate_agent", rid,
+                          f"agent_id {hello.agent_id!r} is already connected (pid {old.pid})",
+                          NoticeCode.DUPLICATE_AGENT, agent_id=hello.agent_id, always_audit=True)
+                return
+        live = sum(1 for r in reg.by_id.values() if r.state is not AgentState.GONE)
+        if old is None and live >= self.cfg.max_agents:
+            self._bad("agents_refused_full", rid, f"max_agents {self.cfg.max_agents} reached",
+                      NoticeCode.BAD_HELLO, agent_id=hello.agent_id, always_audit=True)
+            return
+        session = secrets.randbits(63) or 1
+        while session in reg.by_session:
+            session = secrets.randbits(63) or 1
+        hb_ms = min(max(hello.heartbeat_ms or self.cfg.heartbeat_ms, 10), 60_000)
+        series = [(i, m.name, tuple(sorted(m.labels))) for i, m in enumerate(hello.metrics)]
+        rec = AgentRecord(hello.agent_id, session, rid, series, kind=hello.agent_kind,
+                          pid=hello.pid, heartbeat_ms=hb_ms, now_ns=t_recv,
+                          wall_ms=self.clock.wall_ms())
+        rec.bindings = self.table.bind(rec, rec.agent_id, series, timers=self.timers)
+        replaced = reg.add(rec)
+        if replaced is not None:
+            _cancel_timers(replaced.bindings)
+            counters["agents_replaced"] += 1
+        counters["agents_registered"] += 1
+        welcome = Welcome(session, tuple(range(len(series))), hb_ms, self.cfg.missed_beats,
+                          self.cfg.max_batch, self.cfg.max_msg_bytes)
+        self._send_control(rid, encode_welcome(welcome))
+        self._event("agent_registered", rec.agent_id, "", 0, f"{len(series)} series")
+        self._audit("agent_registered", agent_id=rec.agent_id, kind=rec.kind, pid=rec.pid,
+                    series=len(series), replaced=replaced is not None)
+        if self.writer is not None:
+            self.writer.put_agent(rec.agent_id, rec.persistent())
+        log.info("agent %s registered (%d series, pid %d)", rec.agent_id, len(series), rec.pid)
+
+    def _check_hello(self, hello: Any) -> str:
+        if not AGENT_ID_RE.match(hello.agent_id):
+            return (f"agent_id {hello.agent_id[:64]!r} invalid: 1-128 of letters, digits, _ . : -, "
+                    "starting with a letter or digit")
+        if len(hello.metrics) > self.cfg.max_metrics_per_agent:
+            return f"{len(hello.metrics)} metrics > max_metrics_per_agent {self.cfg.max_metrics_per_agent}"
+        seen = set()
+        for i, m in enumerate(hello.metrics):
+            if not METRIC_NAME_RE.match(m.name):
+                return f"metrics[{i}] name {m.name[:64]!r} invalid"
+            for k, _v in m.labels:
+                if not METRIC_NAME_RE.match(k):
+                    return f"metrics[{i}] label key {k[:64]!r} invalid"
+            key = (m.name, tuple(sorted(m.labels)))
+            if key in seen:
+                return f"metrics[{i}] {m.name} with the same labels is declared twice"
+            seen.add(key)
+        return ""
+
+    def _connection_alive(self, rec: AgentRecord) -> bool:
+        """Is ``rec``'s connection still there? With ROUTER_MANDATORY a send to a gone peer
+        raises EHOSTUNREACH, so a short Notice doubles as an exact probe."""
+        probe = encode_notice(Notice(NoticeCode.DUPLICATE_AGENT,
+                                     "another connection tried to register with your agent_id"))
+        try:
+            self.sock.send_multipart((rec.routing_id, probe), zmq.NOBLOCK)
+        except zmq.Again:
+            return True
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
+        return True
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _revive(self, rec: AgentRecord, now: int) -> None:
+        if rec.state is AgentState.LOST:
+            rec.set_state(AgentState.ACTIVE)
+            self.counters["agents_recovered"] += 1
+            self._event("agent_recovered", rec.agent_id, "", 0, "")
+            self._audit("agent_recovered", agent_id=rec.agent_id)
+            log.info("agent %s is back", rec.agent_id)
+
+    def _gone(self, rec: AgentRecord, reason: str) -> None:
+        rec.set_state(AgentState.GONE)
+        self.registry.drop_session(rec)
+        _cancel_timers(rec.bindings)
+        self.counters["agents_gone"] += 1
+        self._event("agent_gone", rec.agent_id, "", 0, reason)
+        self._audit("agent_gone", agent_id=rec.agent_id, reason=reason)
+        if self.writer is not None:
+            self.writer.put_agent(rec.agent_id, rec.persistent())
+        log.info("agent %s left: %s", rec.agent_id, reason)
+
+    def _housekeeping(self, now: int) -> None:
+        # Instructions with no Ack within ack_timeout: close them as SLA misses.
+        order = self._sent_order
+        limit = now - self._ack_timeout_ns
+        inflight = self.inflight
+        while order and order[0][0] <= limit:
+            _, iid = order.popleft()
+            p = inflight.pop(iid, None)
+            if p is None:
+                continue
+            rec, rule = p[0], p[1]
+            self.counters["ack_timeouts"] += 1
+            self.book.record_unacked(rule.rule_id, "timeout")
+            self._event("ack_timeout", rec.agent_id, rule.rule_id, iid, "")
+            self._audit("instruction", id=iid, agent_id=rec.agent_id, rule_id=rule.rule_id,
+                        action=rule.rule.action_name, status="timeout",
+                        detail=f"no Ack within {self.cfg.ack_timeout_ms} ms")
+        # Liveness: missed beats make an agent LOST (it comes back with its next message).
+        for rec in self.registry.by_id.values():
+            if rec.state is AgentState.ACTIVE and now - rec.last_seen_ns > rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats:
+                rec.set_state(AgentState.LOST)
+                self.counters["agents_lost"] += 1
+                self._event("agent_lost", rec.agent_id, "", 0,
+                            f"no message for {(now - rec.last_seen_ns) / 1e6:.0f} ms")
+                self._audit("agent_lost", agent_id=rec.agent_id,
+                            silent_ms=round((now - rec.last_seen_ns) / 1e6, 1))
+                log.warning("agent %s lost: %d beats missed", rec.agent_id, self.cfg.missed_beats)
+
+    # ---------------------------------------------------------------- rule tables
+
+    def activate(self, table: CompiledTable) -> dict[str, Any]:
+        """Swap the active table (on the loop thread, between two iterations).
+
+        State carries over for rules whose id and normalised content are unchanged."""
+        t0 = time.perf_counter_ns()
+        for rec in self.registry.by_id.values():
+            if rec.state is AgentState.GONE:
+                continue
+            old = rec.bindings
+            rec.bindings = table.bind(rec, rec.agent_id, rec.series, previous=old, timers=self.timers)
+            _cancel_timers(old)
+        previous = self.table
+        self.lkg_table = previous
+        self.table = table
+        self.counters["rule_tables_activated"] += 1
+        pause_us = (time.perf_counter_ns() - t0) / 1000.0
+        self._event("rules_activated", "", "", 0, f"version {table.version}")
+        return {"version": table.version, "previous": previous.version, "rules": len(table.rules),
+                "pause_us": pause_us}
+
+    def swap_book(self, fresh: StatsBook) -> StatsBook:
+        old, self.book = self.book, fresh
+        return old
+
+    # ---------------------------------------------------------------- reporting
+
+    def _bad(self, counter: str, rid: bytes, detail: str, notice: NoticeCode | None = None, *,
+             agent_id: str = "", n: int = 1, always_audit: bool = False) -> None:
+        """Count a refusal; log, audit and answer it at a bounded rate."""
+        self.counters[counter] += n
+        now = self.clock.monotonic_ns()
+        if not (self._limiter.allow(counter, now) or always_audit):
+            return
+        suppressed = self._limiter.take_suppressed(counter)
+        log.warning("refused from %s: %s: %s%s", agent_id or _peer(rid), counter, detail,
+                    f" ({suppressed} more since last report)" if suppressed else "")
+        self._audit("bad_input", reason=counter, peer=_peer(rid), agent_id=agent_id,
+                    detail=detail[:500], suppressed=suppressed)
+        self._event("bad_input", agent_id, "", 0, f"{counter}: {detail[:200]}")
+        if notice is not None:
+            self._send_control(rid, encode_notice(Notice(notice, detail[:500])))
+
+    def _send_control(self, rid: bytes, buf: bytes) -> None:
+        try:
+            self.sock.send_multipart((rid, buf), zmq.NOBLOCK)
+            self.counters["notices_sent"] += 1
+        except zmq.ZMQError:  # gone or not reading: the refusal is counted already
+            self.counters["notices_dropped"] += 1
+
+    def _event(self, kind: str, agent_id: str, rule_id: str, iid: int, detail: str) -> None:
+        self.event_seq += 1
+        self.events.append((self.event_seq, self.clock.wall_ms(), kind, agent_id, rule_id, iid, detail))
+
+    def _audit(self, kind: str, **fields: Any) -> None:
+        if self.writer is not None:
+            self.writer.audit(kind, **fields)
+
+    # ------------------------------------------------- snapshots (any thread)
+
+    def agents_snapshot(self) -> list[dict[str, Any]]:
+        now = self.clock.monotonic_ns()
+        out = [rec.describe(now) for rec in list(self.registry.by_id.values())]
+        for agent_id, rec in list(self.registry.known.items()):
+            out.append({"agent_id": agent_id, "state": "known", "kind": rec.get("kind", ""),
+                        "series": len(rec.get("series", []))})
+        return sorted(out, key=lambda d: d["agent_id"])
+
+    def events_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
+        keys = ("seq", "wall_ms", "kind", "agent_id", "rule_id", "instruction_id", "detail")
+        return [dict(zip(keys, e, strict=True)) for e in list(self.events) if e[0] > seq][:limit]
+
+
+_ACK_NAMES = {int(AckStatus.OK): "ok", int(AckStatus.FAILED): "failed", int(AckStatus.REJECTED): "rejected"}
+
+
+def _firing_order(f: Firing) -> tuple[int, int]:
+    return f.rule.order
+
+
+def _cancel_timers(bindings: dict[int, tuple[Any, ...]]) -> None:
+    for bs in bindings.values():
+        for b in bs:
+            b.timer_token += 1
+
+
+def _peer(rid: bytes) -> str:
+    return rid.decode("utf-8", "replace")[:160] if rid else "?"

@@ -1,0 +1,118 @@
+"""The agent registry: who is connected, their series, sessions, and rule bindings."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..rules import Binding
+from ._lifecycle import AgentState, check_transition
+
+AGENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+METRIC_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:]{0,127}\Z")
+
+
+class AgentRecord:
+    """One agent as the loop sees it. Mutated only on the loop thread."""
+
+    __slots__ = (
+        "agent_id", "session", "routing_id", "state", "kind", "pid", "heartbeat_ms",
+        "series", "bindings", "last_value", "last_t_ns", "last_seen_ns", "registered_wall_ms",
+        "samples", "batches", "instructions", "acks", "last_batch_seq", "batch_gaps",
+    )
+
+    def __init__(
+        self,
+        agent_id: str,
+        session: int,
+        routing_id: bytes,
+        series: list[tuple[int, str, tuple[tuple[str, str], ...]]],
+        *,
+        kind: str,
+        pid: int,
+        heartbeat_ms: int,
+        now_ns: int,
+        wall_ms: int,
+    ):
+        self.agent_id = agent_id
+        self.session = session
+        self.routing_id = routing_id
+        self.state = AgentState.ACTIVE
+        self.kind = kind
+        self.pid = pid
+        self.heartbeat_ms = heartbeat_ms
+        self.series = series
+        self.bindings: dict[int, tuple[Binding, ...]] = {}
+        n = len(series)
+        self.last_value: list[float | None] = [None] * n
+        self.last_t_ns = [0] * n
+        self.last_seen_ns = now_ns
+        self.registered_wall_ms = wall_ms
+        self.samples = 0
+        self.batches = 0
+        self.instructions = 0
+        self.acks = 0
+        self.last_batch_seq = -1
+        self.batch_gaps = 0
+
+    def set_state(self, new: AgentState) -> None:
+        check_transition(self.state, new)
+        self.state = new
+
+    def describe(self, now_ns: int) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "state": self.state.value,
+            "kind": self.kind,
+            "pid": self.pid,
+            "series": len(self.series),
+            "last_seen_ms_ago": round((now_ns - self.last_seen_ns) / 1e6, 1),
+            "registered_wall_ms": self.registered_wall_ms,
+            "samples": self.samples,
+            "batches": self.batches,
+            "batch_gaps": self.batch_gaps,
+            "instructions": self.instructions,
+            "acks": self.acks,
+            "rules_bound": len({b.rule.rule_id for bs in list(self.bindings.values()) for b in bs}),
+        }
+
+    def persistent(self) -> dict[str, Any]:
+        """What the store keeps across restarts."""
+        return {
+            "agent_id": self.agent_id,
+            "kind": self.kind,
+            "state": self.state.value,
+            "pid": self.pid,
+            "series": [[name, [list(kv) for kv in labels]] for _, name, labels in self.series],
+            "registered_wall_ms": self.registered_wall_ms,
+        }
+
+
+class Registry:
+    """Agents by id and by session. Sessions of GONE agents are dropped."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, AgentRecord] = {}
+        self.by_session: dict[int, AgentRecord] = {}
+        self.known: dict[str, dict[str, Any]] = {}
+        """Agents recovered from the store: known but not connected since edged started."""
+
+    def add(self, rec: AgentRecord) -> AgentRecord | None:
+        """Register ``rec``; returns the record it replaces, if any."""
+        old = self.by_id.get(rec.agent_id)
+        if old is not None:
+            self.by_session.pop(old.session, None)
+        self.by_id[rec.agent_id] = rec
+        self.by_session[rec.session] = rec
+        self.known.pop(rec.agent_id, None)
+        return old
+
+    def drop_session(self, rec: AgentRecord) -> None:
+        self.by_session.pop(rec.session, None)
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in AgentState}
+        for rec in list(self.by_id.values()):
+            out[rec.state.value] += 1
+        out["known_offline"] = len(self.known)
+        return out

@@ -1,0 +1,209 @@
+"""Latency accounting: per-stage HDR histograms, SLA attainment per rule, the seed's jitter.
+
+The loop thread records into an *interval* ``StatsBook`` (a few record_value calls per ack,
+~0.7 µs each). Readers never touch it: ``StatsView.refresh()`` asks the loop to swap in a fresh
+book (a pointer swap between two iterations) and merges the old one into its cumulative book on
+the reader's thread, where percentile walks (~1 ms each) cannot stall control.
+
+Stages (CLOCK_MONOTONIC ns; docs/protocol.md):
+  collect  = batch.t_send_ns - sample.t_ns        (the sample waiting in the agent's batch)
+  trans1   = edged receive - batch.t_send_ns
+  compute  = evaluation start - edged receive      (verify + decode + lookup)
+  rule     = decision - evaluation start
+  trans2   = Ack.t_delivered_ns - decision         (encode + send + IPC to the agent)
+  execute  = Ack.t_done_ns - Ack.t_delivered_ns
+  e2e      = Ack.t_done_ns - sample.t_ns           (the sum; SLA is judged on it)
+  ack      = edged receives the Ack - Ack.t_done_ns (not part of e2e)
+Timer-triggered instructions (held-for deadlines) have no collect/trans1/compute stage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute", "e2e", "ack")
+_MAX_NS = 10_000_000_000  # values above 10 s are clamped (and counted as such)
+_PCTS = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+
+
+def _hist() -> HdrHistogram:
+    return HdrHistogram(1, _MAX_NS, 3)
+
+
+class RuleCounts:
+    __slots__ = ("fired", "ok", "failed", "rejected", "timeout", "undeliverable", "sla_met", "sla_judged")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def add(self, other: RuleCounts) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        d["sla_rate"] = (self.sla_met / self.sla_judged) if self.sla_judged else None
+        return d
+
+
+class StatsBook:
+    """One interval's histograms and per-rule counts. Owned by exactly one thread at a time."""
+
+    __slots__ = ("hists", "rules", "clamped", "skewed")
+
+    def __init__(self) -> None:
+        self.hists = {s: _hist() for s in STAGES}
+        self.rules: dict[str, RuleCounts] = {}
+        self.clamped = 0
+        self.skewed = 0
+
+    def rule(self, rule_id: str) -> RuleCounts:
+        rc = self.rules.get(rule_id)
+        if rc is None:
+            rc = self.rules[rule_id] = RuleCounts()
+        return rc
+
+    def _rec(self, stage: str, ns: int) -> None:
+        if ns < 0:
+            self.skewed += 1  # a peer on another clock: not a latency we can judge
+            return
+        if ns > _MAX_NS:
+            self.clamped += 1
+            ns = _MAX_NS
+        self.hists[stage].record_value(ns or 1)
+
+    def record_ack(
+        self,
+        rule_id: str,
+        status: int,
+        sla_ns: int,
+        t_sample: int,
+        t_batch_send: int,
+        t_recv: int,
+        t_eval: int,
+        t_decide: int,
+        t_delivered: int,
+        t_done: int,
+        t_ack_recv: int,
+        from_timer: bool,
+    ) -> bool:
+        """Record one acknowledged instruction; returns whether its SLA was met."""
+        rc = self.rule(rule_id)
+        if status == 0:
+            rc.ok += 1
+        elif status == 1:
+            rc.failed += 1
+        else:
+            rc.rejected += 1
+        rec = self._rec
+        if not from_timer:
+            rec("collect", t_batch_send - t_sample)
+            rec("trans1", t_recv - t_batch_send)
+            rec("compute", t_eval - t_recv)
+        rec("rule", t_decide - t_eval)
+        rec("trans2", t_delivered - t_decide)
+        rec("execute", t_done - t_delivered)
+        e2e = t_done - t_sample
+        rec("e2e", e2e)
+        rec("ack", t_ack_recv - t_done)
+        met = status == 0 and 0 <= e2e <= sla_ns
+        rc.sla_judged += 1
+        rc.sla_met += met
+        return met
+
+    def record_unacked(self, rule_id: str, reason: str) -> None:
+        """An instruction that got no Ack (timeout) or could not be sent: an SLA miss."""
+        rc = self.rule(rule_id)
+        if reason == "timeout":
+            rc.timeout += 1
+        else:
+            rc.undeliverable += 1
+        rc.sla_judged += 1
+
+    def merge(self, other: StatsBook) -> None:
+        for s in STAGES:
+            if other.hists[s].get_total_count():
+                self.hists[s].add(other.hists[s])
+        for rid, rc in other.rules.items():
+            self.rule(rid).add(rc)
+        self.clamped += other.clamped
+        self.skewed += other.skewed
+
+
+def _summary(h: HdrHistogram) -> dict[str, Any]:
+    n = h.get_total_count()
+    if not n:
+        return {"count": 0}
+    out: dict[str, Any] = {"count": n, "mean": h.get_mean_value() / 1000.0}
+    for name, pct in _PCTS:
+        out[name] = h.get_value_at_percentile(pct) / 1000.0
+    out["max"] = h.get_max_value() / 1000.0
+    out["min"] = h.get_min_value() / 1000.0
+    return out
+
+
+def jitter_pct(h: HdrHistogram) -> float | None:
+    """The seed's jitter: mean absolute deviation of e2e over its mean, in percent."""
+    n = h.get_total_count()
+    if not n:
+        return None
+    mean = h.get_mean_value()
+    if mean <= 0:
+        return 0.0
+    dev = 0.0
+    for item in h.get_recorded_iterator():
+        dev += abs(item.value_iterated_to - mean) * item.count_at_value_iterated_to
+    return dev / n / mean * 100.0
+
+
+class StatsView:
+    """The reader side: cumulative stats, refreshed by swapping the loop's interval book.
+
+    ``swap`` runs a callable on the loop thread that installs a new book and returns the old.
+    """
+
+    def __init__(self, swap: Callable[[StatsBook], StatsBook | None]):
+        self._swap = swap
+        self._lock = threading.Lock()
+        self._total = StatsBook()
+
+    def refresh(self, swap: Callable[[StatsBook], StatsBook | None] | None = None) -> None:
+        """Merge the loop's interval book; ``swap`` overrides the usual one (e.g. a direct
+        swap once the loop has stopped)."""
+        fresh = StatsBook()  # allocated here, not on the loop (~60 µs per histogram)
+        with self._lock:
+            old = (swap or self._swap)(fresh)
+            if old is not None:
+                self._total.merge(old)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._swap(StatsBook())
+            self._total = StatsBook()
+
+    def snapshot(self, refresh: bool = True) -> dict[str, Any]:
+        """Percentiles in µs per stage, SLA per rule and overall, jitter in percent."""
+        if refresh:
+            self.refresh()
+        with self._lock:
+            t = self._total
+            stages = {s: _summary(t.hists[s]) for s in STAGES}
+            rules = {rid: rc.as_dict() for rid, rc in sorted(t.rules.items())}
+            met = sum(rc.sla_met for rc in t.rules.values())
+            judged = sum(rc.sla_judged for rc in t.rules.values())
+            return {
+                "stages_us": stages,
+                "e2e_us": stages["e2e"],
+                "jitter_pct": jitter_pct(t.hists["e2e"]),
+                "sla_rate": (met / judged) if judged else None,
+                "sla_met": met,
+                "sla_judged": judged,
+                "rules": rules,
+                "clamped": t.clamped,
+                "clock_skewed": t.skewed,
+            }
