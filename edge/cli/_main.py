@@ -1,0 +1,270 @@
+"""edgectl: the operator's tool. Every read command takes --json."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..config import load_config
+from ..errors import ConfigError, CtlRefused, EdgeError, NotRunningError
+from ..rules import RuleFileError, encode_rule_table, load_rule_file
+from ..wire import CtlOp, MessageType, message_type
+from ._client import CtlClient
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]edgectl:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn our errors into one clear line and an exit code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NotRunningError as exc:
+            _fail(str(exc), 3)
+        except RuleFileError as exc:
+            err_console.print(str(exc), highlight=False, markup=False)
+            _fail(f"{len(exc.problems)} problem(s); nothing was pushed", 1)
+        except CtlRefused as exc:
+            _fail(f"edged refused: {exc}", 4)
+        except (ConfigError, EdgeError) as exc:
+            _fail(str(exc), 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Ctx:
+    def __init__(self, run_dir: Path, timeout: float):
+        self.run_dir = run_dir
+        self.timeout = timeout
+
+    def request(self, op: CtlOp, args: dict[str, Any] | None = None, blob: bytes = b"") -> dict[str, Any]:
+        with CtlClient(self.run_dir, self.timeout) as client:
+            return client.request(op, args, blob)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="edged's run directory.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for edged.")
+@click.version_option(__version__, prog_name="edgectl")
+@click.pass_context
+@handles_errors
+def cli(ctx: click.Context, run_dir: Path | None, config_file: Path | None, timeout: float) -> None:
+    """Operate an edge runtime: status, agents, rules, stats, live instructions, benchmarks."""
+    cfg = load_config({"run_dir": run_dir}, file=config_file)
+    ctx.obj = Ctx(cfg.run_dir, timeout)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+@handles_errors
+def status(obj: Ctx, as_json: bool) -> None:
+    """Is edged up; what it runs; headline counters."""
+    s = obj.request(CtlOp.STATUS)
+    if as_json:
+        return _emit_json(s)
+    t = Table(title=f"edged on {s['device_id']}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    c = s["counters"]
+    a = s["agents"]
+    rows = [
+        ("version / pid", f"{s['version']} / {s['pid']}"),
+        ("uptime", f"{s['uptime_s']:.1f} s"),
+        ("run dir", s["run_dir"]),
+        ("data dir", s["data_dir"]),
+        ("agents", f"{a['active']} active, {a['lost']} lost, {a['gone']} gone, {a['known_offline']} known offline"),
+        ("rule table", f"version {s['rules']['version']}, {s['rules']['rules']} rules, {s['rules']['hash'][:12]}"),
+        ("samples / batches", f"{c['samples']} / {c['batches']}"),
+        ("instructions / acks", f"{c['instructions_sent']} / {c['acks']} ({s['inflight']} in flight)"),
+        ("refused input", str(sum(v for k, v in c.items() if k.startswith("bad_") or k == "duplicate_agent"))),
+        ("store", f"{s['store'].get('commits', 0)} commits, {s['store'].get('dropped_store_full', 0)} dropped (full)"),
+        ("metrics", s["metrics_url"] or "disabled"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handles_errors
+def agents(obj: Ctx, as_json: bool) -> None:
+    """Connected and known agents."""
+    data = obj.request(CtlOp.AGENTS)["agents"]
+    if as_json:
+        return _emit_json(data)
+    t = Table(title="agents")
+    for col in ("agent", "state", "kind", "pid", "series", "last seen", "samples", "instr", "acks", "rules"):
+        t.add_column(col, justify="right" if col not in ("agent", "state", "kind") else "left")
+    colours = {"active": "green", "lost": "yellow", "gone": "dim", "known": "dim"}
+    for a in data:
+        seen = a.get("last_seen_ms_ago")
+        t.add_row(
+            a["agent_id"], f"[{colours.get(a['state'], '')}]{a['state']}[/]", a.get("kind", ""),
+            str(a.get("pid", "")), str(a.get("series", "")),
+            "" if seen is None else f"{seen:.0f} ms ago",
+            str(a.get("samples", "")), str(a.get("instructions", "")), str(a.get("acks", "")),
+            str(a.get("rules_bound", "")),
+        )
+    console.print(t)
+
+
+def _fmt_us(v: Any) -> str:
+    return "" if v is None else (f"{v:.1f}" if v < 1000 else f"{v:,.0f}")
+
+
+def stage_table(stats: dict[str, Any], title: str = "latency (µs)") -> Table:
+    t = Table(title=title)
+    for col in ("stage", "count", "p50", "p90", "p99", "p99.9", "max"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, s in stats["stages_us"].items():
+        t.add_row(stage, str(s.get("count", 0)), _fmt_us(s.get("p50")), _fmt_us(s.get("p90")),
+                  _fmt_us(s.get("p99")), _fmt_us(s.get("p999")), _fmt_us(s.get("max")))
+    return t
+
+
+def rules_sla_table(stats: dict[str, Any]) -> Table:
+    t = Table(title="rules")
+    for col in ("rule", "ok", "failed", "rejected", "timeout", "undeliv.", "SLA met"):
+        t.add_column(col, justify="left" if col == "rule" else "right")
+    for rid, r in stats["rules"].items():
+        rate = r["sla_rate"]
+        t.add_row(rid, str(r["ok"]), str(r["failed"]), str(r["rejected"]), str(r["timeout"]),
+                  str(r["undeliverable"]), "" if rate is None else f"{rate * 100:.3f} %")
+    return t
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--reset", is_flag=True, help="Zero histograms and counters after reading.")
+@click.pass_obj
+@handles_errors
+def stats(obj: Ctx, as_json: bool, reset: bool) -> None:
+    """Per-stage latency percentiles, SLA attainment per rule, jitter, counters."""
+    s = obj.request(CtlOp.STATS)
+    if reset:
+        obj.request(CtlOp.STATS_RESET)
+    if as_json:
+        return _emit_json(s)
+    console.print(stage_table(s))
+    console.print(rules_sla_table(s))
+    jitter = s["jitter_pct"]
+    sla = s["sla_rate"]
+    console.print(f"jitter (MAD/mean): {'n/a' if jitter is None else f'{jitter:.2f} %'}   "
+                  f"SLA attainment: {'n/a' if sla is None else f'{sla * 100:.3f} %'} "
+                  f"({s['sla_met']}/{s['sla_judged']})")
+    nz = {k: v for k, v in s["counters"].items() if v}
+    console.print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(nz.items())))
+
+
+@cli.group()
+def rules() -> None:
+    """Check, push and list rule tables."""
+
+
+@rules.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@handles_errors
+def rules_check(file: Path) -> None:
+    """Check a rule file; print every problem (exit 1 if any)."""
+    rs = load_rule_file(file)
+    console.print(f"{file}: {len(rs.rules)} rules OK (hash {rs.content_hash.hex()[:12]})")
+
+
+@rules.command("push")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handles_errors
+def rules_push(obj: Ctx, file: Path, as_json: bool) -> None:
+    """Compile FILE (YAML/JSON rules, or a compiled RuleTable) and activate it on edged."""
+    raw = file.read_bytes()
+    blob = raw if message_type(raw) is MessageType.RULE_TABLE else encode_rule_table(load_rule_file(file))
+    r = obj.request(CtlOp.RULES_PUSH, blob=blob)
+    if as_json:
+        return _emit_json(r)
+    console.print(f"rule table version {r['version']} active ({r['rules']} rules, previous "
+                  f"{r['previous']}, loop pause {r['pause_us']:.0f} µs)")
+
+
+@rules.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handles_errors
+def rules_list(obj: Ctx, as_json: bool) -> None:
+    """The active rule table."""
+    r = obj.request(CtlOp.RULES_LIST)
+    if as_json:
+        return _emit_json(r)
+    t = Table(title=f"rule table version {r['active']} (last-known-good {r['lkg']})")
+    for col in ("prio", "rule", "condition", "action", "SLA ms", "agents"):
+        t.add_column(col)
+    for rule in sorted(r["rules"], key=lambda x: -x["priority"]):
+        t.add_row(str(rule["priority"]), rule["rule_id"], rule["rule_content"], rule["action"],
+                  f"{rule['sla_threshold']:g}", ",".join(rule["agents"]) or "*")
+    console.print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--follow/--no-follow", default=True, show_default=True)
+@click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
+@click.option("--history/--no-history", default=False, help="Start with the retained recent events.")
+@click.pass_obj
+@handles_errors
+def tail(obj: Ctx, as_json: bool, follow: bool, interval: float, history: bool) -> None:
+    """Instructions, acks and agent events as they happen (Ctrl-C to stop)."""
+    with CtlClient(obj.run_dir, obj.timeout) as client:
+        cursor = 0 if history else client.request(CtlOp.TAIL, {"after": 0, "from_end": True})["last"]
+        try:
+            while True:
+                r = client.request(CtlOp.TAIL, {"after": cursor})
+                for e in r["events"]:
+                    if as_json:
+                        click.echo(json.dumps(e, sort_keys=True))
+                    else:
+                        ts = time.strftime("%H:%M:%S", time.localtime(e["wall_ms"] / 1000))
+                        console.print(f"{ts}.{e['wall_ms'] % 1000:03d} [bold]{e['kind']:<16}[/] "
+                                      f"{e['agent_id']:<20} {e['rule_id']:<16} "
+                                      f"{e['instruction_id'] or '':>8} {e['detail']}", highlight=False)
+                cursor = r["last"]
+                if not follow:
+                    return
+                time.sleep(interval)  # polling cadence of a live view, not a wait-for-it
+        except KeyboardInterrupt:
+            return
+
+
+def main() -> None:
+    from ._bench import bench
+    from ._demo import demo
+
+    cli.add_command(bench)
+    cli.add_command(demo)
+    cli()

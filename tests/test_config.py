@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.config import EdgeConfig, load_config
+from edge.errors import ConfigError
+
+
+def test_defaults_need_no_root(tmp_path: Path) -> None:
+    cfg = load_config(env={})
+    assert isinstance(cfg, EdgeConfig)
+    assert not str(cfg.run_dir).startswith(("/run/", "/var/"))
+    assert not str(cfg.data_dir).startswith(("/run/", "/var/"))
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    f = tmp_path / "edge.toml"
+    f.write_text('heartbeat_ms = 300\nmissed_beats = 5\nmetrics_addr = "127.0.0.1:1"\n')
+    env = {"EDGE_CONFIG": str(f), "EDGE_MISSED_BEATS": "7", "EDGE_METRICS_ADDR": ""}
+    cfg = load_config({"missed_beats": 9, "log_level": None}, env=env)
+    assert cfg.heartbeat_ms == 300  # file
+    assert cfg.missed_beats == 9  # flag beats env beats file
+    assert cfg.metrics_addr == ""  # env beats file
+    assert cfg.log_level == "INFO"  # default (a None flag is "not given")
+
+
+def test_edge_section_in_file(tmp_path: Path) -> None:
+    f = tmp_path / "edge.toml"
+    f.write_text("[edge]\nmax_batch = 100\n")
+    assert load_config(env={}, file=f).max_batch == 100
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("bogus = 1\n", "unknown key 'bogus'"),
+        ('heartbeat_ms = "soon"\n', "heartbeat_ms from config file"),
+        ("heartbeat_ms = 0\n", "heartbeat_ms must be > 0"),
+        ("heartbeat_ms = \n", "config file"),
+    ],
+)
+def test_bad_file_names_the_problem(tmp_path: Path, text: str, words: str) -> None:
+    f = tmp_path / "edge.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=words):
+        load_config(env={}, file=f)
+
+
+def test_bad_env_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="EDGE_MAX_BATCH"):
+        load_config(env={"EDGE_MAX_BATCH": "many"})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no.toml"):
+        load_config(env={}, file=tmp_path / "no.toml")
+
+
+def test_run_dir_too_long_for_af_unix() -> None:
+    with pytest.raises(ConfigError, match="AF_UNIX"):
+        load_config({"run_dir": "/tmp/" + "x" * 120}, env={})

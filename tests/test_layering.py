@@ -1,0 +1,69 @@
+"""The package reads bottom-up (edge/__init__.py): no module may import a higher layer."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import edge
+
+LAYERS = ["errors clock config _log", "transport", "wire", "rules", "store", "runtime", "sdk", "cli"]
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names.split()}
+ROOT = Path(edge.__file__).parent
+
+
+def _layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _imports(path: Path, module: str) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = []
+    pkg = module.split(".")
+    if path.name != "__init__.py":
+        pkg = pkg[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg[: len(pkg) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            out.append((target, node.lineno))
+        elif isinstance(node, ast.Import):
+            out.extend((alias.name, node.lineno) for alias in node.names)
+    return out
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    problems = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        own = _layer_of(module)
+        if own not in RANK:
+            continue
+        for target, line in _imports(path, module):
+            if not target.startswith("edge."):
+                continue
+            dep = _layer_of(target)
+            if dep in RANK and RANK[dep] > RANK[own]:
+                problems.append(f"{path.relative_to(ROOT.parent)}:{line}: {own} imports {target} ({dep})")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_package_module_belongs_to_a_layer() -> None:
+    tops = {p.stem if p.is_file() else p.name for p in ROOT.iterdir() if not p.name.startswith("__")}
+    tops.discard("py")
+    unknown = {t for t in tops if t not in RANK and t != "py.typed" and not t.endswith(".typed")}
+    assert not unknown, f"add these to the layer list in edge/__init__.py and here: {unknown}"
+
+
+def test_importing_edge_does_not_import_backends() -> None:
+    import subprocess
+    import sys
+
+    code = "import edge, sys; print(','.join(m for m in sys.modules if m.startswith(('zmq', 'lmdb', 'hdrh'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
