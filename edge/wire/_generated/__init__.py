@@ -1,0 +1,2 @@
+# DO NOT EDIT. Generated from schemas/*.fbs by "make regen" (python -m edge.wire._gen) with flatc 25.12.19.
+"""flatc output for schemas/*.fbs (see edge.wire.fb)."""

@@ -1,0 +1,54 @@
+# DO NOT EDIT. Generated from schemas/*.fbs by "make regen" (python -m edge.wire._gen) with flatc 25.12.19.
+"""Namespace edgewire.v1, one module per schema type (alias: edge.wire.fb)."""
+
+from . import Ack as Ack
+from . import AckStatus as AckStatus
+from . import Action as Action
+from . import Bye as Bye
+from . import CmpOp as CmpOp
+from . import Condition as Condition
+from . import CtlCode as CtlCode
+from . import CtlOp as CtlOp
+from . import CtlReply as CtlReply
+from . import CtlRequest as CtlRequest
+from . import Heartbeat as Heartbeat
+from . import Hello as Hello
+from . import Instruction as Instruction
+from . import Label as Label
+from . import MetricBatch as MetricBatch
+from . import MetricDecl as MetricDecl
+from . import Notice as Notice
+from . import NoticeCode as NoticeCode
+from . import Param as Param
+from . import ParamKind as ParamKind
+from . import Rule as Rule
+from . import RuleTable as RuleTable
+from . import Sample as Sample
+from . import Welcome as Welcome
+
+__all__ = [
+    'Ack',
+    'AckStatus',
+    'Action',
+    'Bye',
+    'CmpOp',
+    'Condition',
+    'CtlCode',
+    'CtlOp',
+    'CtlReply',
+    'CtlRequest',
+    'Heartbeat',
+    'Hello',
+    'Instruction',
+    'Label',
+    'MetricBatch',
+    'MetricDecl',
+    'Notice',
+    'NoticeCode',
+    'Param',
+    'ParamKind',
+    'Rule',
+    'RuleTable',
+    'Sample',
+    'Welcome',
+]
