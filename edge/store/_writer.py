@@ -380,7 +380,6 @@ class StoreWriter:
     # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        since_ns: int | None = None
         while True:
             try:
                 if not self._q:
@@ -392,17 +391,12 @@ class StoreWriter:
                         if not self._wake.wait(_NOTICE_RETRY_S if owed else None):
                             self._write_batch([])
                         continue
-                if since_ns is None:
-                    since_ns = self._clock.monotonic_ns()
-                self._linger(since_ns)
-                take_ns = self._clock.monotonic_ns()
+                self._linger()
                 batch, barrier = self._take()
                 self._write_batch(batch)
                 if barrier is not None:
                     barrier.ok = self._writer_drops == barrier.drops_at_call
                     barrier.done.set()
-                # Records left behind arrived during this commit: their linger started now.
-                since_ns = take_ns if self._q else None
             except Exception:  # noqa: BLE001 - the writer thread must not die
                 log.exception("store writer: unexpected error; carrying on")
                 self._stopping.wait(0.01)
@@ -410,10 +404,13 @@ class StoreWriter:
             self._write_batch([])  # a last try at writing what was lost
         self._discard_queue()
 
-    def _linger(self, since_ns: int) -> None:
-        """Wait until ``commit_interval_ms`` after ``since_ns``, unless a batch is full, a flush
-        is waiting or the writer is stopping."""
-        deadline = since_ns + self._interval_ns
+    def _linger(self) -> None:
+        """Wait until the oldest queued record is ``commit_interval_ms`` old (by the clock),
+        unless a batch is full, a flush is waiting or the writer is stopping."""
+        head = self._q[0]  # only this thread takes from the queue: it stays non-empty
+        if isinstance(head, _Barrier):
+            return
+        deadline = head[4] + self._interval_ns
         while True:
             self._kick.clear()
             if self._stopping.is_set() or self._urgent or len(self._q) >= self._max_batch:
