@@ -190,13 +190,16 @@ def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
     seen: dict[str, int] = {}
     for index, node in enumerate(rules_node.value):
         rule = _rule(name, index, node, custom, problems)
-        if rule is None:
+        rid_node = dict((k.value, v) for k, v in node.value).get("rule_id") if isinstance(node, yaml.MappingNode) else None
+        rid = getattr(rid_node, "value", None)
+        if isinstance(rid, str) and rid in seen:
+            problems.append(_at(name, rid_node, f"duplicate rule_id {rid!r} (first at rule #{seen[rid]})",
+                                f"rule #{index} {rid}"))
             continue
-        if rule.rule_id in seen:
-            problems.append(_at(name, node, f"duplicate rule_id {rule.rule_id!r} (first at rule #{seen[rule.rule_id]})", f"#{index} {rule.rule_id}"))
-            continue
-        seen[rule.rule_id] = index
-        rules.append(rule)
+        if isinstance(rid, str):
+            seen[rid] = index
+        if rule is not None:
+            rules.append(rule)
     if problems:
         raise RuleFileError(problems)
     return RuleSet(tuple(rules), version=version, description=description, custom_actions=custom)

@@ -77,9 +77,7 @@ class Edged:
             table = self._recover_table()
             self._ctx = zmq.Context()
             self.loop = ControlLoop(cfg, self._ctx, writer=self.writer, clock=self.clock, table=table)
-            self.loop.registry.known = {
-                k: v for k, v in self.store.load_agents().items() if v.get("state") != "gone"
-            }
+            self.loop.registry.known = self.store.load_agents()
             self.stats = StatsView(lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh)))
             self.ctl = CtlServer(self._ctx, cfg.run_dir, self._handlers(), tick=self._tick)
             if cfg.metrics_addr:

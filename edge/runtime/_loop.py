@@ -89,7 +89,10 @@ class ControlLoop:
         self.clock = clock
         self.writer = writer
         self.endpoint = endpoint(cfg.run_dir, AGENTS_SOCK)
-        self.sock = make_router(ctx, self.endpoint, max_msg_bytes=cfg.max_msg_bytes, sndhwm=cfg.sndhwm)
+        # Frames over max_msg_bytes are refused by verify() (counted, answered); libzmq's own
+        # MAXMSGSIZE is a hard cap above that, where it drops the connection unread.
+        self.sock = make_router(ctx, self.endpoint, max_msg_bytes=hard_msg_cap(cfg.max_msg_bytes),
+                                sndhwm=cfg.sndhwm)
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._calls: collections.deque[tuple[Callable[[], Any], Future[Any]]] = collections.deque()
         self.registry = Registry()
@@ -422,7 +425,6 @@ class ControlLoop:
         old = reg.by_id.get(hello.agent_id)
         if old is not None and old.state is not AgentState.GONE and old.routing_id != rid:
             if self._connection_alive(old):
-                counters["duplicate_agent"] += 1
                 self._bad("duplicate_agent", rid,
                           f"agent_id {hello.agent_id!r} is already connected (pid {old.pid})",
                           NoticeCode.DUPLICATE_AGENT, agent_id=hello.agent_id, always_audit=True)
@@ -450,7 +452,7 @@ class ControlLoop:
                           self.cfg.max_batch, self.cfg.max_msg_bytes)
         self._send_control(rid, encode_welcome(welcome))
         self._event("agent_registered", rec.agent_id, "", 0, f"{len(series)} series")
-        self._audit("agent_registered", agent_id=rec.agent_id, kind=rec.kind, pid=rec.pid,
+        self._audit("agent_registered", agent_id=rec.agent_id, agent_kind=rec.kind, pid=rec.pid,
                     series=len(series), replaced=replaced is not None)
         if self.writer is not None:
             self.writer.put_agent(rec.agent_id, rec.persistent())
@@ -594,9 +596,9 @@ class ControlLoop:
         self.event_seq += 1
         self.events.append((self.event_seq, self.clock.wall_ms(), kind, agent_id, rule_id, iid, detail))
 
-    def _audit(self, kind: str, **fields: Any) -> None:
+    def _audit(self, event: str, **fields: Any) -> None:
         if self.writer is not None:
-            self.writer.audit(kind, **fields)
+            self.writer.audit(event, **fields)
 
     # ------------------------------------------------- snapshots (any thread)
 
@@ -604,13 +606,20 @@ class ControlLoop:
         now = self.clock.monotonic_ns()
         out = [rec.describe(now) for rec in list(self.registry.by_id.values())]
         for agent_id, rec in list(self.registry.known.items()):
-            out.append({"agent_id": agent_id, "state": "known", "kind": rec.get("kind", ""),
-                        "series": len(rec.get("series", []))})
+            out.append({"agent_id": agent_id, "state": "offline", "kind": rec.get("kind", ""),
+                        "series": len(rec.get("series", [])),
+                        "last_state": rec.get("state", ""),
+                        "registered_wall_ms": rec.get("registered_wall_ms")})
         return sorted(out, key=lambda d: d["agent_id"])
 
     def events_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
         keys = ("seq", "wall_ms", "kind", "agent_id", "rule_id", "instruction_id", "detail")
         return [dict(zip(keys, e, strict=True)) for e in list(self.events) if e[0] > seq][:limit]
+
+
+def hard_msg_cap(max_msg_bytes: int) -> int:
+    """The libzmq MAXMSGSIZE for a soft limit of ``max_msg_bytes``."""
+    return 2 * max_msg_bytes + 65536
 
 
 _ACK_NAMES = {int(AckStatus.OK): "ok", int(AckStatus.FAILED): "failed", int(AckStatus.REJECTED): "rejected"}

@@ -148,17 +148,17 @@ def _summary(h: HdrHistogram) -> dict[str, Any]:
 
 
 def jitter_pct(h: HdrHistogram) -> float | None:
-    """The seed's jitter: mean absolute deviation of e2e over its mean, in percent."""
-    n = h.get_total_count()
+    """The seed's jitter: mean absolute deviation of e2e over its mean, in percent.
+
+    Both mean and deviation use the histogram's bucket values (3 significant digits)."""
+    items = [(it.value_iterated_to, it.count_at_value_iterated_to) for it in h.get_recorded_iterator()]
+    n = sum(c for _, c in items)
     if not n:
         return None
-    mean = h.get_mean_value()
+    mean = sum(v * c for v, c in items) / n
     if mean <= 0:
         return 0.0
-    dev = 0.0
-    for item in h.get_recorded_iterator():
-        dev += abs(item.value_iterated_to - mean) * item.count_at_value_iterated_to
-    return dev / n / mean * 100.0
+    return sum(abs(v - mean) * c for v, c in items) / n / mean * 100.0
 
 
 class StatsView:

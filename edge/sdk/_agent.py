@@ -250,7 +250,7 @@ class Agent:
     def _io(self) -> None:
         nonce = secrets.token_hex(4)
         sock = make_dealer(self._ctx, self.endpoint, identity=f"{self.agent_id}#{nonce}".encode())
-        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -279,12 +279,12 @@ class Agent:
                     if s is sock:
                         self._drain(sock)
                     else:
-                        event = recv_monitor_message(monitor)["event"]
-                        if event == zmq.EVENT_DISCONNECTED:
-                            self._session = 0  # edged went away: reports drop until Welcome
-                            self.counters["reconnects"] += 1
-                        elif event == zmq.EVENT_CONNECTED:
+                        if recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED:
+                            # edged went away: reports drop until the next Welcome, and Hello
+                            # is retried every 20 ms until the new connection takes it
+                            self._session = 0
                             hello_due = 0
+                            self.counters["reconnects"] += 1
             if self._session:
                 try:
                     sock.send(encode_bye(Bye(self._session, "closed")), zmq.NOBLOCK)

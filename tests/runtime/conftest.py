@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import zmq
+
+from edge.config import EdgeConfig, load_config
+from edge.runtime import Edged
+from edge.transport import AGENTS_SOCK, endpoint
+from edge.wire import (
+    Hello,
+    MessageType,
+    MetricDecl,
+    decode_notice,
+    decode_welcome,
+    encode_hello,
+    verify,
+)
+
+T = TypeVar("T")
+
+RULES = """\
+- rule_id: cpu_hot
+  rule_name: restart agent on high CPU
+  rule_content: cpu_usage > 0.9
+  action: restart_agent
+  priority: 8
+  sla_threshold: 50
+- rule_id: temp_hot
+  rule_content: temp > 80
+  action: throttle
+  priority: 3
+  sla_threshold: 50
+  params: {rate: 0.5}
+- rule_id: temp_critical
+  rule_content: temp > 80
+  action: safe_state
+  priority: 200
+  sla_threshold: 50
+- rule_id: held
+  rule_content: load > 1 for 200ms
+  action: alert
+  priority: 1
+  sla_threshold: 1000
+"""
+
+
+def wait_for(pred: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
+    """Poll ``pred`` until truthy (returns its value) or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    f = tmp_path / "rules.yaml"
+    f.write_text(RULES)
+    return f
+
+
+@pytest.fixture
+def make_cfg(run_dir: Path, tmp_path: Path, rules_file: Path) -> Callable[..., EdgeConfig]:
+    def make(**over: Any) -> EdgeConfig:
+        flags: dict[str, Any] = {
+            "run_dir": run_dir, "data_dir": tmp_path / "data", "rules_file": rules_file,
+            "metrics_addr": "", "heartbeat_ms": 100, "missed_beats": 3, "ack_timeout_ms": 1000,
+            "stats_interval_ms": 200,
+        }
+        flags.update(over)
+        return load_config(flags, env={})
+
+    return make
+
+
+@pytest.fixture
+def edged(make_cfg: Callable[..., EdgeConfig]) -> Iterator[Edged]:
+    d = Edged(make_cfg()).start()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def agent_factory(run_dir: Path) -> Generator[Callable[..., Any], None, None]:
+    from edge.sdk import Agent
+
+    made: list[Agent] = []
+
+    def make(agent_id: str, metrics: Any, **kw: Any) -> Agent:
+        a = Agent(agent_id, metrics, run_dir=run_dir, **kw)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.close()
+
+
+class RawPeer:
+    """A hand-driven DEALER, to send what the SDK never would."""
+
+    def __init__(self, run_dir: Path, identity: bytes, rcvhwm: int = 1000):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.ROUTING_ID, identity)
+        self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        self.sock.connect(endpoint(run_dir, AGENTS_SOCK))
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.send_multipart(list(frames))
+
+    def recv(self, timeout_ms: int = 3000) -> bytes:
+        assert self.sock.poll(timeout_ms), "no reply from edged"
+        return self.sock.recv()
+
+    def hello(self, agent_id: str, metrics: tuple[str, ...] = ("cpu_usage",), heartbeat_ms: int = 0) -> Any:
+        self.send(encode_hello(Hello(agent_id, tuple(MetricDecl(m) for m in metrics), heartbeat_ms=heartbeat_ms)))
+        buf = self.recv()
+        assert verify(buf) is MessageType.WELCOME, decode_notice(buf)
+        return decode_welcome(buf)
+
+    def notice(self) -> Any:
+        buf = self.recv()
+        assert verify(buf) is MessageType.NOTICE
+        return decode_notice(buf)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()
