@@ -6,11 +6,17 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+
+from edge.config import EdgeConfig, load_config
+from edge.runtime import Edged
+
+from .support import RULES
 
 
 def _open_resources() -> set[str]:
@@ -72,3 +78,49 @@ def run_dir(tmp_path: Path) -> Generator[Path, None, None]:
     import shutil
 
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    f = tmp_path / "rules.yaml"
+    f.write_text(RULES)
+    return f
+
+
+@pytest.fixture
+def make_cfg(run_dir: Path, tmp_path: Path, rules_file: Path) -> Callable[..., EdgeConfig]:
+    def make(**over: Any) -> EdgeConfig:
+        flags: dict[str, Any] = {
+            "run_dir": run_dir, "data_dir": tmp_path / "data", "rules_file": rules_file,
+            "metrics_addr": "", "heartbeat_ms": 100, "missed_beats": 3, "ack_timeout_ms": 1000,
+            "stats_interval_ms": 200,
+        }
+        flags.update(over)
+        return load_config(flags, env={})
+
+    return make
+
+
+@pytest.fixture
+def edged(make_cfg: Callable[..., EdgeConfig]) -> Iterator[Edged]:
+    d = Edged(make_cfg()).start()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def agent_factory(run_dir: Path) -> Generator[Callable[..., Any], None, None]:
+    from edge.sdk import Agent
+
+    made: list[Agent] = []
+
+    def make(agent_id: str, metrics: Any, **kw: Any) -> Agent:
+        a = Agent(agent_id, metrics, run_dir=run_dir, **kw)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.close()

@@ -121,7 +121,9 @@ def agents(obj: Ctx, as_json: bool) -> None:
         return _emit_json(data)
     t = Table(title="agents")
     for col in ("agent", "state", "kind", "pid", "series", "last seen", "samples", "instr", "acks", "rules"):
-        t.add_column(col, justify="right" if col not in ("agent", "state", "kind") else "left")
+        # agent ids stay whole (they are copied into other commands); the rest may fold
+        t.add_column(col, justify="right" if col not in ("agent", "state", "kind") else "left",
+                     no_wrap=col == "agent", overflow="fold")
     colours = {"active": "green", "lost": "yellow", "gone": "dim", "known": "dim"}
     for a in data:
         seen = a.get("last_seen_ms_ago")

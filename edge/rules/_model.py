@@ -91,6 +91,10 @@ class RuleSet:
 
     @property
     def content_hash(self) -> bytes:
-        """SHA-256 over the normalised rules (not version or description)."""
-        doc = json.dumps([r.normalised() for r in self.rules], sort_keys=True)
+        """SHA-256 over every rule field, display text included (not version or description)."""
+        doc = json.dumps(
+            [{**r.normalised(), "name": r.name, "content": r.content} for r in self.rules]
+            + [list(self.custom_actions)],
+            sort_keys=True,
+        )
         return hashlib.sha256(doc.encode()).digest()

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.rules import RuleFileError, load_rule_file, parse_condition, parse_duration, parse_rule_text
+from edge.rules import (
+    RuleFileError,
+    load_rule_file,
+    parse_condition,
+    parse_duration,
+    parse_rule_text,
+)
 from edge.wire import Action, CmpOp
 
 SEED = """\

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
 from edge.runtime import Edged
-from edge.transport import AGENTS_SOCK, endpoint
 from edge.wire import (
     Ack,
     AckStatus,
@@ -18,15 +16,13 @@ from edge.wire import (
     MessageType,
     MetricDecl,
     NoticeCode,
-    decode_notice,
-    decode_welcome,
     encode_ack,
     encode_hello,
     encode_metric_batch,
     verify,
 )
 
-from .conftest import RawPeer, wait_for
+from ..support import RawPeer, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from edge.errors import AlreadyRunningError
 from edge.runtime import Edged
 from edge.wire import AckStatus, Action, Heartbeat, encode_heartbeat
 
-from .conftest import RawPeer, wait_for
+from ..support import RawPeer, wait_for
 
 pytestmark = pytest.mark.integration
 

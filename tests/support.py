@@ -1,15 +1,14 @@
+"""Helpers shared by the integration tests: polling with a deadline, a raw protocol peer."""
+
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import zmq
 
-from edge.config import EdgeConfig, load_config
-from edge.runtime import Edged
 from edge.transport import AGENTS_SOCK, endpoint
 from edge.wire import (
     Hello,
@@ -59,52 +58,6 @@ def wait_for(pred: Callable[[], T], timeout: float = 5.0, what: str = "condition
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.005)
-
-
-@pytest.fixture
-def rules_file(tmp_path: Path) -> Path:
-    f = tmp_path / "rules.yaml"
-    f.write_text(RULES)
-    return f
-
-
-@pytest.fixture
-def make_cfg(run_dir: Path, tmp_path: Path, rules_file: Path) -> Callable[..., EdgeConfig]:
-    def make(**over: Any) -> EdgeConfig:
-        flags: dict[str, Any] = {
-            "run_dir": run_dir, "data_dir": tmp_path / "data", "rules_file": rules_file,
-            "metrics_addr": "", "heartbeat_ms": 100, "missed_beats": 3, "ack_timeout_ms": 1000,
-            "stats_interval_ms": 200,
-        }
-        flags.update(over)
-        return load_config(flags, env={})
-
-    return make
-
-
-@pytest.fixture
-def edged(make_cfg: Callable[..., EdgeConfig]) -> Iterator[Edged]:
-    d = Edged(make_cfg()).start()
-    try:
-        yield d
-    finally:
-        d.close()
-
-
-@pytest.fixture
-def agent_factory(run_dir: Path) -> Generator[Callable[..., Any], None, None]:
-    from edge.sdk import Agent
-
-    made: list[Agent] = []
-
-    def make(agent_id: str, metrics: Any, **kw: Any) -> Agent:
-        a = Agent(agent_id, metrics, run_dir=run_dir, **kw)
-        made.append(a)
-        return a
-
-    yield make
-    for a in made:
-        a.close()
 
 
 class RawPeer:

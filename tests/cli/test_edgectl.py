@@ -1,0 +1,116 @@
+"""edgectl against a live edged, a dead one and an absent one."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import cli
+from edge.runtime import Edged
+
+from ..support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def run(run_dir: Path, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["--run-dir", str(run_dir), "--timeout", "2", *args])
+
+
+@pytest.mark.parametrize("cmd", [["status"], ["agents"], ["stats"], ["rules", "list"], ["tail", "--no-follow"]])
+def test_absent_edged_says_so_and_how_to_start(run_dir: Path, cmd: list[str]) -> None:
+    r = run(run_dir, *cmd)
+    assert r.exit_code == 3
+    assert "edged is not running" in r.output and "edged --run-dir" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_dead_edged_with_a_stale_socket(run_dir: Path) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(run_dir / "ctl.sock"))  # bound, never listening: what a crashed edged leaves
+    s.close()
+    r = run(run_dir, "status")
+    assert r.exit_code == 3
+    assert "not answering" in r.output or "did not answer" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_read_commands_against_a_live_edged(edged: Edged, agent_factory: Any, run_dir: Path) -> None:
+    got: list[Any] = []
+    with agent_factory("perception-1", ["cpu_usage"], handler=got.append) as agent:
+        agent.report("cpu_usage", 0.99)
+        wait_for(lambda: edged.loop.counters["acks"] == 1)
+        status = json.loads(run(run_dir, "status", "--json").output)
+        assert status["agents"]["active"] == 1 and status["rules"]["rules"] == 4
+        agents = json.loads(run(run_dir, "agents", "--json").output)
+        assert [a["agent_id"] for a in agents] == ["perception-1"]
+        assert agents[0]["instructions"] == 1 and agents[0]["acks"] == 1
+        stats = json.loads(run(run_dir, "stats", "--json").output)
+        assert stats["stages_us"]["e2e"]["count"] == 1 and stats["sla_rate"] in (0.0, 1.0)
+        tail = [json.loads(line) for line in run(run_dir, "tail", "--json", "--no-follow", "--history").output.splitlines()]
+        assert {"instruction", "ack"} <= {e["kind"] for e in tail}
+        for cmd in (["status"], ["agents"], ["stats"], ["rules", "list"]):
+            r = run(run_dir, *cmd)
+            assert r.exit_code == 0, r.output
+        assert "perception-1" in run(run_dir, "agents").output
+        assert "e2e" in run(run_dir, "stats").output
+
+
+def test_rules_push_activates_and_list_shows_it(edged: Edged, run_dir: Path, tmp_path: Path,
+                                                agent_factory: Any) -> None:
+    f = tmp_path / "new.yaml"
+    f.write_text("- {rule_id: mem_hi, rule_content: mem > 0.5, action: alert, priority: 9, sla_threshold: 5}\n")
+    before = edged.loop.table.version
+    r = run(run_dir, "rules", "push", str(f), "--json")
+    assert r.exit_code == 0, r.output
+    pushed = json.loads(r.output)
+    assert pushed["version"] == before + 1 and pushed["rules"] == 1
+    listed = json.loads(run(run_dir, "rules", "list", "--json").output)
+    assert [x["rule_id"] for x in listed["rules"]] == ["mem_hi"]
+    assert listed["lkg"] == before
+    got: list[Any] = []
+    with agent_factory("m1", ["mem"], handler=got.append) as agent:
+        agent.report("mem", 0.9)
+        wait_for(lambda: got)
+    assert got[0].rule_id == "mem_hi"
+
+
+def test_rules_push_of_a_bad_file_shows_every_error_and_changes_nothing(edged: Edged, run_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("- {rule_id: a, rule_content: 'cpu >', action: alert, priority: 1, sla_threshold: 5}\n"
+                 "- {rule_id: b, rule_content: cpu > 1, action: nope, priority: 1, sla_threshold: 5}\n")
+    before = edged.loop.table.version
+    r = run(run_dir, "rules", "push", str(f))
+    assert r.exit_code == 1
+    assert f"{f}:1:" in r.output and f"{f}:2:" in r.output and "nothing was pushed" in r.output
+    assert edged.loop.table.version == before
+
+
+def test_tampered_rule_table_is_refused(edged: Edged, run_dir: Path, tmp_path: Path) -> None:
+    from edge.rules import encode_rule_table, parse_rule_text
+
+    blob = bytearray(encode_rule_table(parse_rule_text(
+        "- {rule_id: x, rule_content: cpu > 1, action: alert, priority: 1, sla_threshold: 5}\n")))
+    i = blob.index(b"cpu")
+    blob[i] = ord("g")  # same length, different rule: the content hash no longer matches
+    f = tmp_path / "t.bin"
+    f.write_bytes(bytes(blob))
+    before = edged.loop.table.version
+    r = run(run_dir, "rules", "push", str(f))
+    assert r.exit_code == 4 and "content hash" in r.output
+    assert edged.loop.table.version == before
+    edged.writer.flush()
+    assert list(edged.store.iter_audit(kind="rules_refused"))
+
+
+def test_rules_check(tmp_path: Path) -> None:
+    f = tmp_path / "ok.yaml"
+    f.write_text("- {rule_id: a, rule_content: cpu_usage > 0.9 for 10s, action: restart_agent, priority: 8, sla_threshold: 10}\n")
+    r = CliRunner().invoke(cli, ["rules", "check", str(f)])
+    assert r.exit_code == 0 and "1 rules OK" in r.output

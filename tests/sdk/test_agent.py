@@ -1,0 +1,64 @@
+"""The agent SDK's contract: clear errors for misuse, batching, heartbeats while busy."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.runtime import Edged
+from edge.sdk import Agent, AgentClosedError, ConnectError, UndeclaredMetricError
+
+from ..support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_connect_to_absent_edged_is_a_clear_error(run_dir: Path) -> None:
+    a = Agent("lonely", ["cpu"], run_dir=run_dir, connect_timeout=0.3)
+    with pytest.raises(ConnectError, match="is edged running"):
+        a.connect()
+    a.close()
+
+
+def test_undeclared_metric_and_closed_agent(edged: Edged, agent_factory: Any) -> None:
+    agent = agent_factory("a1", ["cpu", ("temp", {"zone": "a"})]).connect()
+    with pytest.raises(UndeclaredMetricError, match="'mem'.*declared: cpu, temp"):
+        agent.report("mem", 1.0)
+    with pytest.raises(UndeclaredMetricError):
+        agent.report("temp", 1.0, {"zone": "b"})
+    assert agent.report("temp", 1.0, {"zone": "a"})
+    agent.close()
+    with pytest.raises(AgentClosedError):
+        agent.report("cpu", 1.0)
+    agent.close()  # idempotent
+
+
+def test_batched_report_and_labels(edged: Edged, agent_factory: Any) -> None:
+    with agent_factory("a2", ["cpu", ("temp", {"zone": "a"}), ("temp", {"zone": "b"})]) as agent:
+        n = agent.report_many([("cpu", 0.1), ("temp", 20.0, {"zone": "a"}), ("temp", 21.0, {"zone": "b"})])
+        assert n == 3
+        wait_for(lambda: edged.loop.counters["samples"] == 3)
+        rec = edged.loop.registry.by_id["a2"]
+        assert rec.last_value == [0.1, 20.0, 21.0]
+        assert edged.loop.counters["batches"] == 1
+
+
+def test_heartbeats_continue_while_the_caller_is_busy(edged: Edged, agent_factory: Any) -> None:
+    with agent_factory("busy", ["cpu"], heartbeat_ms=20) as agent:
+        rec = edged.loop.registry.by_id["busy"]
+        before = edged.loop.counters["heartbeats"]
+        done = threading.Event()
+        # the caller's thread is busy (blocked) and reports nothing
+        wait_for(lambda: edged.loop.counters["heartbeats"] >= before + 10, what="10 more beats")
+        done.set()
+        assert rec.state.value == "active"
+        assert agent.connected
+
+
+def test_no_handler_rejects(edged: Edged, agent_factory: Any) -> None:
+    with agent_factory("nohandler", ["cpu_usage"]) as agent:
+        agent.report("cpu_usage", 0.99)
+        wait_for(lambda: edged.loop.counters["acks_rejected"] == 1)
