@@ -1,0 +1,410 @@
+"""``edgectl bench``: the closed loop's latency on this machine, measured against raw IPC.
+
+What runs (each a separate process, so each has its own GIL)::
+
+    edged            the daemon, started with a two-rule table in a throw-away directory
+    load agent       background samples at --background-rate, in batches, on 16 series a
+                     (never-firing) rule watches, so edged evaluates every one of them
+    probe agent      the measured loop: a high sample trips ``bench_probe > 0.5`` (no hold),
+                     edged sends an instruction, the handler runs, the SDK Acks it; a low
+                     sample re-arms the edge-triggered rule; paced at --loop-rate iterations/s
+    pong             the baseline: a bare pyzmq ROUTER answering a DEALER, polling like edged,
+                     with frames the size of a MetricBatch and an Instruction
+
+Sequence: baseline ping-pong on an idle machine -> edged + load + probe -> warm-up ->
+STATS_RESET -> the measured window -> STATS -> baseline ping-pong again, under the same
+background load (``ratio_p99`` uses this one: same conditions) -> everything stopped, the
+directory removed (also on Ctrl-C, SIGTERM or a failure).
+
+Stage and e2e figures are edged's (its HDR histograms); the probe also times e2e itself,
+from the sample's t_ns to the end of its handler, as a cross-check (``probe_e2e_us``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import EdgeError
+from ._sim import Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
+
+STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute")
+PROBE_RULE = "bench_probe > 0.5"
+LOAD_RULE = "load_value > 1000000"
+LOAD_SERIES = 16
+_PROBE_COUNTS = ("iterations", "answered", "lost", "mismatched", "late", "dropped", "samples_sent")
+E2E_P99_GOAL_US = 1000.0  # the issue's target: e2e p99 under 1 ms, with background load
+
+
+def _rules_yaml(sla_ms: float) -> str:
+    return (
+        "# edgectl bench: written per run, removed with the run directory\n"
+        "- rule_id: bench_probe\n"
+        "  rule_name: bench closed loop (threshold, no hold, edge-triggered)\n"
+        f'  rule_content: "{PROBE_RULE}"\n'
+        "  action: throttle\n"
+        "  params: {rate: 0.5}\n"
+        "  priority: 9\n"
+        f"  sla_threshold: {sla_ms:g}\n"
+        "  agents: [bench-probe]\n"
+        "- rule_id: bench_load_guard\n"
+        "  rule_name: background series guard (evaluated on every sample, never fires)\n"
+        f'  rule_content: "{LOAD_RULE}"\n'
+        "  action: alert\n"
+        "  priority: 1\n"
+        "  sla_threshold: 10\n"
+    )
+
+
+def _message_sizes() -> dict[str, int]:
+    """Bytes of a one-sample MetricBatch and of the probe's Instruction, for the baseline."""
+    from ..wire import Action, Instruction, Param, encode_instruction, encode_metric_batch
+
+    t = time.monotonic_ns()
+    batch = encode_metric_batch(1 << 62, 1, t, [(0, 1.0, t)])
+    ins = encode_instruction(Instruction(1 << 40, "bench_probe", Action.THROTTLE, "",
+                                         (Param("rate", 0.5),), 9, t, 0, 1.0, t))
+    return {"metric_batch_1": len(batch), "instruction": len(ins)}
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+    import zmq
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model", "uarch", "isa")):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "pyzmq": zmq.pyzmq_version(),
+        "libzmq": zmq.zmq_version(),
+    }
+
+
+def pingpong(endpoint: str, request_bytes: int, seconds: float, rate: float) -> dict[str, Any]:
+    """Round trips DEALER -> ROUTER (another process) -> DEALER, paced at ``rate``/s like the
+    loop; µs summary plus ``lost`` (no answer within 1 s)."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    hist = new_hist()
+    lost = 0
+    payload = bytes(request_bytes)
+    now = time.monotonic_ns
+    period = int(1e9 / rate) if rate > 0 else 0
+    try:
+        sock.connect(endpoint)
+        for _ in range(200):  # connect and warm both sides up; not recorded
+            sock.send(payload)
+            if sock.poll(2000):
+                sock.recv()
+        end = now() + int(seconds * 1e9)
+        next_ns = now()
+        while now() < end:
+            t0 = now()
+            sock.send(payload)
+            if sock.poll(1000):
+                sock.recv()
+                record_ns(hist, now() - t0)
+            else:
+                lost += 1
+            if period:
+                next_ns += period
+                gap = next_ns - now()
+                if gap > 0:
+                    time.sleep(gap / 1e9)  # pacing, same as the probe's loop
+                else:
+                    next_ns = now()
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    return {**summary_us(hist), "lost": lost}
+
+
+class _CpuMeter:
+    """CPU time of a few processes between start() and stop(), in percent of one core."""
+
+    def __init__(self, pids: dict[str, int]):
+        import psutil
+
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._t0 = 0.0
+        self._c0: dict[str, float] = {}
+
+    def _cpu(self) -> dict[str, float]:
+        out = {}
+        for name, p in self._procs.items():
+            try:
+                c = p.cpu_times()
+                out[name] = c.user + c.system
+            except Exception:  # the process is gone: nothing to report for it
+                out[name] = float("nan")
+        return out
+
+    def start(self) -> None:
+        self._t0, self._c0 = time.monotonic(), self._cpu()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self._t0
+        c1 = self._cpu()
+        return {name: round((c1[name] - self._c0[name]) / elapsed * 100.0, 1) for name in c1}
+
+
+def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """Run the whole benchmark; return the result document. Raises EdgeError subclasses."""
+    from ..wire import CtlOp
+    from ._client import CtlClient
+
+    sizes = _message_sizes()
+    started = datetime.datetime.now(datetime.UTC)
+    machine = machine_info()
+    with Rig() as rig:
+        rules = rig.root / "bench_rules.yaml"
+        rules.write_text(_rules_yaml(cfg["sla_ms"]), encoding="utf-8")
+
+        # 1. the baseline on a quiet machine (no edged yet)
+        pong_ep = f"ipc://{rig.root / 'pong.sock'}"
+        pong = rig.spawn("pong", "--endpoint", pong_ep, "--reply-bytes", str(sizes["instruction"]))
+        pong.expect("ready")
+        say(f"baseline ping-pong, idle machine, {cfg['baseline_s']:g} s")
+        base_idle = pingpong(pong_ep, sizes["metric_batch_1"], cfg["baseline_s"], cfg["loop_rate"])
+
+        # 2. edged, the background load and the probe
+        say("starting edged and the agents")
+        edged = rig.start_edged(rules, log_level="WARNING")
+        rd = str(rig.run_dir)
+        load = rig.spawn("load", "--run-dir", rd, "--rate", str(cfg["background_rate"]),
+                         "--batch", str(cfg["background_batch"]), "--series", str(LOAD_SERIES))
+        probe = rig.spawn("probe", "--run-dir", rd, "--rate", str(cfg["loop_rate"]))
+        load.expect("ready")
+        probe.expect("ready")
+        with CtlClient(rig.run_dir, timeout=10.0) as ctl:
+            load.send("run")
+            probe.send("run")
+            say(f"warm-up {cfg['warmup_s']:g} s")
+            time.sleep(cfg["warmup_s"])  # the warm-up runs in the children meanwhile
+            probe.send("pause")
+            probe.expect("paused")
+
+            # 3. the measured window
+            ctl.request(CtlOp.STATS_RESET)
+            load.send("mark")
+            load.expect("marked")
+            cpu = _CpuMeter({"edged": edged.pid, "load": load.pid, "probe": probe.pid})
+            cpu.start()
+            t0 = time.monotonic()
+            probe.send("run")
+            say(f"closed loop {cfg['duration_s']:g} s at {cfg['loop_rate']:g}/s under "
+                f"{cfg['background_rate']:g} metrics/s")
+            time.sleep(cfg["duration_s"])  # measuring: the children do the work
+            probe.send("pause")
+            probe.expect("paused")
+            stats = ctl.request(CtlOp.STATS)
+            window = time.monotonic() - t0
+            cpu_pct = cpu.stop()
+            load.send("report")
+            load_rep = load.expect("report")
+            probe.send("report")
+            probe_rep = probe.expect("report")
+
+        # 4. the baseline again, under the same background load (edged still evaluating it)
+        say(f"baseline ping-pong under the background load, {cfg['baseline_s']:g} s")
+        base_loaded = pingpong(pong_ep, sizes["metric_batch_1"], cfg["baseline_s"],
+                               cfg["loop_rate"])
+        rig.stop_sims()
+        edged_exit = rig.stop_edged()
+
+    counters = stats.get("counters", {})
+    probe_samples = int(probe_rep.get("samples_sent", 0))
+    bg_received = max(0, int(counters.get("samples", 0)) - probe_samples)
+    e2e = stats["e2e_us"]
+    base_p99 = base_loaded.get("p99")
+    doc: dict[str, Any] = {
+        "timestamp": started.isoformat(timespec="seconds"),
+        "e2e_us": e2e,
+        "stages_us": {s: stats["stages_us"].get(s, {"count": 0}) for s in STAGES},
+        "ack_us": stats["stages_us"].get("ack", {"count": 0}),
+        "jitter_pct": stats.get("jitter_pct"),
+        "sla_rate": stats.get("sla_rate"),
+        "sla_met": stats.get("sla_met"),
+        "sla_judged": stats.get("sla_judged"),
+        "instructions": int(counters.get("instructions_sent", 0)),
+        "acks": int(counters.get("acks", 0)),
+        "acks_ok": int(counters.get("acks_ok", 0)),
+        "ack_timeouts": int(counters.get("ack_timeouts", 0)),
+        "probe_e2e_us": probe_rep.get("e2e_us"),
+        "probe_rtt_us": probe_rep.get("rtt_us"),
+        "probe": {k: probe_rep.get(k, 0) for k in _PROBE_COUNTS},
+        "baseline_pingpong_us": {**base_loaded, "conditions": "background load on, edged running"},
+        "baseline_pingpong_idle_us": {**base_idle, "conditions": "idle machine, no edged"},
+        "ratio_p99": _ratio(e2e.get("p99"), base_p99),
+        "ratio_p99_idle": _ratio(e2e.get("p99"), base_idle.get("p99")),
+        "background_metrics_per_s": round(bg_received / window, 1) if window > 0 else 0.0,
+        "background_sent_per_s": round(float(load_rep.get("sent_per_s", 0.0)), 1),
+        "background_late_batches": load_rep.get("late", 0),
+        "window_s": round(window, 3),
+        "cpu_pct": cpu_pct,
+        "goal": {"e2e_p99_us_below": E2E_P99_GOAL_US,
+                 "met": bool(e2e.get("p99") is not None and e2e["p99"] < E2E_P99_GOAL_US)},
+        "edged_exit_code": edged_exit,
+        "counters": {k: v for k, v in sorted(counters.items()) if v},
+        "clock_skewed": stats.get("clock_skewed", 0),
+        "machine": machine,
+        "config": {
+            **cfg,
+            "edged": "subprocess (edged console script)",
+            "probe_rule": PROBE_RULE,
+            "load_rule": LOAD_RULE,
+            "background_series": LOAD_SERIES,
+            "message_bytes": sizes,
+            "e2e_definition": "sample t_ns (agent, CLOCK_MONOTONIC) -> Ack.t_done_ns",
+        },
+    }
+    return doc
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.1f}" if v < 10_000 else f"{v:,.0f}"
+
+
+def summary_table(doc: dict[str, Any]) -> Table:
+    cfg = doc["config"]
+    t = Table(title=f"edgectl bench: {cfg['duration_s']:g} s closed loop at "
+                    f"{cfg['loop_rate']:g}/s, background {doc['background_metrics_per_s']:,.0f} "
+                    "metrics/s (measured)")
+    t.add_column("µs", style="bold")
+    for col in ("count", "p50", "p90", "p99", "p99.9", "max"):
+        t.add_column(col, justify="right")
+
+    def row(name: str, s: dict[str, Any] | None, style: str = "") -> None:
+        s = s or {}
+        t.add_row(name, str(s.get("count", 0)), _fmt(s.get("p50")), _fmt(s.get("p90")),
+                  _fmt(s.get("p99")), _fmt(s.get("p999")), _fmt(s.get("max")), style=style)
+
+    row("e2e (edged)", doc["e2e_us"], "green" if doc["goal"]["met"] else "red")
+    row("e2e (probe's own clock)", doc["probe_e2e_us"])
+    for stage in STAGES:
+        row(f"  {stage}", doc["stages_us"][stage])
+    row("  ack (after e2e)", doc["ack_us"])
+    row("baseline ping-pong, loaded", doc["baseline_pingpong_us"], "cyan")
+    row("baseline ping-pong, idle", doc["baseline_pingpong_idle_us"], "cyan")
+    return t
+
+
+def summary_lines(doc: dict[str, Any]) -> list[str]:
+    sla = doc["sla_rate"]
+    jitter = doc["jitter_pct"]
+    ratio = doc["ratio_p99"]
+    goal = doc["goal"]
+    p = doc["probe"]
+    cpu = ", ".join(f"{k} {v:g} %" for k, v in doc["cpu_pct"].items())
+    return [
+        f"instructions {doc['instructions']:,}, acks {doc['acks']:,} (ok {doc['acks_ok']:,}), "
+        f"probe lost {p['lost']}, late iterations {p['late']}",
+        f"SLA ({doc['config']['sla_ms']:g} ms) attainment "
+        f"{'n/a' if sla is None else f'{sla * 100:.3f} %'}; jitter (MAD/mean) "
+        f"{'n/a' if jitter is None else f'{jitter:.1f} %'}; "
+        f"e2e p99 / ping-pong p99 = {'n/a' if ratio is None else f'{ratio:.2f}'} (same load)",
+        f"CPU (one core = 100 %): {cpu}",
+        f"goal e2e p99 < {goal['e2e_p99_us_below']:g} µs: "
+        + ("[green]met[/]" if goal["met"] else "[red]not met[/]"),
+    ]
+
+
+@click.command()
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the full result document here (directories are created).")
+@click.option("--duration", type=float,
+              help="Seconds of measured closed loop. [default: 20; --quick 2]")
+@click.option("--warmup", type=float,
+              help="Seconds of loop before STATS_RESET. [default: 3; --quick 0.5]")
+@click.option("--background-rate", type=float, default=5000.0, show_default=True,
+              help="Background samples per second (sent in batches by a separate process).")
+@click.option("--background-batch", type=int, default=50, show_default=True,
+              help="Samples per batch.")
+@click.option("--loop-rate", type=float, default=1000.0, show_default=True,
+              help="Closed-loop iterations (instructions) per second; 0 runs free.")
+@click.option("--sla-ms", type=float, default=1.0, show_default=True,
+              help="The probe rule's sla_threshold (ms).")
+@click.option("--baseline", "baseline_s", type=float,
+              help="Seconds of each baseline ping-pong run. [default: 3; --quick 0.5]")
+@click.option("--quick", is_flag=True, help="A smoke run of a few seconds (tests, CI).")
+def bench(json_path: Path | None, duration: float | None, warmup: float | None,
+          background_rate: float, background_batch: int, loop_rate: float, sla_ms: float,
+          baseline_s: float | None, quick: bool) -> None:
+    """Measure the metric -> rule -> instruction -> Ack loop against raw pyzmq ping-pong.
+
+    Starts its own edged and agents in a temporary directory and removes them afterwards.
+    """
+    console = Console(highlight=False)
+    cfg = {
+        "duration_s": duration if duration is not None else (2.0 if quick else 20.0),
+        "warmup_s": warmup if warmup is not None else (0.5 if quick else 3.0),
+        "baseline_s": baseline_s if baseline_s is not None else (0.5 if quick else 3.0),
+        "background_rate": background_rate,
+        "background_batch": background_batch,
+        "loop_rate": loop_rate,
+        "sla_ms": sla_ms,
+        "quick": quick,
+    }
+    for key in ("duration_s", "warmup_s", "baseline_s"):
+        if cfg[key] <= 0:
+            raise click.BadParameter(f"{key} must be > 0")
+    if background_rate <= 0 or background_batch < 1 or loop_rate < 0 or sla_ms <= 0:
+        raise click.BadParameter("rates, batch and SLA must be positive")
+
+    def say(text: str) -> None:
+        console.print(f"[dim]bench:[/] {text}")
+
+    try:
+        with sigterm_as_interrupt():
+            doc = run_bench(cfg, say)
+    except KeyboardInterrupt:
+        console.print("[yellow]bench interrupted; edged and the agents are stopped and the "
+                      "run directory removed[/]")
+        sys.exit(130)
+    except EdgeError as exc:
+        console.print(f"[bold red]bench failed:[/] {exc}")
+        sys.exit(1)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    console.print(summary_table(doc))
+    for line in summary_lines(doc):
+        console.print(line)
+    if json_path is not None:
+        console.print(f"[dim]full result: {json_path}[/]")
+    if doc["instructions"] == 0 or doc["acks"] == 0:
+        console.print("[bold red]bench failed:[/] the loop produced no acknowledged instructions")
+        sys.exit(1)

@@ -1,0 +1,282 @@
+"""``edgectl demo``: edged and five simulated agents, watched live for a fixed duration.
+
+edged runs as a child process with ``examples/demo_rules.yaml``; the agents run in a second
+child process (``python -m edge.cli._sim fleet``): perception-1, planner-1, can-gateway,
+plc-line-3 (a drive that overheats until throttled) and llm-assistant-2, whose CPU runs away
+until a held-for rule restarts it, and which runs away again some seconds later.
+
+The view reads edged over ctl.sock only (AGENTS, TAIL, STATS), four times a second, plus the
+fleet's own status lines (the simulated CPU and temperature, restarts). On a terminal it is a
+rich Live view; otherwise (CI, ``| cat``) plain lines: each firing and Ack as it happens and a
+progress line every two seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import EdgeError, RuntimeStateError
+from ._main import rules_sla_table, stage_table
+
+DEFAULT_RULES = Path(__file__).resolve().parents[2] / "examples" / "demo_rules.yaml"
+_SHOWN = {"instruction", "ack", "undeliverable", "ack_timeout", "agent_registered", "agent_gone",
+          "agent_lost", "agent_recovered", "bad_input", "rules_activated"}
+_REFRESH_S = 0.25
+_PLAIN_EVERY_S = 2.0
+
+
+class DemoView:
+    """What the demo knows at any moment, and how to draw it."""
+
+    def __init__(self, duration: float, start_wall_ms: int):
+        self.duration = duration
+        self.t0 = time.monotonic()
+        self.start_wall_ms = start_wall_ms
+        self.cursor = 0
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=10)
+        self.agents: list[dict[str, Any]] = []
+        self.sim: dict[str, dict[str, Any]] = {}
+        self.stats: dict[str, Any] | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def update(self, ctl: Any, fleet: Any) -> list[dict[str, Any]]:
+        """One refresh; returns the new events worth showing."""
+        from ..wire import CtlOp
+
+        for msg in fleet.events():
+            if msg.get("event") == "status":
+                self.sim = {a["agent_id"]: a for a in msg["agents"]}
+            elif msg.get("event") == "error":
+                raise RuntimeStateError(f"the simulated agents failed: {msg.get('message')}")
+        self.agents = ctl.request(CtlOp.AGENTS)["agents"]
+        tail = ctl.request(CtlOp.TAIL, {"after": self.cursor})
+        self.cursor = tail["last"]
+        fresh = [e for e in tail["events"] if e["kind"] in _SHOWN]
+        self.recent.extend(fresh)
+        self.stats = ctl.request(CtlOp.STATS)
+        return fresh
+
+    def event_line(self, e: dict[str, Any]) -> str:
+        t = (e["wall_ms"] - self.start_wall_ms) / 1000.0
+        kind = e["kind"]
+        if kind == "instruction":
+            what = (f"instruction #{e['instruction_id']} {e['detail']} -> {e['agent_id']} "
+                    f"({e['rule_id']})")
+        elif kind == "ack":
+            what = f"ack #{e['instruction_id']} from {e['agent_id']}: {e['detail']}"
+        else:
+            who = " ".join(x for x in (e["agent_id"], e["rule_id"]) if x)
+            what = f"{kind.replace('_', ' ')} {who} {e['detail']}".rstrip()
+        return f"[{t:5.1f}s] {what}"
+
+    def counters(self) -> dict[str, int]:
+        return dict((self.stats or {}).get("counters", {}))
+
+    def progress_line(self) -> str:
+        c = self.counters()
+        active = sum(1 for a in self.agents if a.get("state") == "active")
+        e2e = (self.stats or {}).get("e2e_us", {})
+        p99 = f"{e2e['p99']:,.0f} µs" if e2e.get("p99") is not None else "n/a"
+        return (f"[{self.elapsed:5.1f}s] agents {active} active | "
+                f"samples {c.get('samples', 0):,} | instructions {c.get('instructions_sent', 0)} | "
+                f"acks {c.get('acks', 0)} | e2e p99 {p99}")
+
+    def _agents_table(self) -> Table:
+        t = Table(title="agents", title_justify="left", expand=False)
+        for col in ("agent", "kind", "edged", "simulated", "reading"):
+            t.add_column(col)
+        for col in ("samples", "instr", "acks", "restarts"):
+            t.add_column(col, justify="right")
+        by_id = {a["agent_id"]: a for a in self.agents}
+        colours = {"active": "green", "lost": "yellow", "gone": "dim"}
+        for agent_id in sorted(set(by_id) | set(self.sim)):
+            a, s = by_id.get(agent_id, {}), self.sim.get(agent_id, {})
+            state = a.get("state", "-")
+            v = s.get("values", {})
+            if "temperature_c" in v:
+                reading = f"{v['temperature_c']:.1f} °C"
+            elif "cpu_usage" in v:
+                reading = f"cpu {v['cpu_usage']:.2f}"
+            else:
+                reading = ""
+            sim_state = s.get("state", "")
+            style = "bold red" if sim_state in ("running away", "restarting") else (
+                "yellow" if sim_state.startswith(("throttled", "climbing")) else "")
+            t.add_row(agent_id, a.get("kind") or s.get("kind", ""),
+                      Text(state, style=colours.get(state, "")), Text(sim_state, style=style),
+                      reading, f"{a.get('samples', 0):,}", str(a.get("instructions", 0)),
+                      str(a.get("acks", 0)), str(s.get("restarts", 0)))
+        return t
+
+    def _events_table(self) -> Table:
+        t = Table(title="recent instructions and agent events (TAIL)", title_justify="left",
+                  show_header=False, expand=False)
+        t.add_column("event")
+        for e in self.recent:
+            style = {"instruction": "bold", "ack": "green", "undeliverable": "red",
+                     "ack_timeout": "red", "bad_input": "red"}.get(e["kind"], "dim")
+            t.add_row(Text(self.event_line(e), style=style))
+        if not self.recent:
+            t.add_row(Text("(nothing yet)", style="dim"))
+        return t
+
+    def render(self) -> Group:
+        left = max(0.0, self.duration - self.elapsed)
+        head = Text.assemble(("edge runtime demo", "bold"),
+                             f"  {self.elapsed:4.1f} s elapsed, {left:4.1f} s left   ",
+                             (self.progress_line().split("] ", 1)[1], "dim"))
+        parts: list[Any] = [head, self._agents_table(), self._events_table()]
+        if self.stats is not None:
+            parts.append(stage_table(self.stats, title="latency per stage (µs, since start)"))
+        return Group(*parts)
+
+
+def _settle(ctl: Any, fleet: Any, timeout: float = 2.0) -> None:
+    """Stop the agents reporting, then wait (bounded) for in-flight instructions to be acked,
+    so the summary counts every instruction's outcome."""
+    from ..wire import CtlOp
+
+    fleet.send("hold")
+    fleet.expect("held", timeout=5.0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and ctl.request(CtlOp.STATUS).get("inflight", 0):
+        time.sleep(0.05)  # waiting for Acks already on their way
+
+
+def _summary(console: Console, view: DemoView, duration: float, edged_exit: int | None) -> None:
+    stats = view.stats or {}
+    c = view.counters()
+    console.rule("demo summary")
+    console.print(f"ran {duration:g} s with {len(view.sim) or len(view.agents)} simulated agents; "
+                  f"{c.get('samples', 0):,} samples in {c.get('batches', 0):,} batches")
+    console.print(f"instructions issued: {c.get('instructions_sent', 0)}   "
+                  f"acknowledged: {c.get('acks', 0)} (ok {c.get('acks_ok', 0)}, failed "
+                  f"{c.get('acks_failed', 0)}, rejected {c.get('acks_rejected', 0)}, "
+                  f"timed out {c.get('ack_timeouts', 0)})")
+    fired = {rid: r.get("ok", 0) + r.get("failed", 0) + r.get("rejected", 0) + r.get("timeout", 0)
+             + r.get("undeliverable", 0) for rid, r in stats.get("rules", {}).items()}
+    if fired:
+        console.print("by rule: " + ", ".join(f"{rid} {n}" for rid, n in sorted(fired.items())))
+    handled = [f"{aid}: " + ", ".join(f"{act} x{n}" for act, n in sorted(s["handled"].items()))
+               for aid, s in sorted(view.sim.items()) if s.get("handled")]
+    if handled:
+        console.print("executed by agents: " + "; ".join(handled))
+    restarts = {aid: s["restarts"] for aid, s in view.sim.items() if s.get("restarts")}
+    if restarts:
+        console.print("restarts: " + ", ".join(f"{a} x{n}" for a, n in sorted(restarts.items())))
+    if stats:
+        console.print(stage_table(stats, title="latency per stage (µs)"))
+        if stats.get("rules"):
+            console.print(rules_sla_table(stats))
+        sla, jitter = stats.get("sla_rate"), stats.get("jitter_pct")
+        console.print(f"SLA attainment: {'n/a' if sla is None else f'{sla * 100:.3f} %'} "
+                      f"({stats.get('sla_met', 0)}/{stats.get('sla_judged', 0)})   "
+                      f"jitter (MAD/mean of e2e): {'n/a' if jitter is None else f'{jitter:.1f} %'}")
+    console.print("held-for rules fire from edged's timer: their e2e starts at the hold deadline, "
+                  "so it has no collect/trans1/compute stage.", style="dim")
+    if edged_exit == 0:
+        console.print("edged stopped cleanly.", style="dim")
+    else:
+        console.print(f"[red]edged exited with code {edged_exit}[/]")
+
+
+@click.command()
+@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds to run.")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Rule file for edged. [default: {DEFAULT_RULES.name} in the repo's examples/]")
+@click.option("--live/--plain", default=None,
+              help="Live view or plain lines. [default: live on a terminal, plain otherwise]")
+def demo(duration: float, rules_file: Path | None, live: bool | None) -> None:
+    """Run edged with simulated agents and show the loop live: firings, Acks, latency, SLA."""
+    from ..rules import RuleFileError, load_rule_file
+    from ..wire import CtlOp
+    from ._client import CtlClient
+    from ._sim import Rig, sigterm_as_interrupt
+
+    console = Console(highlight=False)
+    if duration <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--duration")
+    rules_file = rules_file or DEFAULT_RULES
+    if not rules_file.exists():
+        console.print(f"[bold red]demo:[/] rule file {rules_file} not found; pass --rules FILE "
+                      "(the repository's examples/demo_rules.yaml is the default)")
+        sys.exit(2)
+    try:
+        n_rules = len(load_rule_file(rules_file).rules)
+    except RuleFileError as exc:
+        console.print(str(exc), markup=False)
+        console.print(f"[bold red]demo:[/] {rules_file} has {len(exc.problems)} problem(s)")
+        sys.exit(1)
+    use_live = console.is_terminal if live is None else live
+    edged_exit: int | None = None
+    try:
+        with sigterm_as_interrupt(), Rig() as rig:
+            console.print(f"[dim]demo: starting edged ({rules_file.name}, {n_rules} rules) "
+                          f"in {rig.root}[/]")
+            try:
+                edged = rig.start_edged(rules_file, log_level="WARNING")
+            except RuntimeStateError as exc:
+                console.print(f"[bold red]demo: edged failed to start:[/] {exc}")
+                sys.exit(1)
+            fleet = rig.spawn("fleet", "--run-dir", str(rig.run_dir))
+            ready = fleet.expect("ready", timeout=30.0)
+            console.print(f"[dim]demo: agents connected: {', '.join(ready['agents'])}; "
+                          f"running {duration:g} s[/]")
+            view = DemoView(duration, int(time.time() * 1000))
+            with CtlClient(rig.run_dir, timeout=5.0) as ctl:
+
+                def tick() -> list[dict[str, Any]]:
+                    if not edged.alive():
+                        raise RuntimeStateError(
+                            f"edged exited during the demo (code {edged.proc.returncode}); "
+                            f"{edged.log_tail()}")
+                    return view.update(ctl, fleet)
+
+                end = view.t0 + duration
+                if use_live:
+                    from rich.live import Live
+
+                    with Live(view.render(), console=console, refresh_per_second=4,
+                              transient=False) as lv:
+                        while time.monotonic() < end:
+                            tick()
+                            lv.update(view.render())
+                            time.sleep(max(0.0, min(_REFRESH_S, end - time.monotonic())))
+                else:
+                    next_line = view.t0 + _PLAIN_EVERY_S
+                    while time.monotonic() < end:
+                        for e in tick():
+                            console.print(view.event_line(e), soft_wrap=True)
+                        if time.monotonic() >= next_line:
+                            console.print(view.progress_line(), soft_wrap=True)
+                            next_line += _PLAIN_EVERY_S
+                        time.sleep(max(0.0, min(_REFRESH_S, end - time.monotonic())))
+                _settle(ctl, fleet)
+                fresh = view.update(ctl, fleet)
+                if not use_live:
+                    for e in fresh:
+                        console.print(view.event_line(e), soft_wrap=True)
+                view.stats = ctl.request(CtlOp.STATS)
+            rig.stop_sims()
+            edged_exit = rig.stop_edged()
+    except KeyboardInterrupt:
+        console.print("[yellow]demo interrupted; edged and the agents are stopped[/]")
+        sys.exit(130)
+    except EdgeError as exc:
+        console.print(f"[bold red]demo failed:[/] {exc}")
+        sys.exit(1)
+    _summary(console, view, duration, edged_exit)
+    if edged_exit != 0:
+        sys.exit(1)
