@@ -227,10 +227,19 @@ def encode_metric_batch(
     return bytes(out)
 
 
+_MB_SLOTS = (8, 16, 24, 4)
+_MB_TABLE = struct.Struct("<4xIQQq").unpack_from
+
+
 def decode_metric_batch(buf: Buffer) -> MetricBatchView:
     pos = _root(buf, _MB_IDENT)
     try:
-        f_session, f_seq, f_t_send, f_samples = _slots(buf, pos, 4)
+        slots = _slots(buf, pos, 4)
+        if slots == _MB_SLOTS:  # the lean encoder's layout: one unpack
+            samples, session, seq, t_send_ns = _MB_TABLE(buf, pos)
+            v = pos + 4 + samples
+            return MetricBatchView(buf, session, seq, t_send_ns, v + 4, _U32(buf, v)[0])
+        f_session, f_seq, f_t_send, f_samples = slots
         if f_samples:
             start, count = _vector(buf, pos + f_samples)
         else:
@@ -261,10 +270,17 @@ def encode_heartbeat(m: Heartbeat) -> bytes:
         raise ValueError(f"Heartbeat: {e}") from None
 
 
+_HB_SLOTS = (4, 12, 20)
+_HB_TABLE = struct.Struct("<4xQqQ").unpack_from
+
+
 def decode_heartbeat(buf: Buffer) -> Heartbeat:
     pos = _root(buf, _HB_IDENT)
     try:
-        f_session, f_t_ns, f_seq = _slots(buf, pos, 3)
+        slots = _slots(buf, pos, 3)
+        if slots == _HB_SLOTS:  # the lean encoder's layout: one unpack
+            return Heartbeat(*_HB_TABLE(buf, pos))
+        f_session, f_t_ns, f_seq = slots
         return Heartbeat(
             session=_U64(buf, pos + f_session)[0] if f_session else 0,
             t_ns=_I64(buf, pos + f_t_ns)[0] if f_t_ns else 0,
@@ -303,10 +319,25 @@ def encode_ack(m: Ack) -> bytes:
     return head + detail + _ZEROS[tail + 1]
 
 
+_ACK_SLOTS = (12, 20, 7, 28, 36, 8)
+_ACK_TABLE = struct.Struct("<7xBIQQqq").unpack_from
+
+
 def decode_ack(buf: Buffer) -> Ack:
     pos = _root(buf, _ACK_IDENT)
     try:
-        f_session, f_id, f_status, f_delivered, f_done, f_detail = _slots(buf, pos, 6)
+        slots = _slots(buf, pos, 6)
+        if slots == _ACK_SLOTS:  # the lean encoder's layout: one unpack
+            status, _, session, instruction_id, t_delivered, t_done = _ACK_TABLE(buf, pos)
+            return Ack(
+                session,
+                instruction_id,
+                _ACK_STATUS[status],
+                t_delivered,
+                t_done,
+                _string(buf, pos + 8),
+            )
+        f_session, f_id, f_status, f_delivered, f_done, f_detail = slots
         return Ack(
             session=_U64(buf, pos + f_session)[0] if f_session else 0,
             instruction_id=_U64(buf, pos + f_id)[0] if f_id else 0,
@@ -421,11 +452,31 @@ def _decode_param(buf: Buffer, pos: int) -> Param:
     return Param(key, number != 0.0 if kind is ParamKind.BOOL else number)
 
 
+_INS_SLOTS = (24, 8, 6, 12, 16, 7, 32, 20, 40, 48)
+_INS_UNPACK = _INS_TABLE.unpack_from
+
+
 def decode_instruction(buf: Buffer) -> Instruction:
     pos = _root(buf, _INS_IDENT)
     try:
+        slots = _slots(buf, pos, 10)
+        if slots == _INS_SLOTS:  # the lean encoder's layout: one unpack
+            (_, action, priority, rule, custom, params, metric_id, instruction_id, deadline_ns,
+             value, t_sample_ns) = _INS_UNPACK(buf, pos)  # fmt: skip
+            return Instruction(
+                instruction_id,
+                _string(buf, pos + 8),
+                _ACTION[action],
+                _string(buf, pos + 12),
+                tuple(_decode_param(buf, p) for p in _tables(buf, pos + 16)),
+                priority,
+                deadline_ns,
+                metric_id,
+                value,
+                t_sample_ns,
+            )
         (f_id, f_rule, f_action, f_custom, f_params, f_priority, f_deadline, f_metric, f_value,
-         f_t_sample) = _slots(buf, pos, 10)  # fmt: skip
+         f_t_sample) = slots  # fmt: skip
         return Instruction(
             instruction_id=_U64(buf, pos + f_id)[0] if f_id else 0,
             rule_id=_string(buf, pos + f_rule) if f_rule else "",

@@ -412,10 +412,10 @@ _IMPORT = re.compile(r"^(\s*)from " + re.escape(NAMESPACE.split(".")[0]) + r"\."
 
 def _declaring_files(schemas: dict[str, _Schema]) -> dict[str, str]:
     """Type name -> the schema file that declares it."""
-    out = {}
+    out: dict[str, str] = {}
     for s in schemas.values():
-        for item in (*s.objects, *s.enums):
-            out[item.name] = item.file
+        out.update((o.name, o.file) for o in s.objects)
+        out.update((e.name, e.file) for e in s.enums)
     return out
 
 

@@ -38,6 +38,7 @@ from edge.wire import (
 )
 
 Sample = tuple[int, float, int]  # (metric_id, value, t_ns), as encode_metric_batch takes them
+Adds = list[Callable[..., object]]  # one closure per field: adds it to the open table
 
 
 def _finish(b: flatbuffers.Builder, root: int, t: MessageType) -> bytes:
@@ -139,7 +140,7 @@ def lean_reference_instruction(m: Instruction) -> bytes:
 
 
 def _table(
-    b: flatbuffers.Builder, module: object, adds: list[Callable[[], None]], rnd: random.Random
+    b: flatbuffers.Builder, module: object, adds: Adds, rnd: random.Random
 ) -> int:
     module.Start(b)  # type: ignore[attr-defined]
     rnd.shuffle(adds)
@@ -165,7 +166,7 @@ def builder_encode(m: object, rnd: random.Random) -> bytes:
     if isinstance(m, Ack):
         a = fb.Ack
         detail = _opt_string(b, m.detail)
-        adds = [
+        adds: Adds = [
             lambda: a.AddSession(b, m.session), lambda: a.AddInstructionId(b, m.instruction_id),
             lambda: a.AddStatus(b, m.status), lambda: a.AddTDeliveredNs(b, m.t_delivered_ns),
             lambda: a.AddTDoneNs(b, m.t_done_ns),
@@ -241,7 +242,7 @@ def builder_metric_batch(
         for metric_id, value, t_ns in reversed(samples):
             fb.Sample.CreateSample(b, t_ns, value, metric_id, 0)
         vec = b.EndVector()
-    adds = [
+    adds: Adds = [
         lambda: mb.AddSession(b, session), lambda: mb.AddSeq(b, seq),
         lambda: mb.AddTSendNs(b, t_send_ns),
     ]  # fmt: skip
@@ -257,7 +258,7 @@ def _builder_instruction(b: flatbuffers.Builder, m: Instruction, rnd: random.Ran
         kind, number, text = _param_parts(p)
         key = b.CreateString(p.key)
         txt = _opt_string(b, text)
-        adds = [lambda key=key: p_.AddKey(b, key), lambda kind=kind: p_.AddKind(b, kind)]
+        adds: Adds = [lambda key=key: p_.AddKey(b, key), lambda kind=kind: p_.AddKind(b, kind)]
         if kind is not ParamKind.TEXT:
             adds.append(lambda number=number: p_.AddNumber(b, number))
         if txt:
@@ -292,7 +293,7 @@ def _builder_hello(b: flatbuffers.Builder, m: Hello, rnd: random.Random) -> byte
             ], rnd))  # fmt: skip
         vec = _offsets_vector(b, labels) if labels else 0
         name = b.CreateString(decl.name)
-        adds = [lambda name=name: d_.AddName(b, name)]
+        adds: Adds = [lambda name=name: d_.AddName(b, name)]
         if vec:
             adds.append(lambda vec=vec: d_.AddLabels(b, vec))
         decls.append(_table(b, d_, adds, rnd))
@@ -315,6 +316,7 @@ def _builder_hello(b: flatbuffers.Builder, m: Hello, rnd: random.Random) -> byte
 def build_rule_table(rules: Sequence[dict[str, object]], rnd: random.Random) -> bytes:
     """A RuleTable; each rule dict has rule_id, action, metric, labels, agents, params."""
     b = flatbuffers.Builder(0)
+    c, u = fb.Condition, fb.Rule
     offs = []
     for r in rules:
         labels = []
@@ -325,7 +327,6 @@ def build_rule_table(rules: Sequence[dict[str, object]], rnd: random.Random) -> 
             ], rnd))  # fmt: skip
         label_vec = _offsets_vector(b, labels)
         metric = b.CreateString(r["metric"])  # type: ignore[arg-type]
-        c = fb.Condition
         cond = _table(b, c, [
             lambda metric=metric: c.AddMetric(b, metric),
             lambda label_vec=label_vec: c.AddLabels(b, label_vec),
@@ -345,7 +346,6 @@ def build_rule_table(rules: Sequence[dict[str, object]], rnd: random.Random) -> 
             ], rnd))  # fmt: skip
         param_vec = _offsets_vector(b, params)
         rule_id = b.CreateString(r["rule_id"])  # type: ignore[arg-type]
-        u = fb.Rule
         offs.append(_table(b, u, [
             lambda rule_id=rule_id: u.AddRuleId(b, rule_id),
             lambda r=r: u.AddAction(b, r["action"]),
