@@ -184,6 +184,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
     started = datetime.datetime.now(datetime.UTC)
     machine = machine_info()
     with Rig() as rig:
+        say(f"run directory {rig.root} (removed afterwards)")
         rules = rig.root / "bench_rules.yaml"
         rules.write_text(_rules_yaml(cfg["sla_ms"]), encoding="utf-8")
 
@@ -385,7 +386,7 @@ def bench(json_path: Path | None, duration: float | None, warmup: float | None,
         raise click.BadParameter("rates, batch and SLA must be positive")
 
     def say(text: str) -> None:
-        console.print(f"[dim]bench:[/] {text}")
+        console.print(f"[dim]bench:[/] {text}", soft_wrap=True)
 
     try:
         with sigterm_as_interrupt():

@@ -1,0 +1,66 @@
+"""edgectl demo, run as ``make demo | cat`` runs it: no terminal, plain lines."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.cli._sim import Rig
+from edge.errors import RuntimeStateError
+
+pytestmark = pytest.mark.integration
+
+
+def edgectl(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("edgectl")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-c", "from edge.cli import main; main()", *args]
+
+
+def _counts(output: str) -> tuple[int, int]:
+    m = re.search(r"instructions issued: (\d+)\s+acknowledged: (\d+)", output)
+    assert m, output
+    return int(m[1]), int(m[2])
+
+
+def test_plain_demo_fires_acks_and_exits_zero() -> None:
+    r = subprocess.run(edgectl("demo", "--duration", "5"), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    issued, acked = _counts(r.stdout)
+    assert issued > 0 and acked > 0
+    # the plain view names each firing as it happens, and the summary has the stage table
+    assert re.search(r"instruction #\d+ (throttle|restart_agent|alert) -> ", r.stdout), r.stdout
+    assert "SLA attainment" in r.stdout and "latency per stage" in r.stdout
+
+
+def test_live_view_without_a_terminal_still_summarises() -> None:
+    r = subprocess.run(edgectl("demo", "--duration", "3", "--live"), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    issued, acked = _counts(r.stdout)
+    assert issued > 0 and acked > 0
+
+
+def test_missing_rule_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    r = subprocess.run(edgectl("demo", "--duration", "1", "--rules", str(missing)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert str(missing) in r.stdout and "Traceback" not in r.stdout + r.stderr
+
+
+def test_edged_that_cannot_start_is_reported_with_its_reason(tmp_path: Path) -> None:
+    """The rig behind demo and bench: edged exits at once (its rule file is gone), and the
+    error carries edged's exit code and its own words; nothing is left behind."""
+    with Rig() as rig, pytest.raises(RuntimeStateError) as info:
+        rig.start_edged(tmp_path / "gone.yaml", timeout=20.0)
+    text = str(info.value)
+    assert "exited with code" in text and "gone.yaml" in text
+    assert not rig.root.exists()
