@@ -43,6 +43,7 @@ names another message type; on an unverified buffer they raise VerifyError or re
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -648,11 +649,24 @@ def decode_notice(buf: Buffer) -> Notice:
 
 
 def _json_text(value: dict[str, Any], where: str) -> str:
-    """Compact JSON. Raises ValueError for NaN or infinity (not JSON) and TypeError for values
-    JSON cannot hold."""
+    """Compact JSON text. JSON has no NaN or infinity: those travel as null (a stats document
+    may hold them). Raises TypeError for values JSON cannot hold."""
     if not isinstance(value, dict):
         raise TypeError(f"{where} must be a dict, not {type(value).__name__}")
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def encode_ctl_request(m: CtlRequest) -> bytes:

@@ -256,8 +256,9 @@ def test_out_of_range_numbers_raise_value_error(encode_bad: object) -> None:
 
 
 def test_ctl_json_must_be_an_object_of_json_values() -> None:
-    with pytest.raises(ValueError):
-        encode_ctl_reply(CtlReply(1, CtlCode.OK, {"x": math.nan}))
+    body = {"jitter": math.nan, "p99": [1.0, math.inf], "n": {"x": -math.inf}, "ok": 2.5}
+    got = decode_ctl_reply(encode_ctl_reply(CtlReply(1, CtlCode.OK, body)))
+    assert got.body == {"jitter": None, "p99": [1.0, None], "n": {"x": None}, "ok": 2.5}
     with pytest.raises(TypeError):
         encode_ctl_request(CtlRequest(1, CtlOp.STATUS, {"x": object()}))
 
