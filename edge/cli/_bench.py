@@ -46,6 +46,7 @@ LOAD_RULE = "load_value > 1000000"
 LOAD_SERIES = 16
 _PROBE_COUNTS = ("iterations", "answered", "lost", "mismatched", "late", "dropped", "samples_sent")
 E2E_P99_GOAL_US = 1000.0  # the issue's target: e2e p99 under 1 ms, with background load
+OTHERS_WARN_PCT = 10.0  # CPU (% of one core) used by processes outside the bench
 
 
 def _rules_yaml(sla_ms: float) -> str:
@@ -146,13 +147,27 @@ def pingpong(endpoint: str, request_bytes: int, seconds: float, rate: float) -> 
     return {**summary_us(hist), "lost": lost}
 
 
+def _psi_cpu_some_us() -> int | None:
+    """Linux pressure stall information: total µs some runnable task waited for a CPU."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first.rsplit("total=", 1)[1])
+
+
 class _CpuMeter:
-    """CPU time of a few processes between start() and stop(), in percent of one core."""
+    """CPU use between start() and stop(), in percent of one core: each of our processes, the
+    whole machine, and everything else (other people's work on a shared box skews a bench, so
+    the result says how much of it there was)."""
 
     def __init__(self, pids: dict[str, int]):
         import psutil
 
+        self._psutil = psutil
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._procs["bench"] = psutil.Process()
+        self._ncpu = psutil.cpu_count() or 1
         self._t0 = 0.0
         self._c0: dict[str, float] = {}
 
@@ -161,18 +176,29 @@ class _CpuMeter:
         for name, p in self._procs.items():
             try:
                 c = p.cpu_times()
-                out[name] = c.user + c.system
+                out[name] = c.user + c.system + c.children_user + c.children_system
             except Exception:  # the process is gone: nothing to report for it
                 out[name] = float("nan")
+        # Busy = wall x cores - idle: idle time is measured exactly on tickless kernels,
+        # while the busy fields of /proc/stat are tick-sampled and miss short wake-ups.
+        t = self._psutil.cpu_times()
+        out["machine"] = (time.monotonic() * self._ncpu - t.idle - getattr(t, "iowait", 0.0))
+        psi = _psi_cpu_some_us()
+        out["psi"] = float("nan") if psi is None else psi / 1e6
         return out
 
     def start(self) -> None:
         self._t0, self._c0 = time.monotonic(), self._cpu()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self._t0
         c1 = self._cpu()
-        return {name: round((c1[name] - self._c0[name]) / elapsed * 100.0, 1) for name in c1}
+        pct = {k: round((c1[k] - self._c0[k]) / elapsed * 100.0, 1) for k in c1}
+        psi = pct.pop("psi")
+        ours = sum(v for k, v in pct.items() if not k.startswith("machine"))
+        pct["others"] = round(max(0.0, pct["machine"] - ours), 1)
+        pct["psi_cpu_some"] = None if psi != psi else psi  # NaN: no PSI on this kernel
+        return pct
 
 
 def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
@@ -228,6 +254,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
             stats = ctl.request(CtlOp.STATS)
             window = time.monotonic() - t0
             cpu_pct = cpu.stop()
+            machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
             load.send("report")
             load_rep = load.expect("report")
             probe.send("report")
@@ -270,6 +297,9 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         "background_late_batches": load_rep.get("late", 0),
         "window_s": round(window, 3),
         "cpu_pct": cpu_pct,
+        "cpu_pct_note": "percent of one core over the window; machine = all cores busy; "
+                        "others = machine minus the bench's processes (work not ours); "
+                        "psi_cpu_some = share of time some runnable task waited for a CPU",
         "goal": {"e2e_p99_us_below": E2E_P99_GOAL_US,
                  "met": bool(e2e.get("p99") is not None and e2e["p99"] < E2E_P99_GOAL_US)},
         "edged_exit_code": edged_exit,
@@ -329,18 +359,26 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     ratio = doc["ratio_p99"]
     goal = doc["goal"]
     p = doc["probe"]
-    cpu = ", ".join(f"{k} {v:g} %" for k, v in doc["cpu_pct"].items())
-    return [
+    cpu = ", ".join(f"{k} {v:g} %" for k, v in doc["cpu_pct"].items()
+                    if k not in ("psi_cpu_some", "bench") and v is not None)
+    lines = [
         f"instructions {doc['instructions']:,}, acks {doc['acks']:,} (ok {doc['acks_ok']:,}), "
         f"probe lost {p['lost']}, late iterations {p['late']}",
         f"SLA ({doc['config']['sla_ms']:g} ms) attainment "
         f"{'n/a' if sla is None else f'{sla * 100:.3f} %'}; jitter (MAD/mean) "
         f"{'n/a' if jitter is None else f'{jitter:.1f} %'}; "
         f"e2e p99 / ping-pong p99 = {'n/a' if ratio is None else f'{ratio:.2f}'} (same load)",
-        f"CPU (one core = 100 %): {cpu}",
+        f"CPU (one core = 100 %): {cpu}"
+        + ("" if doc["cpu_pct"]["psi_cpu_some"] is None
+           else f"; CPU pressure {doc['cpu_pct']['psi_cpu_some']:g} % of the time"),
         f"goal e2e p99 < {goal['e2e_p99_us_below']:g} µs: "
         + ("[green]met[/]" if goal["met"] else "[red]not met[/]"),
     ]
+    others = doc["cpu_pct"].get("others", 0.0)
+    if others >= OTHERS_WARN_PCT:
+        lines.append(f"[yellow]other processes used {others:g} % of a core during the window: "
+                     "these figures include their interference; rerun on a quiet machine[/]")
+    return lines
 
 
 @click.command()
