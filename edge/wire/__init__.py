@@ -59,6 +59,4 @@ from ._messages import ParamKind as ParamKind
 from ._messages import Welcome as Welcome
 from ._messages import action_from_name as action_from_name
 from ._messages import action_name as action_name
-from ._verify import MAX_DEPTH as MAX_DEPTH
-from ._verify import MAX_TABLES as MAX_TABLES
 from ._verify import verify as verify
