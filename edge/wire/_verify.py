@@ -196,14 +196,14 @@ def _table(buf: Buffer, n: int, pos: int, plan: _Plan, path: str, depth: int, wa
         vo = entries[f.slot] if f.slot < have else 0
         if not vo:
             if f.required:
-                raise _fail(f"{path}.{f.name}", pos, "required field is missing")
+                raise _fail(path + f.dotted, pos, "required field is missing")
             continue
         at = pos + vo
         if vo < 4 or vo + f.size > tsize:
-            raise _fail(f"{path}.{f.name}", at, f"field at table offset {vo} is outside the "
+            raise _fail(path + f.dotted, at, f"field at table offset {vo} is outside the "
                                                 f"{tsize}-byte table")
         if at & f.align_mask:
-            raise _fail(f"{path}.{f.name}", at, f"field is not {f.align_mask + 1}-aligned")
+            raise _fail(path + f.dotted, at, f"field is not {f.align_mask + 1}-aligned")
         kind = f.kind
         if kind == _SCALAR:
             e = f.enum
