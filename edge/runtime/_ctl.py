@@ -5,6 +5,7 @@ Only the final table swap is handed to the loop, via ``ControlLoop.call``."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -70,8 +71,6 @@ class CtlServer:
                         log.exception("periodic ctl task failed")
         finally:
             self.sock.close(linger=0)
-            import os
-
             try:
                 os.unlink(self.endpoint[len("ipc://") :])
             except FileNotFoundError:
@@ -107,6 +106,12 @@ class CtlServer:
             log.exception("ctl request failed")
             reply = CtlReply(request_id, CtlCode.ERROR, {}, f"internal error: {exc!r}")
         try:
-            self.sock.send_multipart((rid, encode_ctl_reply(reply)), zmq.NOBLOCK)
+            out = encode_ctl_reply(reply)
+        except (TypeError, ValueError) as exc:  # a body JSON cannot hold: a bug, not a crash
+            self.errors += 1
+            log.exception("ctl reply could not be encoded")
+            out = encode_ctl_reply(CtlReply(request_id, CtlCode.ERROR, {}, f"internal error: {exc}"))
+        try:
+            self.sock.send_multipart((rid, out), zmq.NOBLOCK)
         except zmq.ZMQError:
             pass  # edgectl went away; nothing to answer

@@ -66,3 +66,16 @@ def test_bad_config_exit_2(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, env={**os.environ, "EDGE_CONFIG": ""},
     )
     assert r.returncode == 2 and "heartbeat_ms must be > 0" in r.stderr
+
+
+def test_ctl_survives_a_handler_bug(edged: object, run_dir: Path) -> None:
+    from edge.cli import CtlClient
+    from edge.errors import CtlRefused
+    from edge.wire import CtlOp
+
+    d = edged
+    d.ctl._handlers[CtlOp.STATUS] = lambda args, blob: {"oops": object()}  # type: ignore[attr-defined]
+    with CtlClient(run_dir) as c:
+        with pytest.raises(CtlRefused, match="internal error"):
+            c.request(CtlOp.STATUS)
+        assert "agents" in c.request(CtlOp.AGENTS)  # the ctl thread is still serving
