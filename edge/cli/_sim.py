@@ -11,8 +11,9 @@ Each agent role runs as ``python -m edge.cli._sim ROLE ...``:
 
 Parent <-> child protocol (line-based, so a dead parent is noticed as EOF on stdin)::
 
-    parent -> child stdin     one word per line: run | pause | mark | report | quit
-    child  -> parent stdout   one JSON object per line: {"event": "ready" | "paused" | ...}
+    parent -> child stdin     one word per line: run | pause | mark | report | hold | quit
+    child  -> parent stdout   one JSON object per line, {"event": ...}: ready, paused, marked,
+                              report, held, status (fleet, 4 Hz), error (then the child exits)
 
 ``Rig.close()`` stops every child (``quit``, then SIGTERM, then SIGKILL, each after a grace
 period) and removes the directory, whatever state the run is in.
@@ -254,9 +255,10 @@ class Rig:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start_edged(self, rules_file: Path, *, timeout: float = 20.0,
-                    log_level: str = "INFO") -> Child:
-        """Start edged and wait until ctl.sock answers STATUS.
+    def start_edged(self, rules_file: Path, *, timeout: float = 20.0, log_level: str = "INFO",
+                    config_file: Path | None = None) -> Child:
+        """Start edged (``config_file``: a TOML config for it) and wait until ctl.sock answers
+        STATUS.
 
         Raises RuntimeStateError saying why (its exit code and log tail) if it does not."""
         from ..wire import CtlOp
@@ -264,6 +266,8 @@ class Rig:
 
         argv = [*edged_command(), "--run-dir", str(self.run_dir), "--data-dir", str(self.data_dir),
                 "--rules", str(rules_file), "--metrics-addr", "", "--log-level", log_level]
+        if config_file is not None:
+            argv += ["--config", str(config_file)]
         edged = self.edged = Child("edged", argv, self.root / "edged.log", pipes=False,
                                    cwd=self.root)
         deadline = time.monotonic() + timeout
