@@ -69,6 +69,11 @@ IO_RETRIES = 5
 _BACKOFF_CAP_MS = 1000.0
 # Map full at max_map_size: rounds of pruning the oldest audit records before dropping.
 _PRUNE_ROUNDS = 3
+# Pages a commit needs besides its records' (copy-on-write of branch pages and of LMDB's main
+# and free databases, freelist records), and pages LMDB's own databases hold: estimates that
+# err on the side of room.
+_COMMIT_OVERHEAD_PAGES = 8
+_LMDB_OWN_PAGES = 4
 # Loss notices that could not be written are retried this often (seconds) while idle.
 _NOTICE_RETRY_S = 1.0
 # Bound on what one loss notice lists.
@@ -481,8 +486,8 @@ class StoreWriter:
                 if self._store._grow_map(self._seen_map_size):
                     self._c["map_grows"] += 1
                     continue
-                need = 2 * sum(len(r.value) + 64 for r in notices + records) << prunes
-                if prunes < _PRUNE_ROUNDS and self._emergency_prune(need):
+                room = _batch_bytes(notices + records)
+                if prunes < _PRUNE_ROUNDS and self._emergency_prune(room):
                     prunes += 1
                     continue
                 self._lose(records, "store_full", e)
@@ -573,6 +578,11 @@ class StoreWriter:
                 if seq:
                     txn.put(K_LAST_SEQ, _codec.u64(seq - 1), db=dbs["meta"])
                 pruned_audit = self._prune(txn, audit_db, self._audit_retention)
+                if self._seen_map_size >= store.max_map_size:
+                    pruned_audit += self._trim_audit(
+                        txn, self._seen_map_size, _batch_bytes(recs),
+                        keep=sum(1 for r in recs if r.op is _AUDIT),
+                    )
                 pruned_stats = self._prune(txn, dbs["stats"], self._stats_retention)
                 txn.commit()
             except BaseException:
@@ -601,39 +611,100 @@ class StoreWriter:
             n += 1
         return n
 
-    def _emergency_prune(self, need_bytes: int) -> int:
-        """Map full at max_map_size: delete the oldest audit records worth ``need_bytes``.
+    def _pages(self, txn: lmdb.Transaction, map_size: int) -> tuple[int, int, int, int]:
+        """``(map_pages, audit_pages, other_pages, page_size)`` as seen by ``txn``; other pages
+        are every other database's plus a few for LMDB's own (main and free databases)."""
+        dbs = self._store._dbs
+        psize = 0
+        audit = other = 0
+        for name, db in dbs.items():
+            st = txn.stat(db)
+            psize = st["psize"]
+            pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+            if name == "audit":
+                audit = pages
+            else:
+                other += pages
+        return map_size // psize, audit, other + _LMDB_OWN_PAGES, psize
 
-        Returns how many were deleted; 0 when the audit log is too small to make that room
+    def _trim_audit(
+        self, txn: lmdb.Transaction, map_size: int, batch_bytes: int, keep: int
+    ) -> int:
+        """The map cannot grow any more: keep room for the next commits by pruning the oldest
+        audit records ahead of time, in this transaction (at most _prune_cap per commit).
+
+        Every commit needs free pages, deletions included (copy-on-write, freelist records),
+        and LMDB reuses the pages a commit frees only after the next commit. Waiting for
+        MapFullError would leave no room to prune in. So the audit log is kept within half the
+        map (the rest is for rule tables, agents and stats) and below what leaves room for two
+        batches like this one (the pages this commit frees, and the next commit's). The ``keep``
+        newest records (this batch's) are never pruned here.
+        """
+        map_pages, audit_pages, other_pages, psize = self._pages(txn, map_size)
+        batch_pages = -(-batch_bytes // psize) + _COMMIT_OVERHEAD_PAGES
+        budget = min(map_pages // 2, map_pages - other_pages - 2 * batch_pages)
+        st = txn.stat(self._store._dbs["audit"])
+        if audit_pages <= budget or st["entries"] <= keep:
+            return 0
+        per_page = st["entries"] / max(audit_pages, 1)
+        n = min(int((audit_pages - max(budget, 0)) * per_page) + 1, self._prune_cap,
+                st["entries"] - keep)
+        cur = txn.cursor(db=self._store._dbs["audit"])
+        cur.first()
+        deleted = 0
+        while deleted < n and cur.delete():
+            deleted += 1
+        return deleted
+
+    def _emergency_prune(self, batch_bytes: int) -> int:
+        """MapFullError at max_map_size: delete the oldest audit records to make room for a
+        batch of ``batch_bytes``.
+
+        Returns how many were deleted; 0 when even an empty audit log would not make room
         (pruning would destroy history without saving the batch) or pruning itself fails.
+        LMDB reuses the pages a commit frees only after the next commit, so a second, tiny
+        commit follows the deletion to make the room usable by the very next attempt.
         """
         store = self._store
-        audit_db = store._dbs["audit"]
+        dbs = store._dbs
+        audit_db = dbs["audit"]
+        n = 0
         try:
             with store._gate.shared():
                 txn = self._begin_write()
                 try:
-                    st = txn.stat(audit_db)
-                    held = (st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
-                    if held < need_bytes:
+                    map_pages, _, other_pages, psize = self._pages(txn, self._seen_map_size)
+                    batch_pages = -(-batch_bytes // psize) + _COMMIT_OVERHEAD_PAGES
+                    if batch_pages > map_pages - other_pages - _COMMIT_OVERHEAD_PAGES:
                         txn.abort()
                         return 0
+                    # Sequences must go on after the last one even if this empties the log.
+                    txn.put(K_LAST_SEQ, _codec.u64(last_audit_seq_in(txn, dbs)), db=dbs["meta"])
+                    need = batch_pages * psize
                     cur = txn.cursor(db=audit_db)
-                    freed = n = 0
-                    while freed < need_bytes and cur.first():
+                    freed = deleted = 0
+                    while freed < need and cur.first():
                         freed += len(cur.key()) + len(cur.value()) + 16
                         cur.delete()
-                        n += 1
+                        deleted += 1
+                    txn.commit()
+                    n = deleted
+                except BaseException:
+                    txn.abort()
+                    raise
+                txn = self._begin_write()
+                try:
+                    txn.put(K_LAST_SEQ, _codec.u64(last_audit_seq_in(txn, dbs)), db=dbs["meta"])
                     txn.commit()
                 except BaseException:
                     txn.abort()
                     raise
         except lmdb.Error as e:
             log.warning("store writer: pruning the audit log to make room failed: %s", e)
-            return 0
-        self._c["pruned_audit"] += n
-        log.warning("store writer: map full at max_map_size; pruned the %d oldest audit "
-                    "records", n)
+        if n:
+            self._c["pruned_audit"] += n
+            log.warning("store writer: map full at max_map_size; pruned the %d oldest audit "
+                        "records", n)
         return n
 
     def _backoff(self, attempt: int) -> bool:
@@ -680,3 +751,7 @@ class StoreWriter:
             loss.by_db[_DB_OF[op]] += n
         self._refused_noted = sum(by_op.values())
 
+
+def _batch_bytes(recs: list[_Rec]) -> int:
+    """Bytes ``recs`` take in LMDB, roughly: keys, values and per-node headers."""
+    return sum(len(r.value) + (len(r.key) if r.key is not None else 8) + 16 for r in recs)

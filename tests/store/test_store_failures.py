@@ -78,6 +78,28 @@ def test_at_max_map_size_the_oldest_audit_records_make_room(tmp_path: Path) -> N
         assert s.info()["map_size"] == SMALL
 
 
+def test_a_batch_that_does_not_fit_prunes_the_oldest_audit_records_then_lands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Store.open(tmp_path / "s", map_size=SMALL, max_map_size=SMALL) as s:
+        s.put_rule_table(1, b"r" * (40 << 10))
+        with StoreWriter(s, max_batch=16) as w:
+            w.start()
+            for i in range(200):
+                w.audit("tick", i=i, pad="x" * 400)
+            assert w.flush()
+            assert w.counters["dropped_store_full"] == 0
+            w.audit("big", blob="y" * (100 << 10))  # more than the room kept free
+            assert w.flush()
+            c = w.counters
+        assert any("map full at max_map_size; pruned" in m for m in caplog.messages)
+        assert (c["dropped_store_full"], c["map_grows"]) == (0, 0)
+        assert c["pruned_audit"] > 0
+        seqs = [r["seq"] for r in s.iter_audit()]
+        assert seqs[-1] == 201 and seqs == list(range(seqs[0], 202))
+        assert s.active_rule_table() is not None  # rules are never pruned
+
+
 def test_a_batch_that_cannot_fit_is_dropped_counted_and_audited(tmp_path: Path) -> None:
     with Store.open(tmp_path / "s", map_size=SMALL, max_map_size=SMALL) as s:
         with StoreWriter(s) as w:
