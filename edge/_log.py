@@ -40,7 +40,9 @@ class RateLimiter:
         return self._suppressed.pop(kind, 0)
 
 
-def configure(level: str = "INFO", stream_handler: Callable[[], logging.Handler] | None = None) -> None:
+def configure(
+    level: str = "INFO", stream_handler: Callable[[], logging.Handler] | None = None
+) -> None:
     handler = stream_handler() if stream_handler else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("edge")

@@ -91,8 +91,13 @@ def rules_file(tmp_path: Path) -> Path:
 def make_cfg(run_dir: Path, tmp_path: Path, rules_file: Path) -> Callable[..., EdgeConfig]:
     def make(**over: Any) -> EdgeConfig:
         flags: dict[str, Any] = {
-            "run_dir": run_dir, "data_dir": tmp_path / "data", "rules_file": rules_file,
-            "metrics_addr": "", "heartbeat_ms": 100, "missed_beats": 3, "ack_timeout_ms": 1000,
+            "run_dir": run_dir,
+            "data_dir": tmp_path / "data",
+            "rules_file": rules_file,
+            "metrics_addr": "",
+            "heartbeat_ms": 100,
+            "missed_beats": 3,
+            "ack_timeout_ms": 1000,
             "stats_interval_ms": 200,
         }
         flags.update(over)

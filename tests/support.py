@@ -78,8 +78,14 @@ class RawPeer:
         assert self.sock.poll(timeout_ms), "no reply from edged"
         return self.sock.recv()
 
-    def hello(self, agent_id: str, metrics: tuple[str, ...] = ("cpu_usage",), heartbeat_ms: int = 0) -> Any:
-        self.send(encode_hello(Hello(agent_id, tuple(MetricDecl(m) for m in metrics), heartbeat_ms=heartbeat_ms)))
+    def hello(
+        self, agent_id: str, metrics: tuple[str, ...] = ("cpu_usage",), heartbeat_ms: int = 0
+    ) -> Any:
+        self.send(
+            encode_hello(
+                Hello(agent_id, tuple(MetricDecl(m) for m in metrics), heartbeat_ms=heartbeat_ms)
+            )
+        )
         buf = self.recv()
         assert verify(buf) is MessageType.WELCOME, decode_notice(buf)
         return decode_welcome(buf)

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import edge
 
-LAYERS = ["errors clock config _log", "transport", "wire", "rules", "store", "runtime", "sdk", "cli"]
+LAYERS = [
+    "errors clock config _log",
+    "transport",
+    "wire",
+    "rules",
+    "store",
+    "runtime",
+    "sdk",
+    "cli",
+]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names.split()}
 ROOT = Path(edge.__file__).parent
 
@@ -49,12 +58,16 @@ def test_no_module_imports_a_higher_layer() -> None:
                 continue
             dep = _layer_of(target)
             if dep in RANK and RANK[dep] > RANK[own]:
-                problems.append(f"{path.relative_to(ROOT.parent)}:{line}: {own} imports {target} ({dep})")
+                problems.append(
+                    f"{path.relative_to(ROOT.parent)}:{line}: {own} imports {target} ({dep})"
+                )
     assert not problems, "\n".join(problems)
 
 
 def test_every_package_module_belongs_to_a_layer() -> None:
-    tops = {p.stem if p.is_file() else p.name for p in ROOT.iterdir() if not p.name.startswith("__")}
+    tops = {
+        p.stem if p.is_file() else p.name for p in ROOT.iterdir() if not p.name.startswith("__")
+    }
     tops.discard("py")
     unknown = {t for t in tops if t not in RANK and t != "py.typed" and not t.endswith(".typed")}
     assert not unknown, f"add these to the layer list in edge/__init__.py and here: {unknown}"

@@ -11,7 +11,15 @@ import zmq
 
 from ..errors import CtlRefused, NotRunningError
 from ..transport import CTL_SOCK, endpoint, make_dealer
-from ..wire import CtlCode, CtlOp, CtlRequest, MessageType, decode_ctl_reply, encode_ctl_request, verify
+from ..wire import (
+    CtlCode,
+    CtlOp,
+    CtlRequest,
+    MessageType,
+    decode_ctl_reply,
+    encode_ctl_request,
+    verify,
+)
 
 _ids = itertools.count(1)
 
@@ -37,10 +45,14 @@ class CtlClient:
             )
         if self._sock is None:
             self._ctx = zmq.Context()
-            self._sock = make_dealer(self._ctx, endpoint(self.run_dir, CTL_SOCK), sndhwm=10, rcvhwm=100)
+            self._sock = make_dealer(
+                self._ctx, endpoint(self.run_dir, CTL_SOCK), sndhwm=10, rcvhwm=100
+            )
         return self._sock
 
-    def request(self, op: CtlOp, args: dict[str, Any] | None = None, blob: bytes = b"") -> dict[str, Any]:
+    def request(
+        self, op: CtlOp, args: dict[str, Any] | None = None, blob: bytes = b""
+    ) -> dict[str, Any]:
         """Send one request; return the reply body. Raises NotRunningError or CtlRefused."""
         sock = self._socket()
         rid = next(_ids)

@@ -56,7 +56,9 @@ class Ctx:
         self.run_dir = run_dir
         self.timeout = timeout
 
-    def request(self, op: CtlOp, args: dict[str, Any] | None = None, blob: bytes = b"") -> dict[str, Any]:
+    def request(
+        self, op: CtlOp, args: dict[str, Any] | None = None, blob: bytes = b""
+    ) -> dict[str, Any]:
         with CtlClient(self.run_dir, self.timeout) as client:
             return client.request(op, args, blob)
 
@@ -65,9 +67,31 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="edged's run directory.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config.")
+class LazyGroup(click.Group):
+    """Subcommands that pull in heavy modules (bench, demo) are imported when used."""
+
+    lazy = {"bench": "edge.cli._bench:bench", "demo": "edge.cli._demo:demo"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, attr = self.lazy[name].split(":")
+            cmd: click.Command = getattr(importlib.import_module(module), attr)
+            return cmd
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--run-dir", type=click.Path(file_okay=False, path_type=Path), help="edged's run directory."
+)
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config."
+)
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for edged.")
 @click.version_option(__version__, prog_name="edgectl")
 @click.pass_context
@@ -97,12 +121,27 @@ def status(obj: Ctx, as_json: bool) -> None:
         ("uptime", f"{s['uptime_s']:.1f} s"),
         ("run dir", s["run_dir"]),
         ("data dir", s["data_dir"]),
-        ("agents", f"{a['active']} active, {a['lost']} lost, {a['gone']} gone, {a['known_offline']} known offline"),
-        ("rule table", f"version {s['rules']['version']}, {s['rules']['rules']} rules, {s['rules']['hash'][:12]}"),
+        (
+            "agents",
+            f"{a['active']} active, {a['lost']} lost, {a['gone']} gone, {a['known_offline']} known offline",
+        ),
+        (
+            "rule table",
+            f"version {s['rules']['version']}, {s['rules']['rules']} rules, {s['rules']['hash'][:12]}",
+        ),
         ("samples / batches", f"{c['samples']} / {c['batches']}"),
-        ("instructions / acks", f"{c['instructions_sent']} / {c['acks']} ({s['inflight']} in flight)"),
-        ("refused input", str(sum(v for k, v in c.items() if k.startswith("bad_") or k == "duplicate_agent"))),
-        ("store", f"{s['store'].get('commits', 0)} commits, {s['store'].get('dropped_store_full', 0)} dropped (full)"),
+        (
+            "instructions / acks",
+            f"{c['instructions_sent']} / {c['acks']} ({s['inflight']} in flight)",
+        ),
+        (
+            "refused input",
+            str(sum(v for k, v in c.items() if k.startswith("bad_") or k == "duplicate_agent")),
+        ),
+        (
+            "store",
+            f"{s['store'].get('commits', 0)} commits, {s['store'].get('dropped_store_full', 0)} dropped (full)",
+        ),
         ("metrics", s["metrics_url"] or "disabled"),
     ]
     for k, v in rows:
@@ -120,18 +159,38 @@ def agents(obj: Ctx, as_json: bool) -> None:
     if as_json:
         return _emit_json(data)
     t = Table(title="agents")
-    for col in ("agent", "state", "kind", "pid", "series", "last seen", "samples", "instr", "acks", "rules"):
+    for col in (
+        "agent",
+        "state",
+        "kind",
+        "pid",
+        "series",
+        "last seen",
+        "samples",
+        "instr",
+        "acks",
+        "rules",
+    ):
         # agent ids stay whole (they are copied into other commands); the rest may fold
-        t.add_column(col, justify="right" if col not in ("agent", "state", "kind") else "left",
-                     no_wrap=col == "agent", overflow="fold")
+        t.add_column(
+            col,
+            justify="right" if col not in ("agent", "state", "kind") else "left",
+            no_wrap=col == "agent",
+            overflow="fold",
+        )
     colours = {"active": "green", "lost": "yellow", "gone": "dim", "known": "dim"}
     for a in data:
         seen = a.get("last_seen_ms_ago")
         t.add_row(
-            a["agent_id"], f"[{colours.get(a['state'], '')}]{a['state']}[/]", a.get("kind", ""),
-            str(a.get("pid", "")), str(a.get("series", "")),
+            a["agent_id"],
+            f"[{colours.get(a['state'], '')}]{a['state']}[/]",
+            a.get("kind", ""),
+            str(a.get("pid", "")),
+            str(a.get("series", "")),
             "" if seen is None else f"{seen:.0f} ms ago",
-            str(a.get("samples", "")), str(a.get("instructions", "")), str(a.get("acks", "")),
+            str(a.get("samples", "")),
+            str(a.get("instructions", "")),
+            str(a.get("acks", "")),
             str(a.get("rules_bound", "")),
         )
     console.print(t)
@@ -146,8 +205,15 @@ def stage_table(stats: dict[str, Any], title: str = "latency (µs)") -> Table:
     for col in ("stage", "count", "p50", "p90", "p99", "p99.9", "max"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     for stage, s in stats["stages_us"].items():
-        t.add_row(stage, str(s.get("count", 0)), _fmt_us(s.get("p50")), _fmt_us(s.get("p90")),
-                  _fmt_us(s.get("p99")), _fmt_us(s.get("p999")), _fmt_us(s.get("max")))
+        t.add_row(
+            stage,
+            str(s.get("count", 0)),
+            _fmt_us(s.get("p50")),
+            _fmt_us(s.get("p90")),
+            _fmt_us(s.get("p99")),
+            _fmt_us(s.get("p999")),
+            _fmt_us(s.get("max")),
+        )
     return t
 
 
@@ -157,8 +223,15 @@ def rules_sla_table(stats: dict[str, Any]) -> Table:
         t.add_column(col, justify="left" if col == "rule" else "right")
     for rid, r in stats["rules"].items():
         rate = r["sla_rate"]
-        t.add_row(rid, str(r["ok"]), str(r["failed"]), str(r["rejected"]), str(r["timeout"]),
-                  str(r["undeliverable"]), "" if rate is None else f"{rate * 100:.3f} %")
+        t.add_row(
+            rid,
+            str(r["ok"]),
+            str(r["failed"]),
+            str(r["rejected"]),
+            str(r["timeout"]),
+            str(r["undeliverable"]),
+            "" if rate is None else f"{rate * 100:.3f} %",
+        )
     return t
 
 
@@ -178,9 +251,11 @@ def stats(obj: Ctx, as_json: bool, reset: bool) -> None:
     console.print(rules_sla_table(s))
     jitter = s["jitter_pct"]
     sla = s["sla_rate"]
-    console.print(f"jitter (MAD/mean): {'n/a' if jitter is None else f'{jitter:.2f} %'}   "
-                  f"SLA attainment: {'n/a' if sla is None else f'{sla * 100:.3f} %'} "
-                  f"({s['sla_met']}/{s['sla_judged']})")
+    console.print(
+        f"jitter (MAD/mean): {'n/a' if jitter is None else f'{jitter:.2f} %'}   "
+        f"SLA attainment: {'n/a' if sla is None else f'{sla * 100:.3f} %'} "
+        f"({s['sla_met']}/{s['sla_judged']})"
+    )
     nz = {k: v for k, v in s["counters"].items() if v}
     console.print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(nz.items())))
 
@@ -207,12 +282,18 @@ def rules_check(file: Path) -> None:
 def rules_push(obj: Ctx, file: Path, as_json: bool) -> None:
     """Compile FILE (YAML/JSON rules, or a compiled RuleTable) and activate it on edged."""
     raw = file.read_bytes()
-    blob = raw if message_type(raw) is MessageType.RULE_TABLE else encode_rule_table(load_rule_file(file))
+    blob = (
+        raw
+        if message_type(raw) is MessageType.RULE_TABLE
+        else encode_rule_table(load_rule_file(file))
+    )
     r = obj.request(CtlOp.RULES_PUSH, blob=blob)
     if as_json:
         return _emit_json(r)
-    console.print(f"rule table version {r['version']} active ({r['rules']} rules, previous "
-                  f"{r['previous']}, loop pause {r['pause_us']:.0f} µs)")
+    console.print(
+        f"rule table version {r['version']} active ({r['rules']} rules, previous "
+        f"{r['previous']}, loop pause {r['pause_us']:.0f} µs)"
+    )
 
 
 @rules.command("list")
@@ -228,8 +309,14 @@ def rules_list(obj: Ctx, as_json: bool) -> None:
     for col in ("prio", "rule", "condition", "action", "SLA ms", "agents"):
         t.add_column(col)
     for rule in sorted(r["rules"], key=lambda x: -x["priority"]):
-        t.add_row(str(rule["priority"]), rule["rule_id"], rule["rule_content"], rule["action"],
-                  f"{rule['sla_threshold']:g}", ",".join(rule["agents"]) or "*")
+        t.add_row(
+            str(rule["priority"]),
+            rule["rule_id"],
+            rule["rule_content"],
+            rule["action"],
+            f"{rule['sla_threshold']:g}",
+            ",".join(rule["agents"]) or "*",
+        )
     console.print(t)
 
 
@@ -237,13 +324,17 @@ def rules_list(obj: Ctx, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--follow/--no-follow", default=True, show_default=True)
 @click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
-@click.option("--history/--no-history", default=False, help="Start with the retained recent events.")
+@click.option(
+    "--history/--no-history", default=False, help="Start with the retained recent events."
+)
 @click.pass_obj
 @handles_errors
 def tail(obj: Ctx, as_json: bool, follow: bool, interval: float, history: bool) -> None:
     """Instructions, acks and agent events as they happen (Ctrl-C to stop)."""
     with CtlClient(obj.run_dir, obj.timeout) as client:
-        cursor = 0 if history else client.request(CtlOp.TAIL, {"after": 0, "from_end": True})["last"]
+        cursor = (
+            0 if history else client.request(CtlOp.TAIL, {"after": 0, "from_end": True})["last"]
+        )
         try:
             while True:
                 r = client.request(CtlOp.TAIL, {"after": cursor})
@@ -252,9 +343,12 @@ def tail(obj: Ctx, as_json: bool, follow: bool, interval: float, history: bool) 
                         click.echo(json.dumps(e, sort_keys=True))
                     else:
                         ts = time.strftime("%H:%M:%S", time.localtime(e["wall_ms"] / 1000))
-                        console.print(f"{ts}.{e['wall_ms'] % 1000:03d} [bold]{e['kind']:<16}[/] "
-                                      f"{e['agent_id']:<20} {e['rule_id']:<16} "
-                                      f"{e['instruction_id'] or '':>8} {e['detail']}", highlight=False)
+                        console.print(
+                            f"{ts}.{e['wall_ms'] % 1000:03d} [bold]{e['kind']:<16}[/] "
+                            f"{e['agent_id']:<20} {e['rule_id']:<16} "
+                            f"{e['instruction_id'] or '':>8} {e['detail']}",
+                            highlight=False,
+                        )
                 cursor = r["last"]
                 if not follow:
                     return
@@ -264,9 +358,4 @@ def tail(obj: Ctx, as_json: bool, follow: bool, interval: float, history: bool) 
 
 
 def main() -> None:
-    from ._bench import bench
-    from ._demo import demo
-
-    cli.add_command(bench)
-    cli.add_command(demo)
     cli()

@@ -34,8 +34,20 @@ _CMP: dict[CmpOp, Callable[[float, float], bool]] = {
 class CompiledRule:
     """A rule ready to evaluate: the comparison resolved to a function, units in ns."""
 
-    __slots__ = ("rule", "index", "rule_id", "priority", "cmp", "threshold", "hold_ns",
-                 "cooldown_ns", "sla_ns", "params", "key", "order")
+    __slots__ = (
+        "rule",
+        "index",
+        "rule_id",
+        "priority",
+        "cmp",
+        "threshold",
+        "hold_ns",
+        "cooldown_ns",
+        "sla_ns",
+        "params",
+        "key",
+        "order",
+    )
 
     def __init__(self, rule: Rule, index: int):
         self.rule = rule
@@ -74,8 +86,17 @@ class Firing(NamedTuple):
 class Binding:
     """One rule's state for one series of one agent."""
 
-    __slots__ = ("rule", "agent", "metric_id", "since_ns", "armed", "last_fire_ns",
-                 "last_value", "last_t_ns", "timer_token")
+    __slots__ = (
+        "rule",
+        "agent",
+        "metric_id",
+        "since_ns",
+        "armed",
+        "last_fire_ns",
+        "last_value",
+        "last_t_ns",
+        "timer_token",
+    )
 
     def __init__(self, rule: CompiledRule, agent: object, metric_id: int):
         self.rule = rule

@@ -21,7 +21,14 @@ MAX_FILE_BYTES = 10 << 20
 
 _DURATION_UNITS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)\Z")
-_OPS = {">": CmpOp.GT, ">=": CmpOp.GE, "<": CmpOp.LT, "<=": CmpOp.LE, "==": CmpOp.EQ, "!=": CmpOp.NE}
+_OPS = {
+    ">": CmpOp.GT,
+    ">=": CmpOp.GE,
+    "<": CmpOp.LT,
+    "<=": CmpOp.LE,
+    "==": CmpOp.EQ,
+    "!=": CmpOp.NE,
+}
 _TOKEN_RE = re.compile(
     r"""\s*(?:
         (?P<dur>\d+(?:\.\d+)?(?:ms|s|m|h))(?![A-Za-z0-9_])
@@ -35,8 +42,16 @@ _TOKEN_RE = re.compile(
 )
 _RULE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
 _KNOWN_KEYS = {
-    "rule_id", "rule_name", "rule_content", "action", "priority", "sla_threshold",
-    "agents", "params", "cooldown", "escalate",
+    "rule_id",
+    "rule_name",
+    "rule_content",
+    "action",
+    "priority",
+    "sla_threshold",
+    "agents",
+    "params",
+    "cooldown",
+    "escalate",
 }
 
 
@@ -149,12 +164,16 @@ def load_rule_file(path: Path | str) -> RuleSet:
     except OSError as exc:
         raise RuleFileError([Problem(name, 0, 0, f"cannot read: {exc.strerror}")]) from None
     if len(raw) > MAX_FILE_BYTES:
-        raise RuleFileError([Problem(name, 1, 1, f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")])
+        raise RuleFileError(
+            [Problem(name, 1, 1, f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")]
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise RuleFileError([Problem(name, line, 1, "not UTF-8 text", hint="save the file as UTF-8")]) from None
+        raise RuleFileError(
+            [Problem(name, line, 1, "not UTF-8 text", hint="save the file as UTF-8")]
+        ) from None
     return parse_rule_text(text, name)
 
 
@@ -164,11 +183,24 @@ def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise RuleFileError([Problem(name, line, col, f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}")]) from None
+        raise RuleFileError(
+            [Problem(name, line, col, f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}")]
+        ) from None
     if root is None:
-        raise RuleFileError([Problem(name, 1, 1, "the file holds no rules", hint="a list of rule objects, or a mapping with rules:")])
+        raise RuleFileError(
+            [
+                Problem(
+                    name,
+                    1,
+                    1,
+                    "the file holds no rules",
+                    hint="a list of rule objects, or a mapping with rules:",
+                )
+            ]
+        )
     problems: list[Problem] = []
-    version, description, custom = 0, "", ()
+    version, description = 0, ""
+    custom: tuple[str, ...] = ()
     rules_node: Any = root
     if isinstance(root, yaml.MappingNode):
         top = {k.value: v for k, v in root.value}
@@ -190,11 +222,21 @@ def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
     seen: dict[str, int] = {}
     for index, node in enumerate(rules_node.value):
         rule = _rule(name, index, node, custom, problems)
-        rid_node = dict((k.value, v) for k, v in node.value).get("rule_id") if isinstance(node, yaml.MappingNode) else None
+        rid_node = (
+            dict((k.value, v) for k, v in node.value).get("rule_id")
+            if isinstance(node, yaml.MappingNode)
+            else None
+        )
         rid = getattr(rid_node, "value", None)
         if isinstance(rid, str) and rid in seen:
-            problems.append(_at(name, rid_node, f"duplicate rule_id {rid!r} (first at rule #{seen[rid]})",
-                                f"rule #{index} {rid}"))
+            problems.append(
+                _at(
+                    name,
+                    rid_node,
+                    f"duplicate rule_id {rid!r} (first at rule #{seen[rid]})",
+                    f"rule #{index} {rid}",
+                )
+            )
             continue
         if isinstance(rid, str):
             seen[rid] = index
@@ -210,7 +252,9 @@ def _at(name: str, node: Any, message: str, rule: str = "", hint: str = "") -> P
     return Problem(name, mark.line + 1, mark.column + 1, message, rule=rule, hint=hint)
 
 
-def _rule(name: str, index: int, node: Any, custom: tuple[str, ...], problems: list[Problem]) -> Rule | None:
+def _rule(
+    name: str, index: int, node: Any, custom: tuple[str, ...], problems: list[Problem]
+) -> Rule | None:
     if not isinstance(node, yaml.MappingNode):
         problems.append(_at(name, node, f"rule #{index} must be an object"))
         return None
@@ -245,16 +289,38 @@ def _rule(name: str, index: int, node: Any, custom: tuple[str, ...], problems: l
                 cnode = nodes["rule_content"]
                 mark = cnode.start_mark
                 offset = 1 if cnode.style in ("'", '"') else 0
-                problems.append(Problem(name, mark.line + 1, mark.column + 1 + offset + col, str(msg), label, content, col))
+                problems.append(
+                    Problem(
+                        name,
+                        mark.line + 1,
+                        mark.column + 1 + offset + col,
+                        str(msg),
+                        label,
+                        content,
+                        col,
+                    )
+                )
     action, custom_action = Action.UNSPECIFIED, ""
     if "action" in nodes:
-        action, custom_action = _action(values.get("action"), custom, lambda m, h="": bad("action", m, h))
+        action, custom_action = _action(
+            values.get("action"), custom, lambda m, h="": bad("action", m, h)
+        )
     priority = values.get("priority")
-    if "priority" in nodes and (not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255):
-        bad("priority", f"priority must be an integer 0-255, not {priority!r}", "higher is more important")
+    if "priority" in nodes and (
+        not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255
+    ):
+        bad(
+            "priority",
+            f"priority must be an integer 0-255, not {priority!r}",
+            "higher is more important",
+        )
     sla = values.get("sla_threshold")
-    if "sla_threshold" in nodes and (not isinstance(sla, int | float) or isinstance(sla, bool) or sla <= 0):
-        bad("sla_threshold", f"sla_threshold must be a positive number of milliseconds, not {sla!r}")
+    if "sla_threshold" in nodes and (
+        not isinstance(sla, int | float) or isinstance(sla, bool) or sla <= 0
+    ):
+        bad(
+            "sla_threshold", f"sla_threshold must be a positive number of milliseconds, not {sla!r}"
+        )
     agents = values.get("agents", [])
     if isinstance(agents, str):
         agents = [agents]
@@ -279,14 +345,25 @@ def _rule(name: str, index: int, node: Any, custom: tuple[str, ...], problems: l
             bad("cooldown", str(exc))
     escalate, escalate_custom = Action.UNSPECIFIED, ""
     if values.get("escalate"):
-        escalate, escalate_custom = _action(values["escalate"], custom, lambda m, h="": bad("escalate", m, h))
+        escalate, escalate_custom = _action(
+            values["escalate"], custom, lambda m, h="": bad("escalate", m, h)
+        )
     if len(problems) > before or cond is None:
         return None
     return Rule(
-        rule_id=rid, condition=cond, action=action, priority=priority, sla_ms=float(sla),
-        name=str(values.get("rule_name", "") or ""), content=content, custom_action=custom_action,
-        agents=tuple(agents), params=tuple(params), cooldown_ns=cooldown,
-        escalate=escalate, escalate_custom=escalate_custom,
+        rule_id=rid,
+        condition=cond,
+        action=action,
+        priority=priority,
+        sla_ms=float(sla),
+        name=str(values.get("rule_name", "") or ""),
+        content=content,
+        custom_action=custom_action,
+        agents=tuple(agents),
+        params=tuple(params),
+        cooldown_ns=cooldown,
+        escalate=escalate,
+        escalate_custom=escalate_custom,
     )
 
 
@@ -299,6 +376,9 @@ def _action(value: Any, custom: tuple[str, ...], bad: Any) -> tuple[Action, str]
     except ValueError:
         if value in custom:
             return Action.CUSTOM, value
-        bad(f"unknown action {value!r}", "built-in: restart_agent, stop_agent, pause_agent, resume_agent, "
-            "throttle, set_param, alert, safe_state; others must be listed under actions:")
+        bad(
+            f"unknown action {value!r}",
+            "built-in: restart_agent, stop_agent, pause_agent, resume_agent, "
+            "throttle, set_param, alert, safe_state; others must be listed under actions:",
+        )
         return Action.UNSPECIFIED, ""

@@ -63,11 +63,23 @@ def _rule(b: flatbuffers.Builder, r: Rule) -> int:
     fb.Condition.ConditionAddThreshold(b, c.threshold)
     fb.Condition.ConditionAddHoldNs(b, c.hold_ns)
     cond = fb.Condition.ConditionEnd(b)
-    rid, name, content = b.CreateString(r.rule_id), b.CreateString(r.name), b.CreateString(r.content)
+    rid, name, content = (
+        b.CreateString(r.rule_id),
+        b.CreateString(r.name),
+        b.CreateString(r.content),
+    )
     custom = b.CreateString(r.custom_action) if r.custom_action else 0
     esc_custom = b.CreateString(r.escalate_custom) if r.escalate_custom else 0
-    agents = _vector(b, fb.Rule.RuleStartAgentsVector, [b.CreateString(a) for a in r.agents]) if r.agents else 0
-    params = _vector(b, fb.Rule.RuleStartParamsVector, [_param(b, p) for p in r.params]) if r.params else 0
+    agents = (
+        _vector(b, fb.Rule.RuleStartAgentsVector, [b.CreateString(a) for a in r.agents])
+        if r.agents
+        else 0
+    )
+    params = (
+        _vector(b, fb.Rule.RuleStartParamsVector, [_param(b, p) for p in r.params])
+        if r.params
+        else 0
+    )
     fb.Rule.RuleStart(b)
     fb.Rule.RuleAddRuleId(b, rid)
     fb.Rule.RuleAddName(b, name)
@@ -95,8 +107,15 @@ def encode_rule_table(rs: RuleSet, *, created_at_unix_ms: int | None = None) -> 
 
     b = flatbuffers.Builder(1024)
     rules = _vector(b, fb.RuleTable.RuleTableStartRulesVector, [_rule(b, r) for r in rs.rules])
-    customs = _vector(b, fb.RuleTable.RuleTableStartCustomActionsVector,
-                      [b.CreateString(a) for a in rs.custom_actions]) if rs.custom_actions else 0
+    customs = (
+        _vector(
+            b,
+            fb.RuleTable.RuleTableStartCustomActionsVector,
+            [b.CreateString(a) for a in rs.custom_actions],
+        )
+        if rs.custom_actions
+        else 0
+    )
     digest = b.CreateByteVector(rs.content_hash)
     desc = b.CreateString(rs.description)
     fb.RuleTable.RuleTableStart(b)
@@ -166,21 +185,33 @@ def decode_rule_table(buf: bytes) -> RuleSet:
             else:
                 value = p.Number()
             params.append(Param(_s(p.Key()), value))
-        rules.append(Rule(
-            rule_id=rid,
-            condition=Condition(_s(c.Metric()), op, c.Threshold(), labels, c.HoldNs()),
-            action=action, priority=r.Priority(), sla_ms=r.SlaMs(), name=_s(r.Name()),
-            content=_s(r.Content()), custom_action=_s(r.CustomAction()),
-            agents=tuple(_s(r.Agents(j)) for j in range(r.AgentsLength())),
-            params=tuple(params), cooldown_ns=r.CooldownNs(), escalate=escalate,
-            escalate_custom=_s(r.EscalateCustom()),
-        ))
+        rules.append(
+            Rule(
+                rule_id=rid,
+                condition=Condition(_s(c.Metric()), op, c.Threshold(), labels, c.HoldNs()),
+                action=action,
+                priority=r.Priority(),
+                sla_ms=r.SlaMs(),
+                name=_s(r.Name()),
+                content=_s(r.Content()),
+                custom_action=_s(r.CustomAction()),
+                agents=tuple(_s(r.Agents(j)) for j in range(r.AgentsLength())),
+                params=tuple(params),
+                cooldown_ns=r.CooldownNs(),
+                escalate=escalate,
+                escalate_custom=_s(r.EscalateCustom()),
+            )
+        )
     rs = RuleSet(
-        tuple(rules), version=t.Version(), description=_s(t.Description()),
+        tuple(rules),
+        version=t.Version(),
+        description=_s(t.Description()),
         custom_actions=tuple(_s(t.CustomActions(j)) for j in range(t.CustomActionsLength())),
         created_at_unix_ms=t.CreatedAtUnixMs(),
     )
     digest = bytes(t.ContentHash(j) for j in range(t.ContentHashLength()))
     if digest != rs.content_hash:
-        raise RuleTableError("RuleTable content hash does not match its rules (corrupted or edited)")
+        raise RuleTableError(
+            "RuleTable content hash does not match its rules (corrupted or edited)"
+        )
     return rs

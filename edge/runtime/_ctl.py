@@ -14,7 +14,15 @@ import zmq
 
 from ..errors import EdgeError, WireError
 from ..transport import CTL_SOCK, endpoint, make_router
-from ..wire import CtlCode, CtlOp, CtlReply, MessageType, decode_ctl_request, encode_ctl_reply, verify
+from ..wire import (
+    CtlCode,
+    CtlOp,
+    CtlReply,
+    MessageType,
+    decode_ctl_request,
+    encode_ctl_reply,
+    verify,
+)
 
 log = logging.getLogger("edge.ctl")
 
@@ -22,11 +30,11 @@ MAX_CTL_BYTES = 64 << 20
 Handler = Callable[[dict[str, Any], bytes], dict[str, Any]]
 
 
-class BadRequest(EdgeError):
+class BadRequestError(EdgeError):
     """A ctl request edged cannot act on (answered with CtlCode.BAD_REQUEST)."""
 
 
-class Refused(EdgeError):
+class RefusedError(EdgeError):
     """A ctl request edged will not act on (answered with CtlCode.REFUSED)."""
 
 
@@ -86,19 +94,19 @@ class CtlServer:
         request_id = 0
         try:
             if len(frames) != 2:
-                raise BadRequest("send one CtlRequest per frame")
+                raise BadRequestError("send one CtlRequest per frame")
             if verify(buf, max_bytes=MAX_CTL_BYTES) is not MessageType.CTL_REQUEST:
-                raise BadRequest("expected a CtlRequest on ctl.sock")
+                raise BadRequestError("expected a CtlRequest on ctl.sock")
             req = decode_ctl_request(buf)
             request_id = req.request_id
             handler = self._handlers.get(req.op)
             if handler is None:
-                raise BadRequest(f"unknown op {int(req.op)}")
+                raise BadRequestError(f"unknown op {int(req.op)}")
             reply = CtlReply(request_id, CtlCode.OK, handler(req.args or {}, req.blob))
-        except (BadRequest, WireError) as exc:
+        except (BadRequestError, WireError) as exc:
             self.errors += 1
             reply = CtlReply(request_id, CtlCode.BAD_REQUEST, {}, str(exc))
-        except (Refused, EdgeError) as exc:
+        except (RefusedError, EdgeError) as exc:
             self.errors += 1
             reply = CtlReply(request_id, CtlCode.REFUSED, {}, str(exc))
         except Exception as exc:
@@ -110,7 +118,9 @@ class CtlServer:
         except (TypeError, ValueError) as exc:  # a body JSON cannot hold: a bug, not a crash
             self.errors += 1
             log.exception("ctl reply could not be encoded")
-            out = encode_ctl_reply(CtlReply(request_id, CtlCode.ERROR, {}, f"internal error: {exc}"))
+            out = encode_ctl_reply(
+                CtlReply(request_id, CtlCode.ERROR, {}, f"internal error: {exc}")
+            )
         try:
             self.sock.send_multipart((rid, out), zmq.NOBLOCK)
         except zmq.ZMQError:

@@ -29,7 +29,7 @@ from ..rules import CompiledTable, RuleSet, decode_rule_table, encode_rule_table
 from ..store import Store, StoreWriter
 from ..transport import prepare_run_dir
 from ..wire import CtlOp
-from ._ctl import BadRequest, CtlServer, Refused
+from ._ctl import BadRequestError, CtlServer, RefusedError
 from ._lock import InstanceLock
 from ._loop import ControlLoop
 from ._prom import MetricsServer
@@ -69,27 +69,48 @@ class Edged:
             self._locks.append(InstanceLock(cfg.run_dir / "edged.lock").acquire())
             cfg.data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
             self._locks.append(InstanceLock(cfg.data_dir / "edged.lock").acquire())
-            self.store = Store.open(cfg.data_dir / "state", map_size=cfg.map_size,
-                                    max_map_size=cfg.max_map_size, clock=self.clock)
-            self.writer = StoreWriter(self.store, commit_interval_ms=cfg.commit_interval_ms,
-                                      clock=self.clock)
+            self.store = Store.open(
+                cfg.data_dir / "state",
+                map_size=cfg.map_size,
+                max_map_size=cfg.max_map_size,
+                clock=self.clock,
+            )
+            self.writer = StoreWriter(
+                self.store, commit_interval_ms=cfg.commit_interval_ms, clock=self.clock
+            )
             self.writer.start()
             table = self._recover_table()
             self._ctx = zmq.Context()
-            self.loop = ControlLoop(cfg, self._ctx, writer=self.writer, clock=self.clock, table=table)
+            self.loop = ControlLoop(
+                cfg, self._ctx, writer=self.writer, clock=self.clock, table=table
+            )
             self.loop.registry.known = self.store.load_agents()
-            self.stats = StatsView(lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh)))
+            self.stats = StatsView(
+                lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh))
+            )
             self.ctl = CtlServer(self._ctx, cfg.run_dir, self._handlers(), tick=self._tick)
             if cfg.metrics_addr:
                 self.metrics = MetricsServer(cfg.metrics_addr, self._metrics_read)
         except BaseException:
             self.close()
             raise
-        self.writer.audit("edged_started", pid=os.getpid(), version=__version__,
-                          rules_version=table.version, run_dir=str(cfg.run_dir))
-        log.info("edged %s ready in %.0f ms: agents %s, ctl %s%s", __version__,
-                 (time.perf_counter() - t0) * 1000, self.loop.endpoint, self.ctl.endpoint,
-                 f", metrics http://{self.metrics.host}:{self.metrics.port}/metrics" if self.metrics else "")
+        self.writer.audit(
+            "edged_started",
+            pid=os.getpid(),
+            version=__version__,
+            rules_version=table.version,
+            run_dir=str(cfg.run_dir),
+        )
+        log.info(
+            "edged %s ready in %.0f ms: agents %s, ctl %s%s",
+            __version__,
+            (time.perf_counter() - t0) * 1000,
+            self.loop.endpoint,
+            self.ctl.endpoint,
+            f", metrics http://{self.metrics.host}:{self.metrics.port}/metrics"
+            if self.metrics
+            else "",
+        )
         return self
 
     def _recover_table(self) -> CompiledTable:
@@ -157,8 +178,11 @@ class Edged:
                     self.writer.put_stats(self._stats_doc(refresh=False))
                 except Exception:
                     log.exception("final stats snapshot failed")
-                self.writer.audit("edged_stopped", pid=os.getpid(),
-                                  counters={k: v for k, v in self.loop.counters.items() if v})
+                self.writer.audit(
+                    "edged_stopped",
+                    pid=os.getpid(),
+                    counters={k: v for k, v in self.loop.counters.items() if v},
+                )
             self.writer.close()
         if self.loop is not None:
             self.loop.close()
@@ -180,7 +204,7 @@ class Edged:
 
     def _require_loop(self) -> ControlLoop:
         if self.loop is None:
-            raise Refused("edged is not running")
+            raise RefusedError("edged is not running")
         return self.loop
 
     def _loop_call(self, fn: Any) -> Any:
@@ -238,12 +262,17 @@ class Edged:
             "run_dir": str(self.cfg.run_dir),
             "data_dir": str(self.cfg.data_dir),
             "agents": loop.registry.counts(),
-            "rules": {"version": table.version, "rules": len(table.rules),
-                      "hash": table.ruleset.content_hash.hex()},
+            "rules": {
+                "version": table.version,
+                "rules": len(table.rules),
+                "hash": table.ruleset.content_hash.hex(),
+            },
             "inflight": len(loop.inflight),
             "counters": dict(loop.counters),
             "store": self.writer.counters,
-            "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics" if self.metrics else None,
+            "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics"
+            if self.metrics
+            else None,
         }
 
     def _ctl_stats(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
@@ -260,12 +289,12 @@ class Edged:
         loop = self._require_loop()
         assert self.store is not None and self.writer is not None
         if not blob:
-            raise BadRequest("RulesPush needs a RuleTable in blob (edgectl rules push FILE)")
+            raise BadRequestError("RulesPush needs a RuleTable in blob (edgectl rules push FILE)")
         try:
             ruleset = decode_rule_table(blob)
         except RuleError as exc:
             self.writer.audit("rules_refused", reason=str(exc), bytes=len(blob))
-            raise Refused(f"rule table refused: {exc}") from None
+            raise RefusedError(f"rule table refused: {exc}") from None
         active = loop.table.version
         if ruleset.version <= active:
             ruleset = _with_version(ruleset, active + 1)
@@ -275,8 +304,12 @@ class Edged:
         result = loop.call(lambda: loop.activate(table))
         result["hash"] = ruleset.content_hash.hex()
         self.writer.audit("rules_activated", **result)
-        log.info("rule table version %d active (%d rules, loop pause %.0f µs)",
-                 result["version"], result["rules"], result["pause_us"])
+        log.info(
+            "rule table version %d active (%d rules, loop pause %.0f µs)",
+            result["version"],
+            result["rules"],
+            result["pause_us"],
+        )
         return result
 
     def _ctl_rules_list(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
@@ -288,9 +321,15 @@ class Edged:
             "lkg": loop.lkg_table.version if loop.lkg_table else None,
             "hash": table.ruleset.content_hash.hex(),
             "rules": [
-                {"rule_id": r.rule_id, "rule_name": r.name, "rule_content": r.content,
-                 "action": r.action_name, "priority": r.priority, "sla_threshold": r.sla_ms,
-                 "agents": list(r.agents)}
+                {
+                    "rule_id": r.rule_id,
+                    "rule_name": r.name,
+                    "rule_content": r.content,
+                    "action": r.action_name,
+                    "priority": r.priority,
+                    "sla_threshold": r.sla_ms,
+                    "agents": list(r.agents),
+                }
                 for r in table.ruleset.rules
             ],
             "stored": self.store.list_rule_tables(),
@@ -300,7 +339,7 @@ class Edged:
         loop = self._require_loop()
         after = args.get("after", 0)
         if not isinstance(after, int) or after < 0:
-            raise BadRequest("tail: after must be a non-negative integer")
+            raise BadRequestError("tail: after must be a non-negative integer")
         if after == 0 and args.get("from_end"):
             return {"events": [], "last": loop.event_seq}
         events = loop.events_after(after)
@@ -315,20 +354,39 @@ def _with_version(ruleset: RuleSet, version: int) -> RuleSet:
 
 # ---------------------------------------------------------------- the command
 
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML config file (also $EDGE_CONFIG).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Sockets and lock (default $XDG_RUNTIME_DIR/edge or /tmp/edge-$UID).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="LMDB state (default ~/.local/state/edge).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML config file (also $EDGE_CONFIG).",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Sockets and lock (default $XDG_RUNTIME_DIR/edge or /tmp/edge-$UID).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="LMDB state (default ~/.local/state/edge).",
+)
 @click.option("--device-id", help="This board's id (default: hostname).")
-@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Rule file to activate when the store has no active table.")
-@click.option("--metrics-addr", help="host:port for /metrics; '' disables (default 127.0.0.1:9108).")
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rule file to activate when the store has no active table.",
+)
+@click.option(
+    "--metrics-addr", help="host:port for /metrics; '' disables (default 127.0.0.1:9108)."
+)
 @click.option("--heartbeat-ms", type=int, help="Heartbeat interval agents are told to use.")
 @click.option("--run-dir-group", help="Group allowed to reach the sockets.")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+)
 @click.version_option(__version__, prog_name="edged")
 def main(config_file: Path | None, **flags: Any) -> None:
     """edged: the edge runtime daemon (metrics in, rules, instructions out)."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from .._log import RateLimiter
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig
 from ..errors import RuntimeStateError, TooLargeError, VerifyError
@@ -48,7 +49,6 @@ from ..wire import (
     encode_welcome,
     verify,
 )
-from .._log import RateLimiter
 from ._lifecycle import AgentState
 from ._registry import AGENT_ID_RE, METRIC_NAME_RE, AgentRecord, Registry
 from ._stats import StatsBook
@@ -60,15 +60,46 @@ _HOUSEKEEPING_NS = 50_000_000
 _MAX_IDLE_MS = 100  # bounds how long a stop request waits
 
 COUNTERS = (
-    "frames_in", "batches", "samples", "heartbeats", "hellos", "byes", "acks",
-    "acks_ok", "acks_failed", "acks_rejected", "acks_unknown",
-    "firings", "timer_firings", "instructions_sent", "instructions_dropped_full",
-    "instructions_unroutable", "instructions_agent_gone", "ack_timeouts",
-    "agents_registered", "agents_replaced", "agents_lost", "agents_recovered", "agents_gone",
-    "bad_frames", "bad_malformed", "bad_too_large", "bad_unexpected_type", "bad_unknown_session",
-    "bad_unknown_metric", "bad_batch_too_big", "bad_hello", "bad_protocol_version",
-    "duplicate_agent", "agents_refused_full", "batch_gaps", "notices_sent", "notices_dropped",
-    "handler_errors", "rule_tables_activated", "loop_iterations",
+    "frames_in",
+    "batches",
+    "samples",
+    "heartbeats",
+    "hellos",
+    "byes",
+    "acks",
+    "acks_ok",
+    "acks_failed",
+    "acks_rejected",
+    "acks_unknown",
+    "firings",
+    "timer_firings",
+    "instructions_sent",
+    "instructions_dropped_full",
+    "instructions_unroutable",
+    "instructions_agent_gone",
+    "ack_timeouts",
+    "agents_registered",
+    "agents_replaced",
+    "agents_lost",
+    "agents_recovered",
+    "agents_gone",
+    "bad_frames",
+    "bad_malformed",
+    "bad_too_large",
+    "bad_unexpected_type",
+    "bad_unknown_session",
+    "bad_unknown_metric",
+    "bad_batch_too_big",
+    "bad_hello",
+    "bad_protocol_version",
+    "duplicate_agent",
+    "agents_refused_full",
+    "batch_gaps",
+    "notices_sent",
+    "notices_dropped",
+    "handler_errors",
+    "rule_tables_activated",
+    "loop_iterations",
 )
 
 
@@ -91,8 +122,9 @@ class ControlLoop:
         self.endpoint = endpoint(cfg.run_dir, AGENTS_SOCK)
         # Frames over max_msg_bytes are refused by verify() (counted, answered); libzmq's own
         # MAXMSGSIZE is a hard cap above that, where it drops the connection unread.
-        self.sock = make_router(ctx, self.endpoint, max_msg_bytes=hard_msg_cap(cfg.max_msg_bytes),
-                                sndhwm=cfg.sndhwm)
+        self.sock = make_router(
+            ctx, self.endpoint, max_msg_bytes=hard_msg_cap(cfg.max_msg_bytes), sndhwm=cfg.sndhwm
+        )
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._calls: collections.deque[tuple[Callable[[], Any], Future[Any]]] = collections.deque()
         self.registry = Registry()
@@ -141,7 +173,9 @@ class ControlLoop:
                 now = now_ns()
                 due = timers.next_due()
                 until = next_house if due is None or due > next_house else due
-                timeout = min(_MAX_IDLE_MS, max(0, -(-(until - now) // 1_000_000)))
+                # Round down: within the last millisecond before a timer, poll without
+                # blocking (a bounded spin) so held-for deadlines fire on time, not up to 1 ms late.
+                timeout = min(_MAX_IDLE_MS, max(0, (until - now) // 1_000_000))
                 for s, _ in poller.poll(timeout):
                     if s is sock:
                         self._drain()
@@ -227,7 +261,9 @@ class ControlLoop:
             t_recv = now_ns()
             counters["frames_in"] += 1
             if len(frames) != 2:
-                self._bad("bad_frames", frames[0], f"{len(frames) - 1} frames; send one message per frame")
+                self._bad(
+                    "bad_frames", frames[0], f"{len(frames) - 1} frames; send one message per frame"
+                )
                 continue
             rid, buf = frames
             try:
@@ -255,13 +291,22 @@ class ControlLoop:
         rec = self.registry.by_session.get(view.session)
         counters = self.counters
         if rec is None:
-            self._bad("bad_unknown_session", rid, f"MetricBatch for unknown session {view.session}",
-                      NoticeCode.HELLO_REQUIRED)
+            self._bad(
+                "bad_unknown_session",
+                rid,
+                f"MetricBatch for unknown session {view.session}",
+                NoticeCode.HELLO_REQUIRED,
+            )
             return
         count = view.count
         if count > self.cfg.max_batch:
-            self._bad("bad_batch_too_big", rid, f"{count} samples > max_batch {self.cfg.max_batch}",
-                      NoticeCode.TOO_LARGE, agent_id=rec.agent_id)
+            self._bad(
+                "bad_batch_too_big",
+                rid,
+                f"{count} samples > max_batch {self.cfg.max_batch}",
+                NoticeCode.TOO_LARGE,
+                agent_id=rec.agent_id,
+            )
             return
         if rec.state is not AgentState.ACTIVE:
             self._revive(rec, t_recv)
@@ -299,13 +344,20 @@ class ControlLoop:
                     else:
                         fired.append(f)
         if unknown:
-            self._bad("bad_unknown_metric", rid, f"{unknown} samples with metric ids >= {n_series}",
-                      NoticeCode.UNKNOWN_METRIC, agent_id=rec.agent_id, n=unknown)
+            self._bad(
+                "bad_unknown_metric",
+                rid,
+                f"{unknown} samples with metric ids >= {n_series}",
+                NoticeCode.UNKNOWN_METRIC,
+                agent_id=rec.agent_id,
+                n=unknown,
+            )
         if fired:
             self._dispatch(fired, t_recv, t_eval, view.t_send_ns, from_timer=False)
 
-    def _dispatch(self, fired: list[Firing], t_recv: int, t_eval: int, t_batch_send: int, *,
-                  from_timer: bool) -> None:
+    def _dispatch(
+        self, fired: list[Firing], t_recv: int, t_eval: int, t_batch_send: int, *, from_timer: bool
+    ) -> None:
         """Send the instructions for ``fired`` in priority order (then file order)."""
         t_decide = self.clock.monotonic_ns()
         if len(fired) > 1:
@@ -325,38 +377,71 @@ class ControlLoop:
             iid = self._next_iid
             self._next_iid = iid + 1
             r = rule.rule
-            buf = encode_instruction(Instruction(
-                iid, rule.rule_id, r.action, r.custom_action, rule.params, rule.priority,
-                f.t_sample_ns + rule.sla_ns, f.metric_id, f.value, f.t_sample_ns,
-            ))
+            buf = encode_instruction(
+                Instruction(
+                    iid,
+                    rule.rule_id,
+                    r.action,
+                    r.custom_action,
+                    rule.params,
+                    rule.priority,
+                    f.t_sample_ns + rule.sla_ns,
+                    f.metric_id,
+                    f.value,
+                    f.t_sample_ns,
+                )
+            )
             try:
                 send((rec.routing_id, buf), zmq.NOBLOCK)
             except zmq.Again:
-                self._undeliverable(rec, rule.rule_id, iid, "instructions_dropped_full",
-                                    "agent is not reading: its queue is full")
+                self._undeliverable(
+                    rec,
+                    rule.rule_id,
+                    iid,
+                    "instructions_dropped_full",
+                    "agent is not reading: its queue is full",
+                )
                 continue
             except zmq.ZMQError as exc:
                 if exc.errno != zmq.EHOSTUNREACH:
                     raise
-                self._undeliverable(rec, rule.rule_id, iid, "instructions_unroutable",
-                                    "agent connection is gone")
+                self._undeliverable(
+                    rec, rule.rule_id, iid, "instructions_unroutable", "agent connection is gone"
+                )
                 continue
             t_send = now_ns()
-            self.inflight[iid] = (rec, rule, f.t_sample_ns, t_batch_send, t_recv, t_eval, t_decide,
-                                  t_send, from_timer)
+            self.inflight[iid] = (
+                rec,
+                rule,
+                f.t_sample_ns,
+                t_batch_send,
+                t_recv,
+                t_eval,
+                t_decide,
+                t_send,
+                from_timer,
+            )
             self._sent_order.append((t_send, iid))
             rec.instructions += 1
             counters["instructions_sent"] += 1
             self._event("instruction", rec.agent_id, rule.rule_id, iid, r.action_name)
 
-    def _undeliverable(self, rec: AgentRecord, rule_id: str, iid: int, counter: str, why: str) -> None:
+    def _undeliverable(
+        self, rec: AgentRecord, rule_id: str, iid: int, counter: str, why: str
+    ) -> None:
         self.counters[counter] += 1
         self.book.record_unacked(rule_id, "undeliverable")
         self._event("undeliverable", rec.agent_id, rule_id, iid, why)
         if self._limiter.allow(counter, self.clock.monotonic_ns()):
             log.warning("instruction %d (%s) to %s not sent: %s", iid, rule_id, rec.agent_id, why)
-        self._audit("instruction", id=iid, agent_id=rec.agent_id, rule_id=rule_id,
-                    status="undeliverable", detail=why)
+        self._audit(
+            "instruction",
+            id=iid,
+            agent_id=rec.agent_id,
+            rule_id=rule_id,
+            status="undeliverable",
+            detail=why,
+        )
 
     def _on_ack(self, rid: bytes, buf: bytes, t_recv: int) -> None:
         ack = decode_ack(buf)
@@ -365,30 +450,57 @@ class ControlLoop:
         if p is None:
             counters["acks_unknown"] += 1
             if self._limiter.allow("acks_unknown", t_recv):
-                self._audit("bad_input", reason="acks_unknown", peer=_peer(rid),
-                            detail=f"Ack for unknown or timed-out instruction {ack.instruction_id}")
+                self._audit(
+                    "bad_input",
+                    reason="acks_unknown",
+                    peer=_peer(rid),
+                    detail=f"Ack for unknown or timed-out instruction {ack.instruction_id}",
+                )
             return
         rec, rule, t_sample, t_bsend, t_recv0, t_eval, t_decide, _t_send, from_timer = p
         rec.acks += 1
         rec.last_seen_ns = t_recv
         status = int(ack.status)
-        met = self.book.record_ack(rule.rule_id, status, rule.sla_ns, t_sample, t_bsend, t_recv0,
-                                   t_eval, t_decide, ack.t_delivered_ns, ack.t_done_ns, t_recv,
-                                   from_timer)
+        met = self.book.record_ack(
+            rule.rule_id,
+            status,
+            rule.sla_ns,
+            t_sample,
+            t_bsend,
+            t_recv0,
+            t_eval,
+            t_decide,
+            ack.t_delivered_ns,
+            ack.t_done_ns,
+            t_recv,
+            from_timer,
+        )
         counters["acks"] += 1
         name = _ACK_NAMES.get(status, "failed")
         counters["acks_" + name] += 1
         self._event("ack", rec.agent_id, rule.rule_id, ack.instruction_id, name)
-        self._audit("instruction", id=ack.instruction_id, agent_id=rec.agent_id,
-                    rule_id=rule.rule_id, action=rule.rule.action_name, status=name,
-                    e2e_us=(ack.t_done_ns - t_sample) / 1000.0, sla_met=met, detail=ack.detail)
+        self._audit(
+            "instruction",
+            id=ack.instruction_id,
+            agent_id=rec.agent_id,
+            rule_id=rule.rule_id,
+            action=rule.rule.action_name,
+            status=name,
+            e2e_us=(ack.t_done_ns - t_sample) / 1000.0,
+            sla_met=met,
+            detail=ack.detail,
+        )
 
     def _on_heartbeat(self, rid: bytes, buf: bytes, t_recv: int) -> None:
         hb = decode_heartbeat(buf)
         rec = self.registry.by_session.get(hb.session)
         if rec is None:
-            self._bad("bad_unknown_session", rid, f"Heartbeat for unknown session {hb.session}",
-                      NoticeCode.HELLO_REQUIRED)
+            self._bad(
+                "bad_unknown_session",
+                rid,
+                f"Heartbeat for unknown session {hb.session}",
+                NoticeCode.HELLO_REQUIRED,
+            )
             return
         self.counters["heartbeats"] += 1
         rec.last_seen_ns = t_recv
@@ -413,9 +525,12 @@ class ControlLoop:
             self._bad("bad_hello", rid, str(exc), NoticeCode.BAD_HELLO)
             return
         if hello.protocol_version != PROTOCOL_VERSION:
-            self._bad("bad_protocol_version", rid,
-                      f"protocol_version {hello.protocol_version} unsupported; edged speaks {PROTOCOL_VERSION}",
-                      NoticeCode.PROTOCOL_VERSION)
+            self._bad(
+                "bad_protocol_version",
+                rid,
+                f"protocol_version {hello.protocol_version} unsupported; edged speaks {PROTOCOL_VERSION}",
+                NoticeCode.PROTOCOL_VERSION,
+            )
             return
         problem = self._check_hello(hello)
         if problem:
@@ -425,43 +540,76 @@ class ControlLoop:
         old = reg.by_id.get(hello.agent_id)
         if old is not None and old.state is not AgentState.GONE and old.routing_id != rid:
             if self._connection_alive(old):
-                self._bad("duplicate_agent", rid,
-                          f"agent_id {hello.agent_id!r} is already connected (pid {old.pid})",
-                          NoticeCode.DUPLICATE_AGENT, agent_id=hello.agent_id, always_audit=True)
+                self._bad(
+                    "duplicate_agent",
+                    rid,
+                    f"agent_id {hello.agent_id!r} is already connected (pid {old.pid})",
+                    NoticeCode.DUPLICATE_AGENT,
+                    agent_id=hello.agent_id,
+                    always_audit=True,
+                )
                 return
         live = sum(1 for r in reg.by_id.values() if r.state is not AgentState.GONE)
         if old is None and live >= self.cfg.max_agents:
-            self._bad("agents_refused_full", rid, f"max_agents {self.cfg.max_agents} reached",
-                      NoticeCode.BAD_HELLO, agent_id=hello.agent_id, always_audit=True)
+            self._bad(
+                "agents_refused_full",
+                rid,
+                f"max_agents {self.cfg.max_agents} reached",
+                NoticeCode.BAD_HELLO,
+                agent_id=hello.agent_id,
+                always_audit=True,
+            )
             return
         session = secrets.randbits(63) or 1
         while session in reg.by_session:
             session = secrets.randbits(63) or 1
         hb_ms = min(max(hello.heartbeat_ms or self.cfg.heartbeat_ms, 10), 60_000)
         series = [(i, m.name, tuple(sorted(m.labels))) for i, m in enumerate(hello.metrics)]
-        rec = AgentRecord(hello.agent_id, session, rid, series, kind=hello.agent_kind,
-                          pid=hello.pid, heartbeat_ms=hb_ms, now_ns=t_recv,
-                          wall_ms=self.clock.wall_ms())
+        rec = AgentRecord(
+            hello.agent_id,
+            session,
+            rid,
+            series,
+            kind=hello.agent_kind,
+            pid=hello.pid,
+            heartbeat_ms=hb_ms,
+            now_ns=t_recv,
+            wall_ms=self.clock.wall_ms(),
+        )
         rec.bindings = self.table.bind(rec, rec.agent_id, series, timers=self.timers)
         replaced = reg.add(rec)
         if replaced is not None:
             _cancel_timers(replaced.bindings)
             counters["agents_replaced"] += 1
         counters["agents_registered"] += 1
-        welcome = Welcome(session, tuple(range(len(series))), hb_ms, self.cfg.missed_beats,
-                          self.cfg.max_batch, self.cfg.max_msg_bytes)
+        welcome = Welcome(
+            session,
+            tuple(range(len(series))),
+            hb_ms,
+            self.cfg.missed_beats,
+            self.cfg.max_batch,
+            self.cfg.max_msg_bytes,
+        )
         self._send_control(rid, encode_welcome(welcome))
         self._event("agent_registered", rec.agent_id, "", 0, f"{len(series)} series")
-        self._audit("agent_registered", agent_id=rec.agent_id, agent_kind=rec.kind, pid=rec.pid,
-                    series=len(series), replaced=replaced is not None)
+        self._audit(
+            "agent_registered",
+            agent_id=rec.agent_id,
+            agent_kind=rec.kind,
+            pid=rec.pid,
+            series=len(series),
+            replaced=replaced is not None,
+        )
         if self.writer is not None:
             self.writer.put_agent(rec.agent_id, rec.persistent())
         log.info("agent %s registered (%d series, pid %d)", rec.agent_id, len(series), rec.pid)
 
     def _check_hello(self, hello: Any) -> str:
         if not AGENT_ID_RE.match(hello.agent_id):
-            return (f"agent_id {hello.agent_id[:64]!r} invalid: 1-128 of letters, digits, _ . : -, "
-                    "starting with a letter or digit")
+            return (
+                f"agent_id {hello.agent_id[:64]!r} invalid: 1-128 of letters, digits, _ . : -, "
+                "starting with a letter or digit"
+            )
         if len(hello.metrics) > self.cfg.max_metrics_per_agent:
             return f"{len(hello.metrics)} metrics > max_metrics_per_agent {self.cfg.max_metrics_per_agent}"
         seen = set()
@@ -480,8 +628,12 @@ class ControlLoop:
     def _connection_alive(self, rec: AgentRecord) -> bool:
         """Is ``rec``'s connection still there? With ROUTER_MANDATORY a send to a gone peer
         raises EHOSTUNREACH, so a short Notice doubles as an exact probe."""
-        probe = encode_notice(Notice(NoticeCode.DUPLICATE_AGENT,
-                                     "another connection tried to register with your agent_id"))
+        probe = encode_notice(
+            Notice(
+                NoticeCode.DUPLICATE_AGENT,
+                "another connection tried to register with your agent_id",
+            )
+        )
         try:
             self.sock.send_multipart((rec.routing_id, probe), zmq.NOBLOCK)
         except zmq.Again:
@@ -527,18 +679,35 @@ class ControlLoop:
             self.counters["ack_timeouts"] += 1
             self.book.record_unacked(rule.rule_id, "timeout")
             self._event("ack_timeout", rec.agent_id, rule.rule_id, iid, "")
-            self._audit("instruction", id=iid, agent_id=rec.agent_id, rule_id=rule.rule_id,
-                        action=rule.rule.action_name, status="timeout",
-                        detail=f"no Ack within {self.cfg.ack_timeout_ms} ms")
+            self._audit(
+                "instruction",
+                id=iid,
+                agent_id=rec.agent_id,
+                rule_id=rule.rule_id,
+                action=rule.rule.action_name,
+                status="timeout",
+                detail=f"no Ack within {self.cfg.ack_timeout_ms} ms",
+            )
         # Liveness: missed beats make an agent LOST (it comes back with its next message).
         for rec in self.registry.by_id.values():
-            if rec.state is AgentState.ACTIVE and now - rec.last_seen_ns > rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats:
+            if (
+                rec.state is AgentState.ACTIVE
+                and now - rec.last_seen_ns > rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats
+            ):
                 rec.set_state(AgentState.LOST)
                 self.counters["agents_lost"] += 1
-                self._event("agent_lost", rec.agent_id, "", 0,
-                            f"no message for {(now - rec.last_seen_ns) / 1e6:.0f} ms")
-                self._audit("agent_lost", agent_id=rec.agent_id,
-                            silent_ms=round((now - rec.last_seen_ns) / 1e6, 1))
+                self._event(
+                    "agent_lost",
+                    rec.agent_id,
+                    "",
+                    0,
+                    f"no message for {(now - rec.last_seen_ns) / 1e6:.0f} ms",
+                )
+                self._audit(
+                    "agent_lost",
+                    agent_id=rec.agent_id,
+                    silent_ms=round((now - rec.last_seen_ns) / 1e6, 1),
+                )
                 log.warning("agent %s lost: %d beats missed", rec.agent_id, self.cfg.missed_beats)
 
     # ---------------------------------------------------------------- rule tables
@@ -552,7 +721,9 @@ class ControlLoop:
             if rec.state is AgentState.GONE:
                 continue
             old = rec.bindings
-            rec.bindings = table.bind(rec, rec.agent_id, rec.series, previous=old, timers=self.timers)
+            rec.bindings = table.bind(
+                rec, rec.agent_id, rec.series, previous=old, timers=self.timers
+            )
             _cancel_timers(old)
         previous = self.table
         self.lkg_table = previous
@@ -560,8 +731,12 @@ class ControlLoop:
         self.counters["rule_tables_activated"] += 1
         pause_us = (time.perf_counter_ns() - t0) / 1000.0
         self._event("rules_activated", "", "", 0, f"version {table.version}")
-        return {"version": table.version, "previous": previous.version, "rules": len(table.rules),
-                "pause_us": pause_us}
+        return {
+            "version": table.version,
+            "previous": previous.version,
+            "rules": len(table.rules),
+            "pause_us": pause_us,
+        }
 
     def swap_book(self, fresh: StatsBook) -> StatsBook:
         old, self.book = self.book, fresh
@@ -569,18 +744,38 @@ class ControlLoop:
 
     # ---------------------------------------------------------------- reporting
 
-    def _bad(self, counter: str, rid: bytes, detail: str, notice: NoticeCode | None = None, *,
-             agent_id: str = "", n: int = 1, always_audit: bool = False) -> None:
+    def _bad(
+        self,
+        counter: str,
+        rid: bytes,
+        detail: str,
+        notice: NoticeCode | None = None,
+        *,
+        agent_id: str = "",
+        n: int = 1,
+        always_audit: bool = False,
+    ) -> None:
         """Count a refusal; log, audit and answer it at a bounded rate."""
         self.counters[counter] += n
         now = self.clock.monotonic_ns()
         if not (self._limiter.allow(counter, now) or always_audit):
             return
         suppressed = self._limiter.take_suppressed(counter)
-        log.warning("refused from %s: %s: %s%s", agent_id or _peer(rid), counter, detail,
-                    f" ({suppressed} more since last report)" if suppressed else "")
-        self._audit("bad_input", reason=counter, peer=_peer(rid), agent_id=agent_id,
-                    detail=detail[:500], suppressed=suppressed)
+        log.warning(
+            "refused from %s: %s: %s%s",
+            agent_id or _peer(rid),
+            counter,
+            detail,
+            f" ({suppressed} more since last report)" if suppressed else "",
+        )
+        self._audit(
+            "bad_input",
+            reason=counter,
+            peer=_peer(rid),
+            agent_id=agent_id,
+            detail=detail[:500],
+            suppressed=suppressed,
+        )
         self._event("bad_input", agent_id, "", 0, f"{counter}: {detail[:200]}")
         if notice is not None:
             self._send_control(rid, encode_notice(Notice(notice, detail[:500])))
@@ -594,7 +789,9 @@ class ControlLoop:
 
     def _event(self, kind: str, agent_id: str, rule_id: str, iid: int, detail: str) -> None:
         self.event_seq += 1
-        self.events.append((self.event_seq, self.clock.wall_ms(), kind, agent_id, rule_id, iid, detail))
+        self.events.append(
+            (self.event_seq, self.clock.wall_ms(), kind, agent_id, rule_id, iid, detail)
+        )
 
     def _audit(self, event: str, **fields: Any) -> None:
         if self.writer is not None:
@@ -606,10 +803,16 @@ class ControlLoop:
         now = self.clock.monotonic_ns()
         out = [rec.describe(now) for rec in list(self.registry.by_id.values())]
         for agent_id, rec in list(self.registry.known.items()):
-            out.append({"agent_id": agent_id, "state": "offline", "kind": rec.get("kind", ""),
-                        "series": len(rec.get("series", [])),
-                        "last_state": rec.get("state", ""),
-                        "registered_wall_ms": rec.get("registered_wall_ms")})
+            out.append(
+                {
+                    "agent_id": agent_id,
+                    "state": "offline",
+                    "kind": rec.get("kind", ""),
+                    "series": len(rec.get("series", [])),
+                    "last_state": rec.get("state", ""),
+                    "registered_wall_ms": rec.get("registered_wall_ms"),
+                }
+            )
         return sorted(out, key=lambda d: d["agent_id"])
 
     def events_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
@@ -622,7 +825,11 @@ def hard_msg_cap(max_msg_bytes: int) -> int:
     return 2 * max_msg_bytes + 65536
 
 
-_ACK_NAMES = {int(AckStatus.OK): "ok", int(AckStatus.FAILED): "failed", int(AckStatus.REJECTED): "rejected"}
+_ACK_NAMES = {
+    int(AckStatus.OK): "ok",
+    int(AckStatus.FAILED): "failed",
+    int(AckStatus.REJECTED): "rejected",
+}
 
 
 def _firing_order(f: Firing) -> tuple[int, int]:

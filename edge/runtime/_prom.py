@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -32,22 +33,36 @@ class EdgeCollector(Collector):
             agents.add_metric([state], n)
         yield agents
         stats = data["stats"]
-        lat = GaugeMetricFamily("edge_stage_latency_microseconds",
-                                "Per-stage latency percentiles since start or reset",
-                                labels=["stage", "quantile"])
+        lat = GaugeMetricFamily(
+            "edge_stage_latency_microseconds",
+            "Per-stage latency percentiles since start or reset",
+            labels=["stage", "quantile"],
+        )
         for stage, summary in stats["stages_us"].items():
-            for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("0.999", "p999"), ("1", "max")):
+            for q, key in (
+                ("0.5", "p50"),
+                ("0.9", "p90"),
+                ("0.99", "p99"),
+                ("0.999", "p999"),
+                ("1", "max"),
+            ):
                 if key in summary:
                     lat.add_metric([stage, q], summary[key])
         yield lat
         if stats["jitter_pct"] is not None:
-            yield GaugeMetricFamily("edge_e2e_jitter_percent",
-                                    "Mean absolute deviation of e2e latency over its mean",
-                                    value=stats["jitter_pct"])
-        sla = GaugeMetricFamily("edge_rule_sla_attainment_ratio", "Share of instructions within SLA",
-                                labels=["rule_id"])
-        fired = CounterMetricFamily("edge_rule_instructions", "Instructions by rule and outcome",
-                                    labels=["rule_id", "outcome"])
+            yield GaugeMetricFamily(
+                "edge_e2e_jitter_percent",
+                "Mean absolute deviation of e2e latency over its mean",
+                value=stats["jitter_pct"],
+            )
+        sla = GaugeMetricFamily(
+            "edge_rule_sla_attainment_ratio", "Share of instructions within SLA", labels=["rule_id"]
+        )
+        fired = CounterMetricFamily(
+            "edge_rule_instructions",
+            "Instructions by rule and outcome",
+            labels=["rule_id", "outcome"],
+        )
         for rid, rc in stats["rules"].items():
             if rc["sla_rate"] is not None:
                 sla.add_metric([rid], rc["sla_rate"])
@@ -69,9 +84,12 @@ class MetricsServer:
             raise ConfigError(f"metrics_addr {addr!r}: expected host:port, e.g. 127.0.0.1:9108")
         registry = CollectorRegistry(auto_describe=False)
         registry.register(EdgeCollector(read))
-        self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        server, self._thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=registry
+        )
+        self._server: WSGIServer | None = server
         self._thread.name = "edge-metrics"
-        self.port: int = self._server.server_port
+        self.port: int = server.server_port
         self.host = host
 
     def close(self) -> None:

@@ -16,9 +16,25 @@ class AgentRecord:
     """One agent as the loop sees it. Mutated only on the loop thread."""
 
     __slots__ = (
-        "agent_id", "session", "routing_id", "state", "kind", "pid", "heartbeat_ms",
-        "series", "bindings", "last_value", "last_t_ns", "last_seen_ns", "registered_wall_ms",
-        "samples", "batches", "instructions", "acks", "last_batch_seq", "batch_gaps",
+        "agent_id",
+        "session",
+        "routing_id",
+        "state",
+        "kind",
+        "pid",
+        "heartbeat_ms",
+        "series",
+        "bindings",
+        "last_value",
+        "last_t_ns",
+        "last_seen_ns",
+        "registered_wall_ms",
+        "samples",
+        "batches",
+        "instructions",
+        "acks",
+        "last_batch_seq",
+        "batch_gaps",
     )
 
     def __init__(

@@ -14,7 +14,8 @@ Stages (CLOCK_MONOTONIC ns; docs/protocol.md):
   execute  = Ack.t_done_ns - Ack.t_delivered_ns
   e2e      = Ack.t_done_ns - sample.t_ns           (the sum; SLA is judged on it)
   ack      = edged receives the Ack - Ack.t_done_ns (not part of e2e)
-Timer-triggered instructions (held-for deadlines) have no collect/trans1/compute stage.
+Timer-triggered instructions (held-for deadlines) have no collect/trans1 stage; their compute
+stage is the timer's lateness (deadline -> evaluation), so the stages still add up to e2e.
 """
 
 from __future__ import annotations
@@ -35,11 +36,20 @@ def _hist() -> HdrHistogram:
 
 
 class RuleCounts:
-    __slots__ = ("fired", "ok", "failed", "rejected", "timeout", "undeliverable", "sla_met", "sla_judged")
+    __slots__ = (
+        "fired",
+        "ok",
+        "failed",
+        "rejected",
+        "timeout",
+        "undeliverable",
+        "sla_met",
+        "sla_judged",
+    )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.fired = self.ok = self.failed = self.rejected = 0
+        self.timeout = self.undeliverable = self.sla_met = self.sla_judged = 0
 
     def add(self, other: RuleCounts) -> None:
         for name in self.__slots__:
@@ -101,7 +111,10 @@ class StatsBook:
         else:
             rc.rejected += 1
         rec = self._rec
-        if not from_timer:
+        if from_timer:
+            # no sample, no transport: compute is how late the loop served the deadline
+            rec("compute", t_eval - t_sample)
+        else:
             rec("collect", t_batch_send - t_sample)
             rec("trans1", t_recv - t_batch_send)
             rec("compute", t_eval - t_recv)
@@ -151,7 +164,9 @@ def jitter_pct(h: HdrHistogram) -> float | None:
     """The seed's jitter: mean absolute deviation of e2e over its mean, in percent.
 
     Both mean and deviation use the histogram's bucket values (3 significant digits)."""
-    items = [(it.value_iterated_to, it.count_at_value_iterated_to) for it in h.get_recorded_iterator()]
+    items = [
+        (it.value_iterated_to, it.count_at_value_iterated_to) for it in h.get_recorded_iterator()
+    ]
     n = sum(c for _, c in items)
     if not n:
         return None

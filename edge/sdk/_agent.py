@@ -31,7 +31,8 @@ from ..errors import (
     InstructionRejected,
     UndeclaredMetricError,
 )
-from ..transport import AGENTS_SOCK, endpoint as make_endpoint, make_dealer
+from ..transport import AGENTS_SOCK, make_dealer
+from ..transport import endpoint as make_endpoint
 from ..wire import (
     Ack,
     AckStatus,
@@ -123,8 +124,16 @@ class Agent:
         self._stop = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.counters = {"reported": 0, "dropped": 0, "batches": 0, "instructions": 0,
-                         "acks": 0, "handler_errors": 0, "hellos": 0, "reconnects": 0}
+        self.counters = {
+            "reported": 0,
+            "dropped": 0,
+            "batches": 0,
+            "instructions": 0,
+            "acks": 0,
+            "handler_errors": 0,
+            "hellos": 0,
+            "reconnects": 0,
+        }
 
     # ------------------------------------------------------------ lifecycle
 
@@ -193,15 +202,22 @@ class Agent:
             if self._closed:
                 raise AgentClosedError(f"agent {self.agent_id} is closed") from None
             if not self._ids:
-                raise EdgeError(f"agent {self.agent_id}: not connected yet; call connect()") from None
+                raise EdgeError(
+                    f"agent {self.agent_id}: not connected yet; call connect()"
+                ) from None
             declared = ", ".join(sorted({d.name for d in self.decls}))
             raise UndeclaredMetricError(
                 f"metric {name!r} with labels {dict(key[1])} was not declared by {self.agent_id}; "
                 f"declared: {declared}"
             ) from None
 
-    def report(self, name: str, value: float, labels: Mapping[str, str] | None = None,
-               t_ns: int | None = None) -> bool:
+    def report(
+        self,
+        name: str,
+        value: float,
+        labels: Mapping[str, str] | None = None,
+        t_ns: int | None = None,
+    ) -> bool:
         """Send one sample now. Returns False if it was dropped (edged unreachable)."""
         mid = self.metric_id(name, labels)
         t = self._clock.monotonic_ns() if t_ns is None else t_ns
@@ -269,7 +285,9 @@ class Agent:
                 if self._session and t >= next_beat:
                     beat_seq += 1
                     try:
-                        sock.send(encode_heartbeat(Heartbeat(self._session, t, beat_seq)), zmq.NOBLOCK)
+                        sock.send(
+                            encode_heartbeat(Heartbeat(self._session, t, beat_seq)), zmq.NOBLOCK
+                        )
                     except zmq.Again:
                         pass
                     next_beat = t + self._beat_ns()
@@ -304,8 +322,13 @@ class Agent:
         return (self._hb_ms or 1000) * 1_000_000
 
     def _send_hello(self, sock: zmq.Socket[bytes]) -> bool:
-        hello = Hello(self.agent_id, self.decls, agent_kind=self.kind, pid=os.getpid(),
-                      heartbeat_ms=self._heartbeat_ms)
+        hello = Hello(
+            self.agent_id,
+            self.decls,
+            agent_kind=self.kind,
+            pid=os.getpid(),
+            heartbeat_ms=self._heartbeat_ms,
+        )
         try:
             sock.send(encode_hello(hello), zmq.NOBLOCK)
         except zmq.Again:
@@ -323,13 +346,17 @@ class Agent:
             try:
                 mtype = verify(buf)
             except EdgeError as exc:
-                log.warning("agent %s: dropped a malformed message from edged: %s", self.agent_id, exc)
+                log.warning(
+                    "agent %s: dropped a malformed message from edged: %s", self.agent_id, exc
+                )
                 continue
             if mtype is MessageType.INSTRUCTION:
                 self._execute(sock, decode_instruction(buf), t_delivered)
             elif mtype is MessageType.WELCOME:
                 w = decode_welcome(buf)
-                self._ids = {(d.name, d.labels): mid for d, mid in zip(self.decls, w.metric_ids, strict=True)}
+                self._ids = {
+                    (d.name, d.labels): mid for d, mid in zip(self.decls, w.metric_ids, strict=True)
+                }
                 self._hb_ms = w.heartbeat_ms
                 self._max_batch = max(1, w.max_batch)
                 self._session = w.session
@@ -369,5 +396,8 @@ class Agent:
             sock.send(encode_ack(ack), zmq.NOBLOCK)
             self.counters["acks"] += 1
         except zmq.Again:
-            log.warning("agent %s: could not send Ack %d (edged unreachable)", self.agent_id,
-                        ins.instruction_id)
+            log.warning(
+                "agent %s: could not send Ack %d (edged unreachable)",
+                self.agent_id,
+                ins.instruction_id,
+            )

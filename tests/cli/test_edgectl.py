@@ -22,7 +22,9 @@ def run(run_dir: Path, *args: str) -> Any:
     return CliRunner().invoke(cli, ["--run-dir", str(run_dir), "--timeout", "2", *args])
 
 
-@pytest.mark.parametrize("cmd", [["status"], ["agents"], ["stats"], ["rules", "list"], ["tail", "--no-follow"]])
+@pytest.mark.parametrize(
+    "cmd", [["status"], ["agents"], ["stats"], ["rules", "list"], ["tail", "--no-follow"]]
+)
 def test_absent_edged_says_so_and_how_to_start(run_dir: Path, cmd: list[str]) -> None:
     r = run(run_dir, *cmd)
     assert r.exit_code == 3
@@ -40,7 +42,9 @@ def test_dead_edged_with_a_stale_socket(run_dir: Path) -> None:
     assert "Traceback" not in r.output
 
 
-def test_read_commands_against_a_live_edged(edged: Edged, agent_factory: Any, run_dir: Path) -> None:
+def test_read_commands_against_a_live_edged(
+    edged: Edged, agent_factory: Any, run_dir: Path
+) -> None:
     got: list[Any] = []
     with agent_factory("perception-1", ["cpu_usage"], handler=got.append) as agent:
         agent.report("cpu_usage", 0.99)
@@ -52,7 +56,12 @@ def test_read_commands_against_a_live_edged(edged: Edged, agent_factory: Any, ru
         assert agents[0]["instructions"] == 1 and agents[0]["acks"] == 1
         stats = json.loads(run(run_dir, "stats", "--json").output)
         assert stats["stages_us"]["e2e"]["count"] == 1 and stats["sla_rate"] in (0.0, 1.0)
-        tail = [json.loads(line) for line in run(run_dir, "tail", "--json", "--no-follow", "--history").output.splitlines()]
+        tail = [
+            json.loads(line)
+            for line in run(
+                run_dir, "tail", "--json", "--no-follow", "--history"
+            ).output.splitlines()
+        ]
         assert {"instruction", "ack"} <= {e["kind"] for e in tail}
         for cmd in (["status"], ["agents"], ["stats"], ["rules", "list"]):
             r = run(run_dir, *cmd)
@@ -61,10 +70,13 @@ def test_read_commands_against_a_live_edged(edged: Edged, agent_factory: Any, ru
         assert "e2e" in run(run_dir, "stats").output
 
 
-def test_rules_push_activates_and_list_shows_it(edged: Edged, run_dir: Path, tmp_path: Path,
-                                                agent_factory: Any) -> None:
+def test_rules_push_activates_and_list_shows_it(
+    edged: Edged, run_dir: Path, tmp_path: Path, agent_factory: Any
+) -> None:
     f = tmp_path / "new.yaml"
-    f.write_text("- {rule_id: mem_hi, rule_content: mem > 0.5, action: alert, priority: 9, sla_threshold: 5}\n")
+    f.write_text(
+        "- {rule_id: mem_hi, rule_content: mem > 0.5, action: alert, priority: 9, sla_threshold: 5}\n"
+    )
     before = edged.loop.table.version
     r = run(run_dir, "rules", "push", str(f), "--json")
     assert r.exit_code == 0, r.output
@@ -80,11 +92,14 @@ def test_rules_push_activates_and_list_shows_it(edged: Edged, run_dir: Path, tmp
     assert got[0].rule_id == "mem_hi"
 
 
-def test_rules_push_of_a_bad_file_shows_every_error_and_changes_nothing(edged: Edged, run_dir: Path,
-                                                                        tmp_path: Path) -> None:
+def test_rules_push_of_a_bad_file_shows_every_error_and_changes_nothing(
+    edged: Edged, run_dir: Path, tmp_path: Path
+) -> None:
     f = tmp_path / "bad.yaml"
-    f.write_text("- {rule_id: a, rule_content: 'cpu >', action: alert, priority: 1, sla_threshold: 5}\n"
-                 "- {rule_id: b, rule_content: cpu > 1, action: nope, priority: 1, sla_threshold: 5}\n")
+    f.write_text(
+        "- {rule_id: a, rule_content: 'cpu >', action: alert, priority: 1, sla_threshold: 5}\n"
+        "- {rule_id: b, rule_content: cpu > 1, action: nope, priority: 1, sla_threshold: 5}\n"
+    )
     before = edged.loop.table.version
     r = run(run_dir, "rules", "push", str(f))
     assert r.exit_code == 1
@@ -95,8 +110,13 @@ def test_rules_push_of_a_bad_file_shows_every_error_and_changes_nothing(edged: E
 def test_tampered_rule_table_is_refused(edged: Edged, run_dir: Path, tmp_path: Path) -> None:
     from edge.rules import encode_rule_table, parse_rule_text
 
-    blob = bytearray(encode_rule_table(parse_rule_text(
-        "- {rule_id: x, rule_content: cpu > 1, action: alert, priority: 1, sla_threshold: 5}\n")))
+    blob = bytearray(
+        encode_rule_table(
+            parse_rule_text(
+                "- {rule_id: x, rule_content: cpu > 1, action: alert, priority: 1, sla_threshold: 5}\n"
+            )
+        )
+    )
     i = blob.index(b"cpu")
     blob[i] = ord("g")  # same length, different rule: the content hash no longer matches
     f = tmp_path / "t.bin"
@@ -111,6 +131,8 @@ def test_tampered_rule_table_is_refused(edged: Edged, run_dir: Path, tmp_path: P
 
 def test_rules_check(tmp_path: Path) -> None:
     f = tmp_path / "ok.yaml"
-    f.write_text("- {rule_id: a, rule_content: cpu_usage > 0.9 for 10s, action: restart_agent, priority: 8, sla_threshold: 10}\n")
+    f.write_text(
+        "- {rule_id: a, rule_content: cpu_usage > 0.9 for 10s, action: restart_agent, priority: 8, sla_threshold: 10}\n"
+    )
     r = CliRunner().invoke(cli, ["rules", "check", str(f)])
     assert r.exit_code == 0 and "1 rules OK" in r.output

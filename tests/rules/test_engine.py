@@ -13,7 +13,9 @@ S = 1_000_000_000
 def table(*rules: str) -> CompiledTable:
     body = "".join(
         f"- {{rule_id: r{i}, rule_content: '{c}', action: {a}, priority: {p}, sla_threshold: 10{extra}}}\n"
-        for i, (c, a, p, extra) in enumerate(r.split("|") + [""] * (4 - len(r.split("|"))) for r in rules)
+        for i, (c, a, p, extra) in enumerate(
+            r.split("|") + [""] * (4 - len(r.split("|"))) for r in rules
+        )
     )
     return CompiledTable(parse_rule_text(body))
 

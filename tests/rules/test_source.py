@@ -34,8 +34,10 @@ def test_seed_rule_object_verbatim() -> None:
 
 
 def test_seed_rule_object_as_json() -> None:
-    text = ('[{"rule_id": "rule_001", "rule_name": "restart agent on high CPU", "rule_content": '
-            '"cpu_usage > 0.9 for 10s", "action": "restart_agent", "priority": 8, "sla_threshold": 10}]')
+    text = (
+        '[{"rule_id": "rule_001", "rule_name": "restart agent on high CPU", "rule_content": '
+        '"cpu_usage > 0.9 for 10s", "action": "restart_agent", "priority": 8, "sla_threshold": 10}]'
+    )
     assert parse_rule_text(text).rules[0].condition.hold_ns == 10_000_000_000
 
 
@@ -64,7 +66,10 @@ rules:
     assert r.escalate is Action.SAFE_STATE
 
 
-@pytest.mark.parametrize(("text", "ns"), [("250ms", 250_000_000), ("10s", 10**10), ("1.5m", 90 * 10**9), ("2h", 7200 * 10**9)])
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [("250ms", 250_000_000), ("10s", 10**10), ("1.5m", 90 * 10**9), ("2h", 7200 * 10**9)],
+)
 def test_durations(text: str, ns: int) -> None:
     assert parse_duration(text) == ns
 
@@ -77,7 +82,7 @@ def test_durations(text: str, ns: int) -> None:
         ("cpu > ", 6, "number"),
         ("cpu > 0.9 for 10", 14, "unit"),
         ("cpu > 0.9 junk", 10, "unexpected"),
-        ('cpu{core=1} > 1', 9, "quoted label value"),
+        ("cpu{core=1} > 1", 9, "quoted label value"),
         ("cpu > 0.9 $", 10, "unexpected character"),
     ],
 )

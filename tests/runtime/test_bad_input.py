@@ -65,8 +65,9 @@ def bad_audit(edged: Edged, reason: str) -> list[dict[str, Any]]:
     ],
     ids=["short", "garbage", "wrong-identifier"],
 )
-def test_malformed_frames(edged: Edged, peer: RawPeer, healthy: Any, frame: bytes, counter: str,
-                          code: NoticeCode) -> None:
+def test_malformed_frames(
+    edged: Edged, peer: RawPeer, healthy: Any, frame: bytes, counter: str, code: NoticeCode
+) -> None:
     peer.send(frame)
     assert peer.notice().code == code
     assert edged.loop.counters[counter] == 1
@@ -157,7 +158,9 @@ def test_duplicate_agent_id(edged: Edged, agent_factory: Any, run_dir: Path) -> 
             dup.connect(timeout=3)
         assert edged.loop.counters["duplicate_agent"] == 1
         edged.writer.flush()
-        assert [r for r in edged.store.iter_audit(kind="bad_input") if r["reason"] == "duplicate_agent"]
+        assert [
+            r for r in edged.store.iter_audit(kind="bad_input") if r["reason"] == "duplicate_agent"
+        ]
         first.report("cpu_usage", 0.99)  # the original is untouched
         wait_for(lambda: got)
     # once the first has gone, the id is free again
@@ -190,14 +193,23 @@ def test_agent_that_stops_reading(make_cfg: Any, run_dir: Path, agent_factory: A
             w = stuck.hello("stuck-1", ("cpu_usage",))
             with agent_factory("healthy-2", ["cpu_usage"], handler=got.append) as healthy:
                 # toggle the rule so every high sample is an instruction nobody reads
-                wait_for(lambda: _flood(stuck, w.session) or d.loop.counters["instructions_dropped_full"],
-                         timeout=10, what="the stuck agent's queue to fill")
+                wait_for(
+                    lambda: (
+                        _flood(stuck, w.session) or d.loop.counters["instructions_dropped_full"]
+                    ),
+                    timeout=10,
+                    what="the stuck agent's queue to fill",
+                )
                 assert d.loop.counters["instructions_sent"] >= 5
                 assert d.stats.snapshot()["rules"]["cpu_hot"]["undeliverable"] >= 1
                 healthy.report("cpu_usage", 0.99)
-                wait_for(lambda: got, what="the healthy agent's instruction while the other is stuck")
+                wait_for(
+                    lambda: got, what="the healthy agent's instruction while the other is stuck"
+                )
             d.writer.flush()
-            assert [r for r in d.store.iter_audit(kind="instruction") if r["status"] == "undeliverable"]
+            assert [
+                r for r in d.store.iter_audit(kind="instruction") if r["status"] == "undeliverable"
+            ]
         finally:
             stuck.close()
 

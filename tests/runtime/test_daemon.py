@@ -17,12 +17,26 @@ from ..support import wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_sigterm_flushes_state_and_exits_cleanly(run_dir: Path, tmp_path: Path, rules_file: Path) -> None:
+def test_sigterm_flushes_state_and_exits_cleanly(
+    run_dir: Path, tmp_path: Path, rules_file: Path
+) -> None:
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from edge.runtime import main; main()", "--run-dir", str(run_dir),
-         "--data-dir", str(data), "--rules", str(rules_file), "--metrics-addr", ""],
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from edge.runtime import main; main()",
+            "--run-dir",
+            str(run_dir),
+            "--data-dir",
+            str(data),
+            "--rules",
+            str(rules_file),
+            "--metrics-addr",
+            "",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for(lambda: (run_dir / "ctl.sock").exists() or proc.poll() is not None, timeout=20)
@@ -47,14 +61,27 @@ def test_sigterm_flushes_state_and_exits_cleanly(run_dir: Path, tmp_path: Path, 
         assert store.latest_stats() is not None
 
 
-def test_second_instance_refused_with_exit_3(run_dir: Path, tmp_path: Path, make_cfg: object) -> None:
+def test_second_instance_refused_with_exit_3(
+    run_dir: Path, tmp_path: Path, make_cfg: object
+) -> None:
     from edge.runtime import Edged
 
     with Edged(make_cfg()):  # type: ignore[operator]
         r = subprocess.run(
-            [sys.executable, "-c", "from edge.runtime import main; main()", "--run-dir", str(run_dir),
-             "--data-dir", str(tmp_path / "data"), "--metrics-addr", ""],
-            capture_output=True, text=True, timeout=30,
+            [
+                sys.executable,
+                "-c",
+                "from edge.runtime import main; main()",
+                "--run-dir",
+                str(run_dir),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--metrics-addr",
+                "",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert r.returncode == 3
     assert "already running" in r.stderr and str(os.getpid()) in r.stderr
@@ -63,7 +90,10 @@ def test_second_instance_refused_with_exit_3(run_dir: Path, tmp_path: Path, make
 def test_bad_config_exit_2(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-c", "from edge.runtime import main; main()", "--heartbeat-ms", "0"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "EDGE_CONFIG": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "EDGE_CONFIG": ""},
     )
     assert r.returncode == 2 and "heartbeat_ms must be > 0" in r.stderr
 

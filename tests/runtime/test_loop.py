@@ -101,8 +101,10 @@ def test_handler_outcomes_become_ack_statuses(edged: Edged, agent_factory: Any) 
     def explode(ins: Any) -> None:
         raise RuntimeError("actuator jammed")
 
-    with agent_factory("a-reject", ["cpu_usage"], handler=reject) as a1, \
-            agent_factory("a-fail", ["cpu_usage"], handler=explode) as a2:
+    with (
+        agent_factory("a-reject", ["cpu_usage"], handler=reject) as a1,
+        agent_factory("a-fail", ["cpu_usage"], handler=explode) as a2,
+    ):
         a1.report("cpu_usage", 1.0)
         a2.report("cpu_usage", 1.0)
         wait_for(lambda: edged.loop.counters["acks"] == 2)

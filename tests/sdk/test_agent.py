@@ -38,7 +38,9 @@ def test_undeclared_metric_and_closed_agent(edged: Edged, agent_factory: Any) ->
 
 def test_batched_report_and_labels(edged: Edged, agent_factory: Any) -> None:
     with agent_factory("a2", ["cpu", ("temp", {"zone": "a"}), ("temp", {"zone": "b"})]) as agent:
-        n = agent.report_many([("cpu", 0.1), ("temp", 20.0, {"zone": "a"}), ("temp", 21.0, {"zone": "b"})])
+        n = agent.report_many(
+            [("cpu", 0.1), ("temp", 20.0, {"zone": "a"}), ("temp", 21.0, {"zone": "b"})]
+        )
         assert n == 3
         wait_for(lambda: edged.loop.counters["samples"] == 3)
         rec = edged.loop.registry.by_id["a2"]
