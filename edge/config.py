@@ -70,6 +70,9 @@ class EdgeConfig:
     """How often a stats snapshot is written to the store."""
     metrics_addr: str = "127.0.0.1:9108"
     """host:port for the Prometheus text endpoint; empty disables it."""
+    gc_freeze: bool = True
+    """Move every object alive after start-up into the GC's permanent generation, so a full
+    collection on the loop thread never walks the ~100k objects of the imported libraries."""
     log_level: str = "INFO"
     log_rate_per_s: float = 5.0
     """Per-kind log rate for bad input (the rest is counted and summarised)."""

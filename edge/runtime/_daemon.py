@@ -8,6 +8,7 @@ after opening LMDB.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -415,6 +416,9 @@ def main(config_file: Path | None, **flags: Any) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if cfg.gc_freeze:
+        gc.collect()
+        gc.freeze()
     try:
         daemon.serve()
     finally:
