@@ -3,12 +3,15 @@
 ::
 
     hot loop ──audit()/put_agent()/put_stats()──> deque (queue_cap) ──> edge-store-writer thread
-      ~0.3 µs, never blocks, drops+counts              │ linger ≤ commit_interval_ms, or until
+      ~1 µs, never blocks, drops+counts                │ linger ≤ commit_interval_ms, or until
       when full                                        │ max_batch records / a flush() / close()
                                                        v
                                  encode JSON ──> one write txn ──> synced commit (fsync)
                                  (off the txn)   audit seqs,        │ MapFullError: grow map,
-                                                 retention prune    │ prune oldest audit, drop
+                                                 retention prune;   │ prune oldest audit, drop
+                                                 at max_map_size,   │
+                                                 keep room (audit   │
+                                                 ≤ half the map)    │
                                                                     │ I/O error: retry w/ backoff,
                                                                     │ then drop
                                           every drop is counted and, once a commit succeeds
@@ -296,8 +299,8 @@ class StoreWriter:
                         f"the store writer for {self._store.path} did not stop within "
                         f"{timeout} s: a commit is stuck (stalled disk?)"
                     )
-            else:
-                self._discard_queue()
+            # A record that slipped in as the thread ended is counted, not silently kept.
+            self._discard_queue()
         finally:
             self._store._writers.discard(self)
 
@@ -313,7 +316,8 @@ class StoreWriter:
 
         ``enqueued`` accepted into the queue; ``queued`` still waiting; ``committed_records``,
         ``commits`` (synced transactions); ``dropped_queue_full`` refused at enqueue;
-        ``dropped_closed`` enqueued after close(); ``dropped_store_full`` map full at
+        ``dropped_closed`` enqueued after close() or still queued when the writer stopped (or
+        never started); ``dropped_store_full`` map full at
         max_map_size even after pruning; ``dropped_io_error`` given up after I/O errors (or an
         unexpected error); ``dropped_invalid`` bad input (e.g. an agent id LMDB cannot key);
         ``map_grows``; ``disk_errors`` failed commit attempts; ``pruned_audit``,
