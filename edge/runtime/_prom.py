@@ -17,6 +17,8 @@ from prometheus_client.registry import Collector
 
 from ..errors import ConfigError
 
+_STORE_GAUGES = {"queued", "last_commit_us", "max_commit_us"}  # these go down: not counters
+
 
 class EdgeCollector(Collector):
     def __init__(self, read: Callable[[], dict[str, Any]]):
@@ -71,10 +73,12 @@ class EdgeCollector(Collector):
         yield sla
         yield fired
         store = CounterMetricFamily("edge_store", "Store writer counters", labels=["counter"])
+        levels = GaugeMetricFamily("edge_store_level", "Store writer levels", labels=["gauge"])
         for name, value in sorted(data["store"].items()):
             if isinstance(value, int | float):
-                store.add_metric([name], value)
+                (levels if name in _STORE_GAUGES else store).add_metric([name], value)
         yield store
+        yield levels
 
 
 class MetricsServer:

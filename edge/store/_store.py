@@ -45,6 +45,7 @@ DB_NAMES = ("meta", "agents", "rule_tables", "audit", "stats")
 _MAX_DBS = 16
 
 _K_SCHEMA = b"schema_version"
+RULE_TABLE_RETENTION = 16  # stored rule table versions kept (plus active and last-known-good)
 _K_ACTIVE = b"rules.active"
 _K_LKG = b"rules.lkg"
 # The last audit sequence ever assigned, so that sequences go on after the log is pruned empty.
@@ -218,6 +219,7 @@ class Store:
                 )
             if activate:
                 self._activate_in(txn, version)
+            self._prune_rule_tables(txn)
 
         self._write(op, f"storing rule table v{version} ({len(data)} bytes)")
 
@@ -440,6 +442,21 @@ class Store:
         if active is not None:
             txn.put(_K_LKG, active, db=meta)
         txn.put(_K_ACTIVE, _codec.u64(version), db=meta)
+
+    def _prune_rule_tables(self, txn: lmdb.Transaction) -> None:
+        """Keep the newest RULE_TABLE_RETENTION versions (never the active or last-known-good
+        one): a board stores every pushed table, and its flash is not infinite."""
+        meta, tables = self._dbs["meta"], self._dbs["rule_tables"]
+        keep = {txn.get(_K_ACTIVE, db=meta), txn.get(_K_LKG, db=meta)}
+        with txn.cursor(db=tables) as cur:
+            keys = [k for k in cur.iternext(keys=True, values=False)]
+        excess = len(keys) - RULE_TABLE_RETENTION
+        for key in keys:  # ascending big-endian versions: oldest first
+            if excess <= 0:
+                break
+            if key not in keep:
+                txn.delete(key, db=tables)
+                excess -= 1
 
     def _pointed_table(self, which: bytes) -> tuple[int, bytes] | None:
         with self._read() as txn:

@@ -96,3 +96,19 @@ def test_a_table_that_cannot_fit_is_refused_and_nothing_changes(tmp_path: Path) 
         assert s.get_rule_table(2) is None
         s.put_rule_table(3, b"still works")
         assert s.active_rule_table() == (3, b"still works")
+
+
+def test_old_rule_tables_are_pruned_but_never_active_or_lkg(tmp_path) -> None:
+    from edge.store import Store
+    from edge.store._store import RULE_TABLE_RETENTION
+
+    with Store.open(tmp_path / "s") as store:
+        store.put_rule_table(1, b"one", activate=True)
+        for v in range(2, RULE_TABLE_RETENTION + 10):
+            store.put_rule_table(v, b"t%d" % v, activate=False)
+        store.put_rule_table(100, b"hundred", activate=True)
+        versions = [t["version"] for t in store.list_rule_tables()]
+        assert len(versions) == RULE_TABLE_RETENTION
+        assert 1 in versions  # last-known-good survives although oldest
+        assert store.active_rule_table() == (100, b"hundred")
+        assert store.lkg_rule_table() == (1, b"one")
