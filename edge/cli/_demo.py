@@ -184,8 +184,9 @@ def _summary(console: Console, view: DemoView, duration: float, edged_exit: int 
         console.print(f"SLA attainment: {'n/a' if sla is None else f'{sla * 100:.3f} %'} "
                       f"({stats.get('sla_met', 0)}/{stats.get('sla_judged', 0)})   "
                       f"jitter (MAD/mean of e2e): {'n/a' if jitter is None else f'{jitter:.1f} %'}")
-    console.print("held-for rules fire from edged's timer: their e2e starts at the hold deadline, "
-                  "so it has no collect/trans1/compute stage.", style="dim")
+    console.print("held-for rules fire from edged's timer: their e2e starts at the hold deadline; "
+                  "they have no collect/trans1 stage, and compute is how late the timer ran.",
+                  style="dim")
     if edged_exit == 0:
         console.print("edged stopped cleanly.", style="dim")
     else:
