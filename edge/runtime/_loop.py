@@ -248,12 +248,17 @@ class ControlLoop:
     # ---------------------------------------------------------------- ingest
 
     def _drain(self) -> None:
-        recv = self.sock.recv_multipart
+        sock = self.sock
+        recv = sock.recv_multipart
+        events = sock.getsockopt
         now_ns = self.clock.monotonic_ns
         counters = self.counters
         handlers = self._handlers
         max_bytes = self.cfg.max_msg_bytes
         for _ in range(_BUDGET):
+            # Asking EVENTS (~0.5 µs) is much cheaper than letting recv raise zmq.Again (~8 µs)
+            if not events(zmq.EVENTS) & zmq.POLLIN:
+                return
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
