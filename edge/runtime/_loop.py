@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -257,7 +257,7 @@ class ControlLoop:
         max_bytes = self.cfg.max_msg_bytes
         for _ in range(_BUDGET):
             # Asking EVENTS (~0.5 µs) is much cheaper than letting recv raise zmq.Again (~8 µs)
-            if not events(zmq.EVENTS) & zmq.POLLIN:
+            if not cast(int, events(zmq.EVENTS)) & zmq.POLLIN:
                 return
             try:
                 frames = recv(zmq.NOBLOCK)

@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -337,7 +337,7 @@ class Agent:
         return True
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # cheaper than recv raising Again
+        while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # cheaper than raising Again
             try:
                 buf = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
