@@ -21,15 +21,11 @@ def _param(b: flatbuffers.Builder, p: Param) -> int:
     text = b.CreateString(p.value) if isinstance(p.value, str) else 0
     fb.Param.ParamStart(b)
     fb.Param.ParamAddKey(b, key)
-    if isinstance(p.value, bool):
-        fb.Param.ParamAddKind(b, ParamKind.BOOL)
-        fb.Param.ParamAddNumber(b, 1.0 if p.value else 0.0)
-    elif isinstance(p.value, str):
-        fb.Param.ParamAddKind(b, ParamKind.TEXT)
+    fb.Param.ParamAddKind(b, p.kind)
+    if p.kind == ParamKind.TEXT:
         fb.Param.ParamAddText(b, text)
     else:
-        fb.Param.ParamAddKind(b, ParamKind.NUMBER)
-        fb.Param.ParamAddNumber(b, float(p.value))
+        fb.Param.ParamAddNumber(b, float(p.value))  # a bool is 0.0 / 1.0 on the wire
     return fb.Param.ParamEnd(b)
 
 
