@@ -10,7 +10,10 @@ from ._engine import CompiledRule as CompiledRule
 from ._engine import CompiledTable as CompiledTable
 from ._engine import Firing as Firing
 from ._engine import Timers as Timers
-from ._model import Condition as Condition
+from ._ir import Condition as Condition
+from ._ir import Node as Node
+from ._ir import NodeOp as NodeOp
+from ._ir import Selector as Selector
 from ._model import Rule as Rule
 from ._model import RuleSet as RuleSet
 from ._source import Problem as Problem

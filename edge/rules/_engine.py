@@ -18,16 +18,17 @@ import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
-from ..wire import CmpOp, Param
+from ..wire import Param
+from ._ir import NodeOp
 from ._model import Rule, RuleSet
 
-_CMP: dict[CmpOp, Callable[[float, float], bool]] = {
-    CmpOp.GT: operator.gt,
-    CmpOp.GE: operator.ge,
-    CmpOp.LT: operator.lt,
-    CmpOp.LE: operator.le,
-    CmpOp.EQ: operator.eq,
-    CmpOp.NE: operator.ne,
+_CMP: dict[NodeOp, Callable[[float, float], bool]] = {
+    NodeOp.GT: operator.gt,
+    NodeOp.GE: operator.ge,
+    NodeOp.LT: operator.lt,
+    NodeOp.LE: operator.le,
+    NodeOp.EQ: operator.eq,
+    NodeOp.NE: operator.ne,
 }
 
 
@@ -54,9 +55,10 @@ class CompiledRule:
         self.index = index
         self.rule_id = rule.rule_id
         self.priority = rule.priority
-        self.cmp = _CMP[rule.condition.op]
-        self.threshold = rule.condition.threshold
-        self.hold_ns = rule.condition.hold_ns
+        c = rule.condition  # (interim) the threshold form: LATEST, CONST, comparison
+        self.cmp = _CMP[c.nodes[2].op]
+        self.threshold = c.nodes[1].value
+        self.hold_ns = c.hold_ns
         self.cooldown_ns = rule.cooldown_ns
         self.sla_ns = int(rule.sla_ms * 1_000_000)
         self.params: tuple[Param, ...] = rule.params
@@ -68,7 +70,7 @@ class CompiledRule:
     def applies_to(self, agent_id: str, labels: tuple[tuple[str, str], ...]) -> bool:
         if self.rule.agents and not any(fnmatch.fnmatchcase(agent_id, g) for g in self.rule.agents):
             return False
-        want = self.rule.condition.labels
+        want = self.rule.condition.selectors[0].labels
         return not want or set(want) <= set(labels)
 
 
@@ -190,7 +192,7 @@ class CompiledTable:
         self.rules = tuple(CompiledRule(r, i) for i, r in enumerate(ruleset.rules))
         by_metric: dict[str, list[CompiledRule]] = {}
         for cr in self.rules:
-            by_metric.setdefault(cr.rule.condition.metric, []).append(cr)
+            by_metric.setdefault(cr.rule.condition.selectors[0].metric, []).append(cr)
         self.by_metric = {m: sorted(rs, key=lambda r: r.order) for m, rs in by_metric.items()}
         self.by_id = {cr.rule_id: cr for cr in self.rules}
 

@@ -6,37 +6,8 @@ import dataclasses
 import hashlib
 import json
 
-from ..wire import Action, CmpOp, Param, action_name
-
-CMP_SYMBOLS: dict[CmpOp, str] = {
-    CmpOp.GT: ">",
-    CmpOp.GE: ">=",
-    CmpOp.LT: "<",
-    CmpOp.LE: "<=",
-    CmpOp.EQ: "==",
-    CmpOp.NE: "!=",
-}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Condition:
-    """``metric{labels} op threshold [for hold]``."""
-
-    metric: str
-    op: CmpOp
-    threshold: float
-    labels: tuple[tuple[str, str], ...] = ()
-    hold_ns: int = 0
-    """How long the comparison must hold before the rule fires; 0 fires on the sample."""
-
-    def normalised(self) -> str:
-        sel = ""
-        if self.labels:
-            sel = "{" + ",".join(f'{k}="{v}"' for k, v in sorted(self.labels)) + "}"
-        text = f"{self.metric}{sel} {CMP_SYMBOLS[self.op]} {self.threshold!r}"
-        if self.hold_ns:
-            text += f" for {self.hold_ns}ns"
-        return text
+from ..wire import Action, Param, action_name
+from ._ir import Condition
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,7 +37,7 @@ class Rule:
         """Everything that changes behaviour, in a canonical form (for hashes and carry-over)."""
         return {
             "rule_id": self.rule_id,
-            "condition": self.condition.normalised(),
+            "condition": self.condition.text(),
             "action": self.action_name,
             "priority": self.priority,
             "sla_ms": self.sla_ms,

@@ -14,21 +14,14 @@ from typing import Any
 import yaml
 
 from ..errors import RuleError
-from ..wire import Action, CmpOp, Param, action_from_name
-from ._model import Condition, Rule, RuleSet
+from ..wire import Action, Param, action_from_name
+from ._ir import Condition, threshold
+from ._model import Rule, RuleSet
 
 MAX_FILE_BYTES = 10 << 20
 
 _DURATION_UNITS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)\Z")
-_OPS = {
-    ">": CmpOp.GT,
-    ">=": CmpOp.GE,
-    "<": CmpOp.LT,
-    "<=": CmpOp.LE,
-    "==": CmpOp.EQ,
-    "!=": CmpOp.NE,
-}
 _TOKEN_RE = re.compile(
     r"""\s*(?:
         (?P<dur>\d+(?:\.\d+)?(?:ms|s|m|h))(?![A-Za-z0-9_])
@@ -152,7 +145,7 @@ def parse_condition(text: str) -> Condition:
         i += 1
     if toks[i][0] != "end":
         raise ValueError(f"unexpected {toks[i][1]!r} after the condition", toks[i][2])
-    return Condition(metric, _OPS[op_tok[1]], float(num_tok[1]), tuple(sorted(labels)), hold)
+    return threshold(metric, op_tok[1], float(num_tok[1]), labels=dict(labels), hold_ns=hold)
 
 
 def load_rule_file(path: Path | str) -> RuleSet:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import flatbuffers
 
 from ..errors import EdgeError, RuleTableError
-from ..wire import Action, CmpOp, MessageType, Param, ParamKind, fb, verify
-from ._model import Condition, Rule, RuleSet
+from ..wire import Action, MessageType, Param, ParamKind, fb, verify
+from ._ir import OP_SYMBOLS, NodeOp, threshold
+from ._model import Rule, RuleSet
 
 SCHEMA_VERSION = 1
 MAX_TABLE_BYTES = 64 << 20
@@ -48,15 +49,16 @@ def _labels(b: flatbuffers.Builder, labels: tuple[tuple[str, str], ...]) -> int:
 
 
 def _rule(b: flatbuffers.Builder, r: Rule) -> int:
-    c = r.condition
-    metric = b.CreateString(c.metric)
-    labels = _labels(b, c.labels) if c.labels else 0
+    c = r.condition  # (interim) the threshold form, until the IR schema lands
+    sel = c.selectors[0]
+    metric = b.CreateString(sel.metric)
+    labels = _labels(b, sel.labels) if sel.labels else 0
     fb.Condition.ConditionStart(b)
     fb.Condition.ConditionAddMetric(b, metric)
     if labels:
         fb.Condition.ConditionAddLabels(b, labels)
-    fb.Condition.ConditionAddOp(b, int(c.op))
-    fb.Condition.ConditionAddThreshold(b, c.threshold)
+    fb.Condition.ConditionAddOp(b, int(c.nodes[2].op) - int(NodeOp.GT))
+    fb.Condition.ConditionAddThreshold(b, c.nodes[1].value)
     fb.Condition.ConditionAddHoldNs(b, c.hold_ns)
     cond = fb.Condition.ConditionEnd(b)
     rid, name, content = (
@@ -157,7 +159,7 @@ def decode_rule_table(buf: bytes) -> RuleSet:
         r = t.Rules(i)
         c = r.Condition()
         try:
-            op = CmpOp(c.Op())
+            op = OP_SYMBOLS[NodeOp(int(NodeOp.GT) + c.Op())]
             action = Action(r.Action())
             escalate = Action(r.Escalate())
         except ValueError as exc:
@@ -184,7 +186,9 @@ def decode_rule_table(buf: bytes) -> RuleSet:
         rules.append(
             Rule(
                 rule_id=rid,
-                condition=Condition(_s(c.Metric()), op, c.Threshold(), labels, c.HoldNs()),
+                condition=threshold(
+                    _s(c.Metric()), op, c.Threshold(), labels=dict(labels), hold_ns=c.HoldNs()
+                ),
                 action=action,
                 priority=r.Priority(),
                 sla_ms=r.SlaMs(),

@@ -11,7 +11,8 @@ from edge.rules import (
     parse_duration,
     parse_rule_text,
 )
-from edge.wire import Action, CmpOp
+from edge.rules._ir import NodeOp
+from edge.wire import Action
 
 SEED = """\
 - rule_id: rule_001
@@ -30,7 +31,9 @@ def test_seed_rule_object_verbatim() -> None:
     assert r.action is Action.RESTART_AGENT
     assert r.priority == 8 and r.sla_ms == 10.0
     c = r.condition
-    assert (c.metric, c.op, c.threshold, c.hold_ns) == ("cpu_usage", CmpOp.GT, 0.9, 10_000_000_000)
+    assert c.text() == "cpu_usage > 0.9 for 10s"
+    assert c.selectors[0].metric == "cpu_usage" and c.nodes[-1].op is NodeOp.GT
+    assert c.hold_ns == 10_000_000_000
 
 
 def test_seed_rule_object_as_json() -> None:
@@ -60,7 +63,7 @@ rules:
     (r,) = rs.rules
     assert rs.version == 7 and rs.custom_actions == ("open_valve",)
     assert r.action is Action.CUSTOM and r.custom_action == "open_valve"
-    assert r.condition.labels == (("zone", "a"),)
+    assert r.condition.selectors[0].labels == (("zone", "a"),)
     assert r.agents == ("plc-*",) and r.cooldown_ns == 250_000_000
     assert [(p.key, p.value) for p in r.params] == [("rate", 0.5), ("mode", "safe"), ("hard", True)]
     assert r.escalate is Action.SAFE_STATE
