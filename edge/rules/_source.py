@@ -1,7 +1,9 @@
 """Rule files (the seed's rule objects, YAML or JSON) -> RuleSet, with every error at once.
 
 Errors name the file, the rule (index and rule_id), the line and column in the file, and
-for rule_content the column inside it, with a caret under the spot and a hint.
+for rule_content the column inside it, with a caret under the spot and a hint. A rule_content
+is compiled by ``_compiler.compile_condition``; each of its errors becomes one Problem, placed
+in the file through the YAML/JSON quoting (``_value_position``).
 """
 
 from __future__ import annotations
@@ -15,24 +17,14 @@ import yaml
 
 from ..errors import RuleError
 from ..wire import Action, Param, action_from_name
-from ._ir import Condition, threshold
+from ._compiler import compile_condition
+from ._ir import Condition
+from ._lexer import DURATION_UNITS, ConditionError
 from ._model import Rule, RuleSet
 
 MAX_FILE_BYTES = 10 << 20
 
-_DURATION_UNITS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)\Z")
-_TOKEN_RE = re.compile(
-    r"""\s*(?:
-        (?P<dur>\d+(?:\.\d+)?(?:ms|s|m|h))(?![A-Za-z0-9_])
-      | (?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
-      | (?P<ident>[A-Za-z_][A-Za-z0-9_.:]*)
-      | (?P<str>"(?:[^"\\]|\\.)*")
-      | (?P<op>>=|<=|==|!=|>|<)
-      | (?P<punct>[{},=])
-    )""",
-    re.VERBOSE,
-)
 _RULE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
 _KNOWN_KEYS = {
     "rule_id",
@@ -63,7 +55,12 @@ class Problem:
         where = f"{self.file}:{self.line}:{self.col}"
         text = f"{where}: {self.rule + ': ' if self.rule else ''}{self.message}"
         if self.content and self.content_col >= 0:
-            text += f"\n    {self.content}\n    {' ' * self.content_col}^"
+            # the content's line holding the spot (a block scalar can span lines), caret below
+            first = self.content.rfind("\n", 0, self.content_col) + 1
+            last = self.content.find("\n", self.content_col)
+            shown = self.content[first : last if last >= 0 else len(self.content)]
+            pad = "".join(c if c == "\t" else " " for c in shown[: self.content_col - first])
+            text += f"\n    {shown}\n    {pad}^"
         if self.hint:
             text += f"\n    hint: {self.hint}"
         return text
@@ -82,70 +79,12 @@ def parse_duration(text: str) -> int:
     m = _DURATION_RE.match(text.strip())
     if not m:
         raise ValueError(f"{text!r} is not a duration: use a number with ms, s, m or h")
-    return round(float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+    return round(float(m.group(1)) * DURATION_UNITS[m.group(2)])
 
 
 def parse_condition(text: str) -> Condition:
-    """Parse the seed's threshold / held-for form. Raises ValueError(msg, column)."""
-    toks: list[tuple[str, str, int]] = []
-    pos = 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
-            break
-        m = _TOKEN_RE.match(text, pos)
-        if not m or m.end() == pos:
-            col = len(text) - len(text[pos:].lstrip())
-            raise ValueError(f"unexpected character {text[col]!r}", col)
-        kind = m.lastgroup or ""
-        start = m.start(kind)
-        toks.append((kind, m.group(kind), start))
-        pos = m.end()
-    toks.append(("end", "", len(text)))
-    i = 0
-
-    def expect(kind: str, what: str) -> tuple[str, str, int]:
-        nonlocal i
-        tok = toks[i]
-        if tok[0] != kind and not (kind == "punct" and tok[1] == what):
-            found = "end of text" if tok[0] == "end" else repr(tok[1])
-            raise ValueError(f"expected {what}, found {found}", tok[2])
-        i += 1
-        return tok
-
-    metric = expect("ident", "a metric name")[1]
-    labels: list[tuple[str, str]] = []
-    if toks[i][1] == "{":
-        i += 1
-        while True:
-            key = expect("ident", "a label name")[1]
-            expect("punct", "=")
-            raw = expect("str", 'a quoted label value like "v"')[1]
-            labels.append((key, raw[1:-1].encode().decode("unicode_escape")))
-            if toks[i][1] == ",":
-                i += 1
-                continue
-            expect("punct", "}")
-            break
-    op_tok = toks[i]
-    if op_tok[0] != "op":
-        raise ValueError("expected a comparison (> >= < <= == !=)", op_tok[2])
-    i += 1
-    num_tok = toks[i]
-    if num_tok[0] != "num":
-        raise ValueError("expected a number", num_tok[2])
-    i += 1
-    hold = 0
-    if toks[i][0] == "ident" and toks[i][1] == "for":
-        i += 1
-        dur = toks[i]
-        if dur[0] != "dur":
-            hint = " (a duration needs a unit: ms, s, m or h)" if dur[0] == "num" else ""
-            raise ValueError(f"expected a duration after 'for'{hint}", dur[2])
-        hold = parse_duration(dur[1])
-        i += 1
-    if toks[i][0] != "end":
-        raise ValueError(f"unexpected {toks[i][1]!r} after the condition", toks[i][2])
-    return threshold(metric, op_tok[1], float(num_tok[1]), labels=dict(labels), hold_ns=hold)
+    """The former name of :func:`compile_condition`, kept for existing callers."""
+    return compile_condition(text)
 
 
 def load_rule_file(path: Path | str) -> RuleSet:
@@ -214,7 +153,7 @@ def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     for index, node in enumerate(rules_node.value):
-        rule = _rule(name, index, node, custom, problems)
+        rule = _rule(name, text, index, node, custom, problems)
         rid_node = (
             dict((k.value, v) for k, v in node.value).get("rule_id")
             if isinstance(node, yaml.MappingNode)
@@ -246,7 +185,12 @@ def _at(name: str, node: Any, message: str, rule: str = "", hint: str = "") -> P
 
 
 def _rule(
-    name: str, index: int, node: Any, custom: tuple[str, ...], problems: list[Problem]
+    name: str,
+    source: str,
+    index: int,
+    node: Any,
+    custom: tuple[str, ...],
+    problems: list[Problem],
 ) -> Rule | None:
     if not isinstance(node, yaml.MappingNode):
         problems.append(_at(name, node, f"rule #{index} must be an object"))
@@ -276,23 +220,14 @@ def _rule(
             bad("rule_content", "rule_content must be text like 'cpu_usage > 0.9 for 10s'")
         else:
             try:
-                cond = parse_condition(content)
-            except ValueError as exc:
-                msg, col = exc.args if len(exc.args) == 2 else (str(exc), 0)
+                cond = compile_condition(content)
+            except ConditionError as exc:
                 cnode = nodes["rule_content"]
-                mark = cnode.start_mark
-                offset = 1 if cnode.style in ("'", '"') else 0
-                problems.append(
-                    Problem(
-                        name,
-                        mark.line + 1,
-                        mark.column + 1 + offset + col,
-                        str(msg),
-                        label,
-                        content,
-                        col,
+                for d in exc.errors:
+                    line, col = _value_position(source, cnode, content, d.column)
+                    problems.append(
+                        Problem(name, line, col, d.message, label, content, d.column, d.hint)
                     )
-                )
     action, custom_action = Action.UNSPECIFIED, ""
     if "action" in nodes:
         action, custom_action = _action(
@@ -358,6 +293,51 @@ def _rule(
         escalate=escalate,
         escalate_custom=escalate_custom,
     )
+
+
+def _value_position(source: str, node: Any, value: str, index: int) -> tuple[int, int]:
+    """1-based (line, column) in ``source`` of character ``index`` of the scalar ``value``
+    that ``node`` was read from (``index == len(value)``: just past its last character).
+
+    The value's characters appear in the source in order, separated only by what YAML and
+    JSON add around them: quotes, doubled single quotes, backslash escapes in double quotes,
+    block headers, indentation and folded line breaks. So walk both in step, skipping source
+    characters until the next value character appears.
+    """
+    j, end = node.start_mark.index, node.end_mark.index
+    style = node.style
+    if style in ("'", '"'):
+        j += 1
+    elif style in ("|", ">"):
+        nl = source.find("\n", j, end)
+        j = end if nl < 0 else nl + 1
+    pos = j
+    for ch in value[: index + 1]:
+        pos = -1
+        while j < end:
+            if style == '"' and source[j] == "\\":
+                if source[j + 1 : j + 2] in ("\n", "\r"):  # an escaped line break: no character
+                    j += 2
+                    continue
+                pos, j = j, j + 2 + _ESCAPE_LENGTH.get(source[j + 1 : j + 2], 0)
+                break
+            if style == "'" and ch == "'" and source.startswith("''", j):
+                pos, j = j, j + 2
+                break
+            if source[j] == ch:
+                pos, j = j, j + 1
+                break
+            j += 1
+        if pos < 0:  # not found (cannot happen for a value YAML read from here): best effort
+            pos = j
+    if index >= len(value):
+        pos = j
+    line = source.count("\n", 0, pos) + 1
+    return line, pos - (source.rfind("\n", 0, pos) + 1) + 1
+
+
+_ESCAPE_LENGTH = {"x": 2, "u": 4, "U": 8}
+"""Hex digits after a double-quoted ``\\x``, ``\\u`` or ``\\U`` escape."""
 
 
 def _action(value: Any, custom: tuple[str, ...], bad: Any) -> tuple[Action, str]:

@@ -11,7 +11,9 @@ from edge.rules import (
     parse_duration,
     parse_rule_text,
 )
+from edge.rules._compiler import compile_condition
 from edge.rules._ir import NodeOp
+from edge.rules._lexer import ConditionError
 from edge.wire import Action
 
 SEED = """\
@@ -90,11 +92,17 @@ def test_durations(text: str, ns: int) -> None:
     ],
 )
 def test_condition_errors_point_at_the_column(content: str, col: int, words: str) -> None:
-    with pytest.raises(ValueError) as info:
-        parse_condition(content)
-    msg, at = info.value.args
-    assert words in msg
-    assert at == col
+    with pytest.raises(ConditionError) as info:
+        compile_condition(content)
+    (d,) = info.value.errors
+    assert words in d.message
+    assert d.column == col
+
+
+def test_parse_condition_is_the_compiler_under_its_old_name() -> None:
+    assert parse_condition("0.9 < cpu") == compile_condition("cpu > 0.9")
+    with pytest.raises(ValueError, match="column 4"):  # old callers caught ValueError
+        parse_condition("cpu 0.9")
 
 
 def test_every_error_at_once_with_file_line_col(tmp_path: Path) -> None:
