@@ -1,28 +1,48 @@
-"""Evaluation: a compiled table bound to agents' series, indexed by metric id.
+"""Evaluation of compiled rules, per agent, indexed by metric id.
 
-A rule costs nothing unless a series it references receives a sample (or its held-for
-timer comes due). For every (agent, series, rule) there is one ``Binding`` holding that
-rule's state for that series; an agent's ``bindings[metric_id]`` lists them in priority order.
+Objects, from the table down::
 
-Firing is edge-triggered: a rule fires when its condition goes from not-true to true and
-re-arms once it is not-true again; ``cooldown`` also suppresses firings within that time after
-the last one (a suppressed edge is consumed). ``C for D`` is true once C has held at every
-evaluation for D; a timer evaluates it at exactly t0 + D so it fires without a new sample.
+    CompiledTable   the active rules; CompiledRule objects are shared with the previous table
+                    when a rule's id and normalised content are unchanged
+    AgentEval       one per agent: a SeriesState per declared series (metric id)
+    SeriesState     latest sample + a window buffer (as long as the longest aggregate needs);
+                    the Instances that reference the series
+    Instance        one per (rule, combination of matching series, one per selector): held-for,
+                    edge-trigger and cooldown state
+
+A sample costs nothing for rules that do not reference its series. Timers (held-for deadlines,
+absence deadlines) live in ``Timers``, a heap with lazy cancellation by token.
+
+Semantics (docs/rules.md): an Instance is evaluated at each sample of any of its series and at
+its timer deadlines; conditions are three-valued (None = unknown); firing is edge-triggered
+(not-true -> true), re-arms when not-true, and ``cooldown`` suppresses firings within that time
+after the last one (a suppressed edge is consumed).
 """
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import heapq
+import itertools
 import operator
-from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from ..wire import Param
-from ._ir import NodeOp
+from ._ir import AGGREGATES, Condition, NodeOp
 from ._model import Rule, RuleSet
 
-_CMP: dict[NodeOp, Callable[[float, float], bool]] = {
+Labels = tuple[tuple[str, str], ...]
+SeriesDecl = tuple[int, str, Labels]
+Fn = Callable[[tuple["SeriesState", ...], int], Any]
+
+MAX_INSTANCES_PER_RULE = 64
+"""Combinations of matching series one rule may have on one agent; more are not bound."""
+MAX_WINDOW_SAMPLES = 100_000
+"""Samples kept per series for window aggregates; beyond it the oldest are dropped (counted)."""
+
+_CMP = {
     NodeOp.GT: operator.gt,
     NodeOp.GE: operator.ge,
     NodeOp.LT: operator.lt,
@@ -32,46 +52,478 @@ _CMP: dict[NodeOp, Callable[[float, float], bool]] = {
 }
 
 
+# -- compiling the IR into closures --------------------------------------------------------------
+
+
+def _window(s: SeriesState, t: int, w: int) -> list[tuple[int, float]]:
+    """Samples with t - w < ts <= t, oldest first."""
+    lo = t - w
+    out = []
+    for ts, v in reversed(s.buf):
+        if ts <= lo:
+            break
+        if ts <= t:
+            out.append((ts, v))
+    out.reverse()
+    return out
+
+
+def _agg(op: NodeOp, i: int, w: int) -> Fn:
+    if op is NodeOp.RATE:
+
+        def rate(ss: tuple[SeriesState, ...], t: int) -> float | None:
+            xs = _window(ss[i], t, w)
+            if len(xs) < 2 or xs[-1][0] == xs[0][0]:
+                return None
+            return (xs[-1][1] - xs[0][1]) / ((xs[-1][0] - xs[0][0]) / 1e9)
+
+        return rate
+    reduce: Callable[[list[float]], float] = _REDUCERS[op]
+
+    def agg(ss: tuple[SeriesState, ...], t: int) -> float | None:
+        xs = _window(ss[i], t, w)
+        return reduce([v for _, v in xs]) if xs else None
+
+    return agg
+
+
+def _mean(vs: list[float]) -> float:
+    return sum(vs) / len(vs)
+
+
+def _count(vs: list[float]) -> float:
+    return float(len(vs))
+
+
+_REDUCERS: dict[NodeOp, Callable[[list[float]], float]] = {
+    NodeOp.AVG: _mean,
+    NodeOp.MIN: min,
+    NodeOp.MAX: max,
+    NodeOp.SUM: sum,
+    NodeOp.COUNT: _count,
+}
+
+
+def _const(v: float) -> Fn:
+    def const(ss: tuple[SeriesState, ...], t: int) -> float:
+        return v
+
+    return const
+
+
+def _latest(i: int) -> Fn:
+    def latest(ss: tuple[SeriesState, ...], t: int) -> float | None:
+        return ss[i].last_v
+
+    return latest
+
+
+def _absent(i: int, w: int) -> Fn:
+    def absent(ss: tuple[SeriesState, ...], t: int) -> bool:
+        return t - ss[i].seen_ns >= w
+
+    return absent
+
+
+def _compare(op: NodeOp, a: Fn, b: Fn, a_node: Any, b_node: Any) -> Fn:
+    f = _CMP[op]
+    # the seed's form, `series OP number`, is the hot one: no calls but the comparison
+    if a_node.op is NodeOp.LATEST and b_node.op is NodeOp.CONST:
+        i, c = a_node.sel, b_node.value
+
+        def latest_vs_const(ss: tuple[SeriesState, ...], t: int) -> bool | None:
+            v = ss[i].last_v
+            return None if v is None else f(v, c)
+
+        return latest_vs_const
+
+    def cmp(ss: tuple[SeriesState, ...], t: int) -> bool | None:
+        x = a(ss, t)
+        if x is None:
+            return None
+        y = b(ss, t)
+        return None if y is None else f(x, y)
+
+    return cmp
+
+
+def _and(a: Fn, b: Fn) -> Fn:
+    def and_(ss: tuple[SeriesState, ...], t: int) -> bool | None:
+        x = a(ss, t)
+        if x is False:
+            return False
+        y = b(ss, t)
+        if y is False:
+            return False
+        return None if x is None or y is None else True
+
+    return and_
+
+
+def _or(a: Fn, b: Fn) -> Fn:
+    def or_(ss: tuple[SeriesState, ...], t: int) -> bool | None:
+        x = a(ss, t)
+        if x is True:
+            return True
+        y = b(ss, t)
+        if y is True:
+            return True
+        return None if x is None or y is None else False
+
+    return or_
+
+
+def _not(a: Fn) -> Fn:
+    def not_(ss: tuple[SeriesState, ...], t: int) -> bool | None:
+        x = a(ss, t)
+        return None if x is None else not x
+
+    return not_
+
+
+def compile_condition(cond: Condition) -> Fn:
+    """The IR as one closure ``f(series_states, t_ns) -> True | False | None``."""
+    stack: list[tuple[Fn, Any]] = []
+    for n in cond.nodes:
+        op = n.op
+        fn: Fn
+        if op is NodeOp.CONST:
+            fn = _const(n.value)
+        elif op is NodeOp.LATEST:
+            fn = _latest(n.sel)
+        elif op in AGGREGATES:
+            fn = _agg(op, n.sel, n.window_ns)
+        elif op is NodeOp.ABSENT:
+            fn = _absent(n.sel, n.window_ns)
+        elif op in _CMP:
+            (a, an), (b, bn) = stack[-2], stack[-1]
+            del stack[-2:]
+            fn = _compare(op, a, b, an, bn)
+        elif op is NodeOp.NOT:
+            fn = _not(stack.pop()[0])
+        else:
+            (a, _), (b, _) = stack[-2], stack[-1]
+            del stack[-2:]
+            fn = _and(a, b) if op is NodeOp.AND else _or(a, b)
+        stack.append((fn, n))
+    return stack[0][0]
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+
 class CompiledRule:
-    """A rule ready to evaluate: the comparison resolved to a function, units in ns."""
+    """A rule ready to evaluate. Shared between tables while its key is unchanged."""
 
     __slots__ = (
         "rule",
-        "index",
         "rule_id",
         "priority",
-        "cmp",
-        "threshold",
-        "hold_ns",
-        "cooldown_ns",
         "sla_ns",
+        "cooldown_ns",
+        "hold_ns",
         "params",
         "key",
-        "order",
+        "fn",
+        "selectors",
+        "keep_ns",
+        "absent",
     )
 
-    def __init__(self, rule: Rule, index: int):
+    def __init__(self, rule: Rule):
+        c = rule.condition
         self.rule = rule
-        self.index = index
         self.rule_id = rule.rule_id
         self.priority = rule.priority
-        c = rule.condition  # (interim) the threshold form: LATEST, CONST, comparison
-        self.cmp = _CMP[c.nodes[2].op]
-        self.threshold = c.nodes[1].value
-        self.hold_ns = c.hold_ns
-        self.cooldown_ns = rule.cooldown_ns
         self.sla_ns = int(rule.sla_ms * 1_000_000)
+        self.cooldown_ns = rule.cooldown_ns
+        self.hold_ns = c.hold_ns
         self.params: tuple[Param, ...] = rule.params
-        # Identity for carrying state across a hot swap: same id and same behaviour.
         self.key = (rule.rule_id, repr(sorted(rule.normalised().items())))
-        # Sort key: higher priority first, then file order.
-        self.order = (-rule.priority, index)
+        self.fn = compile_condition(c)
+        self.selectors = c.selectors
+        keep = [0] * len(c.selectors)
+        absent: list[tuple[int, int]] = []
+        for n in c.nodes:
+            if n.op in AGGREGATES:
+                keep[n.sel] = max(keep[n.sel], n.window_ns)
+            elif n.op is NodeOp.ABSENT:
+                absent.append((n.sel, n.window_ns))
+        self.keep_ns = tuple(keep)
+        """Per selector: how far back its series' samples are needed."""
+        self.absent = tuple(absent)
+        """``(selector, D)`` of every absent() in the condition: each needs a timer."""
 
-    def applies_to(self, agent_id: str, labels: tuple[tuple[str, str], ...]) -> bool:
-        if self.rule.agents and not any(fnmatch.fnmatchcase(agent_id, g) for g in self.rule.agents):
-            return False
-        want = self.rule.condition.selectors[0].labels
-        return not want or set(want) <= set(labels)
+    def applies_to(self, agent_id: str) -> bool:
+        globs = self.rule.agents
+        return not globs or any(fnmatch.fnmatchcase(agent_id, g) for g in globs)
+
+
+class CompiledTable:
+    """A RuleSet compiled for evaluation, indexed by metric name."""
+
+    def __init__(self, ruleset: RuleSet, previous: CompiledTable | None = None):
+        self.ruleset = ruleset
+        self.version = ruleset.version
+        reuse = {cr.key: cr for cr in previous.rules} if previous is not None else {}
+        rules = []
+        for r in ruleset.rules:
+            cr = CompiledRule(r)
+            rules.append(reuse.get(cr.key, cr))
+        self.rules: tuple[CompiledRule, ...] = tuple(rules)
+        self.index_of = {cr.rule_id: i for i, cr in enumerate(self.rules)}
+        by_metric: dict[str, list[CompiledRule]] = {}
+        for cr in self.rules:
+            for m in {s.metric for s in cr.selectors}:
+                by_metric.setdefault(m, []).append(cr)
+        self.by_metric = by_metric
+        self.by_id = {cr.rule_id: cr for cr in self.rules}
+
+    def order(self, cr: CompiledRule) -> tuple[int, int]:
+        """Sort key for simultaneous firings: priority (high first), then file order."""
+        return (-cr.priority, self.index_of.get(cr.rule_id, 1 << 30))
+
+    def bind(
+        self,
+        agent: object,
+        agent_id: str,
+        series: Sequence[SeriesDecl],
+        *,
+        first_seen_ns: int,
+        previous: AgentEval | None = None,
+    ) -> tuple[AgentEval, list[tuple[int, Instance, int]]]:
+        """Build an agent's evaluator. Returns it and the absent() timers to schedule
+        (``(due_ns, instance, absent index)``, see ``Timers.schedule_absent``). Safe to call
+        off the loop thread: it reads live state but mutates none.
+
+        With ``previous`` (the agent's evaluator under the old table), series state (latest
+        samples, windows) is shared and instances of unchanged rules are the same objects, so
+        their held-for, edge and cooldown state carries over, pending timers included."""
+        ev = AgentEval(agent, agent_id, series, first_seen_ns, previous)
+        old = previous.instances if previous is not None else {}
+        timers: list[tuple[int, Instance, int]] = []
+        for cr in self.rules:
+            if not cr.applies_to(agent_id):
+                continue
+            choices = [
+                [ev.series[mid] for mid, name, labels in series if sel.matches(name, labels)]
+                for sel in cr.selectors
+            ]
+            for combo in itertools.islice(itertools.product(*choices), MAX_INSTANCES_PER_RULE):
+                key = (cr.key, tuple(s.metric_id for s in combo))
+                inst = old.get(key)
+                if inst is None or inst.rule is not cr:
+                    inst = Instance(cr, agent, combo, key, ev.holder)
+                    for k, (sel, d) in enumerate(cr.absent):
+                        due = combo[sel].seen_ns + d
+                        inst.absent_due[k] = due
+                        timers.append((due, inst, k))
+                ev.instances[key] = inst
+        ev.link()
+        return ev, timers
+
+
+class SeriesState:
+    """One series of one agent: latest sample and window buffer. Shared by the evaluators of
+    successive tables, so windows carry over a swap; mutated only on the loop thread."""
+
+    __slots__ = ("metric_id", "name", "labels", "last_v", "last_t", "seen_ns", "buf", "dropped")
+
+    def __init__(self, metric_id: int, name: str, labels: Labels, first_seen_ns: int):
+        self.metric_id = metric_id
+        self.name = name
+        self.labels = labels
+        self.last_v: float | None = None
+        self.last_t = 0
+        self.seen_ns = first_seen_ns
+        """The last sample's time, or the agent's first message before any sample (absent())."""
+        self.buf: collections.deque[tuple[int, float]] = collections.deque()
+        self.dropped = 0
+        """Samples dropped from the window buffer at MAX_WINDOW_SAMPLES."""
+
+
+class SeriesSlot:
+    """A series under one table: the instances to evaluate on its samples, the absent()
+    deadlines it moves, and how much window history it needs. Built off the loop."""
+
+    __slots__ = ("state", "instances", "watchers", "keep_ns")
+
+    def __init__(self, state: SeriesState):
+        self.state = state
+        self.instances: tuple[Instance, ...] = ()
+        self.watchers: tuple[tuple[Instance, int, int], ...] = ()
+        """``(instance, absent index, D)`` for every absent() on this series."""
+        self.keep_ns = 0
+
+
+class Instance:
+    """One rule on one combination of an agent's series."""
+
+    __slots__ = (
+        "rule",
+        "agent",
+        "series",
+        "key",
+        "holder",
+        "since_ns",
+        "armed",
+        "last_fire_ns",
+        "hold_token",
+        "absent_tokens",
+        "absent_due",
+    )
+
+    def __init__(
+        self,
+        rule: CompiledRule,
+        agent: object,
+        series: tuple[SeriesState, ...],
+        key: tuple[Any, tuple[int, ...]],
+        holder: list[AgentEval | None],
+    ):
+        self.rule = rule
+        self.agent = agent
+        self.series = series
+        self.key = key
+        self.holder = holder
+        """The agent's current-evaluator cell: a timer of an instance that is no longer in the
+        current evaluator (its rule left the table, or the agent left) is ignored."""
+        self.since_ns: int | None = None
+        self.armed = True
+        self.last_fire_ns: int | None = None
+        self.hold_token = 0
+        self.absent_tokens = [0] * len(rule.absent)
+        self.absent_due: list[int | None] = [None] * len(rule.absent)
+        """The pending deadline of each absent(); None when none is pending."""
+
+    def is_live(self) -> bool:
+        ev = self.holder[0]
+        return ev is not None and ev.instances.get(self.key) is self
+
+    def evaluate(self, t: int, trigger: SeriesState, timers: Timers) -> Firing | None:
+        rule = self.rule
+        if rule.fn(self.series, t) is not True:
+            if self.since_ns is not None:
+                self.since_ns = None
+                self.hold_token += 1  # cancels the pending held-for timer
+            self.armed = True
+            return None
+        hold = rule.hold_ns
+        if hold:
+            since = self.since_ns
+            if since is None:
+                self.since_ns = t
+                self.hold_token += 1
+                timers.schedule(t + hold, self, self.hold_token, _HOLD)
+                return None
+            if t - since < hold:
+                return None
+        if not self.armed:
+            return None
+        self.armed = False
+        last = self.last_fire_ns
+        if last is not None and t - last < rule.cooldown_ns:
+            return None
+        self.last_fire_ns = t
+        return Firing(rule, self.agent, trigger.metric_id, trigger.last_v or 0.0, t, t)
+
+
+class AgentEval:
+    """An agent's series and rule instances under one table."""
+
+    __slots__ = ("agent", "agent_id", "series", "slots", "instances", "holder")
+
+    def __init__(
+        self,
+        agent: object,
+        agent_id: str,
+        series: Sequence[SeriesDecl],
+        first_seen_ns: int,
+        previous: AgentEval | None,
+    ):
+        self.agent = agent
+        self.agent_id = agent_id
+        self.series: list[SeriesState]
+        self.holder: list[AgentEval | None]
+        if previous is not None:
+            self.series = previous.series
+            self.holder = previous.holder
+        else:
+            self.holder = [None]
+            self.series = [
+                SeriesState(mid, name, labels, first_seen_ns) for mid, name, labels in series
+            ]
+        self.slots = [SeriesSlot(st) for st in self.series]
+        self.instances: dict[tuple[Any, tuple[int, ...]], Instance] = {}
+
+    def link(self) -> None:
+        """Point each slot at its instances (priority order), absent() watchers and window
+        depth. Touches only this evaluator's own objects."""
+        per: dict[int, dict[int, Instance]] = collections.defaultdict(dict)
+        watch: dict[int, list[tuple[Instance, int, int]]] = collections.defaultdict(list)
+        keep: dict[int, int] = collections.defaultdict(int)
+        for inst in self.instances.values():
+            for k, st in enumerate(inst.series):
+                per[st.metric_id][id(inst)] = inst
+                keep[st.metric_id] = max(keep[st.metric_id], inst.rule.keep_ns[k])
+            for j, (sel, d) in enumerate(inst.rule.absent):
+                watch[inst.series[sel].metric_id].append((inst, j, d))
+        for slot in self.slots:
+            mid = slot.state.metric_id
+            slot.instances = (
+                tuple(sorted(per[mid].values(), key=lambda i: -i.rule.priority))
+                if mid in per
+                else ()
+            )
+            slot.watchers = tuple(watch.get(mid, ()))
+            slot.keep_ns = keep.get(mid, 0)
+
+    def on_sample(
+        self, metric_id: int, value: float, t: int, timers: Timers
+    ) -> list[Firing] | None:
+        """Take one sample (metric id already range-checked); return what fires."""
+        slot = self.slots[metric_id]
+        s = slot.state
+        s.last_v = value
+        s.last_t = t
+        s.seen_ns = t
+        keep = slot.keep_ns
+        if keep:
+            buf = s.buf
+            buf.append((t, value))
+            lo = t - keep
+            while buf[0][0] <= lo:
+                buf.popleft()
+            if len(buf) > MAX_WINDOW_SAMPLES:
+                buf.popleft()
+                s.dropped += 1
+        elif s.buf:
+            s.buf.clear()  # the table that needed a window is gone
+        for inst, j, d in slot.watchers:
+            if inst.absent_due[j] is None:  # else the pending timer moves itself when it fires
+                inst.absent_due[j] = t + d
+                timers.schedule(t + d, inst, inst.absent_tokens[j], j)
+        fired = None
+        for inst in slot.instances:
+            f = inst.evaluate(t, s, timers)
+            if f is not None:
+                if fired is None:
+                    fired = [f]
+                else:
+                    fired.append(f)
+        return fired
+
+    def make_current(self) -> None:
+        """Make this the agent's evaluator (on the loop thread, at activation): from now on
+        only timers of instances in it count."""
+        self.holder[0] = self
+
+    def retire(self) -> None:
+        """The agent left: every pending timer of it is ignored."""
+        self.holder[0] = None
+
+    def rules_bound(self) -> int:
+        return len({inst.rule.rule_id for inst in list(self.instances.values())})
 
 
 class Firing(NamedTuple):
@@ -79,163 +531,67 @@ class Firing(NamedTuple):
     agent: object
     """The owner object passed to ``bind`` (edged's agent record)."""
     metric_id: int
+    """The series whose sample (or timer) triggered the evaluation."""
     value: float
     t_sample_ns: int
-    """The trigger time: the sample's t_ns, or the held-for deadline for a timer firing."""
+    """The trigger time: the sample's t_ns, or the deadline for a timer firing."""
     t_eval_ns: int
 
 
-class Binding:
-    """One rule's state for one series of one agent."""
-
-    __slots__ = (
-        "rule",
-        "agent",
-        "metric_id",
-        "since_ns",
-        "armed",
-        "last_fire_ns",
-        "last_value",
-        "last_t_ns",
-        "timer_token",
-    )
-
-    def __init__(self, rule: CompiledRule, agent: object, metric_id: int):
-        self.rule = rule
-        self.agent = agent
-        self.metric_id = metric_id
-        self.since_ns: int | None = None
-        self.armed = True
-        self.last_fire_ns: int | None = None
-        self.last_value = 0.0
-        self.last_t_ns = 0
-        self.timer_token = 0
-
-    def carry_from(self, old: Binding) -> None:
-        self.since_ns = old.since_ns
-        self.armed = old.armed
-        self.last_fire_ns = old.last_fire_ns
-        self.last_value = old.last_value
-        self.last_t_ns = old.last_t_ns
-
-    def on_sample(self, value: float, t_ns: int, timers: Timers) -> Firing | None:
-        rule = self.rule
-        self.last_value = value
-        self.last_t_ns = t_ns
-        if not rule.cmp(value, rule.threshold):
-            self.since_ns = None
-            self.armed = True
-            self.timer_token += 1  # cancels a pending held-for timer
-            return None
-        if rule.hold_ns:
-            if self.since_ns is None:
-                self.since_ns = t_ns
-                self.timer_token += 1
-                timers.schedule(t_ns + rule.hold_ns, self, self.timer_token)
-                return None
-            if t_ns - self.since_ns < rule.hold_ns:
-                return None
-        return self._edge(t_ns)
-
-    def on_timer(self, now_ns: int, token: int) -> Firing | None:
-        if token != self.timer_token or self.since_ns is None:
-            return None
-        return self._edge(now_ns)
-
-    def _edge(self, t_ns: int) -> Firing | None:
-        if not self.armed:
-            return None
-        self.armed = False
-        last = self.last_fire_ns
-        if last is not None and t_ns - last < self.rule.cooldown_ns:
-            return None
-        self.last_fire_ns = t_ns
-        return Firing(self.rule, self.agent, self.metric_id, self.last_value, t_ns, t_ns)
+_HOLD = -1  # timer kind: held-for deadline; >= 0: index of an absent() in the rule
 
 
 class Timers:
-    """Deadlines for held-for rules: a heap with lazy cancellation by token."""
+    """Deadlines (held-for and absence): a heap with lazy cancellation by token."""
 
     __slots__ = ("_heap", "_seq")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, Binding, int]] = []
+        self._heap: list[tuple[int, int, Instance, int, int]] = []
         self._seq = 0
 
-    def schedule(self, due_ns: int, binding: Binding, token: int) -> None:
+    def _next(self) -> int:
         self._seq += 1
-        heapq.heappush(self._heap, (due_ns, self._seq, binding, token))
+        return self._seq
+
+    def schedule(self, due_ns: int, inst: Instance, token: int, kind: int = _HOLD) -> None:
+        heapq.heappush(self._heap, (due_ns, self._next(), inst, token, kind))
+
+    def schedule_absent(self, pending: list[tuple[int, Instance, int]]) -> None:
+        """Schedule what ``CompiledTable.bind`` returned (on the loop thread)."""
+        for due, inst, k in pending:
+            self.schedule(due, inst, inst.absent_tokens[k], k)
 
     def next_due(self) -> int | None:
         return self._heap[0][0] if self._heap else None
 
     def run_due(self, now_ns: int) -> list[Firing]:
+        """Evaluate every instance whose valid deadline is <= now, at its deadline."""
         fired: list[Firing] = []
         heap = self._heap
         while heap and heap[0][0] <= now_ns:
-            due, _, binding, token = heapq.heappop(heap)
-            f = binding.on_timer(due, token)
+            due, _, inst, token, kind = heapq.heappop(heap)
+            if not inst.is_live():
+                continue
+            if kind == _HOLD:
+                if token != inst.hold_token or inst.since_ns is None:
+                    continue
+                trigger = inst.series[0]
+            else:
+                if token != inst.absent_tokens[kind]:
+                    continue
+                sel, d = inst.rule.absent[kind]
+                trigger = inst.series[sel]
+                real_due = trigger.seen_ns + d
+                if real_due > due:  # a sample came since: the deadline moved
+                    inst.absent_due[kind] = real_due
+                    heapq.heappush(heap, (real_due, self._next(), inst, token, kind))
+                    continue
+                inst.absent_due[kind] = None
+            f = inst.evaluate(due, trigger, self)
             if f is not None:
                 fired.append(f)
         return fired
 
     def __len__(self) -> int:
         return len(self._heap)
-
-
-class CompiledTable:
-    """A RuleSet compiled for evaluation and indexed by metric name."""
-
-    def __init__(self, ruleset: RuleSet):
-        self.ruleset = ruleset
-        self.version = ruleset.version
-        self.rules = tuple(CompiledRule(r, i) for i, r in enumerate(ruleset.rules))
-        by_metric: dict[str, list[CompiledRule]] = {}
-        for cr in self.rules:
-            by_metric.setdefault(cr.rule.condition.selectors[0].metric, []).append(cr)
-        self.by_metric = {m: sorted(rs, key=lambda r: r.order) for m, rs in by_metric.items()}
-        self.by_id = {cr.rule_id: cr for cr in self.rules}
-
-    def bind(
-        self,
-        agent: object,
-        agent_id: str,
-        series: Sequence[tuple[int, str, tuple[tuple[str, str], ...]]],
-        previous: dict[int, tuple[Binding, ...]] | None = None,
-        timers: Timers | None = None,
-    ) -> dict[int, tuple[Binding, ...]]:
-        """Bindings for one agent's series ``(metric_id, name, labels)``.
-
-        ``previous`` (the agent's bindings under the old table) carries state over for
-        rules whose id and normalised content are unchanged; a held-for period in progress
-        keeps its deadline (rescheduled on ``timers``). The caller cancels the old bindings.
-        """
-        out: dict[int, tuple[Binding, ...]] = {}
-        for metric_id, name, labels in series:
-            rules = self.by_metric.get(name)
-            if not rules:
-                continue
-            old = {b.rule.key: b for b in (previous or {}).get(metric_id, ())}
-            bs = []
-            for cr in rules:
-                if cr.applies_to(agent_id, labels):
-                    b = Binding(cr, agent, metric_id)
-                    if cr.key in old:
-                        b.carry_from(old[cr.key])
-                        if b.since_ns is not None and cr.hold_ns and timers is not None:
-                            b.timer_token = 1
-                            timers.schedule(b.since_ns + cr.hold_ns, b, 1)
-                    bs.append(b)
-            if bs:
-                out[metric_id] = tuple(bs)
-        return out
-
-
-def evaluate(bindings: Iterable[Binding], value: float, t_ns: int, timers: Timers) -> list[Firing]:
-    """Evaluate one sample against its bindings (a convenience for tests and replay)."""
-    out = []
-    for b in bindings:
-        f = b.on_sample(value, t_ns, timers)
-        if f is not None:
-            out.append(f)
-    return out

@@ -159,6 +159,9 @@ def check_postfix(c: Condition) -> None:
             raise ValueError(f"node {i}: unknown op {n.op!r}")
     if stack != ["B"]:
         raise ValueError("the expression does not reduce to one condition")
+    used = {n.sel for n in c.nodes if n.op in (NodeOp.LATEST, NodeOp.ABSENT) or n.op in AGGREGATES}
+    if used != set(range(len(c.selectors))):
+        raise ValueError("every selector must be used by the expression, and only those")
     if c.hold_ns < 0:
         raise ValueError("hold must not be negative")
 

@@ -300,9 +300,10 @@ class Edged:
         if ruleset.version <= active:
             ruleset = _with_version(ruleset, active + 1)
             blob = encode_rule_table(ruleset)
-        table = CompiledTable(ruleset)  # compiled here, off the loop
+        table = CompiledTable(ruleset, previous=loop.table)  # compiled here, off the loop
+        prepared = loop.prepare(table)  # and every agent's evaluator too
         self.store.put_rule_table(ruleset.version, blob, activate=True)
-        result = loop.call(lambda: loop.activate(table))
+        result = loop.call(lambda: loop.activate(table, prepared))
         result["hash"] = ruleset.content_hash.hex()
         self.writer.audit("rules_activated", **result)
         log.info(

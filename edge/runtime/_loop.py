@@ -325,10 +325,10 @@ class ControlLoop:
         counters["samples"] += count
         rec.samples += count
         t_eval = self.clock.monotonic_ns()
-        bindings = rec.bindings
-        last_value = rec.last_value
-        last_t = rec.last_t_ns
-        n_series = len(last_value)
+        ev = rec.eval
+        assert ev is not None
+        on_sample = ev.on_sample
+        n_series = len(ev.slots)
         timers = self.timers
         fired: list[Firing] | None = None
         unknown = 0
@@ -336,18 +336,12 @@ class ControlLoop:
             if mid >= n_series:
                 unknown += 1
                 continue
-            last_value[mid] = value
-            last_t[mid] = t_ns
-            bs = bindings.get(mid)
-            if bs is None:
-                continue
-            for b in bs:
-                f = b.on_sample(value, t_ns, timers)
-                if f is not None:
-                    if fired is None:
-                        fired = [f]
-                    else:
-                        fired.append(f)
+            f = on_sample(mid, value, t_ns, timers)
+            if f is not None:
+                if fired is None:
+                    fired = f
+                else:
+                    fired.extend(f)
         if unknown:
             self._bad(
                 "bad_unknown_metric",
@@ -366,7 +360,8 @@ class ControlLoop:
         """Send the instructions for ``fired`` in priority order (then file order)."""
         t_decide = self.clock.monotonic_ns()
         if len(fired) > 1:
-            fired.sort(key=_firing_order)
+            order = self.table.order
+            fired.sort(key=lambda f: order(f.rule))
         counters = self.counters
         send = self.sock.send_multipart
         now_ns = self.clock.monotonic_ns
@@ -581,10 +576,14 @@ class ControlLoop:
             now_ns=t_recv,
             wall_ms=self.clock.wall_ms(),
         )
-        rec.bindings = self.table.bind(rec, rec.agent_id, series, timers=self.timers)
+        ev, pending = self.table.bind(rec, rec.agent_id, series, first_seen_ns=t_recv)
+        ev.make_current()
+        self.timers.schedule_absent(pending)
+        rec.eval = ev
         replaced = reg.add(rec)
         if replaced is not None:
-            _cancel_timers(replaced.bindings)
+            if replaced.eval is not None:
+                replaced.eval.retire()
             counters["agents_replaced"] += 1
         counters["agents_registered"] += 1
         welcome = Welcome(
@@ -662,7 +661,8 @@ class ControlLoop:
     def _gone(self, rec: AgentRecord, reason: str) -> None:
         rec.set_state(AgentState.GONE)
         self.registry.drop_session(rec)
-        _cancel_timers(rec.bindings)
+        if rec.eval is not None:
+            rec.eval.retire()
         self.counters["agents_gone"] += 1
         self._event("agent_gone", rec.agent_id, "", 0, reason)
         self._audit("agent_gone", agent_id=rec.agent_id, reason=reason)
@@ -717,19 +717,49 @@ class ControlLoop:
 
     # ---------------------------------------------------------------- rule tables
 
-    def activate(self, table: CompiledTable) -> dict[str, Any]:
+    def prepare(self, table: CompiledTable) -> dict[AgentRecord, tuple[Any, Any, Any]]:
+        """Build every live agent's evaluator under ``table`` (any thread: reads live state,
+        mutates none), so that ``activate`` is a pointer swap per agent."""
+        out: dict[AgentRecord, tuple[Any, Any, Any]] = {}
+        for rec in list(self.registry.by_id.values()):
+            old = rec.eval
+            if rec.state is AgentState.GONE or old is None:
+                continue
+            ev, pending = table.bind(
+                rec, rec.agent_id, rec.series, first_seen_ns=rec.first_seen_ns, previous=old
+            )
+            out[rec] = (old, ev, pending)
+        return out
+
+    def activate(
+        self,
+        table: CompiledTable,
+        prepared: dict[AgentRecord, tuple[Any, Any, Any]] | None = None,
+    ) -> dict[str, Any]:
         """Swap the active table (on the loop thread, between two iterations).
 
-        State carries over for rules whose id and normalised content are unchanged."""
+        Series state (latest samples, windows) always carries over; rule state (held-for,
+        edge, cooldown) carries over for rules whose id and normalised content are unchanged.
+        Agents that registered or re-registered after ``prepare`` are bound here."""
         t0 = time.perf_counter_ns()
+        prepared = prepared or {}
         for rec in self.registry.by_id.values():
-            if rec.state is AgentState.GONE:
+            if rec.state is AgentState.GONE or rec.eval is None:
                 continue
-            old = rec.bindings
-            rec.bindings = table.bind(
-                rec, rec.agent_id, rec.series, previous=old, timers=self.timers
-            )
-            _cancel_timers(old)
+            got = prepared.get(rec)
+            if got is not None and got[0] is rec.eval:
+                _, ev, pending = got
+            else:
+                ev, pending = table.bind(
+                    rec,
+                    rec.agent_id,
+                    rec.series,
+                    first_seen_ns=rec.first_seen_ns,
+                    previous=rec.eval,
+                )
+            ev.make_current()
+            self.timers.schedule_absent(pending)
+            rec.eval = ev
         previous = self.table
         self.lkg_table = previous
         self.table = table
@@ -835,16 +865,6 @@ _ACK_NAMES = {
     int(AckStatus.FAILED): "failed",
     int(AckStatus.REJECTED): "rejected",
 }
-
-
-def _firing_order(f: Firing) -> tuple[int, int]:
-    return f.rule.order
-
-
-def _cancel_timers(bindings: dict[int, tuple[Any, ...]]) -> None:
-    for bs in bindings.values():
-        for b in bs:
-            b.timer_token += 1
 
 
 def _peer(rid: bytes) -> str:

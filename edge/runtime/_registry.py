@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..rules import Binding
+from ..rules import AgentEval
 from ._lifecycle import AgentState, check_transition
 
 AGENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
@@ -24,9 +24,8 @@ class AgentRecord:
         "pid",
         "heartbeat_ms",
         "series",
-        "bindings",
-        "last_value",
-        "last_t_ns",
+        "eval",
+        "first_seen_ns",
         "last_seen_ns",
         "registered_wall_ms",
         "samples",
@@ -58,10 +57,9 @@ class AgentRecord:
         self.pid = pid
         self.heartbeat_ms = heartbeat_ms
         self.series = series
-        self.bindings: dict[int, tuple[Binding, ...]] = {}
-        n = len(series)
-        self.last_value: list[float | None] = [None] * n
-        self.last_t_ns = [0] * n
+        self.eval: AgentEval | None = None
+        """The agent's rule evaluator under the active table (set at registration)."""
+        self.first_seen_ns = now_ns
         self.last_seen_ns = now_ns
         self.registered_wall_ms = wall_ms
         self.samples = 0
@@ -70,6 +68,11 @@ class AgentRecord:
         self.acks = 0
         self.last_batch_seq = -1
         self.batch_gaps = 0
+
+    @property
+    def last_value(self) -> list[float | None]:
+        """Latest sample per metric id (None before the first one)."""
+        return [st.last_v for st in self.eval.series] if self.eval else [None] * len(self.series)
 
     def set_state(self, new: AgentState) -> None:
         check_transition(self.state, new)
@@ -89,7 +92,7 @@ class AgentRecord:
             "batch_gaps": self.batch_gaps,
             "instructions": self.instructions,
             "acks": self.acks,
-            "rules_bound": len({b.rule.rule_id for bs in list(self.bindings.values()) for b in bs}),
+            "rules_bound": self.eval.rules_bound() if self.eval else 0,
         }
 
     def persistent(self) -> dict[str, Any]:
