@@ -271,17 +271,7 @@ def reference(
                         (w[-1][1] - w[0][1]) / ((w[-1][0] - w[0][0]) / 1e9) if ok else None
                     )
                 else:
-                    stack.append(
-                        None
-                        if not vs
-                        else {
-                            NodeOp.AVG: lambda: sum(vs) / len(vs),
-                            NodeOp.MIN: lambda: min(vs),
-                            NodeOp.MAX: lambda: max(vs),
-                            NodeOp.SUM: lambda: sum(vs),
-                            NodeOp.COUNT: lambda: float(len(vs)),
-                        }[n.op]()
-                    )
+                    stack.append(_reduce(n.op, vs) if vs else None)
             elif n.op is NodeOp.NOT:
                 x = stack.pop()
                 stack.append(None if x is None else not x)
@@ -371,6 +361,14 @@ def reference(
         if mid in referenced:
             evaluate(ts)
     return fired
+
+
+def _reduce(op: NodeOp, vs: list[float]) -> float:
+    if op is NodeOp.AVG:
+        return sum(vs) / len(vs)
+    if op is NodeOp.COUNT:
+        return float(len(vs))
+    return {NodeOp.MIN: min, NodeOp.MAX: max, NodeOp.SUM: sum}[op](vs)
 
 
 def conditions() -> st.SearchStrategy[Condition]:
