@@ -144,7 +144,8 @@ class _Compiler:
                 "a > 1 and b < 2 for 5s; holding part of a condition is not supported",
             )
             self.duration(e.duration, "for")
-            return INVALID, self.boolean(e.body, "'for'")
+            self.expr(e.body)  # errors inside it, but no cascade about what it is
+            return INVALID, []
         if isinstance(e, Number):
             value = float(e.text)
             if not math.isfinite(value):
@@ -256,6 +257,8 @@ class _Compiler:
                 inner = inner.inner
             if isinstance(inner, Series):
                 sel = self.selector(inner)
+            elif isinstance(inner, Hold):
+                self.expr(inner)
             else:
                 hint = f'a series is a metric name, optionally with labels: {e.name}(cpu{{core="0"}}, 30s)'
                 if isinstance(inner, Call):
@@ -275,6 +278,8 @@ class _Compiler:
                 inner = inner.inner
             if isinstance(inner, Duration | Number):
                 window = self.duration(inner, e.name)
+            elif isinstance(inner, Hold):
+                self.expr(inner)
             else:
                 self.error(
                     f"the second argument of {e.name} must be a duration, not {self.src(second)!r}",

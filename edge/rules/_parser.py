@@ -264,7 +264,11 @@ class _Parser:
                     )
                 if isinstance(inner, Hold):
                     raise self._trailing(close, inner)
-                raise self.unexpected(close, f"')' to close the '(' at column {tok.start}")
+                raise self.unexpected(
+                    close,
+                    f"')' to close the '(' at column {tok.start}",
+                    _hint(close) or "join conditions with and / or",
+                )
             close = self.take()
             return Paren(inner, tok.start, close.end)
         if tok.kind is Tok.IDENT and tok.text not in KEYWORDS:
@@ -295,7 +299,7 @@ class _Parser:
                 return Call(name.text, tuple(args), name.start, tok.end)
             if tok.kind is Tok.EOF:
                 raise self.fail(
-                    f"the '(' of {name.text}( at column {name.end} is never closed",
+                    f"the '(' of {name.text} at column {name.end} is never closed",
                     tok.start,
                     "add a ')'",
                 )
