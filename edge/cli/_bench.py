@@ -44,10 +44,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import EdgeError
+from ._bench_rules import ACTIVATION_RULES, activation_table, eval_cost, memory_per_rule
 from ._sim import Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
 
 STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute")
-PROBE_RULE = "bench_probe > 0.5"
+PROBE_METRIC = "bench_probe"
+PROBE_RULE = f"{PROBE_METRIC} > 0.5"
 LOAD_RULE = "load_value > 1000000"
 LOAD_SERIES = 16
 _PROBE_COUNTS = ("iterations", "answered", "lost", "mismatched", "late", "dropped", "samples_sent")
@@ -275,8 +277,24 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         say(f"baseline ping-pong under the background load, {cfg['baseline_s']:g} s")
         base_loaded = pingpong(pong_ep, sizes["metric_batch_1"], cfg["baseline_s"],
                                cfg["loop_rate"])
+        # 5. activation: a 10,000-rule table, all bound to the probe's series
+        say(f"activation of a {ACTIVATION_RULES:,}-rule table on the live edged")
+        with CtlClient(rig.run_dir, timeout=60.0) as ctl:
+            blob = activation_table(PROBE_METRIC)
+            t_push = time.perf_counter()
+            pushed = ctl.request(CtlOp.RULES_PUSH, blob=blob)
+            push_ms = (time.perf_counter() - t_push) * 1000
         rig.stop_sims()
         edged_exit = rig.stop_edged()
+    say("rule engine: memory per rule and evaluation cost (in process)")
+    rules_doc = {
+        "activation": {"rules": pushed["rules"], "loop_pause_us": round(pushed["pause_us"], 1),
+                       "push_total_ms": round(push_ms, 1), "goal_pause_us": 1000,
+                       "note": "loop_pause_us is the swap on edged's loop; push_total_ms "
+                               "includes verify, compile and per-agent preparation off the loop"},
+        "memory": memory_per_rule(),
+        "eval": eval_cost(samples=20_000 if cfg["quick"] else 200_000),
+    }
 
     counters = stats.get("counters", {})
     probe_samples = int(probe_rep.get("samples_sent", 0))
@@ -314,6 +332,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         "goal": {"e2e_p99_us_below": E2E_P99_GOAL_US,
                  "met": bool(e2e.get("p99") is not None and e2e["p99"] < E2E_P99_GOAL_US)},
         "edged_exit_code": edged_exit,
+        "rules": rules_doc,
         "counters": {k: v for k, v in sorted(counters.items()) if v},
         "clock_skewed": stats.get("clock_skewed", 0),
         "machine": machine,
@@ -387,6 +406,16 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"goal e2e p99 < {goal['e2e_p99_us_below']:g} µs: "
         + ("[green]met[/]" if goal["met"] else "[red]not met[/]"),
     ]
+    r = doc.get("rules")
+    if r:
+        a, m, e = r["activation"], r["memory"], r["eval"]
+        lines.append(
+            f"rules: activating {a['rules']:,} rules paused the loop {a['loop_pause_us']:g} µs "
+            f"(push {a['push_total_ms']:g} ms in all); {m['bytes_per_rule']:,} bytes per loaded "
+            f"rule at {m['rules']:,}; {e['ns_per_sample_loaded']:,} ns per sample with "
+            f"{e['rules']:,} rules vs {e['ns_per_sample_no_rules']:,} ns with none "
+            f"({e['ratio']:g}x)"
+        )
     others = doc["cpu_pct"].get("others", 0.0)
     if others >= OTHERS_WARN_PCT:
         lines.append(f"[yellow]other processes used {others:g} % of a core during the window: "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import fnmatch
+import hashlib
 import heapq
 import itertools
 import operator
@@ -239,7 +240,9 @@ class CompiledRule:
         self.cooldown_ns = rule.cooldown_ns
         self.hold_ns = c.hold_ns
         self.params: tuple[Param, ...] = rule.params
-        self.key = (rule.rule_id, repr(sorted(rule.normalised().items())))
+        # identity across a swap: same id and same behaviour (a digest: 16 bytes, not the text)
+        behaviour = repr(sorted(rule.normalised().items())).encode()
+        self.key = (rule.rule_id, hashlib.blake2b(behaviour, digest_size=16).digest())
         self.fn = compile_condition(c)
         self.selectors = c.selectors
         keep = [0] * len(c.selectors)
