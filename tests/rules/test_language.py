@@ -574,7 +574,7 @@ def _two_spellings(draw: st.DrawFn) -> tuple[str, str]:
     return out[0], out[1]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_two_spellings())
 def test_random_spellings_agree_and_the_canonical_text_round_trips(pair: tuple[str, str]) -> None:
     a, b = (compile_condition(t) for t in pair)

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.rules import (
+    Problem,
     RuleFileError,
     load_rule_file,
     parse_condition,
@@ -14,6 +19,7 @@ from edge.rules import (
 from edge.rules._compiler import compile_condition
 from edge.rules._ir import NodeOp
 from edge.rules._lexer import ConditionError
+from edge.rules._source import _value_position
 from edge.wire import Action
 
 SEED = """\
@@ -162,3 +168,127 @@ def test_oversized_file_refused_before_parsing(tmp_path: Path) -> None:
     f.write_bytes(b"#" * (10 * 1024 * 1024 + 1))
     with pytest.raises(RuleFileError, match="limit"):
         load_rule_file(f)
+
+
+# -- rule_content errors placed in the file -----------------------------------------------------
+
+
+def _problems(text: str) -> list[Problem]:
+    with pytest.raises(RuleFileError) as info:
+        parse_rule_text(text, "r.yaml")
+    return info.value.problems
+
+
+def _rule_with(content_line: str) -> str:
+    return f"- rule_id: r\n  {content_line}\n  action: alert\n  priority: 1\n  sla_threshold: 5\n"
+
+
+@pytest.mark.parametrize(
+    ("content_line", "line", "col"),
+    [
+        # `$` is the first error in each; line 2 unless the value spans lines
+        ("rule_content: cpu > 0.9 $", 2, 27),
+        ("rule_content: 'cpu > 0.9 $'", 2, 28),
+        ("rule_content: 'x{a=\"it''s\"} > 0.9 $'", 2, 37),
+        ('rule_content: "x{a=\\"1\\"} > 0.9 $"', 2, 35),
+        ('rule_content: "x{a=\\u0022b\\"} > 0.9 $"', 2, 39),
+        ("rule_content: |\n    cpu > 0.9 and\n      mem > 1 $", 4, 15),
+        ("rule_content: >-\n    cpu > 0.9 and\n    mem > 1 $", 4, 13),
+        ("rule_content: cpu > 0.9 and\n    mem > 1 $", 3, 13),
+        ('rule_content: "cpu > 0.9 and \\\n    mem > 1 $"', 3, 13),
+    ],
+)
+def test_condition_error_column_in_the_file_through_quoting(
+    content_line: str, line: int, col: int
+) -> None:
+    (p,) = _problems(_rule_with(content_line))
+    assert (p.line, p.col) == (line, col), p.render()
+    assert p.content[p.content_col] == "$"
+    assert p.message == "unexpected character '$'"
+
+
+def test_condition_error_in_json() -> None:
+    text = (
+        '[{"rule_id": "j", "rule_content": "cpu{core=\\"0\\"} > 0.9 junk",'
+        ' "action": "alert", "priority": 1, "sla_threshold": 5}]'
+    )
+    (p,) = _problems(text)
+    assert text[p.col - 1 : p.col + 3] == "junk"
+    assert p.render() == (
+        "r.yaml:1:58: rule #0 j: unexpected 'junk' after the condition\n"
+        '    cpu{core="0"} > 0.9 junk\n'
+        "                        ^\n"
+        "    hint: join conditions with and / or"
+    )
+
+
+def test_every_condition_error_of_every_rule_in_one_report() -> None:
+    text = """\
+- rule_id: speed
+  rule_content: avg(speed_kmh{axle="front"}, 10) > 120 and median(rpm, 5s) > 1 for 5
+  action: alert
+  priority: 5
+  sla_threshold: 20
+- rule_id: oil
+  rule_content: |
+    oil_temp > 130 and
+      (oil_pressure < 1.5 for 2s)
+  action: safe_state
+  priority: 300
+  sla_threshold: 5
+"""
+    probs = _problems(text)
+    got = [(p.line, p.col, p.rule, p.message) for p in probs]
+    assert got == [
+        (2, 46, "rule #0 speed", "10 has no unit, but 'avg' needs a duration"),
+        (2, 60, "rule #0 speed", "unknown function 'median'"),
+        (2, 84, "rule #0 speed", "5 has no unit, but 'for' needs a duration"),
+        (9, 27, "rule #1 oil", "'for' is only allowed at the end of the whole condition"),
+        (11, 13, "rule #1 oil", "priority must be an integer 0-255, not 300"),
+    ]
+    # the caret of a block scalar's error is shown under its own line
+    assert probs[3].render() == (
+        "r.yaml:9:27: rule #1 oil: 'for' is only allowed at the end of the whole condition\n"
+        "      (oil_pressure < 1.5 for 2s)\n"
+        "                          ^\n"
+        "    hint: for binds loosest and holds everything before it: write a > 1 and b < 2 for "
+        "5s; holding part of a condition is not supported"
+    )
+    assert probs[1].hint.startswith("did you mean min?")
+
+
+_VALUE_CHARS = st.text(
+    alphabet=st.sampled_from(list("ab c>{}=,()'\"\\\té#:-9")), min_size=1, max_size=40
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _VALUE_CHARS,
+    st.sampled_from([None, "'", '"', "|", ">", "json", "json-ascii"]),
+    st.sampled_from([12, 80]),
+)
+def test_value_position_finds_each_character_in_the_source(
+    value: str, style: str | None, width: int
+) -> None:
+    doc = [{"rule_content": value}]
+    if style == "json":
+        source = json.dumps(doc, ensure_ascii=False)
+    elif style == "json-ascii":
+        source = json.dumps(doc)
+    else:
+        source = yaml.dump(doc, default_style=style, width=width, allow_unicode=width > 20)
+    root = yaml.compose(source, Loader=yaml.SafeLoader)
+    node = root.value[0].value[0][1]
+    assert node.value == value
+    line_starts = [0] + [i + 1 for i, ch in enumerate(source) if ch == "\n"]
+    prev = -1
+    for i, ch in enumerate(value):
+        line, col = _value_position(source, node, value, i)
+        at = line_starts[line - 1] + col - 1
+        assert at > prev  # in order
+        prev = at
+        if not ch.isspace():  # folded white space has no one source character
+            assert source[at] == ch or (node.style == '"' and source[at] == "\\"), (i, source)
+    line, col = _value_position(source, node, value, len(value))
+    assert line_starts[line - 1] + col - 1 > prev
