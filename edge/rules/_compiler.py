@@ -140,8 +140,8 @@ class _Compiler:
             self.error(
                 "'for' is only allowed at the end of the whole condition",
                 e.for_start,
-                "for binds loosest and holds everything before it: write "
-                "a > 1 and b < 2 for 5s; holding part of a condition is not supported",
+                "for comes last and holds the whole condition: a > 1 and b < 2 for 5s; "
+                "holding only part of a condition is not supported",
             )
             self.duration(e.duration, "for")
             self.expr(e.body)  # errors inside it, but no cascade about what it is

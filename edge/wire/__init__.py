@@ -42,7 +42,6 @@ from ._messages import Ack as Ack
 from ._messages import AckStatus as AckStatus
 from ._messages import Action as Action
 from ._messages import Bye as Bye
-from ._messages import CmpOp as CmpOp
 from ._messages import CtlCode as CtlCode
 from ._messages import CtlOp as CtlOp
 from ._messages import CtlReply as CtlReply

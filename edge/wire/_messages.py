@@ -30,6 +30,7 @@ class MessageType(enum.Enum):
     CTL_REQUEST = b"ECRQ"
     CTL_REPLY = b"ECRP"
     RULE_TABLE = b"ERTB"
+    SIGNED_RULE_TABLE = b"ESRT"
 
 
 class AckStatus(enum.IntEnum):
@@ -78,6 +79,7 @@ class CtlOp(enum.IntEnum):
     RULES_LIST = 5
     TAIL = 6
     STATS_RESET = 7
+    RULES_ROLLBACK = 8
 
 
 class CtlCode(enum.IntEnum):
@@ -85,15 +87,6 @@ class CtlCode(enum.IntEnum):
     BAD_REQUEST = 1
     REFUSED = 2
     ERROR = 3
-
-
-class CmpOp(enum.IntEnum):
-    GT = 0
-    GE = 1
-    LT = 2
-    LE = 3
-    EQ = 4
-    NE = 5
 
 
 _BUILTIN_ACTIONS = {
@@ -218,7 +211,7 @@ class CtlRequest:
     request_id: int
     op: CtlOp
     args: dict[str, Any] = field(default_factory=dict)  # travels as args_json
-    blob: bytes = b""  # RULES_PUSH: a RuleTable buffer
+    blob: bytes = b""  # RULES_PUSH: a RuleTable or SignedRuleTable buffer
 
 
 @dataclass(frozen=True, slots=True)

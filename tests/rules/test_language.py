@@ -341,7 +341,7 @@ def test_every_checker_error_is_reported_at_once() -> None:
         ("avg(x, 0.0000001ms) > 1", 7, "not a whole number of nanoseconds", ""),
         ("x > 1 for 3000000h", 10, "too long", ""),
         ("x > 1 for 2000000000.5ms", 10, "finer than a millisecond", "whole milliseconds"),
-        ("(x > 1 for 5s)", 7, "'for' is only allowed at the end", "holding part"),
+        ("(x > 1 for 5s)", 7, "'for' is only allowed at the end", "holding only part"),
         ("avg(x for 5s, 1s) > 1", 6, "'for' is only allowed at the end", ""),
         ("a > b", 2, "compares a series with a series", "with a number"),
         ("avg(a, 1s) > b", 11, "compares an aggregate with a series", ""),

@@ -251,8 +251,8 @@ def test_every_condition_error_of_every_rule_in_one_report() -> None:
         "r.yaml:9:27: rule #1 oil: 'for' is only allowed at the end of the whole condition\n"
         "      (oil_pressure < 1.5 for 2s)\n"
         "                          ^\n"
-        "    hint: for binds loosest and holds everything before it: write a > 1 and b < 2 for "
-        "5s; holding part of a condition is not supported"
+        "    hint: for comes last and holds the whole condition: a > 1 and b < 2 for 5s; "
+        "holding only part of a condition is not supported"
     )
     assert probs[1].hint.startswith("did you mean min?")
 

@@ -40,7 +40,12 @@ from edge.wire import (
 
 from . import wire_strategies as ws
 from .test_codec import encode
-from .wire_builders import build_rule_table, builder_encode, builder_metric_batch
+from .wire_builders import (
+    build_rule_table,
+    build_signed_rule_table,
+    builder_encode,
+    builder_metric_batch,
+)
 
 quick = settings(max_examples=100, deadline=None)
 
@@ -77,10 +82,14 @@ def sample_buffers() -> dict[str, bytes]:
             "rule_id": "r1", "action": Action.ALERT, "metric": "cpu", "labels": [("host", "a")],
             "agents": ["agent-*"], "params": [Param("level", "warn")],
         }], rnd),
+        "signed_rule_table": build_signed_rule_table(
+            build_rule_table([], rnd), bytes(8), bytes(range(64)), rnd
+        ),
     }  # fmt: skip
 
 
 SAMPLES = sample_buffers()
+RULE_TABLES = (MessageType.RULE_TABLE, MessageType.SIGNED_RULE_TABLE)  # edge.rules decodes these
 
 
 def refused(buf: bytes | bytearray, match: str | None = None) -> str:
@@ -95,7 +104,7 @@ def decode_after_verify(buf: bytes | bytearray) -> None:
         t = verify(buf)
     except VerifyError:
         return
-    if t is MessageType.RULE_TABLE:
+    if t in RULE_TABLES:
         return
     try:
         got = decode(buf)
@@ -185,7 +194,7 @@ def test_truncation_at_every_length_is_refused(name: str) -> None:
         except VerifyError:
             continue
         assert full[k:] == bytes(len(full) - k), f"{name}: prefix {k} accepted"
-        if message_type_of(full) is not MessageType.RULE_TABLE:
+        if message_type_of(full) not in RULE_TABLES:
             assert repr(decode(cut)) == repr(decode(full))
 
 
@@ -347,12 +356,12 @@ def test_missing_required_fields() -> None:
 
 
 def test_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = SAMPLES["rule_table"]  # RuleTable > Rule > Condition > Label: 4 deep
-    monkeypatch.setattr(_verify, "MAX_DEPTH", 4)
+    table = SAMPLES["rule_table"]  # RuleTable > Rule > Condition > Selector > Label: 5 deep
+    monkeypatch.setattr(_verify, "MAX_DEPTH", 5)
     assert verify(table) is MessageType.RULE_TABLE
-    monkeypatch.setattr(_verify, "MAX_DEPTH", 3)
-    refused(table, r"RuleTable\.rules\[0\]\.condition\.labels\[0\] at byte \d+: tables nested "
-                   "more than 3 deep")  # fmt: skip
+    monkeypatch.setattr(_verify, "MAX_DEPTH", 4)
+    refused(table, r"RuleTable\.rules\[0\]\.condition\.selectors\[0\]\.labels\[0\] at byte \d+: "
+                   "tables nested more than 4 deep")  # fmt: skip
 
 
 def test_table_budget(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -314,9 +314,10 @@ def _builder_hello(b: flatbuffers.Builder, m: Hello, rnd: random.Random) -> byte
 
 
 def build_rule_table(rules: Sequence[dict[str, object]], rnd: random.Random) -> bytes:
-    """A RuleTable; each rule dict has rule_id, action, metric, labels, agents, params."""
+    """A RuleTable; each rule dict has rule_id, action, metric, labels, agents, params.
+    Each condition is ``metric{labels} < 1.5 for 10ns`` in IR form (LATEST, CONST, LT)."""
     b = flatbuffers.Builder(0)
-    c, u = fb.Condition, fb.Rule
+    c, u, sel = fb.Condition, fb.Rule, fb.Selector
     offs = []
     for r in rules:
         labels = []
@@ -327,10 +328,20 @@ def build_rule_table(rules: Sequence[dict[str, object]], rnd: random.Random) -> 
             ], rnd))  # fmt: skip
         label_vec = _offsets_vector(b, labels)
         metric = b.CreateString(r["metric"])  # type: ignore[arg-type]
+        selector = _table(b, sel, [
+            lambda metric=metric: sel.AddMetric(b, metric),
+            lambda label_vec=label_vec: sel.AddLabels(b, label_vec),
+        ], rnd)  # fmt: skip
+        selectors = _offsets_vector(b, [selector])
+        c.StartNodesVector(b, 3)
+        for window_ns, value, index, op in reversed([(0, 0.0, 0, 1), (0, 1.5, 0, 0), (0, 0.0, 0, 11)]):
+            fb.Node.CreateNode(b, window_ns, value, index, op)
+        nodes = b.EndVector()
+        text = b.CreateString("m < 1.5 for 10ns")
         cond = _table(b, c, [
-            lambda metric=metric: c.AddMetric(b, metric),
-            lambda label_vec=label_vec: c.AddLabels(b, label_vec),
-            lambda: c.AddOp(b, 3), lambda: c.AddThreshold(b, 1.5), lambda: c.AddHoldNs(b, 10),
+            lambda selectors=selectors: c.AddSelectors(b, selectors),
+            lambda nodes=nodes: c.AddNodes(b, nodes),
+            lambda text=text: c.AddText(b, text), lambda: c.AddHoldNs(b, 10),
         ], rnd)  # fmt: skip
         agents = _offsets_vector(b, [b.CreateString(a) for a in r["agents"]])  # type: ignore[attr-defined]
         params = []
@@ -362,6 +373,19 @@ def build_rule_table(rules: Sequence[dict[str, object]], rnd: random.Random) -> 
         lambda: t.AddContentHash(b, digest), lambda: t.AddRules(b, rules_vec),
     ], rnd)  # fmt: skip
     return _finish(b, root, MessageType.RULE_TABLE)
+
+
+def build_signed_rule_table(table: bytes, key_id: bytes, signature: bytes,
+                            rnd: random.Random) -> bytes:  # fmt: skip
+    """A SignedRuleTable envelope around ``table`` (the signature is not checked here)."""
+    b = flatbuffers.Builder(0)
+    s = fb.SignedRuleTable
+    sig, kid = b.CreateByteVector(signature), b.CreateByteVector(key_id)
+    inner = b.CreateByteVector(table)
+    root = _table(b, s, [
+        lambda: s.AddTable(b, inner), lambda: s.AddKeyId(b, kid), lambda: s.AddSignature(b, sig),
+    ], rnd)  # fmt: skip
+    return _finish(b, root, MessageType.SIGNED_RULE_TABLE)
 
 
 # --- generated accessors -> dataclasses --------------------------------------------------------

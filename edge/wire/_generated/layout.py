@@ -56,11 +56,10 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
         FieldLayout('reason', slot=1, kind='string', size=4, align=4, type='string'),
     ),
     'Condition': (
-        FieldLayout('metric', slot=0, kind='string', size=4, align=4, type='string', required=True),
-        FieldLayout('labels', slot=1, kind='vector', size=4, align=4, type='Label', elem_kind='table', elem_size=4, elem_align=4),
-        FieldLayout('op', slot=2, kind='scalar', size=1, align=1, type='ubyte', enum='CmpOp'),
-        FieldLayout('threshold', slot=3, kind='scalar', size=8, align=8, type='double'),
-        FieldLayout('hold_ns', slot=4, kind='scalar', size=8, align=8, type='long'),
+        FieldLayout('selectors', slot=0, kind='vector', size=4, align=4, type='Selector', elem_kind='table', elem_size=4, elem_align=4),
+        FieldLayout('nodes', slot=1, kind='vector', size=4, align=4, type='Node', elem_kind='struct', elem_size=24, elem_align=8),
+        FieldLayout('hold_ns', slot=2, kind='scalar', size=8, align=8, type='long'),
+        FieldLayout('text', slot=3, kind='string', size=4, align=4, type='string'),
     ),
     'CtlReply': (
         FieldLayout('request_id', slot=0, kind='scalar', size=8, align=8, type='ulong'),
@@ -146,6 +145,17 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
         FieldLayout('description', slot=4, kind='string', size=4, align=4, type='string'),
         FieldLayout('custom_actions', slot=5, kind='vector', size=4, align=4, type='string', elem_kind='string', elem_size=4, elem_align=4),
         FieldLayout('rules', slot=6, kind='vector', size=4, align=4, type='Rule', elem_kind='table', elem_size=4, elem_align=4),
+        FieldLayout('expires_at_unix_ms', slot=7, kind='scalar', size=8, align=8, type='long'),
+        FieldLayout('scope', slot=8, kind='vector', size=4, align=4, type='string', elem_kind='string', elem_size=4, elem_align=4),
+    ),
+    'Selector': (
+        FieldLayout('metric', slot=0, kind='string', size=4, align=4, type='string', required=True),
+        FieldLayout('labels', slot=1, kind='vector', size=4, align=4, type='Label', elem_kind='table', elem_size=4, elem_align=4),
+    ),
+    'SignedRuleTable': (
+        FieldLayout('table', slot=0, kind='vector', size=4, align=4, type='ubyte', elem_kind='scalar', elem_size=1, elem_align=1, required=True),
+        FieldLayout('key_id', slot=1, kind='vector', size=4, align=4, type='ubyte', elem_kind='scalar', elem_size=1, elem_align=1, required=True),
+        FieldLayout('signature', slot=2, kind='vector', size=4, align=4, type='ubyte', elem_kind='scalar', elem_size=1, elem_align=1, required=True),
     ),
     'Welcome': (
         FieldLayout('protocol_version', slot=0, kind='scalar', size=2, align=2, type='ushort'),
@@ -159,6 +169,12 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
 }
 
 STRUCTS: dict[str, StructLayout] = {
+    'Node': StructLayout('Node', size=24, align=8, fields=(
+        ('window_ns', 0, 'long'),
+        ('value', 8, 'double'),
+        ('sel', 16, 'ushort'),
+        ('op', 18, 'ubyte'),
+    )),
     'Sample': StructLayout('Sample', size=24, align=8, fields=(
         ('t_ns', 0, 'long'),
         ('value', 8, 'double'),
@@ -170,9 +186,9 @@ STRUCTS: dict[str, StructLayout] = {
 ENUMS: dict[str, EnumLayout] = {
     'AckStatus': EnumLayout('AckStatus', 'ubyte', (('Ok', 0), ('Failed', 1), ('Rejected', 2),)),
     'Action': EnumLayout('Action', 'ubyte', (('Unspecified', 0), ('RestartAgent', 1), ('StopAgent', 2), ('PauseAgent', 3), ('ResumeAgent', 4), ('Throttle', 5), ('SetParam', 6), ('Alert', 7), ('SafeState', 8), ('Custom', 255),)),
-    'CmpOp': EnumLayout('CmpOp', 'ubyte', (('Gt', 0), ('Ge', 1), ('Lt', 2), ('Le', 3), ('Eq', 4), ('Ne', 5),)),
     'CtlCode': EnumLayout('CtlCode', 'ubyte', (('Ok', 0), ('BadRequest', 1), ('Refused', 2), ('Error', 3),)),
-    'CtlOp': EnumLayout('CtlOp', 'ubyte', (('Unspecified', 0), ('Status', 1), ('Agents', 2), ('Stats', 3), ('RulesPush', 4), ('RulesList', 5), ('Tail', 6), ('StatsReset', 7),)),
+    'CtlOp': EnumLayout('CtlOp', 'ubyte', (('Unspecified', 0), ('Status', 1), ('Agents', 2), ('Stats', 3), ('RulesPush', 4), ('RulesList', 5), ('Tail', 6), ('StatsReset', 7), ('RulesRollback', 8),)),
+    'NodeOp': EnumLayout('NodeOp', 'ubyte', (('Const', 0), ('Latest', 1), ('Avg', 2), ('Min', 3), ('Max', 4), ('Sum', 5), ('Count', 6), ('Rate', 7), ('Absent', 8), ('Gt', 9), ('Ge', 10), ('Lt', 11), ('Le', 12), ('Eq', 13), ('Ne', 14), ('And', 15), ('Or', 16), ('Not', 17),)),
     'NoticeCode': EnumLayout('NoticeCode', 'ushort', (('Unspecified', 0), ('HelloRequired', 1), ('DuplicateAgent', 2), ('BadHello', 3), ('UnknownMetric', 4), ('Malformed', 5), ('TooLarge', 6), ('ProtocolVersion', 7), ('ShuttingDown', 8),)),
     'ParamKind': EnumLayout('ParamKind', 'ubyte', (('Number', 0), ('Bool', 1), ('Text', 2),)),
 }
@@ -189,5 +205,6 @@ ROOTS: dict[bytes, str] = {
     b'EMBT': 'MetricBatch',
     b'ENTC': 'Notice',
     b'ERTB': 'RuleTable',
+    b'ESRT': 'SignedRuleTable',
     b'EWLC': 'Welcome',
 }

@@ -7,7 +7,7 @@ import flatbuffers
 from flatbuffers.compat import import_numpy
 np = import_numpy()
 
-# `metric{labels} op threshold [for hold]`: the seed's threshold and held-for forms.
+# A compiled rule_content: selectors plus a postfix expression that reduces to one boolean.
 class Condition(object):
     __slots__ = ['_tab']
 
@@ -31,99 +31,109 @@ class Condition(object):
         self._tab = flatbuffers.table.Table(buf, pos)
 
     # Condition
-    def Metric(self):
+    def Selectors(self, j):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
-        if o != 0:
-            return self._tab.String(o + self._tab.Pos)
-        return None
-
-    # Condition
-    def Labels(self, j):
-        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
         if o != 0:
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from edge.wire._generated.edgewire.v1.Label import Label
-            obj = Label()
+            from edge.wire._generated.edgewire.v1.Selector import Selector
+            obj = Selector()
             obj.Init(self._tab.Bytes, x)
             return obj
         return None
 
     # Condition
-    def LabelsLength(self):
+    def SelectorsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Condition
+    def SelectorsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+    # Condition
+    def Nodes(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 24
+            from edge.wire._generated.edgewire.v1.Node import Node
+            obj = Node()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Condition
+    def NodesLength(self):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
         if o != 0:
             return self._tab.VectorLen(o)
         return 0
 
     # Condition
-    def LabelsIsNone(self):
+    def NodesIsNone(self):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
         return o == 0
 
     # Condition
-    def Op(self):
-        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
-        if o != 0:
-            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
-        return 0
-
-    # Condition
-    def Threshold(self):
-        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
-        if o != 0:
-            return self._tab.Get(flatbuffers.number_types.Float64Flags, o + self._tab.Pos)
-        return 0.0
-
-    # Condition
     def HoldNs(self):
-        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
         if o != 0:
             return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
         return 0
 
+    # Condition
+    def Text(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
 def ConditionStart(builder):
-    builder.StartObject(5)
+    builder.StartObject(4)
 
 def Start(builder):
     ConditionStart(builder)
 
-def ConditionAddMetric(builder, metric):
-    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(metric), 0)
+def ConditionAddSelectors(builder, selectors):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(selectors), 0)
 
-def AddMetric(builder, metric):
-    ConditionAddMetric(builder, metric)
+def AddSelectors(builder, selectors):
+    ConditionAddSelectors(builder, selectors)
 
-def ConditionAddLabels(builder, labels):
-    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(labels), 0)
-
-def AddLabels(builder, labels):
-    ConditionAddLabels(builder, labels)
-
-def ConditionStartLabelsVector(builder, numElems):
+def ConditionStartSelectorsVector(builder, numElems):
     return builder.StartVector(4, numElems, 4)
 
-def StartLabelsVector(builder, numElems):
-    return ConditionStartLabelsVector(builder, numElems)
+def StartSelectorsVector(builder, numElems):
+    return ConditionStartSelectorsVector(builder, numElems)
 
-def ConditionAddOp(builder, op):
-    builder.PrependUint8Slot(2, op, 0)
+def ConditionAddNodes(builder, nodes):
+    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(nodes), 0)
 
-def AddOp(builder, op):
-    ConditionAddOp(builder, op)
+def AddNodes(builder, nodes):
+    ConditionAddNodes(builder, nodes)
 
-def ConditionAddThreshold(builder, threshold):
-    builder.PrependFloat64Slot(3, threshold, 0.0)
+def ConditionStartNodesVector(builder, numElems):
+    return builder.StartVector(24, numElems, 8)
 
-def AddThreshold(builder, threshold):
-    ConditionAddThreshold(builder, threshold)
+def StartNodesVector(builder, numElems):
+    return ConditionStartNodesVector(builder, numElems)
 
 def ConditionAddHoldNs(builder, holdNs):
-    builder.PrependInt64Slot(4, holdNs, 0)
+    builder.PrependInt64Slot(2, holdNs, 0)
 
 def AddHoldNs(builder, holdNs):
     ConditionAddHoldNs(builder, holdNs)
+
+def ConditionAddText(builder, text):
+    builder.PrependUOffsetTRelativeSlot(3, flatbuffers.number_types.UOffsetTFlags.py_type(text), 0)
+
+def AddText(builder, text):
+    ConditionAddText(builder, text)
 
 def ConditionEnd(builder):
     return builder.EndObject()

@@ -12,3 +12,4 @@ class CtlOp(object):
     RulesList = 5
     Tail = 6
     StatsReset = 7
+    RulesRollback = 8

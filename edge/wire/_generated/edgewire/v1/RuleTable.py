@@ -129,8 +129,35 @@ class RuleTable(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
         return o == 0
 
+    # RuleTable
+    def ExpiresAtUnixMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
+        return 0
+
+    # RuleTable
+    def Scope(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # RuleTable
+    def ScopeLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # RuleTable
+    def ScopeIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        return o == 0
+
 def RuleTableStart(builder):
-    builder.StartObject(7)
+    builder.StartObject(9)
 
 def Start(builder):
     RuleTableStart(builder)
@@ -194,6 +221,24 @@ def RuleTableStartRulesVector(builder, numElems):
 
 def StartRulesVector(builder, numElems):
     return RuleTableStartRulesVector(builder, numElems)
+
+def RuleTableAddExpiresAtUnixMs(builder, expiresAtUnixMs):
+    builder.PrependInt64Slot(7, expiresAtUnixMs, 0)
+
+def AddExpiresAtUnixMs(builder, expiresAtUnixMs):
+    RuleTableAddExpiresAtUnixMs(builder, expiresAtUnixMs)
+
+def RuleTableAddScope(builder, scope):
+    builder.PrependUOffsetTRelativeSlot(8, flatbuffers.number_types.UOffsetTFlags.py_type(scope), 0)
+
+def AddScope(builder, scope):
+    RuleTableAddScope(builder, scope)
+
+def RuleTableStartScopeVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def StartScopeVector(builder, numElems):
+    return RuleTableStartScopeVector(builder, numElems)
 
 def RuleTableEnd(builder):
     return builder.EndObject()

@@ -5,7 +5,6 @@ from . import Ack as Ack
 from . import AckStatus as AckStatus
 from . import Action as Action
 from . import Bye as Bye
-from . import CmpOp as CmpOp
 from . import Condition as Condition
 from . import CtlCode as CtlCode
 from . import CtlOp as CtlOp
@@ -17,6 +16,8 @@ from . import Instruction as Instruction
 from . import Label as Label
 from . import MetricBatch as MetricBatch
 from . import MetricDecl as MetricDecl
+from . import Node as Node
+from . import NodeOp as NodeOp
 from . import Notice as Notice
 from . import NoticeCode as NoticeCode
 from . import Param as Param
@@ -24,6 +25,8 @@ from . import ParamKind as ParamKind
 from . import Rule as Rule
 from . import RuleTable as RuleTable
 from . import Sample as Sample
+from . import Selector as Selector
+from . import SignedRuleTable as SignedRuleTable
 from . import Welcome as Welcome
 
 __all__ = [
@@ -31,7 +34,6 @@ __all__ = [
     'AckStatus',
     'Action',
     'Bye',
-    'CmpOp',
     'Condition',
     'CtlCode',
     'CtlOp',
@@ -43,6 +45,8 @@ __all__ = [
     'Label',
     'MetricBatch',
     'MetricDecl',
+    'Node',
+    'NodeOp',
     'Notice',
     'NoticeCode',
     'Param',
@@ -50,5 +54,7 @@ __all__ = [
     'Rule',
     'RuleTable',
     'Sample',
+    'Selector',
+    'SignedRuleTable',
     'Welcome',
 ]
