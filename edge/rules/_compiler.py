@@ -20,6 +20,7 @@ Normalisation, so that every spelling of one condition gives one IR and one text
 from __future__ import annotations
 
 import difflib
+import enum
 import math
 from fractions import Fraction
 
@@ -55,15 +56,18 @@ _FLIP = {
 }
 _FUNCTIONS = ", ".join(FUNCTION_NAMES)
 
-# Kinds of expression.
-NUMBER, DURATION, SERIES, AGGREGATE, CONDITION, INVALID = (
-    "number",
-    "duration",
-    "series",
-    "aggregate",
-    "condition",
-    "invalid",  # already reported: no cascade of errors about it
-)
+
+class Kind(enum.Enum):
+    """What an expression is, as far as the checker is concerned."""
+
+    NUMBER = "a number"
+    DURATION = "a duration"
+    SERIES = "a series"
+    AGGREGATE = "an aggregate"
+    CONDITION = "a condition"
+    INVALID = "invalid"
+    """Already reported: no cascade of errors about it."""
+
 
 # A postfix fragment: nodes whose ``sel`` is not yet an index (selectors are kept aside).
 _Frag = list[tuple[Node, Selector | None]]
@@ -118,22 +122,22 @@ class _Compiler:
     def boolean(self, e: Expr, where: str) -> _Frag:
         """``e`` must be a condition; ``where`` names what needs it, for the message."""
         kind, frag = self.expr(e)
-        if kind in (CONDITION, INVALID):
+        if kind in (Kind.CONDITION, Kind.INVALID):
             return frag
         what = self.src(e)
-        if kind in (SERIES, AGGREGATE):
+        if kind in (Kind.SERIES, Kind.AGGREGATE):
             self.error(
                 f"{what!r} is a number, but {where} needs a condition",
                 e.start,
                 f"compare it with a number: {what} > 0.9",
             )
-        elif kind == NUMBER:
+        elif kind is Kind.NUMBER:
             self.error(f"{what!r} is a number, but {where} needs a condition", e.start)
         else:
             self.error(f"{what!r} is a duration, but {where} needs a condition", e.start)
         return []
 
-    def expr(self, e: Expr) -> tuple[str, _Frag]:
+    def expr(self, e: Expr) -> tuple[Kind, _Frag]:
         if isinstance(e, Paren):
             return self.expr(e.inner)
         if isinstance(e, Hold):
@@ -145,27 +149,27 @@ class _Compiler:
             )
             self.duration(e.duration, "for")
             self.expr(e.body)  # errors inside it, but no cascade about what it is
-            return INVALID, []
+            return Kind.INVALID, []
         if isinstance(e, Number):
             value = float(e.text)
             if not math.isfinite(value):
                 self.error(f"{e.text} is too large for a number", e.start)
-                return INVALID, []
-            return NUMBER, [(Node(NodeOp.CONST, value=value + 0.0), None)]
+                return Kind.INVALID, []
+            return Kind.NUMBER, [(Node(NodeOp.CONST, value=value + 0.0), None)]
         if isinstance(e, Duration):
-            return DURATION, []
+            return Kind.DURATION, []
         if isinstance(e, Series):
             sel = self.selector(e)
-            return (SERIES, [(Node(NodeOp.LATEST), sel)]) if sel else (INVALID, [])
+            return (Kind.SERIES, [(Node(NodeOp.LATEST), sel)]) if sel else (Kind.INVALID, [])
         if isinstance(e, Call):
             return self.call(e)
         if isinstance(e, Compare):
             return self.compare(e)
         if isinstance(e, Not):
-            return CONDITION, [*self.boolean(e.operand, "'not'"), (Node(NodeOp.NOT), None)]
+            return Kind.CONDITION, [*self.boolean(e.operand, "'not'"), (Node(NodeOp.NOT), None)]
         return self.logic(e)
 
-    def logic(self, e: Logic) -> tuple[str, _Frag]:
+    def logic(self, e: Logic) -> tuple[Kind, _Frag]:
         # Flatten a chain of one operator, parenthesised or not, and rebuild it left-deep.
         operands: list[Expr] = []
         pending: list[Expr] = [e]
@@ -182,14 +186,14 @@ class _Compiler:
         for x in operands[1:]:
             frag += self.boolean(x, f"'{e.op}'")
             frag.append((Node(op), None))
-        return CONDITION, frag
+        return Kind.CONDITION, frag
 
-    def compare(self, e: Compare) -> tuple[str, _Frag]:
+    def compare(self, e: Compare) -> tuple[Kind, _Frag]:
         lk, lf = self.expr(e.left)
         rk, rf = self.expr(e.right)
         op = SYMBOL_OPS[e.op]
-        if INVALID in (lk, rk):
-            return INVALID, []
+        if Kind.INVALID in (lk, rk):
+            return Kind.INVALID, []
         for side, kind in ((e.left, lk), (e.right, rk)):
             while isinstance(side, Paren):
                 side = side.inner
@@ -199,46 +203,46 @@ class _Compiler:
                     side.start,
                     "use it on its own: absent(x, 30s), or not absent(x, 30s)",
                 )
-                return INVALID, []
-            if kind == CONDITION:
+                return Kind.INVALID, []
+            if kind is Kind.CONDITION:
                 self.error(
                     f"{self.src(side)!r} is a condition; it cannot be compared",
                     side.start,
                     "a comparison is a series or an aggregate against a number; "
                     "combine conditions with and / or",
                 )
-                return INVALID, []
-            if kind == DURATION:
+                return Kind.INVALID, []
+            if kind is Kind.DURATION:
                 self.error(
                     f"{self.src(side)!r} is a duration; it cannot be compared",
                     side.start,
                     "compare with a plain number in the metric's own unit",
                 )
-                return INVALID, []
-        valued = (SERIES, AGGREGATE)
-        if lk in valued and rk == NUMBER:
-            return CONDITION, [*lf, *rf, (Node(op), None)]
-        if lk == NUMBER and rk in valued:
-            return CONDITION, [*rf, *lf, (Node(_FLIP[op]), None)]
+                return Kind.INVALID, []
+        valued = (Kind.SERIES, Kind.AGGREGATE)
+        if lk in valued and rk is Kind.NUMBER:
+            return Kind.CONDITION, [*lf, *rf, (Node(op), None)]
+        if lk is Kind.NUMBER and rk in valued:
+            return Kind.CONDITION, [*rf, *lf, (Node(_FLIP[op]), None)]
         hint = "compare a series or an aggregate with a number: avg(cpu, 1m) > 0.9"
-        if lk == NUMBER:
+        if lk is Kind.NUMBER:
             self.error("this compares two numbers; one side must be a series", e.op_start, hint)
         else:
             self.error(
-                f"this compares {_a(lk)} with {_a(rk)}; one side must be a number",
+                f"this compares {lk.value} with {rk.value}; one side must be a number",
                 e.op_start,
                 hint,
             )
-        return INVALID, []
+        return Kind.INVALID, []
 
-    def call(self, e: Call) -> tuple[str, _Frag]:
+    def call(self, e: Call) -> tuple[Kind, _Frag]:
         op = FUNCTION_NAMES.get(e.name)
         if op is None:
             self.error(f"unknown function {e.name!r}", e.start, _function_hint(e.name))
             for arg in e.args:  # still look for errors inside
                 if not isinstance(arg, Series | Number | Duration):
                     self.expr(arg)
-            return INVALID, []
+            return Kind.INVALID, []
         usage = f"{e.name}(series, {'duration' if op is NodeOp.ABSENT else 'window'})"
         ok = True
         if len(e.args) != 2:
@@ -260,7 +264,8 @@ class _Compiler:
             elif isinstance(inner, Hold):
                 self.expr(inner)
             else:
-                hint = f'a series is a metric name, optionally with labels: {e.name}(cpu{{core="0"}}, 30s)'
+                hint = "a series is a metric name, optionally with labels: "
+                hint += f'{e.name}(cpu{{core="0"}}, 30s)'
                 if isinstance(inner, Call):
                     hint = "functions do not nest: their first argument is a metric"
                 self.error(
@@ -288,8 +293,8 @@ class _Compiler:
                 )
                 self.expr(inner)
         if not ok or sel is None or window <= 0:
-            return INVALID, []
-        kind = CONDITION if op is NodeOp.ABSENT else AGGREGATE
+            return Kind.INVALID, []
+        kind = Kind.CONDITION if op is NodeOp.ABSENT else Kind.AGGREGATE
         return kind, [(Node(op, sel=0, window_ns=window), sel)]
 
     # -- leaves ---------------------------------------------------------------------------------
@@ -333,10 +338,6 @@ class _Compiler:
         else:
             return int(ns)
         return 0
-
-
-def _a(kind: str) -> str:
-    return {SERIES: "a series", AGGREGATE: "an aggregate", NUMBER: "a number"}.get(kind, kind)
 
 
 def _function_hint(name: str) -> str:

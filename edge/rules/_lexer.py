@@ -29,7 +29,8 @@ DURATION_UNITS = {
 
 
 class Diagnostic(NamedTuple):
-    """One error in a condition: what is wrong, where (0-based column), what to do ("" if no hint)."""
+    """One error in a condition: what is wrong, where (a 0-based column into the text), and
+    what to do about it ("" when there is no hint)."""
 
     message: str
     column: int

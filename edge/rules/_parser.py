@@ -193,14 +193,14 @@ class _Parser:
             dur = Number(tok.text, tok.start, tok.end)
         else:
             raise self.unexpected(tok, "a duration such as 10s after 'for'")
-        return Hold(body, dur, kw.start, _start(body), dur.end)
+        return Hold(body, dur, kw.start, body.start, dur.end)
 
     def or_expr(self) -> Expr:
         left = self.and_expr()
         while self.peek().is_keyword("or"):
             op = self.take()
             right = self.and_expr()
-            left = Logic("or", left, right, op.start, _start(left), _end(right))
+            left = Logic("or", left, right, op.start, left.start, right.end)
         return left
 
     def and_expr(self) -> Expr:
@@ -208,14 +208,14 @@ class _Parser:
         while self.peek().is_keyword("and"):
             op = self.take()
             right = self.not_expr()
-            left = Logic("and", left, right, op.start, _start(left), _end(right))
+            left = Logic("and", left, right, op.start, left.start, right.end)
         return left
 
     def not_expr(self) -> Expr:
         if self.peek().is_keyword("not"):
             kw = self.take()
             operand = self.not_expr()
-            return Not(operand, kw.start, _end(operand))
+            return Not(operand, kw.start, operand.end)
         return self.compare()
 
     def compare(self) -> Expr:
@@ -227,7 +227,7 @@ class _Parser:
                 and tok.text not in KEYWORDS
                 and tok.text.lower() not in KEYWORDS
             ):
-                what = self.text[_start(left) : _end(left)]
+                what = self.text[left.start : left.end]
                 raise self.unexpected(
                     tok,
                     f"a comparison (> >= < <= == !=) after {what!r}",
@@ -243,7 +243,7 @@ class _Parser:
                 nxt.start,
                 "join two comparisons with and: x > 1 and x < 5",
             )
-        return Compare(tok.text, left, right, tok.start, _start(left), _end(right))
+        return Compare(tok.text, left, right, tok.start, left.start, right.end)
 
     def operand(self, expected: str) -> Expr:
         tok = self.peek()
@@ -356,11 +356,3 @@ def _hint(tok: Token) -> str:
     if tok.kind is Tok.EQUALS:
         return "to compare, use =="
     return ""
-
-
-def _start(e: Expr) -> int:
-    return e.start
-
-
-def _end(e: Expr) -> int:
-    return e.end
