@@ -17,8 +17,8 @@ from rich.table import Table
 from .. import __version__
 from ..config import load_config
 from ..errors import ConfigError, CtlRefused, EdgeError, NotRunningError
-from ..rules import RuleFileError, encode_rule_table, load_rule_file
-from ..wire import CtlOp, MessageType, message_type
+from ..rules import RuleFileError
+from ..wire import CtlOp
 from ._client import CtlClient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,9 +68,15 @@ def _emit_json(data: Any) -> None:
 
 
 class LazyGroup(click.Group):
-    """Subcommands that pull in heavy modules (bench, demo) are imported when used."""
+    """Subcommands that pull in heavy modules (bench, demo; rules and keys: the compiler and
+    PyNaCl) are imported when used."""
 
-    lazy = {"bench": "edge.cli._bench:bench", "demo": "edge.cli._demo:demo"}
+    lazy = {
+        "bench": "edge.cli._bench:bench",
+        "demo": "edge.cli._demo:demo",
+        "rules": "edge.cli._rules_cmds:rules",
+        "keys": "edge.cli._rules_cmds:keys",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -258,66 +264,6 @@ def stats(obj: Ctx, as_json: bool, reset: bool) -> None:
     )
     nz = {k: v for k, v in s["counters"].items() if v}
     console.print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(nz.items())))
-
-
-@cli.group()
-def rules() -> None:
-    """Check, push and list rule tables."""
-
-
-@rules.command("check")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@handles_errors
-def rules_check(file: Path) -> None:
-    """Check a rule file; print every problem (exit 1 if any)."""
-    rs = load_rule_file(file)
-    console.print(f"{file}: {len(rs.rules)} rules OK (hash {rs.content_hash.hex()[:12]})")
-
-
-@rules.command("push")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-@handles_errors
-def rules_push(obj: Ctx, file: Path, as_json: bool) -> None:
-    """Compile FILE (YAML/JSON rules, or a compiled RuleTable) and activate it on edged."""
-    raw = file.read_bytes()
-    blob = (
-        raw
-        if message_type(raw) is MessageType.RULE_TABLE
-        else encode_rule_table(load_rule_file(file))
-    )
-    r = obj.request(CtlOp.RULES_PUSH, blob=blob)
-    if as_json:
-        return _emit_json(r)
-    console.print(
-        f"rule table version {r['version']} active ({r['rules']} rules, previous "
-        f"{r['previous']}, loop pause {r['pause_us']:.0f} µs)"
-    )
-
-
-@rules.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-@handles_errors
-def rules_list(obj: Ctx, as_json: bool) -> None:
-    """The active rule table."""
-    r = obj.request(CtlOp.RULES_LIST)
-    if as_json:
-        return _emit_json(r)
-    t = Table(title=f"rule table version {r['active']} (last-known-good {r['lkg']})")
-    for col in ("prio", "rule", "condition", "action", "SLA ms", "agents"):
-        t.add_column(col)
-    for rule in sorted(r["rules"], key=lambda x: -x["priority"]):
-        t.add_row(
-            str(rule["priority"]),
-            rule["rule_id"],
-            rule["rule_content"],
-            rule["action"],
-            f"{rule['sla_threshold']:g}",
-            ",".join(rule["agents"]) or "*",
-        )
-    console.print(t)
 
 
 @cli.command()

@@ -69,8 +69,9 @@ def write_key_pair(prefix: Path | str, key: SigningKey | None = None) -> tuple[P
     existing = [str(p) for p in (secret, public) if p.exists()]
     if existing:
         raise ConfigError(
-            f"{' and '.join(existing)} already exist(s): choose another --out prefix, or delete "
-            "the old files if you mean to replace that key (tables signed with it stop verifying)"
+            f"{' and '.join(existing)} already {'exist' if len(existing) > 1 else 'exists'}: "
+            "choose another --out prefix, or delete the old files if you mean to replace that "
+            "key (tables signed with it stop verifying)"
         )
     kid = key_id(key.verify_key).hex()
     try:
@@ -135,9 +136,7 @@ def load_signing_key(path: Path | str) -> SigningKey:
     mode = path.stat().st_mode & 0o777
     tag, hexkey = _key_line(text, str(path))
     if tag != SECRET_TAG:
-        raise ConfigError(
-            f"{path}: this is a public key; signing needs the secret PREFIX.key file"
-        )
+        raise ConfigError(f"{path}: this is a public key; signing needs the secret PREFIX.key file")
     if mode & 0o077:
         raise ConfigError(
             f"{path}: a signing key must be readable by its owner only (mode {mode:03o}); "

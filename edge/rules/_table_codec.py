@@ -222,7 +222,9 @@ def _selector(b: flatbuffers.Builder, s: Selector) -> int:
 
 
 def _condition(b: flatbuffers.Builder, c: Condition) -> int:
-    selectors = _vector(b, fb.Condition.StartSelectorsVector, [_selector(b, s) for s in c.selectors])
+    selectors = _vector(
+        b, fb.Condition.StartSelectorsVector, [_selector(b, s) for s in c.selectors]
+    )
     fb.Condition.StartNodesVector(b, len(c.nodes))
     for n in reversed(c.nodes):
         fb.Node.CreateNode(b, n.window_ns, n.value, n.sel, int(n.op))

@@ -30,7 +30,7 @@ from edge.wire import Action, MessageType, Param, encode_heartbeat, fb, verify
 from edge.wire import Heartbeat as HeartbeatMsg
 
 MS, S = 1_000_000, 1_000_000_000
-I63 = (1 << 62)  # comfortably inside the i64 fields
+I63 = 1 << 62  # comfortably inside the i64 fields
 
 
 def test_node_ops_match_the_generated_constants() -> None:
@@ -396,8 +396,10 @@ def test_encode_refuses_what_every_edged_would_refuse() -> None:
     r = small().rules[0]
     cases: list[tuple[RuleSet, str]] = [
         (small(r), "duplicate rule_id"),
-        (RuleSet((dataclasses.replace(r, action=Action.CUSTOM, custom_action="x"),)),
-         "custom action 'x' is not declared"),  # fmt: skip
+        (
+            RuleSet((dataclasses.replace(r, action=Action.CUSTOM, custom_action="x"),)),
+            "custom action 'x' is not declared",
+        ),
         (RuleSet((dataclasses.replace(r, action=Action.UNSPECIFIED),)), "has no action"),
         (RuleSet((dataclasses.replace(r, priority=256),)), "priority 256"),
         (RuleSet((dataclasses.replace(r, sla_ms=math.inf),)), "sla_threshold"),
@@ -406,8 +408,8 @@ def test_encode_refuses_what_every_edged_would_refuse() -> None:
         (RuleSet((r,), version=-1), "version -1 is out of range"),
     ]
     nan_cond = dataclasses.replace(
-        r.condition, nodes=(r.condition.nodes[0], Node(NodeOp.CONST, value=math.nan),
-                            r.condition.nodes[2])  # fmt: skip
+        r.condition,
+        nodes=(r.condition.nodes[0], Node(NodeOp.CONST, value=math.nan), r.condition.nodes[2]),
     )
     cases.append((RuleSet((dataclasses.replace(r, condition=nan_cond),)), "not a number"))
     for rs, match in cases:
