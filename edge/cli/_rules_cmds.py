@@ -121,9 +121,12 @@ def _fmt_ns(ns: int) -> str:
 
 
 def _fmt_wall(unix_ms: int) -> str:
-    return (
-        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix_ms / 1000)) if unix_ms else "never"
-    )
+    if not unix_ms:
+        return "never"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix_ms / 1000))
+    except (OverflowError, OSError, ValueError):
+        return f"{unix_ms} ms after the epoch"
 
 
 def _expires_in(ctx: click.Context, param: click.Parameter, value: str | None) -> int:

@@ -28,6 +28,7 @@ from edge.rules._table_codec import (
 )
 from edge.wire import Action, MessageType, Param, encode_heartbeat, fb, verify
 from edge.wire import Heartbeat as HeartbeatMsg
+from edge.wire._generated import layout
 
 MS, S = 1_000_000, 1_000_000_000
 I63 = 1 << 62  # comfortably inside the i64 fields
@@ -36,6 +37,17 @@ I63 = 1 << 62  # comfortably inside the i64 fields
 def test_node_ops_match_the_generated_constants() -> None:
     generated = {k.upper(): v for k, v in vars(fb.NodeOp.NodeOp).items() if not k.startswith("_")}
     assert {op.name: op.value for op in NodeOp} == generated
+
+
+def test_node_struct_format_matches_the_schema() -> None:
+    node = layout.STRUCTS["Node"]
+    assert (node.size, node.align) == (codec.NODE.size, 8)
+    b = flatbuffers.Builder(0)
+    fb.Condition.StartNodesVector(b, 1)
+    fb.Node.CreateNode(b, -5, 2.5, 513, 17)
+    b.EndVector()
+    vector = bytes(b.Bytes[b.Head() :])  # the length, then the one node
+    assert codec.NODE.unpack(vector[4:28]) == (-5, 2.5, 513, 17)
 
 
 # --- strategies: well-formed IR ----------------------------------------------------------------
