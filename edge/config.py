@@ -48,6 +48,13 @@ class EdgeConfig:
     """Group that may reach the sockets (run dir chgrp'd to it, mode 0750). None: the user's."""
     rules_file: Path | None = None
     """A rule file (YAML/JSON) to activate at start when the store holds no active table."""
+    device_groups: str = ""
+    """Comma-separated groups this board belongs to (a rule table's scope may name them)."""
+    rules_trusted_keys: str = ""
+    """Comma-separated Ed25519 public keys (files written by `edgectl keys gen`, or 64 hex
+    digits) whose signed rule tables edged accepts. A signed table by any other key is refused."""
+    rules_require_signed: bool = False
+    """Refuse unsigned rule tables, including local `edgectl rules push` of a rule file."""
     heartbeat_ms: int = 1000
     """Interval agents are told to beat at."""
     missed_beats: int = 3

@@ -8,6 +8,9 @@
      |    +-- VerifyError          failed verification (bounds, offsets, identifier, UTF-8, ...)
      |    +-- TooLargeError        over the configured size limit
      +-- RuleError                 a rule file or rule table is invalid
+     |    +-- RuleFileError        every problem of a rule file, file:line:col (edge.rules)
+     |    +-- ConditionError       a rule_content that does not compile (edge.rules)
+     |    +-- TraceError           a replay trace with mistakes (edge.rules)
      |    +-- RuleTableError       a compiled RuleTable buffer is refused
      +-- StoreError                the LMDB state store failed
      |    +-- StoreFullError       map full or disk full (counted, audited, never fatal)

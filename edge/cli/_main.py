@@ -41,8 +41,10 @@ def handles_errors(fn: F) -> F:
         except NotRunningError as exc:
             _fail(str(exc), 3)
         except RuleFileError as exc:
-            err_console.print(str(exc), highlight=False, markup=False)
-            _fail(f"{len(exc.problems)} problem(s); nothing was pushed", 1)
+            # soft_wrap: a caret must stay under its column however narrow the terminal
+            err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+            outcome = "; nothing was pushed" if fn.__name__ == "rules_push" else ""
+            _fail(f"{len(exc.problems)} problem(s){outcome}", 1)
         except CtlRefused as exc:
             _fail(f"edged refused: {exc}", 4)
         except (ConfigError, EdgeError) as exc:

@@ -21,13 +21,20 @@ from ..errors import EdgeError, RuleTableError
 from ..rules import (
     RuleFileError,
     RuleSet,
+    TableInfo,
+    decode_table_with_info,
     encode_rule_table,
+    key_id,
     load_rule_file,
+    load_signing_key,
     parse_condition,
     parse_duration,
+    read_trace,
+    replay,
+    rule_json,
+    sign_table,
+    write_key_pair,
 )
-from ..rules._signing import key_id, load_signing_key, sign_table, write_key_pair
-from ..rules._table_codec import TableInfo, decode_table_with_info, rule_json
 from ..wire import CtlOp, MessageType, message_type
 from ._main import Ctx, _emit_json, _fail, console, handles_errors
 
@@ -401,6 +408,22 @@ def rules_rollback(obj: Ctx, as_json: bool) -> None:
     if as_json:
         return _emit_json(r)
     console.print(f"rule table version {r['version']} active (previous {r['previous']})")
+
+
+@rules.command("replay")
+@click.argument("rules_file", type=_existing_file)
+@click.argument("trace", type=_existing_file)
+@click.option(
+    "--end-ms", type=float, help="Run the virtual clock to this time (default: the last row)."
+)
+@handles_errors
+def rules_replay(rules_file: Path, trace: Path, end_ms: float | None) -> None:
+    """Evaluate RULES_FILE over TRACE (CSV: t_ms,agent_id,metric,value[,labels]) offline, on a
+    virtual clock, with the engine edged runs; print one JSON object per firing."""
+    import json
+
+    for firing in replay(load_rule_file(rules_file), read_trace(trace), end_ms=end_ms):
+        click.echo(json.dumps(firing, sort_keys=True))
 
 
 # --- edgectl keys ------------------------------------------------------------------------------

@@ -264,7 +264,9 @@ def _rule(
             if not isinstance(val, int | float | str | bool):
                 bad("params", f"param {key!r} must be a number, boolean or text")
             else:
-                params.append(Param(str(key), val))
+                # numbers travel as doubles: 2 and 2.0 are the same parameter (and hash)
+                number = isinstance(val, int | float) and not isinstance(val, bool)
+                params.append(Param(str(key), float(val) if number else val))
     cooldown = 0
     if "cooldown" in nodes:
         try:

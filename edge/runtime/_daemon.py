@@ -25,8 +25,18 @@ from .. import __version__
 from .._log import configure as configure_logging
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig, load_config
-from ..errors import AlreadyRunningError, ConfigError, EdgeError, RuleError
-from ..rules import CompiledTable, RuleSet, decode_rule_table, encode_rule_table, load_rule_file
+from ..errors import AlreadyRunningError, ConfigError, EdgeError, RuleError, RuleTableError
+from ..rules import (
+    CompiledTable,
+    RuleSet,
+    TableInfo,
+    TrustedKeys,
+    decode_table_with_info,
+    encode_rule_table,
+    load_rule_file,
+    load_trusted_keys,
+    rule_json,
+)
 from ..store import Store, StoreWriter
 from ..transport import prepare_run_dir
 from ..wire import CtlOp
@@ -56,6 +66,9 @@ class Edged:
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._thread: threading.Thread | None = None
         self._next_snapshot_ns = 0
+        self._trusted: TrustedKeys = {}
+        self._groups = tuple(g.strip() for g in cfg.device_groups.split(",") if g.strip())
+        self._infos: dict[int, TableInfo] = {}
         self._closed = False
         self.started_wall_ms = clock.wall_ms()
 
@@ -80,6 +93,9 @@ class Edged:
                 self.store, commit_interval_ms=cfg.commit_interval_ms, clock=self.clock
             )
             self.writer.start()
+            self._trusted = load_trusted_keys(
+                k.strip() for k in cfg.rules_trusted_keys.split(",") if k.strip()
+            )
             table = self._recover_table()
             self._ctx = zmq.Context()
             self.loop = ControlLoop(
@@ -114,24 +130,47 @@ class Edged:
         )
         return self
 
+    def _decode(self, blob: bytes, *, check_applies: bool = True) -> tuple[RuleSet, TableInfo]:
+        """Verify a stored or pushed table: structure, signature (trusted keys), schema
+        version, hash, and (when ``check_applies``) expiry and scope. Raises RuleError."""
+        ruleset, info = decode_table_with_info(
+            blob, trusted_keys=self._trusted, require_signed=self.cfg.rules_require_signed
+        )
+        if check_applies:
+            info.check_applies(
+                now_unix_ms=self.clock.wall_ms(), device_id=self.cfg.device_id, groups=self._groups
+            )
+        return ruleset, info
+
     def _recover_table(self) -> CompiledTable:
+        """The active table from the store, else last-known-good, else the rules file, else
+        none. A stored table that no longer verifies (a key removed from the trust list, an
+        older schema) is skipped with an error in the log, never a failed start. Expiry is not
+        checked here: a board keeps controlling with the table it has."""
         assert self.store is not None
-        active = self.store.active_rule_table()
-        if active is not None:
-            version, blob = active
+        for which, stored in (
+            ("active", self.store.active_rule_table()),
+            ("last-known-good", self.store.lkg_rule_table()),
+        ):
+            if stored is None:
+                continue
+            version, blob = stored
             try:
-                table = CompiledTable(decode_rule_table(blob))
-                log.info("recovered rule table version %d (%d rules)", version, len(table.rules))
-                return table
+                ruleset, info = self._decode(blob, check_applies=False)
             except RuleError as exc:
-                log.error("stored rule table %d refused (%s); trying last-known-good", version, exc)
-                lkg = self.store.lkg_rule_table()
-                if lkg is not None:
-                    return CompiledTable(decode_rule_table(lkg[1]))
+                log.error("stored %s rule table %d refused: %s", which, version, exc)
+                continue
+            self._infos[ruleset.version] = info
+            log.info(
+                "recovered %s rule table version %d (%d rules)", which, version, len(ruleset.rules)
+            )
+            return CompiledTable(ruleset)
         if self.cfg.rules_file is not None:
             ruleset = load_rule_file(self.cfg.rules_file)
             ruleset = _with_version(ruleset, max(ruleset.version, 1))
-            self.store.put_rule_table(ruleset.version, encode_rule_table(ruleset), activate=True)
+            blob = encode_rule_table(ruleset)
+            self._infos[ruleset.version] = self._decode(blob, check_applies=False)[1]
+            self.store.put_rule_table(ruleset.version, blob, activate=True)
             log.info("activated %s as rule table version %d", self.cfg.rules_file, ruleset.version)
             return CompiledTable(ruleset)
         return CompiledTable(RuleSet(()))
@@ -248,6 +287,7 @@ class Edged:
             CtlOp.STATS_RESET: self._ctl_stats_reset,
             CtlOp.RULES_PUSH: self._ctl_rules_push,
             CtlOp.RULES_LIST: self._ctl_rules_list,
+            CtlOp.RULES_ROLLBACK: self._ctl_rules_rollback,
             CtlOp.TAIL: self._ctl_tail,
         }
 
@@ -292,20 +332,37 @@ class Edged:
         if not blob:
             raise BadRequestError("RulesPush needs a RuleTable in blob (edgectl rules push FILE)")
         try:
-            ruleset = decode_rule_table(blob)
+            ruleset, info = self._decode(blob)
+            active = loop.table.version
+            if ruleset.version <= active:
+                if info.key_id is not None:  # a signed version cannot be renumbered
+                    raise RuleTableError(
+                        f"signed rule table version {ruleset.version} is not newer than the "
+                        f"active version {active}; sign a table with a higher --version"
+                    )
+                ruleset = _with_version(ruleset, active + 1)
+                blob = encode_rule_table(
+                    ruleset, expires_at_unix_ms=info.expires_at_unix_ms, scope=info.scope
+                )
+                info = self._decode(blob)[1]
         except RuleError as exc:
             self.writer.audit("rules_refused", reason=str(exc), bytes=len(blob))
             raise RefusedError(f"rule table refused: {exc}") from None
-        active = loop.table.version
-        if ruleset.version <= active:
-            ruleset = _with_version(ruleset, active + 1)
-            blob = encode_rule_table(ruleset)
+        self.store.put_rule_table(ruleset.version, blob, activate=False)
+        return self._activate(ruleset, info, "rules_activated")
+
+    def _activate(self, ruleset: RuleSet, info: TableInfo, event: str) -> dict[str, Any]:
+        """Compile and prepare off the loop, mark active in the store, swap on the loop."""
+        loop = self._require_loop()
+        assert self.store is not None and self.writer is not None
         table = CompiledTable(ruleset, previous=loop.table)  # compiled here, off the loop
         prepared = loop.prepare(table)  # and every agent's evaluator too
-        self.store.put_rule_table(ruleset.version, blob, activate=True)
+        self.store.set_active_rule_table(ruleset.version)
+        self._infos[ruleset.version] = info
         result = loop.call(lambda: loop.activate(table, prepared))
         result["hash"] = ruleset.content_hash.hex()
-        self.writer.audit("rules_activated", **result)
+        result["signed_by"] = info.key_id.hex() if info.key_id is not None else None
+        self.writer.audit(event, **result)
         log.info(
             "rule table version %d active (%d rules, loop pause %.0f µs)",
             result["version"],
@@ -314,26 +371,30 @@ class Edged:
         )
         return result
 
+    def _ctl_rules_rollback(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
+        """Activate the last-known-good table; the current one becomes last-known-good."""
+        assert self.store is not None and self.writer is not None
+        lkg = self.store.lkg_rule_table()
+        if lkg is None:
+            raise RefusedError("there is no last-known-good rule table to roll back to")
+        try:
+            ruleset, info = self._decode(lkg[1], check_applies=False)
+        except RuleError as exc:
+            self.writer.audit("rules_refused", reason=f"rollback: {exc}", version=lkg[0])
+            raise RefusedError(f"last-known-good table {lkg[0]} refused: {exc}") from None
+        return self._activate(ruleset, info, "rules_rolled_back")
+
     def _ctl_rules_list(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
         loop = self._require_loop()
         assert self.store is not None
         table = loop.table
+        info = self._infos.get(table.version)
         return {
             "active": table.version,
             "lkg": loop.lkg_table.version if loop.lkg_table else None,
             "hash": table.ruleset.content_hash.hex(),
-            "rules": [
-                {
-                    "rule_id": r.rule_id,
-                    "rule_name": r.name,
-                    "rule_content": r.content,
-                    "action": r.action_name,
-                    "priority": r.priority,
-                    "sla_threshold": r.sla_ms,
-                    "agents": list(r.agents),
-                }
-                for r in table.ruleset.rules
-            ],
+            "table": info.to_json() if info is not None else None,
+            "rules": [rule_json(r) for r in table.ruleset.rules],
             "stored": self.store.list_rule_tables(),
         }
 

@@ -136,3 +136,86 @@ def test_rules_check(tmp_path: Path) -> None:
     )
     r = CliRunner().invoke(cli, ["rules", "check", str(f)])
     assert r.exit_code == 0 and "1 rules OK" in r.output
+
+
+SEED_VERBATIM = """\
+- rule_id: rule_001
+  rule_name: restart agent on high CPU
+  rule_content: cpu_usage > 0.9 for 10s
+  action: restart_agent
+  priority: 8
+  sla_threshold: 10
+"""
+
+
+def test_seed_rule_verbatim_compiles_pushes_and_fires(edged: Edged, run_dir: Path, tmp_path: Path,
+                                                      agent_factory: Any) -> None:
+    """The issue's done-when: the seed's rule object, pasted verbatim, on a live board."""
+    import time
+
+    f = tmp_path / "seed.yaml"
+    f.write_text(SEED_VERBATIM)
+    r = run(run_dir, "rules", "push", str(f), "--json")
+    assert r.exit_code == 0, r.output
+    got: list[Any] = []
+    with agent_factory("perception-1", ["cpu_usage"], handler=got.append) as agent:
+        t0 = time.monotonic_ns()
+        agent.report("cpu_usage", 0.95)
+        ins = wait_for(lambda: got, timeout=20, what="the held-for instruction after 10 s")[0]
+    assert (ins.rule_id, ins.action_name) == ("rule_001", "restart_agent")
+    assert ins.t_sample_ns >= t0 + 10_000_000_000  # fired by the timer at the hold deadline
+
+
+def test_signed_tables_and_rollback(make_cfg: Any, run_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "ops"
+    assert CliRunner().invoke(cli, ["keys", "gen", "--out", str(keys)]).exit_code == 0
+    other = tmp_path / "mallory"
+    assert CliRunner().invoke(cli, ["keys", "gen", "--out", str(other)]).exit_code == 0
+    src = tmp_path / "r.yaml"
+    src.write_text("- {rule_id: a, rule_content: x > 1, action: alert, priority: 1, sla_threshold: 5}\n")
+
+    def compiled(name: str, key: Path, version: int) -> Path:
+        out = tmp_path / f"{name}.bin"
+        r = CliRunner().invoke(cli, ["rules", "compile", str(src), "-o", str(out), "--sign",
+                                     f"{key}.key", "--version", str(version)])
+        assert r.exit_code == 0, r.output
+        return out
+
+    good, newer = compiled("good", keys, 5), compiled("newer", keys, 7)
+    forged, old = compiled("forged", other, 8), compiled("old", keys, 2)
+    cfg = make_cfg(rules_file=None, rules_trusted_keys=f"{keys}.pub", rules_require_signed=True)
+    with Edged(cfg) as d:
+        assert run(run_dir, "rules", "push", str(good)).exit_code == 0
+        assert run(run_dir, "rules", "push", str(newer)).exit_code == 0
+        assert d.loop.table.version == 7
+        r = run(run_dir, "rules", "push", str(forged))
+        assert r.exit_code == 4 and "key" in r.output
+        r = run(run_dir, "rules", "push", str(old))
+        assert r.exit_code == 4 and "not newer" in r.output
+        r = run(run_dir, "rules", "push", str(src))  # unsigned, and signatures are required
+        assert r.exit_code == 4 and "unsigned" in r.output.lower()
+        assert d.loop.table.version == 7
+        listed = json.loads(run(run_dir, "rules", "list", "--json").output)
+        assert listed["table"]["key_id"] and listed["rules"][0]["condition"] == "x > 1"
+        r = run(run_dir, "rules", "rollback", "--json")
+        assert r.exit_code == 0, r.output
+        assert d.loop.table.version == 5 and json.loads(r.output)["version"] == 5
+        d.writer.flush()
+        kinds = [a["kind"] for a in d.store.iter_audit()]
+        assert kinds.count("rules_refused") == 3 and "rules_rolled_back" in kinds
+
+
+def test_rules_replay_cli(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(SEED_VERBATIM)
+    trace = tmp_path / "t.csv"
+    trace.write_text("t_ms,agent_id,metric,value\n0,p1,cpu_usage,0.95\n3000,p1,cpu_usage,0.97\n")
+    r = CliRunner().invoke(cli, ["rules", "replay", str(rules), str(trace), "--end-ms", "12000"])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x) for x in r.output.splitlines()] == [
+        {"action": "restart_agent", "agent_id": "p1", "params": {}, "rule_id": "rule_001", "t_ms": 10000}
+    ]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("t_ms,agent_id,metric,value\nsoon,p1,cpu,1\n")
+    r = CliRunner().invoke(cli, ["rules", "replay", str(rules), str(bad)])
+    assert r.exit_code == 1 and "bad.csv:2" in r.output
