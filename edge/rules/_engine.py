@@ -182,7 +182,7 @@ def _not(a: Fn) -> Fn:
     return not_
 
 
-def compile_condition(cond: Condition) -> Fn:
+def compile_predicate(cond: Condition) -> Fn:
     """The IR as one closure ``f(series_states, t_ns) -> True | False | None``."""
     stack: list[tuple[Fn, Any]] = []
     for n in cond.nodes:
@@ -243,7 +243,7 @@ class CompiledRule:
         # identity across a swap: same id and same behaviour (a digest: 16 bytes, not the text)
         behaviour = repr(sorted(rule.normalised().items())).encode()
         self.key = (rule.rule_id, hashlib.blake2b(behaviour, digest_size=16).digest())
-        self.fn = compile_condition(c)
+        self.fn = compile_predicate(c)
         self.selectors = c.selectors
         keep = [0] * len(c.selectors)
         absent: list[tuple[int, int]] = []
