@@ -547,10 +547,12 @@ _HOLD = -1  # timer kind: held-for deadline; >= 0: index of an absent() in the r
 class Timers:
     """Deadlines (held-for and absence): a heap with lazy cancellation by token."""
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_heap", "_seq", "heap")
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, Instance, int, int]] = []
+        self.heap = self._heap
+        """Read-only view for hot loops: ``heap and heap[0][0] <= t`` means a deadline is due."""
         self._seq = 0
 
     def _next(self) -> int:

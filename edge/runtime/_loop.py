@@ -331,11 +331,17 @@ class ControlLoop:
         n_series = len(ev.slots)
         timers = self.timers
         fired: list[Firing] | None = None
+        early: list[Firing] = []
+        heap = timers.heap
         unknown = 0
         for t_ns, value, mid, _flags in view.samples():
             if mid >= n_series:
                 unknown += 1
                 continue
+            if heap and heap[0][0] <= t_ns:
+                # deadlines come first: a held-for or absence deadline before this sample's
+                # time is evaluated at that deadline, not at the sample
+                early.extend(timers.run_due(t_ns))
             f = on_sample(mid, value, t_ns, timers)
             if f is not None:
                 if fired is None:
@@ -351,6 +357,9 @@ class ControlLoop:
                 agent_id=rec.agent_id,
                 n=unknown,
             )
+        if early:
+            counters["timer_firings"] += len(early)
+            self._dispatch(early, t_recv, t_eval, 0, from_timer=True)
         if fired:
             self._dispatch(fired, t_recv, t_eval, view.t_send_ns, from_timer=False)
 

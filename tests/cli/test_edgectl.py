@@ -148,8 +148,9 @@ SEED_VERBATIM = """\
 """
 
 
-def test_seed_rule_verbatim_compiles_pushes_and_fires(edged: Edged, run_dir: Path, tmp_path: Path,
-                                                      agent_factory: Any) -> None:
+def test_seed_rule_verbatim_compiles_pushes_and_fires(
+    edged: Edged, run_dir: Path, tmp_path: Path, agent_factory: Any
+) -> None:
     """The issue's done-when: the seed's rule object, pasted verbatim, on a live board."""
     import time
 
@@ -172,12 +173,26 @@ def test_signed_tables_and_rollback(make_cfg: Any, run_dir: Path, tmp_path: Path
     other = tmp_path / "mallory"
     assert CliRunner().invoke(cli, ["keys", "gen", "--out", str(other)]).exit_code == 0
     src = tmp_path / "r.yaml"
-    src.write_text("- {rule_id: a, rule_content: x > 1, action: alert, priority: 1, sla_threshold: 5}\n")
+    src.write_text(
+        "- {rule_id: a, rule_content: x > 1, action: alert, priority: 1, sla_threshold: 5}\n"
+    )
 
     def compiled(name: str, key: Path, version: int) -> Path:
         out = tmp_path / f"{name}.bin"
-        r = CliRunner().invoke(cli, ["rules", "compile", str(src), "-o", str(out), "--sign",
-                                     f"{key}.key", "--version", str(version)])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "rules",
+                "compile",
+                str(src),
+                "-o",
+                str(out),
+                "--sign",
+                f"{key}.key",
+                "--version",
+                str(version),
+            ],
+        )
         assert r.exit_code == 0, r.output
         return out
 
@@ -213,9 +228,52 @@ def test_rules_replay_cli(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["rules", "replay", str(rules), str(trace), "--end-ms", "12000"])
     assert r.exit_code == 0, r.output
     assert [json.loads(x) for x in r.output.splitlines()] == [
-        {"action": "restart_agent", "agent_id": "p1", "params": {}, "rule_id": "rule_001", "t_ms": 10000}
+        {
+            "action": "restart_agent",
+            "agent_id": "p1",
+            "params": {},
+            "rule_id": "rule_001",
+            "t_ms": 10000,
+        }
     ]
     bad = tmp_path / "bad.csv"
     bad.write_text("t_ms,agent_id,metric,value\nsoon,p1,cpu,1\n")
     r = CliRunner().invoke(cli, ["rules", "replay", str(rules), str(bad)])
     assert r.exit_code == 1 and "bad.csv:2" in r.output
+
+
+@pytest.mark.parametrize("kind", ["truncated", "newer_schema", "not_a_table", "empty"])
+def test_bad_tables_are_refused_and_the_active_one_keeps_running(
+    edged: Edged,
+    run_dir: Path,
+    tmp_path: Path,
+    agent_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    from edge.rules import _table_codec, encode_rule_table, parse_rule_text
+
+    rs = parse_rule_text(
+        "- {rule_id: x, rule_content: mem > 1, action: alert, priority: 1, sla_threshold: 5}\n"
+    )
+    if kind == "newer_schema":
+        monkeypatch.setattr(_table_codec, "SCHEMA_VERSION", _table_codec.SCHEMA_VERSION + 1)
+    blob = encode_rule_table(rs)
+    monkeypatch.undo()
+    blob = {
+        "truncated": blob[: len(blob) // 2],
+        "newer_schema": blob,
+        "not_a_table": b"\x0c\x00\x00\x00EHLO" + b"\x00" * 8,
+        "empty": b"",
+    }[kind]
+    f = tmp_path / "t.bin"
+    f.write_bytes(blob)
+    before = edged.loop.table.version
+    r = run(run_dir, "rules", "push", str(f))
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert edged.loop.table.version == before
+    got: list[Any] = []
+    with agent_factory("still-1", ["cpu_usage"], handler=got.append) as agent:
+        agent.report("cpu_usage", 0.99)  # the active table's cpu_hot still fires
+        wait_for(lambda: got)
+    assert got[0].rule_id == "cpu_hot"

@@ -202,3 +202,46 @@ def test_prometheus_endpoint_on_loopback(make_cfg: Any, agent_factory: Any) -> N
 
 def test_ack_status_enum_values_are_the_wire_values() -> None:
     assert [int(s) for s in AckStatus] == [0, 1, 2]
+
+
+def test_hot_swap_keeps_held_for_state_and_drops_no_sample(
+    edged: Edged, agent_factory: Any, tmp_path: Path
+) -> None:
+    """Push a table that keeps the held-for rule unchanged (and adds 2,000 others) while an
+    agent streams samples: the pending hold fires at its original deadline, no sample is lost."""
+    from edge.cli import CtlClient
+    from edge.rules import encode_rule_table, parse_rule_text
+    from edge.wire import CtlOp
+
+    rec = Recorder()
+    extra = "".join(
+        f"- {{rule_id: x{i}, rule_content: other > {i}, action: alert, priority: 1, sla_threshold: 5}}\n"
+        for i in range(2000)
+    )
+    current = (Path(edged.cfg.rules_file)).read_text()
+    table = encode_rule_table(parse_rule_text(current + extra))
+    with agent_factory("planner-2", ["load"], handler=rec) as agent:
+        t0 = time.monotonic_ns()
+        agent.report("load", 2.0, t_ns=t0)  # `held` (load > 1 for 200ms) starts its hold at t0
+        sent = 1
+        with CtlClient(edged.cfg.run_dir) as ctl:
+            stop = threading.Event()
+
+            def stream() -> None:
+                nonlocal sent
+                while not stop.is_set():
+                    agent.report("load", 2.0)
+                    sent += 1
+
+            th = threading.Thread(target=stream)
+            th.start()
+            try:
+                reply = ctl.request(CtlOp.RULES_PUSH, blob=table)
+            finally:
+                stop.set()
+                th.join()
+        assert reply["rules"] == 2004
+        ins = wait_for(lambda: rec.got, what="the held-for firing")[0]
+        assert ins.rule_id == "held"
+        assert ins.t_sample_ns == t0 + 200_000_000  # the original deadline: the hold carried over
+        wait_for(lambda: edged.loop.counters["samples"] == sent, what="every sample counted")
