@@ -77,6 +77,15 @@ class EdgeConfig:
     """How often a stats snapshot is written to the store."""
     metrics_addr: str = "127.0.0.1:9108"
     """host:port for the Prometheus text endpoint; empty disables it."""
+    busy_poll_us: int = 0
+    """After handling traffic, keep polling without blocking for this long (µs) before
+    sleeping in the kernel: trades CPU for wake-up latency. 0 disables it."""
+    cpu_affinity: str = ""
+    """CPUs for the control loop's thread, e.g. "1" or "2-3"; empty: any."""
+    rt_priority: int = 0
+    """SCHED_FIFO priority (1-99) for the loop's thread; 0 leaves the normal scheduler."""
+    mlock: bool = False
+    """mlockall(MCL_CURRENT | MCL_FUTURE): no page faults to disk on the control path."""
     gc_freeze: bool = True
     """Move every object alive after start-up into the GC's permanent generation, so a full
     collection on the loop thread never walks the ~100k objects of the imported libraries."""
@@ -172,6 +181,8 @@ def _validate(cfg: EdgeConfig) -> None:
         (4096 <= cfg.max_msg_bytes <= 64 << 20, "max_msg_bytes must be within 4 KiB..64 MiB"),
         (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),
+        (0 <= cfg.busy_poll_us <= 1_000_000, "busy_poll_us must be within 0..1000000"),
+        (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (len(str(cfg.run_dir / "agents.sock")) < 100, "run_dir is too long for an AF_UNIX path"),
     ]

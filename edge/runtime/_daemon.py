@@ -309,6 +309,11 @@ class Edged:
                 "hash": table.ruleset.content_hash.hex(),
             },
             "inflight": len(loop.inflight),
+            "realtime": loop.rt_applied,
+            "gc": {
+                "frozen": gc.get_freeze_count(),
+                "collections": [g["collections"] for g in gc.get_stats()],
+            },
             "counters": dict(loop.counters),
             "store": self.writer.counters,
             "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics"

@@ -51,6 +51,7 @@ from ..wire import (
 )
 from ._lifecycle import AgentState
 from ._registry import AGENT_ID_RE, METRIC_NAME_RE, AgentRecord, Registry
+from ._rt import apply_to_current_thread
 from ._stats import StatsBook
 
 log = logging.getLogger("edge.loop")
@@ -100,6 +101,7 @@ COUNTERS = (
     "handler_errors",
     "rule_tables_activated",
     "loop_iterations",
+    "busy_polls",
 )
 
 
@@ -143,6 +145,7 @@ class ControlLoop:
         self._thread: threading.Thread | None = None
         self.started_ns = clock.monotonic_ns()
         self.ready = threading.Event()
+        self.rt_applied: dict[str, Any] = {}
         self.stopped = threading.Event()
         self._hb_grace_ns = cfg.heartbeat_ms * 1_000_000 * cfg.missed_beats
         self._ack_timeout_ns = cfg.ack_timeout_ms * 1_000_000
@@ -167,6 +170,12 @@ class ControlLoop:
         counters = self.counters
         timers = self.timers
         next_house = now_ns() + _HOUSEKEEPING_NS
+        cfg = self.cfg
+        self.rt_applied = apply_to_current_thread(
+            cpu_affinity=cfg.cpu_affinity, rt_priority=cfg.rt_priority, mlock=cfg.mlock
+        )
+        busy_ns = cfg.busy_poll_us * 1000
+        busy_until = 0
         self.ready.set()
         try:
             while not self._stop:
@@ -176,11 +185,17 @@ class ControlLoop:
                 # Round down: within the last millisecond before a timer, poll without
                 # blocking (a bounded spin) so held-for deadlines fire on time, not up to 1 ms late.
                 timeout = min(_MAX_IDLE_MS, max(0, (until - now) // 1_000_000))
-                for s, _ in poller.poll(timeout):
+                if now < busy_until:
+                    timeout = 0  # the busy-poll window after traffic: no kernel sleep
+                    counters["busy_polls"] += 1
+                events = poller.poll(timeout)
+                for s, _ in events:
                     if s is sock:
                         self._drain()
                     else:
                         self._run_calls()
+                if events and busy_ns:
+                    busy_until = now_ns() + busy_ns
                 counters["loop_iterations"] += 1
                 now = now_ns()
                 if due is not None and due <= now:

@@ -1,0 +1,61 @@
+"""Real-time discipline for the control loop's thread, each switch off by default.
+
+Every switch degrades gracefully: when the OS refuses (no CAP_SYS_NICE for SCHED_FIFO, an
+RLIMIT_MEMLOCK too small for mlockall, a CPU that does not exist), edged logs a warning, counts
+it in ``applied``, and runs without it. Call ``apply_to_current_thread`` on the loop thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("edge.rt")
+
+_MCL_CURRENT, _MCL_FUTURE = 1, 2
+
+
+def parse_cpus(text: str) -> set[int]:
+    """``"1"``, ``"0,2"``, ``"2-3"`` -> a set of CPU numbers. Raises ValueError."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        lo, sep, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi) + 1) if sep else {int(lo)})
+    return cpus
+
+
+def apply_to_current_thread(*, cpu_affinity: str, rt_priority: int, mlock: bool) -> dict[str, Any]:
+    """Apply what was asked; return what took effect (shown by `edgectl status`)."""
+    applied: dict[str, Any] = {"cpu_affinity": None, "sched_fifo": None, "mlockall": False}
+    if cpu_affinity:
+        try:
+            cpus = parse_cpus(cpu_affinity)
+            os.sched_setaffinity(0, cpus)  # 0 = the calling thread on Linux
+            applied["cpu_affinity"] = sorted(cpus)
+        except (ValueError, OSError) as exc:
+            log.warning("cpu_affinity %r not applied: %s", cpu_affinity, exc)
+    if rt_priority:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+            applied["sched_fifo"] = rt_priority
+        except (PermissionError, OSError) as exc:
+            log.warning(
+                "SCHED_FIFO priority %d not applied (%s): grant CAP_SYS_NICE or run "
+                "under a systemd unit with CPUSchedulingPolicy=fifo",
+                rt_priority,
+                exc,
+            )
+    if mlock:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.mlockall(_MCL_CURRENT | _MCL_FUTURE) == 0:
+            applied["mlockall"] = True
+        else:
+            err = ctypes.get_errno()
+            log.warning(
+                "mlockall not applied (%s): raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity)",
+                os.strerror(err),
+            )
+    return applied

@@ -1,0 +1,53 @@
+"""Real-time switches: applied when permitted, a warning and a clean fallback when not."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from edge.runtime import Edged
+from edge.runtime._rt import apply_to_current_thread, parse_cpus
+
+from ..support import wait_for
+
+
+def test_parse_cpus() -> None:
+    assert parse_cpus("1") == {1}
+    assert parse_cpus("0,2-3") == {0, 2, 3}
+    with pytest.raises(ValueError):
+        parse_cpus("x")
+
+
+def _in_thread(**kw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: out.update(apply_to_current_thread(**kw)))
+    t.start()
+    t.join()
+    return out
+
+
+def test_affinity_applies_to_the_calling_thread_only() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    assert _in_thread(cpu_affinity=str(cpu), rt_priority=0, mlock=False)["cpu_affinity"] == [cpu]
+    assert os.sched_getaffinity(0) == before  # this thread is untouched
+
+
+def test_refusals_fall_back_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    got = _in_thread(cpu_affinity="4096", rt_priority=0, mlock=False)
+    assert got["cpu_affinity"] is None
+    assert "cpu_affinity" in caplog.text
+
+
+def test_busy_poll_window_keeps_the_loop_polling(make_cfg: Any, agent_factory: Any) -> None:
+    with Edged(make_cfg(busy_poll_us=200_000)) as d:
+        got: list[Any] = []
+        with agent_factory("p1", ["cpu_usage"], handler=got.append) as agent:
+            agent.report("cpu_usage", 0.99)
+            wait_for(lambda: got)
+            wait_for(lambda: d.loop.counters["busy_polls"] > 10, what="busy polls after traffic")
+        status = d._ctl_status({}, b"")  # noqa: SLF001 - the ctl handler, without a socket
+        assert status["realtime"] == {"cpu_affinity": None, "sched_fifo": None, "mlockall": False}
