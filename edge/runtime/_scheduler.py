@@ -40,8 +40,10 @@ yet did not run early enough), so its weight grows by ``min(step * d_k, hi - w_k
 that amount is taken from the other two weights in proportion to how far each is above the floor
 ``lo`` (slack = their total room above ``lo``). Weights therefore stay within ``[lo, hi]``
 (default 0.05-0.8) and sum to 1. No change when the window has no misses, no met events, or no
-positive separation. Queued events are then re-scored with the new weights (O(n), once per 1,000
-executions). An event missed its SLA when ``done_ns - t0_ns > sla_ms * 1e6``.
+positive separation. Queued events are then re-scored with the new weights when there are at
+most ``rescore_limit`` (256) of them; a longer queue keeps the scores it was admitted with (the
+change is at most ``step`` per derivation) because re-ranking 10,000 events stalls the loop ~4 ms;
+``rescore()`` re-ranks on demand (O(n)). An event missed its SLA when ``done_ns - t0_ns > sla_ms * 1e6``.
 
 Events are plain tuples (the only per-event allocation, with the numbers in it); the layout is
 given by the ``SCORE``, ``NEG_SEQ``, ``T0_NS``, ``BUSINESS``, ``SLA_MS``, ``IMPACT``, ``ITEM``
@@ -115,6 +117,7 @@ class PriorityScheduler(Generic[T]):
         "_util_next_ns",
         "_util",
         "rederive_every",
+        "rescore_limit",
         "lo",
         "hi",
         "step",
@@ -144,6 +147,7 @@ class PriorityScheduler(Generic[T]):
         utilisation: Callable[[], float] | None = None,
         utilisation_period_ns: int = 50_000_000,
         rederive_every: int = 1_000,
+        rescore_limit: int = 256,
         weights: tuple[float, float, float] = SEED_WEIGHTS,
         weight_bounds: tuple[float, float] = (0.05, 0.8),
         step: float = 0.1,
@@ -175,6 +179,7 @@ class PriorityScheduler(Generic[T]):
         self._util_next_ns: int | None = None
         self._util = 0.0
         self.rederive_every = rederive_every
+        self.rescore_limit = rescore_limit
         self.lo = lo
         self.hi = hi
         self.step = step
@@ -349,9 +354,11 @@ class PriorityScheduler(Generic[T]):
             w[j] -= delta * (w[j] - self.lo) / slack
         w[best] += delta
         self._wb, self._wu, self._wi = w
-        self._rescore()
+        if len(self._heap) <= self.rescore_limit:
+            self.rescore()
 
-    def _rescore(self) -> None:
+    def rescore(self) -> None:
+        """Re-score every queued event under the current weights and re-rank (O(n))."""
         score = self.score
         heap = self._heap
         heap[:] = [
@@ -414,13 +421,20 @@ class PriorityScheduler(Generic[T]):
 
     def _up(self, i: int, ev: Event, is_max: bool) -> None:
         heap = self._heap
-        while i >= 3:
-            g = (((i - 1) >> 1) - 1) >> 1
-            if (ev > heap[g]) if is_max else (ev < heap[g]):
+        if is_max:
+            while i >= 3:
+                g = (i - 3) >> 2  # the grandparent
+                if not ev > heap[g]:
+                    break
                 heap[i] = heap[g]
                 i = g
-            else:
-                break
+        else:
+            while i >= 3:
+                g = (i - 3) >> 2
+                if not ev < heap[g]:
+                    break
+                heap[i] = heap[g]
+                i = g
         heap[i] = ev
 
     def _down_max(self, i: int, ev: Event) -> None:
@@ -434,9 +448,25 @@ class PriorityScheduler(Generic[T]):
             if c + 1 < n and heap[c + 1] > best:
                 m, best = c + 1, heap[c + 1]
             g = 2 * c + 1
-            for j in range(g, min(g + 4, n)):
-                if heap[j] > best:
-                    m, best = j, heap[j]
+            if g + 3 < n:  # all four grandchildren: unrolled, the common case
+                x = heap[g]
+                if x > best:
+                    m, best = g, x
+                x = heap[g + 1]
+                if x > best:
+                    m, best = g + 1, x
+                x = heap[g + 2]
+                if x > best:
+                    m, best = g + 2, x
+                x = heap[g + 3]
+                if x > best:
+                    m, best = g + 3, x
+            else:
+                j = g
+                while j < n:
+                    if heap[j] > best:
+                        m, best = j, heap[j]
+                    j += 1
             if not best > ev:
                 break
             heap[i] = best
@@ -459,9 +489,25 @@ class PriorityScheduler(Generic[T]):
             if c + 1 < n and heap[c + 1] < best:
                 m, best = c + 1, heap[c + 1]
             g = 2 * c + 1
-            for j in range(g, min(g + 4, n)):
-                if heap[j] < best:
-                    m, best = j, heap[j]
+            if g + 3 < n:  # all four grandchildren: unrolled, the common case
+                x = heap[g]
+                if x < best:
+                    m, best = g, x
+                x = heap[g + 1]
+                if x < best:
+                    m, best = g + 1, x
+                x = heap[g + 2]
+                if x < best:
+                    m, best = g + 2, x
+                x = heap[g + 3]
+                if x < best:
+                    m, best = g + 3, x
+            else:
+                j = g
+                while j < n:
+                    if heap[j] < best:
+                        m, best = j, heap[j]
+                    j += 1
             if not best < ev:
                 break
             heap[i] = best

@@ -321,3 +321,50 @@ def test_seed_example_min_heap_runs_lowest_first_ours_highest() -> None:
     assert min(score[n] for n in ours_first) > max(score[n] for n in ref_first)
     assert all(score[a] >= score[b] for a, b in zip(ours_first, ours_first[1:], strict=False))
     assert all(score[a] <= score[b] for a, b in zip(ref_first, ref_first[1:], strict=False))
+
+
+def test_a_long_queue_keeps_admission_scores_until_rescore() -> None:
+    clock = MockClock()
+    s = make(clock=clock, rederive_every=2, rescore_limit=1)
+    s.push("business", 10, 1000, 0)
+    s.push("urgent", 0, 0, 1000)
+    for _ in range(10):
+        run_window(s, clock, [(0, 1, 0, True), (0, 1000, 0, False)])
+    assert s.weights[1] == pytest.approx(0.8)
+    assert s.peek() is not None and s.peek()[ITEM] == "business"  # type: ignore[index]
+    s.rescore()
+    assert [ev[ITEM] for ev in drain(s)] == ["urgent", "business"]
+
+
+@given(st.lists(FACTORS, min_size=1, max_size=80), st.lists(FACTORS, max_size=20))
+@settings(max_examples=150, deadline=None)
+def test_rescore_reranks_for_both_pop_and_eviction(queued: list[Any], later: list[Any]) -> None:
+    clock = MockClock()
+    dropped: list[int] = []
+    s = make(
+        clock=clock,
+        capacity=len(queued),
+        rederive_every=2,
+        rescore_limit=10_000,
+        on_drop=lambda item, why: dropped.append(item),
+    )
+    for n, f in enumerate(queued):
+        s.push(n, *f)
+    run_window(s, clock, [(0, 1000, 1000, True), (0, 1000, 0, False)])  # impact weight up
+    w = s.weights
+    assert w[2] > 0.1
+    rank = {n: (seed_score(*f, w), -n) for n, f in enumerate(queued)}
+    model = set(range(len(queued)))
+    want: list[int] = []
+    for k, f in enumerate(later, start=len(queued)):
+        rank[k] = (seed_score(*f, w), -k)
+        low = min(model, key=rank.__getitem__)
+        if rank[k] < rank[low]:
+            want.append(k)
+        else:
+            want.append(low)
+            model.remove(low)
+            model.add(k)
+        s.push(k, *f)
+    assert dropped == want
+    assert [ev[ITEM] for ev in drain(s)] == sorted(model, key=rank.__getitem__, reverse=True)
