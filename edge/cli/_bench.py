@@ -45,6 +45,8 @@ from rich.table import Table
 
 from ..errors import EdgeError
 from ._bench_rules import ACTIVATION_RULES, activation_table, eval_cost, memory_per_rule
+from ._bench_scenarios import SCENARIOS, run_scenarios, scenario_config, write_latency_plot
+from ._bench_scenarios import summary_lines as scenario_summary_lines
 from ._sim import Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
 
 STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute")
@@ -444,9 +446,12 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
 @click.option("--edged-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A TOML config for edged (e.g. commit_interval_ms), for experiments.")
 @click.option("--quick", is_flag=True, help="A smoke run of a few seconds (tests, CI).")
+@click.option("--scenarios", default=",".join(SCENARIOS), show_default=True,
+              help="Comma-separated scenarios to run, in this order.")
 def bench(json_path: Path | None, duration: float | None, warmup: float | None,
           background_rate: float, background_batch: int, loop_rate: float, sla_ms: float,
-          baseline_s: float | None, edged_config: Path | None, quick: bool) -> None:
+          baseline_s: float | None, edged_config: Path | None, quick: bool,
+          scenarios: str) -> None:
     """Measure the metric -> rule -> instruction -> Ack loop against raw pyzmq ping-pong.
 
     Starts its own edged and agents in a temporary directory and removes them afterwards.
@@ -467,13 +472,28 @@ def bench(json_path: Path | None, duration: float | None, warmup: float | None,
         raise click.BadParameter("durations must be > 0")
     if background_rate < 0 or background_batch < 1 or loop_rate < 0 or sla_ms <= 0:
         raise click.BadParameter("rates, batch and SLA must be positive")
+    names = [n.strip() for n in scenarios.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown or not names:
+        raise click.BadParameter(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; "
+                                 f"choose from {', '.join(SCENARIOS)}", param_hint="--scenarios")
+    cfg["scenarios"] = names
 
     def say(text: str) -> None:
         console.print(f"[dim]bench:[/] {text}", soft_wrap=True)
 
     try:
         with sigterm_as_interrupt():
-            doc = run_bench(cfg, say)
+            if "latency" in names:
+                doc = run_bench(cfg, say)
+            else:
+                doc = {"timestamp": datetime.datetime.now(datetime.UTC)
+                       .isoformat(timespec="seconds"),
+                       "machine": machine_info(),
+                       "config": {k: v for k, v in cfg.items() if k != "edged_config"}}
+            sc_cfg = scenario_config(quick)
+            doc.update(run_scenarios(names, sc_cfg, say, sla_ms))
+            doc["config"]["scenario_sizes"] = sc_cfg
     except KeyboardInterrupt:
         console.print("[yellow]bench interrupted; edged and the agents are stopped and the "
                       "run directory removed[/]")
@@ -481,14 +501,22 @@ def bench(json_path: Path | None, duration: float | None, warmup: float | None,
     except EdgeError as exc:
         console.print(f"[bold red]bench failed:[/] {exc}")
         sys.exit(1)
+    if "latency" in names:
+        doc["latency_plot"] = (
+            write_latency_plot(doc, json_path.with_name(json_path.stem + "_latency.png"))
+            if json_path is not None
+            else {"written": False, "reason": "no --json path to write the PNG next to"})
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    console.print(summary_table(doc))
-    for line in summary_lines(doc):
+    if "latency" in names:
+        console.print(summary_table(doc))
+        for line in summary_lines(doc):
+            console.print(line)
+    for line in scenario_summary_lines(doc):
         console.print(line)
     if json_path is not None:
         console.print(f"[dim]full result: {json_path}[/]")
-    if doc["instructions"] == 0 or doc["acks"] == 0:
+    if "latency" in names and (doc["instructions"] == 0 or doc["acks"] == 0):
         console.print("[bold red]bench failed:[/] the loop produced no acknowledged instructions")
         sys.exit(1)

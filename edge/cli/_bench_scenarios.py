@@ -1,0 +1,524 @@
+"""``edgectl bench`` scenarios beyond the closed-loop latency (``_bench``): ingest throughput,
+footprint, cold start, overload, and the latency plot.
+
+Each scenario starts what it needs in its own throw-away rig (``_sim.Rig``), returns its
+part of the result document, and has a one-line summary. Where a figure is a speed, a
+baseline is measured in the same run::
+
+    ingest     blasters -> edged with 1,000 never-firing rules, samples/s from edged's own
+               counters over a fixed window      | baseline: the same blasters -> a bare
+                                                   ROUTER that only receives (``sink``)
+    footprint  edged RSS idle, then with 100 raw-DEALER agents (``swarm``) connected
+    coldstart  edged spawn -> ctl.sock answers STATUS, several runs | baseline: python -c pass
+    overload   paced blasters offering 2x ingest capacity, with low-priority rules firing,
+               while the probe's high-priority loop runs | baseline: the probe unloaded
+    plot       PNG of the latency scenario's e2e percentiles, when matplotlib is installed
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import RuntimeStateError
+from ._sim import Child, Rig, edged_command
+
+SCENARIOS = ("latency", "ingest", "footprint", "coldstart", "overload")
+INGEST_SERIES = 100
+INGEST_RULES_PER_SERIES = 10
+INGEST_BATCH = 500
+INGEST_GOAL_PER_S = 1_000_000
+RSS_GOAL_BYTES = 30 * 1024 * 1024
+COLDSTART_GOAL_MS = 300.0
+FOOTPRINT_AGENTS = 100
+OVERLOAD_FACTOR = 2.0
+OVERLOAD_FIRE_SERIES = 2  # per blaster batch: these alternate 1/0, firing every other batch
+PROBE_RATE = 500.0  # the high-priority loop's pace in the overload scenario (iterations/s)
+
+Say = Callable[[str], None]
+
+
+class ScenarioRig(Rig):
+    """The rig, plus children from ``_bench_sims`` (stopped with the others)."""
+
+    def __enter__(self) -> ScenarioRig:
+        return self
+
+    def spawn_bench(self, role: str, *args: str, tag: str = "") -> Child:
+        argv = [sys.executable, "-m", "edge.cli._bench_sims", role, *args]
+        child = Child(role, argv, self.root / f"{role}{tag}-{len(self._sims)}.log", cwd=self.root)
+        self._sims.append(child)
+        return child
+
+
+def scenario_config(quick: bool) -> dict[str, Any]:
+    """Sizes and durations (s) for each scenario; ``quick`` shrinks them to seconds."""
+    return {
+        "ingest_window_s": 1.0 if quick else 8.0,
+        "ingest_warmup_s": 0.3 if quick else 1.0,
+        "ingest_senders": 2,
+        "footprint_agents": FOOTPRINT_AGENTS,
+        "footprint_settle_s": 0.5 if quick else 2.0,
+        "coldstart_runs": 2 if quick else 7,
+        "overload_window_s": 1.0 if quick else 8.0,
+        "overload_unloaded_s": 1.0 if quick else 4.0,
+        "overload_senders": 2,
+    }
+
+
+# ------------------------------------------------------------------ rules
+
+
+def _ingest_rules() -> str:
+    lines = ["# edgectl bench ingest: 10 never-firing rules on each of 100 series"]
+    for i in range(INGEST_SERIES):
+        for k in range(INGEST_RULES_PER_SERIES):
+            lines += [f"- rule_id: ingest_{i}_{k}",
+                      f'  rule_content: "ingest_m{i} > {1_000_000_000_000 + k}"',
+                      "  action: alert", "  priority: 1", "  sla_threshold: 10"]
+    return "\n".join(lines) + "\n"
+
+
+def _overload_rules(sla_ms: float) -> str:
+    from ._bench import PROBE_RULE
+
+    extra = ["- rule_id: bench_probe", f'  rule_content: "{PROBE_RULE}"', "  action: throttle",
+             "  params: {rate: 0.5}", "  priority: 9", f"  sla_threshold: {sla_ms:g}",
+             "  agents: [bench-probe]"]
+    for j in range(OVERLOAD_FIRE_SERIES):
+        extra += [f"- rule_id: low_fire_{j}", f'  rule_content: "fire_{j} > 0.5"',
+                  "  action: alert", "  priority: 1", "  sla_threshold: 10"]
+    return _ingest_rules() + "\n".join(extra) + "\n"
+
+
+def _write(rig: Rig, name: str, text: str) -> Path:
+    path = rig.root / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    c = psutil.Process(pid).cpu_times()
+    return float(c.user + c.system)
+
+
+def _start_all(children: list[Child], word: str, reply: str | None = None) -> list[dict[str, Any]]:
+    for c in children:
+        c.send(word)
+    return [c.expect(reply) for c in children] if reply else []
+
+
+def _blasters(rig: ScenarioRig, n: int, endpoint: str, *args: str) -> list[Child]:
+    kids = [rig.spawn_bench("blast", "--endpoint", endpoint, "--agent-id", f"bench-blast-{i}",
+                            "--series", str(INGEST_SERIES), "--batch", str(INGEST_BATCH), *args,
+                            tag=f"-{i}")
+            for i in range(n)]
+    for k in kids:
+        k.expect("ready", timeout=20)
+    return kids
+
+
+def _sum(reports: list[dict[str, Any]], key: str) -> float:
+    return float(sum(r.get(key, 0) for r in reports))
+
+
+# ------------------------------------------------------------------ ingest
+
+
+def _edged_ingest(rig: ScenarioRig, cfg: dict[str, Any], senders: int, say: Say
+                  ) -> dict[str, Any]:
+    """Blasters -> edged with the 1,000 rules; samples/s from edged's counters."""
+    from ..transport import AGENTS_SOCK, endpoint
+    from ..wire import CtlOp
+    from ._client import CtlClient
+
+    edged = rig.start_edged(_write(rig, "ingest_rules.yaml", _ingest_rules()),
+                            log_level="WARNING")
+    kids = _blasters(rig, senders, endpoint(rig.run_dir, AGENTS_SOCK))
+    with CtlClient(rig.run_dir, timeout=10.0) as ctl:
+        rules = int(ctl.request(CtlOp.STATUS)["rules"]["rules"])
+        _start_all(kids, "run")
+        time.sleep(cfg["ingest_warmup_s"])  # the blasters fill the pipes meanwhile
+        ctl.request(CtlOp.STATS_RESET)
+        _start_all(kids, "mark", "marked")
+        cpu0, t0 = _cpu_s(edged.pid), time.monotonic()
+        say(f"ingest: {senders} blasters -> edged ({rules:,} rules), "
+            f"{cfg['ingest_window_s']:g} s")
+        time.sleep(cfg["ingest_window_s"])  # measuring: the children do the work
+        stats = ctl.request(CtlOp.STATS)
+        window = time.monotonic() - t0
+        cpu = (_cpu_s(edged.pid) - cpu0) / window * 100.0
+        reps = _start_all(kids, "report", "report")
+        _start_all(kids, "pause", "paused")
+    for k in kids:
+        k.stop()
+    counters = stats.get("counters", {})
+    samples = int(counters.get("samples", 0))
+    return {
+        "rules": rules,
+        "samples": samples,
+        "batches": int(counters.get("batches", 0)),
+        "window_s": round(window, 3),
+        "metrics_per_s": round(samples / window, 1),
+        "edged_cpu_pct": round(cpu, 1),
+        "senders_cpu_pct": round(_sum(reps, "cpu_s") / window * 100.0, 1),
+        "senders_blocked_pct": round(_sum(reps, "blocked_s") / (window * senders) * 100.0, 1),
+        "bad_counters": {k: v for k, v in counters.items() if k.startswith("bad_") and v},
+    }
+
+
+def run_ingest(cfg: dict[str, Any], say: Say, *, baseline: bool = True) -> dict[str, Any]:
+    """Ingest throughput with 1,000 rules; the bare-ROUTER ceiling first when ``baseline``."""
+    senders = int(cfg["ingest_senders"])
+    out: dict[str, Any] = {"series": INGEST_SERIES, "batch": INGEST_BATCH,
+                           "rules_per_series": INGEST_RULES_PER_SERIES, "senders": senders,
+                           "goal_per_s": INGEST_GOAL_PER_S}
+    with ScenarioRig() as rig:
+        if baseline:
+            ep = f"ipc://{rig.root / 'sink.sock'}"
+            sink = rig.spawn_bench("sink", "--endpoint", ep)
+            sink.expect("ready")
+            kids = _blasters(rig, senders, ep, "--raw")
+            _start_all(kids, "run")
+            time.sleep(cfg["ingest_warmup_s"])
+            sink.send("mark")
+            sink.expect("marked")
+            say(f"ingest baseline: {senders} blasters -> bare ROUTER, "
+                f"{cfg['ingest_window_s']:g} s")
+            time.sleep(cfg["ingest_window_s"])  # measuring
+            sink.send("report")
+            rep = sink.expect("report")
+            _start_all(kids, "pause", "paused")
+            for k in kids:
+                k.stop()
+            sink.stop()
+            out["baseline_router"] = {
+                "metrics_per_s": round(rep["samples_per_s"], 1),
+                "receiver_cpu_pct": round(rep["cpu_s"] / rep["elapsed_s"] * 100.0, 1),
+                "window_s": round(rep["elapsed_s"], 3),
+            }
+        out.update(_edged_ingest(rig, cfg, senders, say))
+    base = out.get("baseline_router", {}).get("metrics_per_s")
+    out["ratio_to_baseline"] = round(out["metrics_per_s"] / base, 3) if base else None
+    out["goal_met"] = out["metrics_per_s"] >= INGEST_GOAL_PER_S
+    out["bound_by"] = ("edged's loop (one core, Python per-sample evaluation)"
+                       if out["edged_cpu_pct"] >= 90 else
+                       "the senders or the transport (edged was not saturated)")
+    return out
+
+
+# ------------------------------------------------------------------ footprint
+
+
+def run_footprint(cfg: dict[str, Any], say: Say) -> dict[str, Any]:
+    """edged's RSS (and USS) idle and with ``footprint_agents`` agents connected."""
+    import psutil
+
+    from ..wire import CtlOp
+    from ._bench import _rules_yaml
+    from ._client import CtlClient
+
+    n = int(cfg["footprint_agents"])
+    with ScenarioRig() as rig:
+        edged = rig.start_edged(_write(rig, "rules.yaml", _rules_yaml(1.0)), log_level="WARNING")
+        proc = psutil.Process(edged.pid)
+        time.sleep(cfg["footprint_settle_s"])  # let start-up garbage settle
+
+        def mem() -> dict[str, int]:
+            full = proc.memory_full_info()
+            return {"rss_bytes": int(full.rss), "uss_bytes": int(full.uss)}
+
+        idle = mem()
+        say(f"footprint: edged idle RSS {idle['rss_bytes'] / 2**20:.1f} MiB; "
+            f"connecting {n} agents")
+        swarm = rig.spawn_bench("swarm", "--run-dir", str(rig.run_dir), "--agents", str(n))
+        swarm.expect("ready", timeout=30)
+        time.sleep(cfg["footprint_settle_s"])  # a few heartbeats each
+        with CtlClient(rig.run_dir, timeout=10.0) as ctl:
+            agents = ctl.request(CtlOp.STATUS)["agents"]
+        loaded = mem()
+        swarm.stop()
+    return {
+        "idle": idle,
+        "agents": n,
+        "agents_seen": agents,
+        "with_agents": loaded,
+        "per_agent_bytes": round((loaded["rss_bytes"] - idle["rss_bytes"]) / max(1, n)),
+        "goal_rss_bytes": RSS_GOAL_BYTES,
+        "goal_met": loaded["rss_bytes"] <= RSS_GOAL_BYTES,
+        "note": "bytes per loaded rule: see rules.memory (latency scenario)",
+    }
+
+
+# ------------------------------------------------------------------ cold start
+
+
+def _time_command(argv: list[str], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def _ms_summary(xs: list[float]) -> dict[str, Any]:
+    return {"runs": len(xs), "p50": round(statistics.median(xs), 1), "max": round(max(xs), 1),
+            "min": round(min(xs), 1)}
+
+
+def run_coldstart(cfg: dict[str, Any], say: Say) -> dict[str, Any]:
+    """edged spawn -> ctl.sock answers STATUS (polled every 2 ms), fresh directories each run."""
+    from ..wire import CtlOp
+    from ._bench import _rules_yaml
+    from ._client import CtlClient
+
+    runs = int(cfg["coldstart_runs"])
+    times: list[float] = []
+    with ScenarioRig() as rig:
+        rules = _write(rig, "rules.yaml", _rules_yaml(1.0))
+        say(f"cold start: {runs} runs of edged, then python -c pass")
+        for i in range(runs):
+            run_dir, data_dir = rig.root / f"r{i}", rig.root / f"d{i}"
+            argv = [*edged_command(), "--run-dir", str(run_dir), "--data-dir", str(data_dir),
+                    "--rules", str(rules), "--metrics-addr", "", "--log-level", "WARNING"]
+            t0 = time.perf_counter()
+            edged = rig.edged = Child("edged", argv, rig.root / f"edged-{i}.log", pipes=False,
+                                      cwd=rig.root)
+            rig.edged_exit = None
+            deadline = t0 + 30.0
+            while True:
+                if not edged.alive():
+                    raise RuntimeStateError(f"edged exited during cold start; {edged.log_tail()}")
+                if time.perf_counter() > deadline:
+                    raise RuntimeStateError(f"edged not ready in 30 s; {edged.log_tail()}")
+                if (run_dir / "ctl.sock").exists():
+                    try:
+                        with CtlClient(run_dir, timeout=0.5) as ctl:
+                            ctl.request(CtlOp.STATUS)
+                        break
+                    except Exception:  # bound but not answering yet
+                        pass
+                time.sleep(0.002)  # polling a starting child
+            times.append((time.perf_counter() - t0) * 1000.0)
+            rig.stop_edged()
+    base = _time_command([sys.executable, "-c", "pass"], max(runs, 5))
+    imports = _time_command([sys.executable, "-c", "import edge.runtime"], max(runs, 3))
+    s = _ms_summary(times)
+    return {
+        "ready_ms": s,
+        "baseline_python_ms": _ms_summary(base),
+        "python_import_edge_runtime_ms": _ms_summary(imports),
+        "ratio_p50": round(s["p50"] / max(0.1, statistics.median(base)), 2),
+        "goal_ms": COLDSTART_GOAL_MS,
+        "goal_met": s["p50"] <= COLDSTART_GOAL_MS,
+        "definition": "spawn of the edged console script -> first STATUS answered on ctl.sock; "
+                      "fresh run and data directories each run",
+    }
+
+
+# ------------------------------------------------------------------ overload
+
+
+def run_overload(cfg: dict[str, Any], say: Say, capacity_per_s: float, sla_ms: float = 1.0
+                 ) -> dict[str, Any]:
+    """Offer OVERLOAD_FACTOR x ``capacity_per_s`` samples/s while the probe's high-priority
+    loop runs; compare its e2e with the same loop unloaded."""
+    from ..transport import AGENTS_SOCK, endpoint
+    from ..wire import CtlOp
+    from ._client import CtlClient
+
+    senders = int(cfg["overload_senders"])
+    offered = OVERLOAD_FACTOR * capacity_per_s
+    with ScenarioRig() as rig:
+        edged = rig.start_edged(_write(rig, "overload_rules.yaml", _overload_rules(sla_ms)),
+                                log_level="WARNING")
+        rd = str(rig.run_dir)
+        kids = _blasters(rig, senders, endpoint(rig.run_dir, AGENTS_SOCK),
+                         "--rate", f"{offered / senders:.0f}",
+                         "--fire-series", str(OVERLOAD_FIRE_SERIES))
+        probe = rig.spawn("probe", "--run-dir", rd, "--rate", str(PROBE_RATE))
+        probe.expect("ready")
+        with CtlClient(rig.run_dir, timeout=10.0) as ctl:
+            # unloaded: the probe alone
+            say(f"overload: probe unloaded {cfg['overload_unloaded_s']:g} s")
+            probe.send("run")
+            time.sleep(cfg["overload_unloaded_s"])  # measuring
+            probe.send("pause")
+            probe.expect("paused")
+            probe.send("report")
+            unloaded = probe.expect("report")
+            # overloaded
+            _start_all(kids, "run")
+            time.sleep(0.5)  # the senders reach their pace
+            ctl.request(CtlOp.STATS_RESET)
+            _start_all(kids, "mark", "marked")
+            cpu0, t0 = _cpu_s(edged.pid), time.monotonic()
+            probe.send("run")
+            say(f"overload: offering {offered:,.0f} metrics/s ({OVERLOAD_FACTOR:g}x capacity) "
+                f"with the probe, {cfg['overload_window_s']:g} s")
+            time.sleep(cfg["overload_window_s"])  # measuring
+            probe.send("pause")
+            probe.expect("paused", timeout=30)
+            stats = ctl.request(CtlOp.STATS)
+            window = time.monotonic() - t0
+            cpu = (_cpu_s(edged.pid) - cpu0) / window * 100.0
+            reps = _start_all(kids, "report", "report")
+            _start_all(kids, "pause", "paused")
+            probe.send("report")
+            loaded = probe.expect("report")
+        rig.stop_sims()
+    c = stats.get("counters", {})
+    sent, dropped = _sum(reps, "sent"), _sum(reps, "dropped")
+    elapsed = max(r["elapsed_s"] for r in reps)
+    hi_un = (unloaded.get("e2e_us") or {}).get("p99")
+    hi_ov = (loaded.get("e2e_us") or {}).get("p99")
+    shed_keys = ("instructions_dropped_full", "instructions_unroutable", "instructions_agent_gone",
+                 "ack_timeouts", "notices_dropped", "shed")
+    return {
+        "capacity_per_s": round(capacity_per_s, 1),
+        "offered_per_s": round((sent + dropped) / elapsed, 1),
+        "accepted_by_transport_per_s": round(sent / elapsed, 1),
+        "evaluated_per_s": round(int(c.get("samples", 0)) / window, 1),
+        "dropped_at_senders": int(dropped),
+        "dropped_at_senders_note": "batches refused by ZeroMQ (high-water mark reached): edged "
+                                   "has no ingest-drop counter; it never sees these",
+        "edged_counted": {k: int(c.get(k, 0)) for k in shed_keys},
+        "edged_shed_supported": "shed" in c,
+        "firings": int(c.get("firings", 0)),
+        "instructions_sent": int(c.get("instructions_sent", 0)),
+        "acks": int(c.get("acks", 0)),
+        "edged_cpu_pct": round(cpu, 1),
+        "window_s": round(window, 3),
+        "high_priority": {
+            "rule": "bench_probe (priority 9), probe paced at "
+                    f"{PROBE_RATE:g}/s",
+            "unloaded_e2e_us": unloaded.get("e2e_us"),
+            "overloaded_e2e_us": loaded.get("e2e_us"),
+            "unloaded_p99_us": hi_un,
+            "overloaded_p99_us": hi_ov,
+            "p99_ratio": round(hi_ov / hi_un, 2) if hi_un and hi_ov else None,
+            "overloaded_answered": loaded.get("answered", 0),
+            "overloaded_lost": loaded.get("lost", 0),
+        },
+        "all_instructions_e2e_us": stats.get("e2e_us"),
+    }
+
+
+# ------------------------------------------------------------------ plot
+
+
+def write_latency_plot(doc: dict[str, Any], png: Path) -> dict[str, Any]:
+    """Plot the latency scenario's e2e percentiles to ``png``; says why when it cannot."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {"written": False,
+                "reason": "matplotlib is not installed (pip install 'edge[bench]')"}
+    names = ("p50", "p90", "p99", "p999", "max")
+    labels = ("p50", "p90", "p99", "p99.9", "max")
+    series = [("e2e (edged)", doc.get("e2e_us")), ("e2e (probe's clock)", doc.get("probe_e2e_us")),
+              ("raw ping-pong (loaded)", doc.get("baseline_pingpong_us"))]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(series)
+    for k, (label, s) in enumerate(series):
+        if not s or not s.get("count"):
+            continue
+        ys = [s.get(n) or 0.0 for n in names]
+        xs = [i + (k - 1) * width for i in range(len(names))]
+        ax.bar(xs, ys, width, label=f"{label}, n={s['count']:,}")
+    ax.set_xticks(range(len(names)), labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("µs (log)")
+    ax.axhline(1000.0, color="red", linestyle="--", linewidth=1, label="1 ms SLA")
+    cfg = doc.get("config", {})
+    ax.set_title(f"edgectl bench: e2e latency by percentile, loop {cfg.get('loop_rate', 0):g}/s, "
+                 f"background {doc.get('background_metrics_per_s', 0):,.0f} metrics/s")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return {"written": True, "path": str(png),
+            "source": "percentile summaries (edged HDR histogram; the probe's own histogram)"}
+
+
+# ------------------------------------------------------------------ the suite
+
+
+def run_scenarios(names: list[str], cfg: dict[str, Any], say: Say,
+                  sla_ms: float = 1.0) -> dict[str, Any]:
+    """Run the non-latency scenarios in ``names``; return their parts of the document."""
+    out: dict[str, Any] = {}
+    if "ingest" in names:
+        out["ingest"] = run_ingest(cfg, say)
+    if "footprint" in names:
+        out["footprint"] = run_footprint(cfg, say)
+    if "coldstart" in names:
+        out["coldstart"] = run_coldstart(cfg, say)
+    if "overload" in names:
+        if "ingest" in out:
+            capacity = out["ingest"]["metrics_per_s"]
+        else:
+            say("overload: measuring capacity first (ingest without baseline)")
+            capacity = run_ingest(cfg, say, baseline=False)["metrics_per_s"]
+        out["overload"] = run_overload(cfg, say, capacity, sla_ms)
+    return out
+
+
+def summary_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per scenario present in ``doc``."""
+    lines = []
+    i = doc.get("ingest")
+    if i:
+        base = i.get("baseline_router", {}).get("metrics_per_s")
+        lines.append(
+            f"ingest: {i['metrics_per_s']:,.0f} metrics/s evaluated with {i['rules']:,} rules "
+            f"(goal {i['goal_per_s']:,}: {'met' if i['goal_met'] else 'not met'}), edged CPU "
+            f"{i['edged_cpu_pct']:g} %; bare ROUTER baseline "
+            + (f"{base:,.0f}/s (ratio {i['ratio_to_baseline']:g})" if base else "not run"))
+    f = doc.get("footprint")
+    if f:
+        lines.append(
+            f"footprint: edged RSS idle {f['idle']['rss_bytes'] / 2**20:.1f} MiB, with "
+            f"{f['agents']} agents {f['with_agents']['rss_bytes'] / 2**20:.1f} MiB "
+            f"({f['per_agent_bytes']:,} B/agent; goal 30 MiB: "
+            f"{'met' if f['goal_met'] else 'not met'})")
+    c = doc.get("coldstart")
+    if c:
+        r, b = c["ready_ms"], c["baseline_python_ms"]
+        lines.append(
+            f"cold start: edged ready p50 {r['p50']:g} ms, max {r['max']:g} ms over {r['runs']} "
+            f"runs (goal {c['goal_ms']:g} ms: {'met' if c['goal_met'] else 'not met'}); "
+            f"python -c pass p50 {b['p50']:g} ms; import edge.runtime "
+            f"{c['python_import_edge_runtime_ms']['p50']:g} ms")
+    o = doc.get("overload")
+    if o:
+        h = o["high_priority"]
+        e = o["edged_counted"]
+        un, ov = h["unloaded_p99_us"], h["overloaded_p99_us"]
+        lines.append(
+            f"overload: offered {o['offered_per_s']:,.0f}/s, edged evaluated "
+            f"{o['evaluated_per_s']:,.0f}/s, senders dropped {o['dropped_at_senders']:,}, edged "
+            f"counted dropped_full {e['instructions_dropped_full']}, ack timeouts "
+            f"{e['ack_timeouts']}, shed n/a (no scheduler); high-priority p99 "
+            f"{'-' if un is None else f'{un:,.0f}'} µs unloaded -> "
+            f"{'-' if ov is None else f'{ov:,.0f}'} µs overloaded, lost {h['overloaded_lost']}")
+    p = doc.get("latency_plot")
+    if p:
+        lines.append(f"latency plot: {p['path']}" if p.get("written")
+                     else f"latency plot skipped: {p['reason']}")
+    return lines

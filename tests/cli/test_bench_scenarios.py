@@ -1,0 +1,115 @@
+"""edgectl bench scenarios beyond latency: a --quick smoke run of each, through the console
+script, checking the JSON keys and that the values are sane. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.cli._bench_scenarios import write_latency_plot
+
+from .test_bench import edgectl
+
+pytestmark = pytest.mark.integration
+
+
+def _run(tmp_path: Path, scenarios: str, *extra: str) -> tuple[dict[str, Any], str]:
+    out = tmp_path / "bench.json"
+    r = subprocess.run(edgectl("bench", "--quick", "--scenarios", scenarios, "--json", str(out),
+                               *extra),
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["config"]["scenarios"] == scenarios.split(",")
+    assert "machine" in doc and "timestamp" in doc
+    return doc, r.stdout
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def test_ingest(tmp_path: Path) -> None:
+    doc, text = _run(tmp_path, "ingest")
+    i = doc["ingest"]
+    assert i["rules"] == 1000 and i["series"] == 100 and i["batch"] == 500
+    assert i["samples"] > 0 and _positive(i["metrics_per_s"])
+    assert _positive(i["baseline_router"]["metrics_per_s"])
+    assert _positive(i["ratio_to_baseline"])
+    assert 0 <= i["edged_cpu_pct"] <= 200
+    assert i["bad_counters"] == {}  # every sample was for a known series and session
+    assert isinstance(i["goal_met"], bool) and i["bound_by"]
+    assert "e2e_us" not in doc  # latency was not asked for
+    assert text.count("ingest:") >= 1
+
+
+def test_footprint(tmp_path: Path) -> None:
+    doc, text = _run(tmp_path, "footprint")
+    f = doc["footprint"]
+    assert f["agents"] == 100
+    assert f["agents_seen"]["active"] == 100
+    for part in ("idle", "with_agents"):
+        assert _positive(f[part]["rss_bytes"]) and _positive(f[part]["uss_bytes"])
+        assert f[part]["uss_bytes"] <= f[part]["rss_bytes"]
+    assert isinstance(f["per_agent_bytes"], int)
+    assert "footprint:" in text
+
+
+def test_coldstart(tmp_path: Path) -> None:
+    doc, text = _run(tmp_path, "coldstart")
+    c = doc["coldstart"]
+    assert c["ready_ms"]["runs"] == 2
+    for key in ("ready_ms", "baseline_python_ms", "python_import_edge_runtime_ms"):
+        s = c[key]
+        assert 0 < s["min"] <= s["p50"] <= s["max"]
+    assert _positive(c["ratio_p50"])
+    assert "cold start:" in text
+
+
+def test_overload(tmp_path: Path) -> None:
+    doc, text = _run(tmp_path, "overload")
+    o = doc["overload"]
+    assert _positive(o["capacity_per_s"]) and _positive(o["offered_per_s"])
+    assert o["offered_per_s"] >= o["accepted_by_transport_per_s"] >= 0
+    assert _positive(o["evaluated_per_s"])
+    assert o["dropped_at_senders"] >= 0
+    assert set(o["edged_counted"]) >= {"instructions_dropped_full", "ack_timeouts"}
+    assert o["firings"] > 0  # the low-priority rules fired
+    h = o["high_priority"]
+    assert h["unloaded_e2e_us"]["count"] > 0
+    assert h["overloaded_answered"] + h["overloaded_lost"] > 0
+    assert "overload:" in text
+
+
+def test_unknown_scenario_is_refused() -> None:
+    r = subprocess.run(edgectl("bench", "--quick", "--scenarios", "latency,warp"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "warp" in r.stderr and "coldstart" in r.stderr
+
+
+_LAT = {"count": 100, "p50": 80.0, "p90": 100.0, "p99": 150.0, "p999": 300.0, "max": 400.0}
+
+
+def test_latency_plot_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    doc = {"e2e_us": _LAT, "probe_e2e_us": _LAT, "baseline_pingpong_us": _LAT,
+           "config": {"loop_rate": 1000.0}, "background_metrics_per_s": 5000.0}
+    png = tmp_path / "sub" / "bench_latency.png"
+    res = write_latency_plot(doc, png)
+    assert res["written"] is True and res["path"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latency_plot_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    res = write_latency_plot({"e2e_us": _LAT}, tmp_path / "x.png")
+    assert res == {"written": False, "reason": res["reason"]} and "matplotlib" in res["reason"]
+    assert not (tmp_path / "x.png").exists()
