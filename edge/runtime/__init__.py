@@ -5,4 +5,6 @@ from ._daemon import main as main
 from ._lifecycle import AgentState as AgentState
 from ._loop import COUNTERS as COUNTERS
 from ._loop import ControlLoop as ControlLoop
+from ._scheduler import DropReason as DropReason
+from ._scheduler import PriorityScheduler as PriorityScheduler
 from ._stats import STAGES as STAGES
