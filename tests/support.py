@@ -22,6 +22,16 @@ from edge.wire import (
 
 T = TypeVar("T")
 
+SEED_RULE = """\
+- rule_id: rule_001
+  rule_name: restart agent on high CPU
+  rule_content: cpu_usage > 0.9 for 10s
+  action: restart_agent
+  priority: 8
+  sla_threshold: 10
+"""
+"""The seed's rule object, verbatim (its REST payload as YAML)."""
+
 RULES = """\
 - rule_id: cpu_hot
   rule_name: restart agent on high CPU

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from edge.cli import cli
 from edge.runtime import Edged
 
-from ..support import wait_for
+from ..support import SEED_RULE, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -138,14 +138,7 @@ def test_rules_check(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "1 rules OK" in r.output
 
 
-SEED_VERBATIM = """\
-- rule_id: rule_001
-  rule_name: restart agent on high CPU
-  rule_content: cpu_usage > 0.9 for 10s
-  action: restart_agent
-  priority: 8
-  sla_threshold: 10
-"""
+SEED_VERBATIM = SEED_RULE
 
 
 def test_seed_rule_verbatim_compiles_pushes_and_fires(

@@ -6,13 +6,9 @@ import pytest
 
 from edge.rules import TraceError, parse_rule_text, parse_trace, replay
 
-SEED = """\
-- rule_id: rule_001
-  rule_name: restart agent on high CPU
-  rule_content: cpu_usage > 0.9 for 10s
-  action: restart_agent
-  priority: 8
-  sla_threshold: 10
+from ..support import SEED_RULE
+
+SEED = SEED_RULE + """\
 - rule_id: hot
   rule_content: temp > 80
   action: throttle

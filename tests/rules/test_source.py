@@ -22,14 +22,9 @@ from edge.rules._lexer import ConditionError
 from edge.rules._source import _value_position
 from edge.wire import Action
 
-SEED = """\
-- rule_id: rule_001
-  rule_name: restart agent on high CPU
-  rule_content: cpu_usage > 0.9 for 10s
-  action: restart_agent
-  priority: 8
-  sla_threshold: 10
-"""
+from ..support import SEED_RULE
+
+SEED = SEED_RULE
 
 
 def test_seed_rule_object_verbatim() -> None:
