@@ -172,7 +172,6 @@ def _edged_ingest(rig: ScenarioRig, cfg: dict[str, Any], senders: int, say: Say
         "metrics_per_s": round(samples / window, 1),
         "edged_cpu_pct": round(cpu, 1),
         "senders_cpu_pct": round(_sum(reps, "cpu_s") / window * 100.0, 1),
-        "senders_blocked_pct": round(_sum(reps, "blocked_s") / (window * senders) * 100.0, 1),
         "bad_counters": {k: v for k, v in counters.items() if k.startswith("bad_") and v},
     }
 
@@ -249,6 +248,9 @@ def run_footprint(cfg: dict[str, Any], say: Say) -> dict[str, Any]:
         loaded = mem()
         swarm.stop()
     return {
+        "baseline_python_rss_bytes": _peak_rss([sys.executable, "-c", _RSS]),
+        "baseline_import_edge_runtime_rss_bytes": _peak_rss(
+            [sys.executable, "-c", "import edge.runtime\n" + _RSS]),
         "idle": idle,
         "agents": n,
         "agents_seen": agents,
@@ -258,6 +260,15 @@ def run_footprint(cfg: dict[str, Any], say: Say) -> dict[str, Any]:
         "goal_met": loaded["rss_bytes"] <= RSS_GOAL_BYTES,
         "note": "bytes per loaded rule: see rules.memory (latency scenario)",
     }
+
+
+_RSS = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+
+
+def _peak_rss(argv: list[str]) -> int:
+    """Peak RSS (bytes) of a short-lived interpreter: what imports alone cost."""
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return int(out.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux
 
 
 # ------------------------------------------------------------------ cold start
@@ -496,7 +507,9 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             f"footprint: edged RSS idle {f['idle']['rss_bytes'] / 2**20:.1f} MiB, with "
             f"{f['agents']} agents {f['with_agents']['rss_bytes'] / 2**20:.1f} MiB "
             f"({f['per_agent_bytes']:,} B/agent; goal 30 MiB: "
-            f"{'met' if f['goal_met'] else 'not met'})")
+            f"{'met' if f['goal_met'] else 'not met'}); python -c 'import edge.runtime' alone "
+            f"{f['baseline_import_edge_runtime_rss_bytes'] / 2**20:.1f} MiB, bare python "
+            f"{f['baseline_python_rss_bytes'] / 2**20:.1f} MiB")
     c = doc.get("coldstart")
     if c:
         r, b = c["ready_ms"], c["baseline_python_ms"]

@@ -59,6 +59,7 @@ def test_footprint(tmp_path: Path) -> None:
         assert _positive(f[part]["rss_bytes"]) and _positive(f[part]["uss_bytes"])
         assert f[part]["uss_bytes"] <= f[part]["rss_bytes"]
     assert isinstance(f["per_agent_bytes"], int)
+    assert 0 < f["baseline_python_rss_bytes"] < f["baseline_import_edge_runtime_rss_bytes"]
     assert "footprint:" in text
 
 
