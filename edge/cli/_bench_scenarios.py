@@ -262,13 +262,21 @@ def run_footprint(cfg: dict[str, Any], say: Say) -> dict[str, Any]:
     }
 
 
-_RSS = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+# ru_maxrss would carry the forking parent's peak across exec: read RSS from outside instead
+_RSS = "import sys; print('up', flush=True); sys.stdin.read()"
 
 
 def _peak_rss(argv: list[str]) -> int:
-    """Peak RSS (bytes) of a short-lived interpreter: what imports alone cost."""
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    return int(out.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+    """RSS (bytes) of an interpreter that ran ``argv``'s imports and waits: what they cost."""
+    import psutil
+
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # the imports are done
+        return int(psutil.Process(proc.pid).memory_info().rss)
+    finally:
+        proc.communicate(timeout=10)  # EOF on stdin: it exits
 
 
 # ------------------------------------------------------------------ cold start
