@@ -26,9 +26,14 @@ test: $(STAMP)
 slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(STAMP) $(VENV)/.bench
 	@mkdir -p $(dir $(BENCH_OUT))
 	$(VENV)/bin/edgectl bench --json $(BENCH_OUT)
+
+# the latency plot needs matplotlib (the optional `bench` extra); tests do not
+$(VENV)/.bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge tests
