@@ -89,6 +89,32 @@ class EdgeConfig:
     gc_freeze: bool = True
     """Move every object alive after start-up into the GC's permanent generation, so a full
     collection on the loop thread never walks the ~100k objects of the imported libraries."""
+    # -- upstream sync (edge-sync; see README "Upstream sync") --------------------------------
+    upstream_url: str = "nats://127.0.0.1:4222"
+    """NATS server(s) edge-sync connects to; comma-separated for a cluster."""
+    upstream_creds: Path | None = None
+    """NATS credentials file (JWT + NKey seed), or None."""
+    upstream_nkey: Path | None = None
+    """File holding an NKey seed (``SU...``) to authenticate with, or None."""
+    upstream_tls_ca: Path | None = None
+    """CA bundle to verify the server with; setting any upstream_tls_* turns TLS on."""
+    upstream_tls_cert: Path | None = None
+    """Client certificate for mutual TLS (with upstream_tls_key)."""
+    upstream_tls_key: Path | None = None
+    upstream_create_streams: bool = True
+    """Create the stream EDGE_AGG and the buckets EDGE_RULES / EDGE_DEVICES when absent (demo,
+    tests). False when the central team owns them."""
+    agg_window_s: float = 10.0
+    """Seconds per aggregate window that edged appends to the outbox."""
+    outbox_max_bytes: int = 64 << 20
+    """Cap on the bytes of records waiting in the outbox; beyond it outbox_policy applies."""
+    outbox_max_age_s: float = 7 * 24 * 3600.0
+    """Records older than this (seconds, wall time of append) are dropped, counted and audited."""
+    outbox_policy: str = "drop-oldest"
+    """What a full outbox does with a new record: "drop-oldest" (make room) or "drop-newest"
+    (refuse the new record). Either way the appender never blocks."""
+    sync_status_interval_s: float = 5.0
+    """How often edge-sync publishes this device's status document upstream."""
     log_level: str = "INFO"
     log_rate_per_s: float = 5.0
     """Per-kind log rate for bad input (the rest is counted and summarised)."""
@@ -185,6 +211,14 @@ def _validate(cfg: EdgeConfig) -> None:
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (len(str(cfg.run_dir / "agents.sock")) < 100, "run_dir is too long for an AF_UNIX path"),
+        (cfg.agg_window_s > 0, "agg_window_s must be > 0"),
+        (cfg.outbox_max_bytes >= 4096, "outbox_max_bytes must be >= 4096"),
+        (cfg.outbox_max_age_s > 0, "outbox_max_age_s must be > 0"),
+        (
+            cfg.outbox_policy in ("drop-oldest", "drop-newest"),
+            'outbox_policy must be "drop-oldest" or "drop-newest"',
+        ),
+        (cfg.sync_status_interval_s > 0, "sync_status_interval_s must be > 0"),
     ]
     for ok, message in checks:
         if not ok:
