@@ -34,6 +34,11 @@ from ._codec import encode_metric_batch as encode_metric_batch
 from ._codec import encode_notice as encode_notice
 from ._codec import encode_welcome as encode_welcome
 from ._codec import message_type as message_type
+from ._doc import DocError as DocError
+from ._doc import decode_aggregate as decode_aggregate
+from ._doc import decode_doc as decode_doc
+from ._doc import encode_aggregate as encode_aggregate
+from ._doc import encode_doc as encode_doc
 from ._messages import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._messages import SAMPLE_FORMAT as SAMPLE_FORMAT
 from ._messages import SAMPLE_SIZE as SAMPLE_SIZE

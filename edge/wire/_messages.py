@@ -31,6 +31,7 @@ class MessageType(enum.Enum):
     CTL_REPLY = b"ECRP"
     RULE_TABLE = b"ERTB"
     SIGNED_RULE_TABLE = b"ESRT"
+    AGGREGATE = b"EAGG"
 
 
 class AckStatus(enum.IntEnum):

@@ -51,6 +51,23 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
         FieldLayout('t_done_ns', slot=4, kind='scalar', size=8, align=8, type='long'),
         FieldLayout('detail', slot=5, kind='string', size=4, align=4, type='string'),
     ),
+    'Aggregate': (
+        FieldLayout('device_id', slot=0, kind='string', size=4, align=4, type='string', required=True),
+        FieldLayout('window_start_unix_ns', slot=1, kind='scalar', size=8, align=8, type='long'),
+        FieldLayout('window_end_unix_ns', slot=2, kind='scalar', size=8, align=8, type='long'),
+        FieldLayout('rules_version', slot=3, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('rules_hash', slot=4, kind='string', size=4, align=4, type='string'),
+        FieldLayout('agents_active', slot=5, kind='scalar', size=4, align=4, type='uint'),
+        FieldLayout('samples', slot=6, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('samples_summarised', slot=7, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('series', slot=8, kind='vector', size=4, align=4, type='SeriesAgg', elem_kind='table', elem_size=4, elem_align=4),
+        FieldLayout('series_omitted', slot=9, kind='scalar', size=4, align=4, type='uint'),
+        FieldLayout('rules', slot=10, kind='vector', size=4, align=4, type='RuleAgg', elem_kind='table', elem_size=4, elem_align=4),
+        FieldLayout('latency', slot=11, kind='vector', size=4, align=4, type='LatencyAgg', elem_kind='table', elem_size=4, elem_align=4),
+        FieldLayout('counters', slot=12, kind='vector', size=4, align=4, type='CounterAgg', elem_kind='table', elem_size=4, elem_align=4),
+        FieldLayout('health', slot=13, kind='table', size=4, align=4, type='Health'),
+        FieldLayout('jitter_pct', slot=14, kind='scalar', size=8, align=8, type='double'),
+    ),
     'Bye': (
         FieldLayout('session', slot=0, kind='scalar', size=8, align=8, type='ulong'),
         FieldLayout('reason', slot=1, kind='string', size=4, align=4, type='string'),
@@ -60,6 +77,10 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
         FieldLayout('nodes', slot=1, kind='vector', size=4, align=4, type='Node', elem_kind='struct', elem_size=24, elem_align=8),
         FieldLayout('hold_ns', slot=2, kind='scalar', size=8, align=8, type='long'),
         FieldLayout('text', slot=3, kind='string', size=4, align=4, type='string'),
+    ),
+    'CounterAgg': (
+        FieldLayout('name', slot=0, kind='string', size=4, align=4, type='string', required=True),
+        FieldLayout('delta', slot=1, kind='scalar', size=8, align=8, type='ulong'),
     ),
     'CtlReply': (
         FieldLayout('request_id', slot=0, kind='scalar', size=8, align=8, type='ulong'),
@@ -72,6 +93,15 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
         FieldLayout('op', slot=1, kind='scalar', size=1, align=1, type='ubyte', enum='CtlOp'),
         FieldLayout('args_json', slot=2, kind='string', size=4, align=4, type='string'),
         FieldLayout('blob', slot=3, kind='vector', size=4, align=4, type='ubyte', elem_kind='scalar', elem_size=1, elem_align=1),
+    ),
+    'Health': (
+        FieldLayout('cpu_pct', slot=0, kind='scalar', size=4, align=4, type='float'),
+        FieldLayout('mem_used_pct', slot=1, kind='scalar', size=4, align=4, type='float'),
+        FieldLayout('load1', slot=2, kind='scalar', size=4, align=4, type='float'),
+        FieldLayout('disk_free_bytes', slot=3, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('temp_c', slot=4, kind='scalar', size=4, align=4, type='float'),
+        FieldLayout('edged_rss_bytes', slot=5, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('edged_cpu_pct', slot=6, kind='scalar', size=4, align=4, type='float'),
     ),
     'Heartbeat': (
         FieldLayout('session', slot=0, kind='scalar', size=8, align=8, type='ulong'),
@@ -101,6 +131,15 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
     'Label': (
         FieldLayout('key', slot=0, kind='string', size=4, align=4, type='string', required=True),
         FieldLayout('value', slot=1, kind='string', size=4, align=4, type='string', required=True),
+    ),
+    'LatencyAgg': (
+        FieldLayout('stage', slot=0, kind='string', size=4, align=4, type='string', required=True),
+        FieldLayout('count', slot=1, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('p50_us', slot=2, kind='scalar', size=8, align=8, type='double'),
+        FieldLayout('p90_us', slot=3, kind='scalar', size=8, align=8, type='double'),
+        FieldLayout('p99_us', slot=4, kind='scalar', size=8, align=8, type='double'),
+        FieldLayout('p999_us', slot=5, kind='scalar', size=8, align=8, type='double'),
+        FieldLayout('max_us', slot=6, kind='scalar', size=8, align=8, type='double'),
     ),
     'MetricBatch': (
         FieldLayout('session', slot=0, kind='scalar', size=8, align=8, type='ulong'),
@@ -137,6 +176,16 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
         FieldLayout('escalate_custom', slot=11, kind='string', size=4, align=4, type='string'),
         FieldLayout('condition', slot=12, kind='table', size=4, align=4, type='Condition', required=True),
     ),
+    'RuleAgg': (
+        FieldLayout('rule_id', slot=0, kind='string', size=4, align=4, type='string', required=True),
+        FieldLayout('instructions', slot=1, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('acks_ok', slot=2, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('acks_failed', slot=3, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('acks_rejected', slot=4, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('unacked', slot=5, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('sla_judged', slot=6, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('sla_misses', slot=7, kind='scalar', size=8, align=8, type='ulong'),
+    ),
     'RuleTable': (
         FieldLayout('schema_version', slot=0, kind='scalar', size=2, align=2, type='ushort'),
         FieldLayout('version', slot=1, kind='scalar', size=8, align=8, type='ulong'),
@@ -151,6 +200,17 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
     'Selector': (
         FieldLayout('metric', slot=0, kind='string', size=4, align=4, type='string', required=True),
         FieldLayout('labels', slot=1, kind='vector', size=4, align=4, type='Label', elem_kind='table', elem_size=4, elem_align=4),
+    ),
+    'SeriesAgg': (
+        FieldLayout('agent_id', slot=0, kind='string', size=4, align=4, type='string', required=True),
+        FieldLayout('metric', slot=1, kind='string', size=4, align=4, type='string', required=True),
+        FieldLayout('labels', slot=2, kind='vector', size=4, align=4, type='Label', elem_kind='table', elem_size=4, elem_align=4),
+        FieldLayout('count', slot=3, kind='scalar', size=8, align=8, type='ulong'),
+        FieldLayout('min', slot=4, kind='scalar', size=8, align=8, type='double'),
+        FieldLayout('max', slot=5, kind='scalar', size=8, align=8, type='double'),
+        FieldLayout('mean', slot=6, kind='scalar', size=8, align=8, type='double'),
+        FieldLayout('last', slot=7, kind='scalar', size=8, align=8, type='double'),
+        FieldLayout('p99', slot=8, kind='scalar', size=8, align=8, type='double'),
     ),
     'SignedRuleTable': (
         FieldLayout('table', slot=0, kind='vector', size=4, align=4, type='ubyte', elem_kind='scalar', elem_size=1, elem_align=1, required=True),
@@ -196,6 +256,7 @@ ENUMS: dict[str, EnumLayout] = {
 # file identifier -> root table
 ROOTS: dict[bytes, str] = {
     b'EACK': 'Ack',
+    b'EAGG': 'Aggregate',
     b'EBYE': 'Bye',
     b'ECRP': 'CtlReply',
     b'ECRQ': 'CtlRequest',

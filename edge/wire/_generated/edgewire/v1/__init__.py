@@ -4,16 +4,20 @@
 from . import Ack as Ack
 from . import AckStatus as AckStatus
 from . import Action as Action
+from . import Aggregate as Aggregate
 from . import Bye as Bye
 from . import Condition as Condition
+from . import CounterAgg as CounterAgg
 from . import CtlCode as CtlCode
 from . import CtlOp as CtlOp
 from . import CtlReply as CtlReply
 from . import CtlRequest as CtlRequest
+from . import Health as Health
 from . import Heartbeat as Heartbeat
 from . import Hello as Hello
 from . import Instruction as Instruction
 from . import Label as Label
+from . import LatencyAgg as LatencyAgg
 from . import MetricBatch as MetricBatch
 from . import MetricDecl as MetricDecl
 from . import Node as Node
@@ -23,9 +27,11 @@ from . import NoticeCode as NoticeCode
 from . import Param as Param
 from . import ParamKind as ParamKind
 from . import Rule as Rule
+from . import RuleAgg as RuleAgg
 from . import RuleTable as RuleTable
 from . import Sample as Sample
 from . import Selector as Selector
+from . import SeriesAgg as SeriesAgg
 from . import SignedRuleTable as SignedRuleTable
 from . import Welcome as Welcome
 
@@ -33,16 +39,20 @@ __all__ = [
     'Ack',
     'AckStatus',
     'Action',
+    'Aggregate',
     'Bye',
     'Condition',
+    'CounterAgg',
     'CtlCode',
     'CtlOp',
     'CtlReply',
     'CtlRequest',
+    'Health',
     'Heartbeat',
     'Hello',
     'Instruction',
     'Label',
+    'LatencyAgg',
     'MetricBatch',
     'MetricDecl',
     'Node',
@@ -52,9 +62,11 @@ __all__ = [
     'Param',
     'ParamKind',
     'Rule',
+    'RuleAgg',
     'RuleTable',
     'Sample',
     'Selector',
+    'SeriesAgg',
     'SignedRuleTable',
     'Welcome',
 ]
