@@ -130,11 +130,16 @@ class Edged:
         )
         return self
 
-    def _decode(self, blob: bytes, *, check_applies: bool = True) -> tuple[RuleSet, TableInfo]:
+    def _decode(
+        self, blob: bytes, *, check_applies: bool = True, require_signed: bool = False
+    ) -> tuple[RuleSet, TableInfo]:
         """Verify a stored or pushed table: structure, signature (trusted keys), schema
-        version, hash, and (when ``check_applies``) expiry and scope. Raises RuleError."""
+        version, hash, and (when ``check_applies``) expiry and scope. Unsigned tables are
+        refused when the config or ``require_signed`` says so. Raises RuleError."""
         ruleset, info = decode_table_with_info(
-            blob, trusted_keys=self._trusted, require_signed=self.cfg.rules_require_signed
+            blob,
+            trusted_keys=self._trusted,
+            require_signed=self.cfg.rules_require_signed or require_signed,
         )
         if check_applies:
             info.check_applies(
@@ -332,18 +337,30 @@ class Edged:
         return {"reset": True}
 
     def _ctl_rules_push(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
+        """Verify and activate a table. Optional args (edge-sync's fleet path sets them all):
+        ``require_signed`` refuses an unsigned table whatever the config says;
+        ``require_newer`` refuses a version that is not newer than the active one instead of
+        renumbering an unsigned table (checked here, on the ctl thread that serialises every
+        activation, so nothing can activate in between); ``source`` (text) is copied into the
+        audit record of the activation or refusal."""
         loop = self._require_loop()
         assert self.store is not None and self.writer is not None
         if not blob:
             raise BadRequestError("RulesPush needs a RuleTable in blob (edgectl rules push FILE)")
+        require_signed, require_newer = _flag(args, "require_signed"), _flag(args, "require_newer")
+        source = args.get("source")
+        if source is not None and not isinstance(source, str):
+            raise BadRequestError("RulesPush: source must be a string")
+        tag = {"source": source} if source else {}
         try:
-            ruleset, info = self._decode(blob)
+            ruleset, info = self._decode(blob, require_signed=require_signed)
             active = loop.table.version
             if ruleset.version <= active:
-                if info.key_id is not None:  # a signed version cannot be renumbered
+                if info.key_id is not None or require_newer:  # cannot or must not renumber
                     raise RuleTableError(
-                        f"signed rule table version {ruleset.version} is not newer than the "
-                        f"active version {active}; sign a table with a higher --version"
+                        f"{'signed ' if info.key_id is not None else ''}rule table version "
+                        f"{ruleset.version} is not newer than the active version {active}; "
+                        "sign a table with a higher --version"
                     )
                 ruleset = _with_version(ruleset, active + 1)
                 blob = encode_rule_table(
@@ -351,12 +368,14 @@ class Edged:
                 )
                 info = self._decode(blob)[1]
         except RuleError as exc:
-            self.writer.audit("rules_refused", reason=str(exc), bytes=len(blob))
+            self.writer.audit("rules_refused", reason=str(exc), bytes=len(blob), **tag)
             raise RefusedError(f"rule table refused: {exc}") from None
         self.store.put_rule_table(ruleset.version, blob, activate=False)
-        return self._activate(ruleset, info, "rules_activated")
+        return self._activate(ruleset, info, "rules_activated", **tag)
 
-    def _activate(self, ruleset: RuleSet, info: TableInfo, event: str) -> dict[str, Any]:
+    def _activate(
+        self, ruleset: RuleSet, info: TableInfo, event: str, **audit: Any
+    ) -> dict[str, Any]:
         """Compile and prepare off the loop, mark active in the store, swap on the loop."""
         loop = self._require_loop()
         assert self.store is not None and self.writer is not None
@@ -367,7 +386,7 @@ class Edged:
         result = loop.call(lambda: loop.activate(table, prepared))
         result["hash"] = ruleset.content_hash.hex()
         result["signed_by"] = info.key_id.hex() if info.key_id is not None else None
-        self.writer.audit(event, **result)
+        self.writer.audit(event, **result, **audit)
         log.info(
             "rule table version %d active (%d rules, loop pause %.0f µs)",
             result["version"],
@@ -412,6 +431,13 @@ class Edged:
             return {"events": [], "last": loop.event_seq}
         events = loop.events_after(after)
         return {"events": events, "last": events[-1]["seq"] if events else after}
+
+
+def _flag(args: dict[str, Any], name: str) -> bool:
+    value = args.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequestError(f"RulesPush: {name} must be true or false")
+    return value
 
 
 def _with_version(ruleset: RuleSet, version: int) -> RuleSet:
