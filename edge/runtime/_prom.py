@@ -1,108 +1,245 @@
 """The same stats edgectl shows, in the Prometheus text format, served off the loop thread.
 
 Scrapes read counters (an atomic dict copy) and a StatsView snapshot (percentile math on the
-HTTP thread). Loopback by default: exposing it wider is an explicit ``metrics_addr``.
+``edge-metrics`` thread). Loopback by default: exposing it wider is an explicit
+``metrics_addr``.
+
+Why not prometheus_client: importing it brings ``http.server`` and with it http.client,
+email, ssl and OpenSSL's libcrypto, ~9.6 MB of RSS against a 30 MB budget for all of edged
+(``edgectl bench --scenarios footprint`` reports the import breakdown). What edged
+needs is one read-only page of the text format 0.0.4
+(https://prometheus.io/docs/instrumenting/exposition_formats/): ``# HELP`` / ``# TYPE`` lines,
+then ``name{label="value",...} value`` per sample. The families and sample names are the ones
+prometheus_client produced before (counters carry the ``_total`` suffix), so dashboards and
+alerts keep working; a test parses the page with prometheus_client's own parser when it is
+installed.
+
+The server is one thread that accepts one connection at a time (``Connection: close``), reads
+the request head with a timeout, answers ``GET``/``HEAD`` on ``/metrics`` (and ``/``), and
+never lets a client hold it longer than ``timeout_s``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import select
+import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from ..errors import ConfigError
 
+log = logging.getLogger("edge.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_REQUEST_HEAD = 8192  # bytes; a scrape's request is a few hundred
 _STORE_GAUGES = {"queued", "last_commit_us", "max_commit_us"}  # these go down: not counters
+_QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("0.999", "p999"), ("1", "max"))
+_OUTCOMES = ("ok", "failed", "rejected", "timeout", "undeliverable")
+
+Sample = tuple[tuple[tuple[str, str], ...], float]
+"""((label name, label value), ...), value."""
 
 
-class EdgeCollector(Collector):
-    def __init__(self, read: Callable[[], dict[str, Any]]):
-        self._read = read
+# ------------------------------------------------------------------ text format 0.0.4
 
-    def collect(self) -> Iterator[Any]:
-        data = self._read()
-        c = CounterMetricFamily("edge_events", "Control-loop event counters", labels=["event"])
-        for name, value in sorted(data["counters"].items()):
-            c.add_metric([name], value)
-        yield c
-        agents = GaugeMetricFamily("edge_agents", "Agents by state", labels=["state"])
-        for state, n in sorted(data["agents"].items()):
-            agents.add_metric([state], n)
-        yield agents
-        stats = data["stats"]
-        lat = GaugeMetricFamily(
-            "edge_stage_latency_microseconds",
-            "Per-stage latency percentiles since start or reset",
-            labels=["stage", "quantile"],
-        )
-        for stage, summary in stats["stages_us"].items():
-            for q, key in (
-                ("0.5", "p50"),
-                ("0.9", "p90"),
-                ("0.99", "p99"),
-                ("0.999", "p999"),
-                ("1", "max"),
-            ):
-                if key in summary:
-                    lat.add_metric([stage, q], summary[key])
-        yield lat
-        if stats["jitter_pct"] is not None:
-            yield GaugeMetricFamily(
-                "edge_e2e_jitter_percent",
+
+def _value(v: float) -> str:
+    v = float(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+def _escape_label(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _escape_help(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _family(out: list[str], name: str, kind: str, doc: str, samples: Iterable[Sample]) -> None:
+    """Append one metric family. Counters are exposed as ``<name>_total``."""
+    if kind == "counter":
+        name += "_total"
+    out.append(f"# HELP {name} {_escape_help(doc)}\n# TYPE {name} {kind}\n")
+    for labels, value in samples:
+        if labels:
+            inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels))
+            out.append(f"{name}{{{inner}}} {_value(value)}\n")
+        else:
+            out.append(f"{name} {_value(value)}\n")
+
+
+def _labelled(label: str, items: Iterable[tuple[str, float]]) -> Iterator[Sample]:
+    return ((((label, str(k)),), v) for k, v in items)
+
+
+def render(data: dict[str, Any]) -> str:
+    """The exposition page for one read of edged's state (see ``Edged._metrics_read``)."""
+    out: list[str] = []
+    _family(out, "edge_events", "counter", "Control-loop event counters",
+            _labelled("event", sorted(data["counters"].items())))
+    _family(out, "edge_agents", "gauge", "Agents by state",
+            _labelled("state", sorted(data["agents"].items())))
+    stats = data["stats"]
+    _family(
+        out,
+        "edge_stage_latency_microseconds",
+        "gauge",
+        "Per-stage latency percentiles since start or reset",
+        (
+            ((("stage", stage), ("quantile", q)), summary[key])
+            for stage, summary in stats["stages_us"].items()
+            for q, key in _QUANTILES
+            if key in summary
+        ),
+    )
+    if stats["jitter_pct"] is not None:
+        _family(out, "edge_e2e_jitter_percent", "gauge",
                 "Mean absolute deviation of e2e latency over its mean",
-                value=stats["jitter_pct"],
-            )
-        sla = GaugeMetricFamily(
-            "edge_rule_sla_attainment_ratio", "Share of instructions within SLA", labels=["rule_id"]
-        )
-        fired = CounterMetricFamily(
-            "edge_rule_instructions",
-            "Instructions by rule and outcome",
-            labels=["rule_id", "outcome"],
-        )
-        for rid, rc in stats["rules"].items():
-            if rc["sla_rate"] is not None:
-                sla.add_metric([rid], rc["sla_rate"])
-            for outcome in ("ok", "failed", "rejected", "timeout", "undeliverable"):
-                fired.add_metric([rid, outcome], rc[outcome])
-        yield sla
-        yield fired
-        store = CounterMetricFamily("edge_store", "Store writer counters", labels=["counter"])
-        levels = GaugeMetricFamily("edge_store_level", "Store writer levels", labels=["gauge"])
-        for name, value in sorted(data["store"].items()):
-            if isinstance(value, int | float):
-                (levels if name in _STORE_GAUGES else store).add_metric([name], value)
-        yield store
-        yield levels
+                [((), stats["jitter_pct"])])
+    rules = stats["rules"]
+    _family(
+        out,
+        "edge_rule_sla_attainment_ratio",
+        "gauge",
+        "Share of instructions within SLA",
+        _labelled("rule_id", ((rid, rc["sla_rate"]) for rid, rc in rules.items()
+                              if rc["sla_rate"] is not None)),
+    )
+    _family(
+        out,
+        "edge_rule_instructions",
+        "counter",
+        "Instructions by rule and outcome",
+        (
+            ((("rule_id", rid), ("outcome", outcome)), rc[outcome])
+            for rid, rc in rules.items()
+            for outcome in _OUTCOMES
+        ),
+    )
+    numeric = [(k, v) for k, v in sorted(data["store"].items()) if isinstance(v, int | float)]
+    _family(out, "edge_store", "counter", "Store writer counters",
+            _labelled("counter", ((k, v) for k, v in numeric if k not in _STORE_GAUGES)))
+    _family(out, "edge_store_level", "gauge", "Store writer levels",
+            _labelled("gauge", ((k, v) for k, v in numeric if k in _STORE_GAUGES)))
+    return "".join(out)
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+def _response(status: str, body: bytes, *, content_type: str = "text/plain; charset=utf-8",
+              head_only: bool = False, extra: str = "") -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+    ).encode("latin-1")
+    return head if head_only else head + body
 
 
 class MetricsServer:
-    def __init__(self, addr: str, read: Callable[[], dict[str, Any]]):
+    """Serves ``render(read())`` at ``http://<addr>/metrics`` on the ``edge-metrics`` thread.
+
+    ``addr`` is ``host:port`` (``[::1]:9108`` for IPv6; port 0 picks a free one, see
+    ``port``). Raises ConfigError for a malformed addr, OSError when it cannot bind.
+    ``timeout_s`` bounds how long one client may take to send its request and read the page.
+    """
+
+    def __init__(self, addr: str, read: Callable[[], dict[str, Any]], *,
+                 timeout_s: float = 2.0):
         host, _, port = addr.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"metrics_addr {addr!r}: expected host:port, e.g. 127.0.0.1:9108")
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(EdgeCollector(read))
-        server, self._thread = start_http_server(
-            int(port), addr=host.strip("[]"), registry=registry
-        )
-        self._server: WSGIServer | None = server
-        self._thread.name = "edge-metrics"
-        self.port: int = server.server_port
         self.host = host
+        self._read = read
+        self._timeout_s = timeout_s
+        bind_host = host.strip("[]")
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            bind_host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        self._sock: socket.socket | None = socket.create_server(
+            (sockaddr[0], sockaddr[1]), family=family, backlog=16
+        )
+        self._sock.setblocking(False)
+        self.port: int = self._sock.getsockname()[1]
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._serve, name="edge-metrics", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-            self._thread.join(5)
+        """Stop serving and release the port; idempotent."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     @property
     def thread(self) -> threading.Thread:
         return self._thread
+
+    def _serve(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._wake_r in ready:
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue  # the client went away between poll and accept
+            except OSError as exc:  # e.g. EMFILE: back off through the next poll
+                log.warning("metrics: accept failed: %s", exc)
+                continue
+            with conn:
+                try:
+                    conn.settimeout(self._timeout_s)
+                    self._handle(conn)
+                except OSError:  # a client that hung up or stalled: its problem, not ours
+                    pass
+
+    def _handle(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head and b"\n\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+            if len(head) > MAX_REQUEST_HEAD:
+                conn.sendall(_response("431 Request Header Fields Too Large", b"too large\n"))
+                return
+        parts = head.split(b"\n", 1)[0].decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            conn.sendall(_response("400 Bad Request", b"bad request\n"))
+            return
+        method, target = parts[0], parts[1]
+        if method not in ("GET", "HEAD"):
+            conn.sendall(_response("405 Method Not Allowed", b"GET or HEAD\n",
+                                   extra="Allow: GET, HEAD\r\n"))
+            return
+        if target.split("?", 1)[0] not in ("/metrics", "/"):
+            conn.sendall(_response("404 Not Found", b"see /metrics\n", head_only=method == "HEAD"))
+            return
+        try:
+            body = render(self._read()).encode("utf-8")
+        except Exception:  # a bug in a snapshot must not kill the endpoint
+            log.exception("metrics: rendering the page failed")
+            conn.sendall(_response("500 Internal Server Error", b"see edged's log\n"))
+            return
+        conn.sendall(_response("200 OK", body, content_type=CONTENT_TYPE,
+                               head_only=method == "HEAD"))

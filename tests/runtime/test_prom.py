@@ -1,0 +1,231 @@
+"""The Prometheus endpoint: text format 0.0.4 with the metric families edged always served, over
+a small HTTP server of our own (edge.runtime._prom)."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from edge.errors import ConfigError
+from edge.runtime import Edged
+from edge.runtime._prom import CONTENT_TYPE, MetricsServer, render
+
+from ..support import wait_for
+
+
+def _data() -> dict[str, Any]:
+    return {
+        "counters": {"acks_ok": 3, "bad_frames": 0},
+        "agents": {"connected": 2, "known_offline": 1},
+        "stats": {
+            "stages_us": {
+                "e2e": {"p50": 12.5, "p90": 20.0, "p99": 31.25, "p999": 40.0, "max": 41},
+                "collect": {},
+            },
+            "jitter_pct": 22.5,
+            "rules": {
+                'cpu"hot\\x\ny': {"sla_rate": 0.995, "ok": 1, "failed": 2, "rejected": 0,
+                                  "timeout": 0, "undeliverable": 0},
+                "r2": {"sla_rate": None, "ok": 0, "failed": 0, "rejected": 0, "timeout": 0,
+                       "undeliverable": 7},
+            },
+        },
+        "store": {"commits": 10, "queued": 1, "last_commit_us": 250.5, "max_commit_us": 900,
+                  "last_error": "text is not a sample"},
+    }
+
+
+EXPECTED = r"""# HELP edge_events_total Control-loop event counters
+# TYPE edge_events_total counter
+edge_events_total{event="acks_ok"} 3.0
+edge_events_total{event="bad_frames"} 0.0
+# HELP edge_agents Agents by state
+# TYPE edge_agents gauge
+edge_agents{state="connected"} 2.0
+edge_agents{state="known_offline"} 1.0
+# HELP edge_stage_latency_microseconds Per-stage latency percentiles since start or reset
+# TYPE edge_stage_latency_microseconds gauge
+edge_stage_latency_microseconds{quantile="0.5",stage="e2e"} 12.5
+edge_stage_latency_microseconds{quantile="0.9",stage="e2e"} 20.0
+edge_stage_latency_microseconds{quantile="0.99",stage="e2e"} 31.25
+edge_stage_latency_microseconds{quantile="0.999",stage="e2e"} 40.0
+edge_stage_latency_microseconds{quantile="1",stage="e2e"} 41.0
+# HELP edge_e2e_jitter_percent Mean absolute deviation of e2e latency over its mean
+# TYPE edge_e2e_jitter_percent gauge
+edge_e2e_jitter_percent 22.5
+# HELP edge_rule_sla_attainment_ratio Share of instructions within SLA
+# TYPE edge_rule_sla_attainment_ratio gauge
+edge_rule_sla_attainment_ratio{rule_id="cpu\"hot\\x\ny"} 0.995
+# HELP edge_rule_instructions_total Instructions by rule and outcome
+# TYPE edge_rule_instructions_total counter
+edge_rule_instructions_total{outcome="ok",rule_id="cpu\"hot\\x\ny"} 1.0
+edge_rule_instructions_total{outcome="failed",rule_id="cpu\"hot\\x\ny"} 2.0
+edge_rule_instructions_total{outcome="rejected",rule_id="cpu\"hot\\x\ny"} 0.0
+edge_rule_instructions_total{outcome="timeout",rule_id="cpu\"hot\\x\ny"} 0.0
+edge_rule_instructions_total{outcome="undeliverable",rule_id="cpu\"hot\\x\ny"} 0.0
+edge_rule_instructions_total{outcome="ok",rule_id="r2"} 0.0
+edge_rule_instructions_total{outcome="failed",rule_id="r2"} 0.0
+edge_rule_instructions_total{outcome="rejected",rule_id="r2"} 0.0
+edge_rule_instructions_total{outcome="timeout",rule_id="r2"} 0.0
+edge_rule_instructions_total{outcome="undeliverable",rule_id="r2"} 7.0
+# HELP edge_store_total Store writer counters
+# TYPE edge_store_total counter
+edge_store_total{counter="commits"} 10.0
+# HELP edge_store_level Store writer levels
+# TYPE edge_store_level gauge
+edge_store_level{gauge="last_commit_us"} 250.5
+edge_store_level{gauge="max_commit_us"} 900.0
+edge_store_level{gauge="queued"} 1.0
+"""
+"""What prometheus_client's CounterMetricFamily/GaugeMetricFamily produced for the same data
+(edged used it before; only its Go-style exponent for values >= 1e6 is not reproduced)."""
+
+
+def test_render_is_the_text_format_edged_always_served() -> None:
+    assert render(_data()) == EXPECTED
+
+
+def test_render_special_values_and_no_jitter() -> None:
+    data = _data()
+    data["stats"]["jitter_pct"] = None
+    data["stats"]["stages_us"]["e2e"] = {"p50": float("inf"), "p99": float("nan")}
+    text = render(data)
+    assert "edge_e2e_jitter_percent" not in text
+    assert 'edge_stage_latency_microseconds{quantile="0.5",stage="e2e"} +Inf\n' in text
+    assert 'edge_stage_latency_microseconds{quantile="0.99",stage="e2e"} NaN\n' in text
+
+
+def test_prometheus_clients_parser_reads_the_page() -> None:
+    parser = pytest.importorskip("prometheus_client.parser")
+    families = {f.name: f for f in parser.text_string_to_metric_families(render(_data()))}
+    assert sorted(families) == sorted([
+        "edge_events", "edge_agents", "edge_stage_latency_microseconds",
+        "edge_e2e_jitter_percent", "edge_rule_sla_attainment_ratio", "edge_rule_instructions",
+        "edge_store", "edge_store_level",
+    ])  # fmt: skip
+    assert families["edge_events"].type == "counter"
+    sla = families["edge_rule_sla_attainment_ratio"].samples
+    assert [(s.labels, s.value) for s in sla] == [({"rule_id": 'cpu"hot\\x\ny'}, 0.995)]
+
+
+@pytest.fixture
+def server() -> Iterator[MetricsServer]:
+    s = MetricsServer("127.0.0.1:0", _data, timeout_s=0.2)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _get(server: MetricsServer, path: str = "/metrics", method: str = "GET") -> tuple[int, Any, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers, exc.read()
+
+
+def test_serves_the_page_over_http(server: MetricsServer) -> None:
+    status, headers, body = _get(server)
+    assert status == 200
+    assert headers["Content-Type"] == CONTENT_TYPE
+    assert body.decode() == EXPECTED
+    assert server.thread.name == "edge-metrics"
+    status, headers, body = _get(server, "/metrics", method="HEAD")
+    assert (status, body) == (200, b"")
+    assert int(headers["Content-Length"]) == len(EXPECTED.encode())
+
+
+def test_other_paths_and_methods_are_refused(server: MetricsServer) -> None:
+    assert _get(server, "/favicon.ico")[0] == 404
+    status, headers, _ = _get(server, "/metrics", method="POST")
+    assert status == 405
+    assert headers["Allow"] == "GET, HEAD"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as c:
+        c.sendall(b"nonsense\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_silent_client_does_not_stop_the_next_scrape(server: MetricsServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as silent:
+        status, _, body = _get(server)  # served once the silent one timed out
+        assert status == 200 and body.decode() == EXPECTED
+        assert silent.recv(100) == b""  # closed without an answer
+
+
+def test_a_failing_read_is_a_500_and_the_server_keeps_serving() -> None:
+    calls = []
+
+    def read() -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("snapshot bug")
+        return _data()
+
+    s = MetricsServer("127.0.0.1:0", read)
+    try:
+        assert _get(s)[0] == 500
+        assert _get(s)[0] == 200
+    finally:
+        s.close()
+
+
+def test_close_is_idempotent_and_releases_the_port() -> None:
+    s = MetricsServer("127.0.0.1:0", _data)
+    port = s.port
+    s.close()
+    s.close()
+    assert not s.thread.is_alive()
+    again = MetricsServer(f"127.0.0.1:{port}", _data)
+    again.close()
+
+
+@pytest.mark.parametrize("addr", ["9108", ":9108", "127.0.0.1:http"])
+def test_malformed_addr_is_a_config_error(addr: str) -> None:
+    with pytest.raises(ConfigError, match="expected host:port"):
+        MetricsServer(addr, _data)
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        s = MetricsServer("[::1]:0", _data)
+    except OSError:
+        pytest.skip("::1 is not configured here")
+    try:
+        with socket.create_connection(("::1", s.port), timeout=5) as c:
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while chunk := c.recv(65536):
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert got.endswith(EXPECTED.encode())
+    finally:
+        s.close()
+
+
+def test_live_edged_serves_every_family(make_cfg: Any, agent_factory: Any) -> None:
+    with Edged(make_cfg(metrics_addr="127.0.0.1:0")) as d:
+        assert d.metrics is not None
+        with agent_factory("p1", ["cpu_usage"], handler=lambda ins: None) as agent:
+            agent.report("cpu_usage", 1.0)
+            wait_for(lambda: d.loop is not None and d.loop.counters["acks"] == 1)
+            status, _, body = _get(d.metrics)
+    text = body.decode()
+    assert status == 200
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert names == {
+        "edge_events_total", "edge_agents", "edge_stage_latency_microseconds",
+        "edge_e2e_jitter_percent", "edge_rule_sla_attainment_ratio",
+        "edge_rule_instructions_total", "edge_store_total", "edge_store_level",
+    }  # fmt: skip
+    assert 'edge_rule_instructions_total{outcome="ok",rule_id="cpu_hot"} 1.0' in text
+    assert 'edge_agents{state="active"} 1.0' in text
