@@ -105,7 +105,12 @@ class EdgeConfig:
     """Create the stream EDGE_AGG and the buckets EDGE_RULES / EDGE_DEVICES when absent (demo,
     tests). False when the central team owns them."""
     agg_window_s: float = 10.0
-    """Seconds per aggregate window that edged appends to the outbox."""
+    """Seconds per aggregate window that edged appends to the outbox; 0 turns aggregates off."""
+    agg_max_samples: int = 200_000
+    """Samples per window summarised per series (count/min/max/mean/last/p99) off the loop;
+    beyond it samples are still counted, not summarised (bounds the work the window costs)."""
+    agg_max_series: int = 1000
+    """Series per window in an aggregate; further series are counted as omitted."""
     outbox_max_bytes: int = 64 << 20
     """Cap on the bytes of records waiting in the outbox; beyond it outbox_policy applies."""
     outbox_max_age_s: float = 7 * 24 * 3600.0
@@ -115,6 +120,25 @@ class EdgeConfig:
     (refuse the new record). Either way the appender never blocks."""
     sync_status_interval_s: float = 5.0
     """How often edge-sync publishes this device's status document upstream."""
+    sched_enabled: bool = True
+    """Under overload, run queued MetricBatches in priority order and shed low-scored ones
+    (``edge.runtime._scheduler``). False: strictly arrival order, never shed in edged."""
+    sched_budget_us: int = 1000
+    """A drain that has worked this long (µs) and still finds frames waiting switches to the
+    scheduler: Acks, Hellos, Heartbeats and Byes are handled at once, batches are queued and
+    run highest-scored first until the backlog is gone. 0: whenever a second frame waits."""
+    sched_queue: int = 256
+    """Batches the scheduler holds (each at most max_msg_bytes); when full, the lowest-scored
+    is evicted (or the new one refused), counted and audited."""
+    sched_shed_threshold: float = 0.8
+    """While the load probe reads above this fraction, a queued batch scoring below
+    ``sched_shed_below`` is shed (never evaluated), counted and audited."""
+    sched_shed_below: float = 0.5
+    """The score (0-1: 0.6 rule priority + 0.3 SLA urgency + 0.1 impact) under which work is
+    shed while overloaded."""
+    sched_probe: str = "loop"
+    """What "load" is for shedding: ``loop`` (share of the last 100 ms the loop thread spent
+    working rather than waiting in poll) or ``cpu`` (psutil's system-wide CPU use)."""
     log_level: str = "INFO"
     log_rate_per_s: float = 5.0
     """Per-kind log rate for bad input (the rest is counted and summarised)."""
@@ -210,8 +234,15 @@ def _validate(cfg: EdgeConfig) -> None:
         (0 <= cfg.busy_poll_us <= 1_000_000, "busy_poll_us must be within 0..1000000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
+        (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),
+        (1 <= cfg.sched_queue <= 1_000_000, "sched_queue must be within 1..1000000"),
+        (0.0 <= cfg.sched_shed_threshold <= 1.0, "sched_shed_threshold must be within 0..1"),
+        (0.0 <= cfg.sched_shed_below <= 1.0, "sched_shed_below must be within 0..1"),
+        (cfg.sched_probe in ("loop", "cpu"), "sched_probe must be 'loop' or 'cpu'"),
         (len(str(cfg.run_dir / "agents.sock")) < 100, "run_dir is too long for an AF_UNIX path"),
-        (cfg.agg_window_s > 0, "agg_window_s must be > 0"),
+        (cfg.agg_window_s >= 0, "agg_window_s must be >= 0 (0 turns aggregates off)"),
+        (cfg.agg_max_samples >= 0, "agg_max_samples must be >= 0"),
+        (cfg.agg_max_series >= 0, "agg_max_series must be >= 0"),
         (cfg.outbox_max_bytes >= 4096, "outbox_max_bytes must be >= 4096"),
         (cfg.outbox_max_age_s > 0, "outbox_max_age_s must be > 0"),
         (

@@ -37,14 +37,16 @@ from ..rules import (
     load_trusted_keys,
     rule_json,
 )
-from ..store import Store, StoreWriter
+from ..store import Outbox, Store, StoreWriter
 from ..transport import prepare_run_dir
 from ..wire import CtlOp
+from ._agg import Aggregator, BatchTap, HealthProbe
 from ._ctl import BadRequestError, CtlServer, RefusedError
+from ._lifecycle import AgentState
 from ._lock import InstanceLock
 from ._loop import ControlLoop
 from ._prom import MetricsServer
-from ._stats import StatsView
+from ._stats import StatsBook, StatsView
 
 log = logging.getLogger("edge.edged")
 
@@ -59,10 +61,12 @@ class Edged:
         self._locks: list[InstanceLock] = []
         self.store: Store | None = None
         self.writer: StoreWriter | None = None
+        self.outbox: Outbox | None = None
         self.loop: ControlLoop | None = None
         self.ctl: CtlServer | None = None
         self.metrics: MetricsServer | None = None
         self.stats: StatsView | None = None
+        self.agg: Aggregator | None = None
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._thread: threading.Thread | None = None
         self._next_snapshot_ns = 0
@@ -89,8 +93,17 @@ class Edged:
                 max_map_size=cfg.max_map_size,
                 clock=self.clock,
             )
+            self.outbox = Outbox(
+                self.store,
+                max_bytes=cfg.outbox_max_bytes,
+                max_age_s=cfg.outbox_max_age_s,
+                policy=cfg.outbox_policy,
+            )
             self.writer = StoreWriter(
-                self.store, commit_interval_ms=cfg.commit_interval_ms, clock=self.clock
+                self.store,
+                commit_interval_ms=cfg.commit_interval_ms,
+                clock=self.clock,
+                outbox=self.outbox,
             )
             self.writer.start()
             self._trusted = load_trusted_keys(
@@ -103,8 +116,11 @@ class Edged:
             )
             self.loop.registry.known = self.store.load_agents()
             self.stats = StatsView(
-                lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh))
+                lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh)),
+                windowed=cfg.agg_window_s > 0,
             )
+            if cfg.agg_window_s > 0:
+                self.agg = self._make_aggregator(self.loop)
             self.ctl = CtlServer(self._ctx, cfg.run_dir, self._handlers(), tick=self._tick)
             if cfg.metrics_addr:
                 self.metrics = MetricsServer(cfg.metrics_addr, self._metrics_read)
@@ -223,6 +239,11 @@ class Edged:
                     self.writer.put_stats(self._stats_doc(refresh=False))
                 except Exception:
                     log.exception("final stats snapshot failed")
+                if self.agg is not None:
+                    try:
+                        self.agg.close_window()  # the partial window is kept, not lost
+                    except Exception:
+                        log.exception("final aggregate failed")
                 self.writer.audit(
                     "edged_stopped",
                     pid=os.getpid(),
@@ -255,8 +276,42 @@ class Edged:
     def _loop_call(self, fn: Any) -> Any:
         return self._require_loop().call(fn)
 
+    def _make_aggregator(self, loop: ControlLoop) -> Aggregator:
+        cfg = self.cfg
+        tap = loop.tap = BatchTap(cfg.agg_max_samples)
+        return Aggregator(
+            device_id=cfg.device_id,
+            window_s=cfg.agg_window_s,
+            max_samples=cfg.agg_max_samples,
+            max_series=cfg.agg_max_series,
+            clock=self.clock,
+            tap=tap,
+            counters=lambda: dict(loop.counters),
+            table=lambda: (loop.table.version, loop.table.ruleset.content_hash.hex()),
+            agents_active=lambda: loop.registry.counts()[AgentState.ACTIVE.value],
+            take_book=self._take_window,
+            emit=self._emit_aggregate,
+            health=HealthProbe(cfg.data_dir),
+        )
+
+    def _take_window(self) -> StatsBook:
+        assert self.stats is not None and self.loop is not None
+        loop = self.loop
+        # once the loop has stopped (the final window at close), swap its book directly
+        return self.stats.take_window(loop.swap_book if loop.stopped.is_set() else None)
+
+    def _emit_aggregate(self, buf: bytes, wall_ns: int) -> None:
+        assert self.writer is not None
+        self.writer.put_outbox(buf, wall_ns)
+
     def _tick(self) -> None:
-        """On the ctl thread: a stats snapshot into the store every stats_interval_ms."""
+        """On the ctl thread: the aggregation digest and windows, and a stats snapshot into
+        the store every stats_interval_ms."""
+        if self.agg is not None and self.loop is not None and not self.loop.stopped.is_set():
+            try:
+                self.agg.tick()
+            except Exception:  # the stats snapshot below must still happen
+                log.exception("aggregation window failed")
         now = self.clock.monotonic_ns()
         if now < self._next_snapshot_ns or self.writer is None:
             return

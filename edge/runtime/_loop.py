@@ -49,6 +49,7 @@ from ..wire import (
     encode_welcome,
     verify,
 )
+from ._agg import BatchTap
 from ._lifecycle import AgentState
 from ._registry import AGENT_ID_RE, METRIC_NAME_RE, AgentRecord, Registry
 from ._rt import apply_to_current_thread
@@ -136,6 +137,8 @@ class ControlLoop:
         self.inflight: dict[int, tuple[Any, ...]] = {}
         self._sent_order: collections.deque[tuple[int, int]] = collections.deque()
         self.book = StatsBook()
+        self.tap: BatchTap | None = None
+        """Set by edged when upstream aggregation is on: batches handed to the digest."""
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=4096)
         self.event_seq = 0
@@ -339,30 +342,24 @@ class ControlLoop:
         counters["batches"] += 1
         counters["samples"] += count
         rec.samples += count
+        tap = self.tap
+        if tap is not None:  # upstream aggregation: the frame itself, summarised off the loop
+            tap.offer(rec, buf, count)
         t_eval = self.clock.monotonic_ns()
         ev = rec.eval
         assert ev is not None
-        on_sample = ev.on_sample
+        t_send = view.t_send_ns
+
+        def urgent(fs: list[Firing], from_timer: bool) -> None:
+            # a rule at or above urgent_priority: its instruction leaves now, not after the batch
+            if from_timer:
+                counters["timer_firings"] += len(fs)
+            self._dispatch(fs, t_recv, t_eval, 0 if from_timer else t_send, from_timer=from_timer)
+
+        fired, early, unknown = ev.on_batch(
+            view.samples(), self.timers, self.cfg.urgent_priority, urgent
+        )
         n_series = len(ev.slots)
-        timers = self.timers
-        fired: list[Firing] | None = None
-        early: list[Firing] = []
-        heap = timers.heap
-        unknown = 0
-        for t_ns, value, mid, _flags in view.samples():
-            if mid >= n_series:
-                unknown += 1
-                continue
-            if heap and heap[0][0] <= t_ns:
-                # deadlines come first: a held-for or absence deadline before this sample's
-                # time is evaluated at that deadline, not at the sample
-                early.extend(timers.run_due(t_ns))
-            f = on_sample(mid, value, t_ns, timers)
-            if f is not None:
-                if fired is None:
-                    fired = f
-                else:
-                    fired.extend(f)
         if unknown:
             self._bad(
                 "bad_unknown_metric",
@@ -376,7 +373,7 @@ class ControlLoop:
             counters["timer_firings"] += len(early)
             self._dispatch(early, t_recv, t_eval, 0, from_timer=True)
         if fired:
-            self._dispatch(fired, t_recv, t_eval, view.t_send_ns, from_timer=False)
+            self._dispatch(fired, t_recv, t_eval, t_send, from_timer=False)
 
     def _dispatch(
         self, fired: list[Firing], t_recv: int, t_eval: int, t_batch_send: int, *, from_timer: bool
@@ -392,6 +389,7 @@ class ControlLoop:
         for f in fired:
             counters["firings"] += 1
             rule = f.rule
+            self.book.rule(rule.rule_id).fired += 1
             rec = f.agent
             assert isinstance(rec, AgentRecord)
             if rec.state is AgentState.GONE:

@@ -207,10 +207,12 @@ class StatsView:
     ``swap`` runs a callable on the loop thread that installs a new book and returns the old.
     """
 
-    def __init__(self, swap: Callable[[StatsBook], StatsBook | None]):
+    def __init__(self, swap: Callable[[StatsBook], StatsBook | None], *, windowed: bool = False):
         self._swap = swap
         self._lock = threading.Lock()
         self._total = StatsBook()
+        self._window: StatsBook | None = StatsBook() if windowed else None
+        """Since the last ``take_window()`` (the upstream aggregation window), when windowed."""
 
     def refresh(self, swap: Callable[[StatsBook], StatsBook | None] | None = None) -> None:
         """Merge the loop's interval book; ``swap`` overrides the usual one (e.g. a direct
@@ -220,6 +222,18 @@ class StatsView:
             old = (swap or self._swap)(fresh)
             if old is not None:
                 self._total.merge(old)
+                if self._window is not None:
+                    self._window.merge(old)
+
+    def take_window(self, swap: Callable[[StatsBook], StatsBook | None] | None = None) -> StatsBook:
+        """Refresh, then return the window's book and start a new window (windowed only)."""
+        self.refresh(swap)
+        fresh = StatsBook()
+        with self._lock:
+            book, self._window = self._window, fresh
+        if book is None:
+            raise RuntimeError("take_window() on a StatsView made without windowed=True")
+        return book
 
     def reset(self) -> None:
         with self._lock:

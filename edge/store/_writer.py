@@ -39,6 +39,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import StoreError
 
 from . import _codec
+from ._outbox import Outbox
 from ._store import K_LAST_SEQ, Store, last_audit_seq_in
 
 log = logging.getLogger("edge.store")
@@ -48,10 +49,11 @@ class _Op(enum.IntEnum):
     AUDIT = 0
     AGENT = 1
     STATS = 2
+    OUTBOX = 3
 
 
-_AUDIT, _AGENT, _STATS = _Op.AUDIT, _Op.AGENT, _Op.STATS
-_DB_OF = {_AUDIT: "audit", _AGENT: "agents", _STATS: "stats"}
+_AUDIT, _AGENT, _STATS, _OUTBOX = _Op.AUDIT, _Op.AGENT, _Op.STATS, _Op.OUTBOX
+_DB_OF = {_AUDIT: "audit", _AGENT: "agents", _STATS: "stats", _OUTBOX: "outbox"}
 
 
 class _State(enum.Enum):
@@ -122,6 +124,8 @@ class _Loss:
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dropped": self.dropped, **{db: self.by_db[db] for db in
                                                           ("audit", "agents", "stats")}}
+        if self.by_db["outbox"]:
+            out["outbox"] = self.by_db["outbox"]
         if self.kinds:
             out["audit_kinds"] = dict(self.kinds)
         if self.agent_ids:
@@ -174,6 +178,7 @@ class StoreWriter:
         audit_retention: int = 1_000_000,
         stats_retention: int = 10_000,
         clock: Clock = SYSTEM_CLOCK,
+        outbox: Outbox | None = None,
     ) -> None:
         if store.readonly:
             raise StoreError(f"cannot write to {store.path}: the store was opened readonly")
@@ -189,6 +194,7 @@ class StoreWriter:
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         self._store = store
+        self._outbox = outbox
         self._interval_ms = float(commit_interval_ms)
         self._interval_ns = int(commit_interval_ms * 1_000_000)
         self._max_batch = max_batch
@@ -372,6 +378,19 @@ class StoreWriter:
         q.append((_STATS, None, snap, clock.wall_ms(), clock.monotonic_ns()))
         self._signal(len(q))
 
+    def put_outbox(self, body: bytes, wall_ns: int) -> None:
+        """Append ``body`` to the upstream outbox (the Outbox given at construction), with
+        its caps and policy applied in the commit; appended at wall-clock ``wall_ns``."""
+        q = self._q
+        if self._outbox is None:
+            raise StoreError("this writer was made without an outbox")
+        if len(q) >= self._queue_cap or self._state is _State.CLOSED:
+            self._refuse(_OUTBOX)
+            return
+        clock = self._clock
+        q.append((_OUTBOX, wall_ns, bytes(body), clock.wall_ms(), clock.monotonic_ns()))
+        self._signal(len(q))
+
     def _signal(self, n: int) -> None:
         # Event.set() takes a lock; skip it while the event is still set from a previous record.
         if not self._wake.is_set():
@@ -534,6 +553,10 @@ class StoreWriter:
                     kind = a if isinstance(a, str) else _codec._safe_str(a)
                     body = {"wall_ms": wall_ms, "mono_ns": mono_ns, "kind": kind, **fields}
                     out.append(_Rec(op, None, _codec.dumps(body), None))
+                elif op is _OUTBOX:
+                    if not isinstance(payload, bytes) or not isinstance(a, int) or a < 0:
+                        raise TypeError("an outbox record is bytes with a wall_ns >= 0")
+                    out.append(_Rec(op, _codec.u64(a), payload, None))
                 elif not isinstance(payload, Mapping):
                     raise TypeError(f"expected a dict, got {type(payload).__name__}")
                 elif op is _AGENT:
@@ -571,16 +594,23 @@ class StoreWriter:
                 seq = 0
                 if any(r.op is _AUDIT for r in recs):
                     seq = last_audit_seq_in(txn, dbs) + 1
+                outgoing: list[_Rec] = []
                 for r in recs:
                     if r.op is _AUDIT:
                         txn.put(_codec.u64(seq), _codec.with_seq(seq, r.value), append=True,
                                 db=audit_db)
                         seq += 1
+                    elif r.op is _OUTBOX:
+                        outgoing.append(r)
                     else:
                         assert r.key is not None
                         txn.put(r.key, r.value, db=dbs[_DB_OF[r.op]])
                 if seq:
                     txn.put(K_LAST_SEQ, _codec.u64(seq - 1), db=dbs["meta"])
+                # after the audit sequence is settled: a cap's drop writes an audit record
+                for r in outgoing:
+                    assert r.key is not None and self._outbox is not None
+                    self._outbox.append_in(txn, r.value, _codec.from_u64(r.key))
                 pruned_audit = self._prune(txn, audit_db, self._audit_retention)
                 if self._seen_map_size >= store.max_map_size:
                     pruned_audit += self._trim_audit(

@@ -1,0 +1,207 @@
+"""Aggregation windows: per-series summaries off the loop, bounded work, one Aggregate per window."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from edge.clock import MockClock
+from edge.runtime._agg import SAMPLE_CAP, Aggregator, BatchTap, SeriesAcc
+from edge.runtime._registry import AgentRecord
+from edge.runtime._stats import StatsBook
+from edge.wire import decode_aggregate, encode_metric_batch
+
+WINDOW_NS = 10_000_000_000
+
+
+def _agent(agent_id: str = "a1") -> AgentRecord:
+    series = [(0, "cpu", ()), (1, "temp", (("zone", "x"),))]
+    return AgentRecord(
+        agent_id, 7, b"r", series, kind="t", pid=1, heartbeat_ms=100, now_ns=0, wall_ms=0
+    )
+
+
+class Rig:
+    def __init__(self, *, max_samples: int = 1000, max_series: int = 100) -> None:
+        self.clock = MockClock()
+        self.tap = BatchTap(max_samples)
+        self.counters = {"samples": 0, "bad_input": 0}
+        self.book = StatsBook()
+        self.out: list[tuple[bytes, int]] = []
+        self.agg = Aggregator(
+            device_id="board-1",
+            window_s=WINDOW_NS / 1e9,
+            max_samples=max_samples,
+            max_series=max_series,
+            clock=self.clock,
+            tap=self.tap,
+            counters=lambda: dict(self.counters),
+            table=lambda: (4, "ab" * 16),
+            agents_active=lambda: 1,
+            take_book=self._take_book,
+            emit=lambda buf, wall_ns: self.out.append((buf, wall_ns)),
+            health=None,
+        )
+
+    def _take_book(self) -> StatsBook:
+        book, self.book = self.book, StatsBook()
+        return book
+
+    def send(self, rec: AgentRecord, samples: list[tuple[int, float, int]]) -> None:
+        """What the loop does for a verified batch: count it, offer the frame."""
+        self.counters["samples"] += len(samples)
+        self.tap.offer(rec, encode_metric_batch(rec.session, 0, 0, samples), len(samples))
+
+    def window(self) -> dict[str, Any]:
+        self.clock.advance(WINDOW_NS)
+        self.agg.tick()
+        assert self.out, "no aggregate emitted"
+        return decode_aggregate(self.out[-1][0])
+
+
+def test_a_window_summarises_each_series_exactly() -> None:
+    rig = Rig()
+    a = _agent()
+    rig.send(a, [(0, 0.5, 1), (0, 0.9, 3), (1, 40.0, 2)])
+    rig.send(a, [(0, 0.1, 2), (1, 42.0, 4)])
+    rig.agg.tick()  # digests the pending batches before the window ends
+    assert not rig.tap.pending and not rig.out
+    rig.counters["bad_input"] += 2
+    doc = rig.window()
+    assert doc["device_id"] == "board-1" and doc["rules_version"] == 4
+    assert doc["samples"] == doc["samples_summarised"] == 5
+    by = {(s["agent_id"], s["metric"]): s for s in doc["series"]}
+    cpu = by["a1", "cpu"]
+    assert (cpu["count"], cpu["min"], cpu["max"], cpu["last"]) == (3, 0.1, 0.9, 0.9)
+    assert cpu["mean"] == pytest.approx(0.5)
+    temp = by["a1", "temp"]
+    assert temp["labels"] == [{"key": "zone", "value": "x"}] and temp["last"] == 42.0
+    assert {"name": "bad_input", "delta": 2} in doc["counters"]
+    assert doc["window_end_unix_ns"] - doc["window_start_unix_ns"] == WINDOW_NS
+
+
+def test_windows_do_not_overlap_and_an_empty_window_still_reports() -> None:
+    rig = Rig()
+    rig.send(_agent(), [(0, 1.0, 1)])
+    first = rig.window()
+    second = rig.window()
+    assert first["samples"] == 1 and second["samples"] == 0 and second["series"] == []
+    assert second["window_start_unix_ns"] == first["window_end_unix_ns"]
+    assert math.isnan(second["jitter_pct"])
+
+
+def test_work_per_window_is_bounded_and_what_is_not_summarised_is_still_counted() -> None:
+    rig = Rig(max_samples=4, max_series=1)
+    a = _agent()
+    rig.send(a, [(0, 1.0, 1), (0, 2.0, 2), (0, 3.0, 3)])
+    rig.send(a, [(1, 9.0, 4), (0, 4.0, 5)])  # within budget when offered (3 < 4)
+    rig.send(a, [(0, 5.0, 6)])  # over the budget: counted, not summarised
+    doc = rig.window()
+    assert doc["samples"] == 6
+    assert doc["samples_summarised"] == 4  # temp is beyond max_series
+    assert doc["series_omitted"] == 1 and [s["metric"] for s in doc["series"]] == ["cpu"]
+    # the next window has a fresh budget
+    rig.send(a, [(0, 6.0, 7)])
+    assert rig.window()["samples_summarised"] == 1
+
+
+def test_per_rule_outcomes_and_latency_come_from_the_window_book() -> None:
+    rig = Rig()
+    rc = rig.book.rule("hot")
+    rc.fired = 3
+    for ok, e2e in ((0, 300_000), (0, 2_000_000), (1, 400_000)):
+        rig.book.record_ack("hot", ok, 1_000_000, 0, 0, 0, 0, 0, 0, e2e, e2e, False)
+    rig.book.record_unacked("hot", "timeout")
+    doc = rig.window()
+    (rule,) = doc["rules"]
+    assert rule == {
+        "rule_id": "hot",
+        "instructions": 3,
+        "acks_ok": 2,
+        "acks_failed": 1,
+        "acks_rejected": 0,
+        "unacked": 1,
+        "sla_judged": 4,
+        "sla_misses": 3,  # the late ack, the failed one, the timeout
+    }
+    e2e = next(x for x in doc["latency"] if x["stage"] == "e2e")
+    assert e2e["count"] == 3 and 1900 <= e2e["max_us"] <= 2100
+    assert doc["jitter_pct"] > 0
+
+
+def test_p99_comes_from_a_bounded_systematic_sample() -> None:
+    acc = SeriesAcc()
+    n = 100_000
+    for i in range(n):
+        acc.add(i, float(i))
+    assert len(acc.kept) < SAMPLE_CAP
+    assert acc.count == n and acc.lo == 0 and acc.hi == n - 1 and acc.last == n - 1
+    assert acc.p99() == pytest.approx(0.99 * n, rel=0.01)
+
+
+def test_last_is_the_latest_sample_by_time_not_by_arrival() -> None:
+    acc = SeriesAcc()
+    acc.add(20, 2.0)
+    acc.add(10, 1.0)
+    assert acc.last == 2.0
+
+
+def test_a_live_edged_appends_aggregates_to_the_outbox_and_keeps_the_last_partial_window(
+    make_cfg: Any, agent_factory: Any
+) -> None:
+    from edge.runtime import Edged
+    from tests.support import wait_for
+
+    d = Edged(make_cfg(agg_window_s=0.2, device_id="board-7")).start()
+    try:
+        got: list[Any] = []
+        with agent_factory("agg-1", ["cpu_usage"], handler=got.append) as agent:
+            agent.report_many([("cpu_usage", 0.2), ("cpu_usage", 0.4)])
+            agent.report("cpu_usage", 0.99)  # fires cpu_hot
+            wait_for(lambda: got, what="the instruction")
+            assert d.outbox is not None and d.writer is not None
+
+            def summarised() -> list[dict[str, Any]]:
+                d.writer.flush()
+                docs = [decode_aggregate(b) for _, b in d.outbox.peek(0, 100)]
+                return [x for x in docs if x["series"]]
+
+            docs = wait_for(summarised, what="an aggregate with the agent's series")
+        assert docs[0]["device_id"] == "board-7"
+        (cpu,) = (s for doc in docs for s in doc["series"] if s["agent_id"] == "agg-1")
+        assert (cpu["count"], cpu["min"], cpu["max"], cpu["last"]) == (3, 0.2, 0.99, 0.99)
+        rules = {
+            r["rule_id"]: r
+            for doc in wait_for(
+                lambda: [
+                    x for x in (decode_aggregate(b) for _, b in d.outbox.peek(0, 100)) if x["rules"]
+                ],
+                what="the rule's outcome in a window",
+            )
+            for r in doc["rules"]
+        }
+        assert rules["cpu_hot"]["instructions"] == 1 and rules["cpu_hot"]["acks_ok"] == 1
+    finally:
+        d.close()
+
+
+def test_closing_edged_keeps_the_partial_window(make_cfg: Any, agent_factory: Any) -> None:
+    from edge.runtime import Edged
+    from edge.store import Outbox, Store
+    from tests.support import wait_for
+
+    cfg = make_cfg(agg_window_s=3600)
+    d = Edged(cfg).start()
+    try:
+        with agent_factory("agg-2", ["cpu_usage"]) as agent:
+            agent.report("cpu_usage", 0.5)
+            wait_for(lambda: d.loop is not None and d.loop.counters["samples"] == 1)
+    finally:
+        d.close()
+    with Store.open(cfg.data_dir / "state") as store:
+        records = Outbox(store).peek(0, 10)
+    assert len(records) == 1  # no window ended: this is the one close() wrote
+    (series,) = decode_aggregate(records[0][1])["series"]
+    assert (series["agent_id"], series["count"], series["last"]) == ("agg-2", 1, 0.5)
