@@ -376,9 +376,20 @@ class Edged:
             },
             "counters": dict(loop.counters),
             "store": self.writer.counters,
+            "upstream": self._upstream_status(),
             "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics"
             if self.metrics
             else None,
+        }
+
+    def _upstream_status(self) -> dict[str, Any]:
+        """The aggregation windows and the outbox edge-sync drains (docs: README, Upstream)."""
+        agg = self.agg
+        return {
+            "agg_window_s": self.cfg.agg_window_s if agg is not None else 0,
+            "windows": agg.windows if agg is not None else 0,
+            "samples_not_summarised": agg.tap.skipped if agg is not None else 0,
+            "outbox": self.outbox.stats() if self.outbox is not None else None,
         }
 
     def _ctl_stats(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:

@@ -183,6 +183,12 @@ def test_a_live_edged_appends_aggregates_to_the_outbox_and_keeps_the_last_partia
             for r in doc["rules"]
         }
         assert rules["cpu_hot"]["instructions"] == 1 and rules["cpu_hot"]["acks_ok"] == 1
+        from edge.cli import CtlClient
+        from edge.wire import CtlOp
+
+        with CtlClient(d.cfg.run_dir) as c:
+            up = c.request(CtlOp.STATUS)["upstream"]
+        assert up["windows"] >= 1 and up["outbox"]["depth"] >= 1 and up["outbox"]["dropped"] == 0
     finally:
         d.close()
 
