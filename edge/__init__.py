@@ -9,6 +9,7 @@ enforces it):
     rules                         rule model, parser, compiled table, evaluator
     store                         LMDB state: registry, rule tables, audit log, stats
     runtime                       edged: the control loop, registry, stats, ctl server
+    sync                          edge-sync: outbox up, rule tables down over NATS JetStream
     sdk                           the agent library (talks to edged over the wire only)
     cli                           edgectl: operator commands, bench, demo
 

@@ -14,6 +14,7 @@ LAYERS = [
     "rules",
     "store",
     "runtime",
+    "sync",
     "sdk",
     "cli",
 ]

@@ -1,0 +1,311 @@
+"""The NATS link: one connection at a time, its state, and reconnection with bounded backoff.
+
+::
+
+            +--------- connect failed: wait backoff.next() (bounded, jittered) ----------+
+            v                                                                            |
+    DOWN --> CONNECTING --connected (+ streams/buckets ensured)--> UP --closed/stale--> DOWN
+
+nats-py's own reconnection waits a fixed time between attempts and hides the state from us,
+so the link connects with ``allow_reconnect=False`` and reconnects itself: each connection is
+a :class:`Session` that components take with :meth:`Link.session` and drop when its ``closed``
+event fires. A blackholed link is found by nats-py's pings (``ping_interval_s`` x
+``max_outstanding_pings``), which close the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from ..config import EdgeConfig
+
+log = logging.getLogger("edge.sync")
+
+AGG_STREAM = "EDGE_AGG"
+"""Stream of aggregates; subjects :data:`AGG_SUBJECTS`."""
+AGG_SUBJECTS = "edge.agg.>"
+AGG_SUBJECT_PREFIX = "edge.agg."
+"""A device publishes to ``edge.agg.<device_id>``."""
+RULES_BUCKET = "EDGE_RULES"
+"""KV bucket of signed rule tables: keys ``device.<device_id>`` and ``group.<group>``."""
+DEVICES_BUCKET = "EDGE_DEVICES"
+"""KV bucket of device status documents: key ``<device_id>``."""
+DUPLICATE_WINDOW_S = 600.0
+"""The de-duplication window of EDGE_AGG when edge-sync creates it (seconds)."""
+
+
+class LinkState(enum.Enum):
+    DOWN = "down"
+    CONNECTING = "connecting"
+    UP = "up"
+
+
+class Backoff:
+    """Exponential backoff with jitter, bounded: the n-th delay is drawn uniformly from
+    ``[d/2, d]`` with ``d = min(max_s, initial_s * factor**n)`` (seconds). The lower half keeps
+    retries from a fleet spread out without ever waiting longer than ``max_s``."""
+
+    def __init__(
+        self,
+        initial_s: float = 0.1,
+        max_s: float = 10.0,
+        factor: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0 < initial_s <= max_s:
+            raise ValueError(f"need 0 < initial_s <= max_s, got {initial_s}, {max_s}")
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.factor = factor
+        self._rng = rng or random.Random()
+        self.attempt = 0
+
+    def next(self) -> float:
+        """The delay before the next attempt, in seconds (and count the attempt)."""
+        d = min(self.max_s, self.initial_s * self.factor ** min(self.attempt, 64))
+        self.attempt += 1
+        return self._rng.uniform(d / 2, d)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class Session:
+    """One live connection. ``closed`` is set once it is gone (for good: the next connection is
+    a new Session)."""
+
+    nc: NatsClient
+    js: JetStreamContext
+    epoch: int
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Connection tuning (seconds). The defaults suit a board on a cellular link."""
+
+    connect_timeout_s: float = 5.0
+    ping_interval_s: float = 10.0
+    max_outstanding_pings: int = 2
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 30.0
+
+
+def tls_context(cfg: EdgeConfig) -> ssl.SSLContext | None:
+    """The client TLS context from ``upstream_tls_*``; None when none of them is set (a
+    ``tls://`` URL then uses the system's CAs)."""
+    if not (cfg.upstream_tls_ca or cfg.upstream_tls_cert or cfg.upstream_tls_key):
+        return None
+    ctx = ssl.create_default_context(
+        cafile=str(cfg.upstream_tls_ca) if cfg.upstream_tls_ca else None
+    )
+    if cfg.upstream_tls_cert:
+        ctx.load_cert_chain(
+            str(cfg.upstream_tls_cert),
+            str(cfg.upstream_tls_key) if cfg.upstream_tls_key else None,
+        )
+    return ctx
+
+
+def connect_options(cfg: EdgeConfig, opts: LinkOptions) -> dict[str, Any]:
+    """Keyword arguments for ``nats.connect`` from the config (URL, creds file, NKey seed,
+    TLS). Reconnection is ours, so nats-py's is off."""
+    kw: dict[str, Any] = {
+        "servers": [u.strip() for u in cfg.upstream_url.split(",") if u.strip()],
+        "name": f"edge-sync {cfg.device_id}",
+        "allow_reconnect": False,
+        "connect_timeout": opts.connect_timeout_s,
+        "ping_interval": opts.ping_interval_s,
+        "max_outstanding_pings": opts.max_outstanding_pings,
+    }
+    if cfg.upstream_creds:
+        kw["user_credentials"] = str(cfg.upstream_creds)
+    if cfg.upstream_nkey:
+        kw["nkeys_seed"] = str(cfg.upstream_nkey)
+    tls = tls_context(cfg)
+    if tls is not None:
+        kw["tls"] = tls
+    return kw
+
+
+class Link:
+    """Keeps one NATS connection up while :meth:`run` runs.
+
+    ``state`` (a :class:`LinkState`), ``last_error`` (text or None), ``connects`` and
+    ``disconnects`` (counts), ``retry_in_s`` (the backoff now being waited, 0 when none) are
+    for status reports; ``on_change`` is called (no arguments) after each change.
+    """
+
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        opts: LinkOptions | None = None,
+        *,
+        on_change: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.opts = opts or LinkOptions()
+        self.backoff = Backoff(self.opts.backoff_initial_s, self.opts.backoff_max_s, rng=rng)
+        self.state = LinkState.DOWN
+        self.last_error: str | None = None
+        self.connects = 0
+        self.disconnects = 0
+        self.retry_in_s = 0.0
+        self.max_retry_in_s = 0.0
+        self._on_change = on_change
+        self._session: Session | None = None
+        self._up = asyncio.Event()
+        self._epoch = 0
+
+    @property
+    def current(self) -> Session | None:
+        """The live session, or None while the link is not up."""
+        return self._session if self.state is LinkState.UP else None
+
+    async def session(self) -> Session:
+        """Wait until the link is up; return its session."""
+        while True:
+            s = self.current
+            if s is not None and not s.closed.is_set():
+                return s
+            self._up.clear()
+            await self._up.wait()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Connect, hold, reconnect after a loss, until ``stopping`` is set."""
+        try:
+            while not stopping.is_set():
+                self._set(LinkState.CONNECTING)
+                session = await self._connect()
+                if session is None:
+                    self._set(LinkState.DOWN)
+                    await self._wait(stopping, self.backoff.next())
+                    continue
+                self.backoff.reset()
+                self._session = session
+                self._set(LinkState.UP)
+                self._up.set()
+                stop = asyncio.ensure_future(stopping.wait())
+                lost = asyncio.ensure_future(session.closed.wait())
+                try:
+                    await asyncio.wait({stop, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    lost.cancel()
+                self._session = None
+                await self._close(session)
+                if not stopping.is_set():
+                    self.disconnects += 1
+                    self._set(LinkState.DOWN)
+                    log.warning("upstream link lost: %s", self.last_error or "closed")
+                    await self._wait(stopping, self.backoff.next())
+        finally:
+            s, self._session = self._session, None
+            if s is not None:
+                await self._close(s)
+            self._set(LinkState.DOWN)
+
+    async def _connect(self) -> Session | None:
+        self._epoch += 1
+        epoch = self._epoch
+        closed = asyncio.Event()
+
+        async def on_closed() -> None:
+            closed.set()
+
+        async def on_disconnected() -> None:
+            closed.set()
+
+        async def on_error(exc: Exception) -> None:
+            self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.debug("nats error: %s", self.last_error)
+
+        kw = connect_options(self.cfg, self.opts)
+        try:
+            nc = await nats.connect(
+                **kw, closed_cb=on_closed, disconnected_cb=on_disconnected, error_cb=on_error
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is a retry
+            self.last_error = f"connect {self.cfg.upstream_url}: {_describe(exc)}"
+            log.info("upstream not reachable: %s", self.last_error)
+            return None
+        js = nc.jetstream(timeout=self.opts.connect_timeout_s)
+        session = Session(nc, js, epoch, closed)
+        if self.cfg.upstream_create_streams:
+            try:
+                await ensure_streams(js)
+            except Exception as exc:  # noqa: BLE001 - a half-up link is a retry, not a crash
+                self.last_error = f"creating streams: {_describe(exc)}"
+                log.warning("upstream: %s", self.last_error)
+                await self._close(session)
+                return None
+        self.connects += 1
+        self.last_error = None
+        log.info("upstream link up: %s", nc.connected_url.netloc if nc.connected_url else "?")
+        return session
+
+    async def _close(self, session: Session) -> None:
+        session.closed.set()
+        with contextlib.suppress(Exception):
+            await session.nc.close()
+
+    async def _wait(self, stopping: asyncio.Event, delay_s: float) -> None:
+        self.retry_in_s = delay_s
+        self.max_retry_in_s = max(self.max_retry_in_s, delay_s)
+        self._notify()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay_s)
+        self.retry_in_s = 0.0
+
+    def _set(self, state: LinkState) -> None:
+        if state is not self.state:
+            self.state = state
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create the stream EDGE_AGG and the buckets EDGE_RULES and EDGE_DEVICES when absent.
+    Existing ones are left as their owner configured them."""
+    from nats.js.api import StreamConfig
+
+    try:
+        await js.stream_info(AGG_STREAM)
+    except NotFoundError:
+        await js.add_stream(
+            StreamConfig(
+                name=AGG_STREAM,
+                subjects=[AGG_SUBJECTS],
+                duplicate_window=DUPLICATE_WINDOW_S,
+            )
+        )
+    for bucket, history in ((RULES_BUCKET, 5), (DEVICES_BUCKET, 1)):
+        try:
+            await js.key_value(bucket)
+        except BucketNotFoundError:
+            await js.create_key_value(bucket=bucket, history=history)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
