@@ -115,10 +115,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def pingpong(endpoint: str, request_bytes: int, seconds: float, rate: float) -> dict[str, Any]:
+def pingpong(
+    endpoint: str, request_bytes: int, seconds: float, rate: float, sla_ns: int = 1_000_000
+) -> dict[str, Any]:
     """Round trips DEALER -> ROUTER (another process) -> DEALER, paced at ``rate``/s like the
-    loop; µs summary plus ``lost`` (no answer within 1 s)."""
+    loop; µs summary plus ``lost`` (no answer within 1 s), the seed's jitter of the round trips
+    and the share of them within ``sla_ns`` (what the transport alone would attain)."""
     import zmq
+
+    from ..runtime._stats import jitter_pct, share_at_or_below
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -154,7 +159,13 @@ def pingpong(endpoint: str, request_bytes: int, seconds: float, rate: float) -> 
     finally:
         sock.close(linger=0)
         ctx.term()
-    return {**summary_us(hist), "lost": lost}
+    within = share_at_or_below(hist, sla_ns)
+    return {
+        **summary_us(hist),
+        "lost": lost,
+        "jitter_pct": jitter_pct(hist),
+        "within_sla_pct": None if within is None else round(within * 100, 4),
+    }
 
 
 def _psi_cpu_some_us() -> int | None:
@@ -229,7 +240,10 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         pong = rig.spawn("pong", "--endpoint", pong_ep, "--reply-bytes", str(sizes["instruction"]))
         pong.expect("ready")
         say(f"baseline ping-pong, idle machine, {cfg['baseline_s']:g} s")
-        base_idle = pingpong(pong_ep, sizes["metric_batch_1"], cfg["baseline_s"], cfg["loop_rate"])
+        sla_ns = int(cfg["sla_ms"] * 1e6)
+        base_idle = pingpong(
+            pong_ep, sizes["metric_batch_1"], cfg["baseline_s"], cfg["loop_rate"], sla_ns
+        )
 
         # 2. edged, the background load and the probe
         say("starting edged and the agents")
@@ -278,7 +292,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         # 4. the baseline again, under the same background load (edged still evaluating it)
         say(f"baseline ping-pong under the background load, {cfg['baseline_s']:g} s")
         base_loaded = pingpong(pong_ep, sizes["metric_batch_1"], cfg["baseline_s"],
-                               cfg["loop_rate"])
+                               cfg["loop_rate"], sla_ns)
         # 5. activation: a 10,000-rule table, all bound to the probe's series
         say(f"activation of a {ACTIVATION_RULES:,}-rule table on the live edged")
         with CtlClient(rig.run_dir, timeout=60.0) as ctl:
@@ -357,6 +371,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f} %" if v > 99 else f"{v:.1f} %"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -393,6 +411,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     ratio = doc["ratio_p99"]
     goal = doc["goal"]
     p = doc["probe"]
+    base = doc["baseline_pingpong_us"]
     cpu = ", ".join(f"{k} {v:g} %" for k, v in doc["cpu_pct"].items()
                     if k not in ("psi_cpu_some", "bench") and v is not None)
     lines = [
@@ -402,6 +421,9 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"{'n/a' if sla is None else f'{sla * 100:.3f} %'}; jitter (MAD/mean) "
         f"{'n/a' if jitter is None else f'{jitter:.1f} %'}; "
         f"e2e p99 / ping-pong p99 = {'n/a' if ratio is None else f'{ratio:.2f}'} (same load)",
+        f"same-load ping-pong alone: {_pct(base.get('within_sla_pct'))} within "
+        f"{doc['config']['sla_ms']:g} ms, jitter {_pct(base.get('jitter_pct'))} "
+        "(what the transport allows before edged does anything)",
         f"CPU (one core = 100 %): {cpu}"
         + ("" if doc["cpu_pct"]["psi_cpu_some"] is None
            else f"; CPU pressure {doc['cpu_pct']['psi_cpu_some']:g} % of the time"),
@@ -432,7 +454,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
               help="Seconds of measured closed loop. [default: 20; --quick 2]")
 @click.option("--warmup", type=float,
               help="Seconds of loop before STATS_RESET. [default: 3; --quick 0.5]")
-@click.option("--background-rate", type=float, default=5000.0, show_default=True,
+@click.option("--background-rate", type=float, default=50_000.0, show_default=True,
               help="Background samples per second (sent in batches by a separate process); "
                    "0: none.")
 @click.option("--background-batch", type=int, default=50, show_default=True,

@@ -201,6 +201,16 @@ def jitter_pct(h: HdrHistogram) -> float | None:
     return sum(abs(v - mean) * c for v, c in items) / n / mean * 100.0
 
 
+def share_at_or_below(h: HdrHistogram, ns: int) -> float | None:
+    """The fraction of recorded values at or below ``ns``, None if empty. A bucket counts when
+    its lowest value is within ``ns`` (3 significant digits: off by at most 0.1 % of ``ns``)."""
+    items = _buckets(h)
+    n = sum(c for _, c in items)
+    if not n:
+        return None
+    return sum(c for v, c in items if v <= ns) / n
+
+
 class StatsView:
     """The reader side: cumulative stats, refreshed by swapping the loop's interval book.
 

@@ -51,6 +51,9 @@ def test_quick_bench_writes_every_required_key(tmp_path: Path) -> None:
     _summary(doc["baseline_pingpong_us"])
     _summary(doc["baseline_pingpong_idle_us"])
     _summary(doc["probe_e2e_us"])
+    for base in (doc["baseline_pingpong_us"], doc["baseline_pingpong_idle_us"]):
+        # what the transport alone attains, the evidence for the SLA and jitter goals
+        assert 0.0 <= base["within_sla_pct"] <= 100.0 and base["jitter_pct"] >= 0.0
 
     assert isinstance(doc["instructions"], int) and doc["instructions"] > 0
     assert isinstance(doc["acks"], int) and doc["acks"] > 0

@@ -32,3 +32,16 @@ def test_jitter_is_the_seeds_formula() -> None:
     one.record_value(123_456)
     assert jitter_pct(one) == 0.0
     assert jitter_pct(HdrHistogram(1, 10_000_000_000, 3)) is None
+
+
+def test_share_at_or_below_counts_the_buckets_at_or_under_the_bound() -> None:
+    from hdrh.histogram import HdrHistogram
+
+    from edge.runtime._stats import share_at_or_below
+
+    h = HdrHistogram(1, 10_000_000_000, 3)
+    assert share_at_or_below(h, 1_000_000) is None
+    for ns in (100_000, 900_000, 1_000_000, 1_200_000):
+        h.record_value(ns)
+    assert share_at_or_below(h, 1_000_000) == 0.75
+    assert share_at_or_below(h, 99_000) == 0.0
