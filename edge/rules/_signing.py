@@ -17,6 +17,9 @@ one line holds the key, tagged so that one file cannot be mistaken for the other
 A trusted public key may also be given as its 64 hex digits alone (for config values).
 Problems with key material raise ConfigError (it names the file and what to do); a table that
 fails its signature check raises RuleTableError.
+
+PyNaCl (libsodium through cffi, ~1.4 MB of RSS) is imported only when a key is made, read or
+used: edged without trusted keys, which still opens signed-or-not tables, never loads it.
 """
 
 from __future__ import annotations
@@ -26,10 +29,9 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import flatbuffers
-import nacl.exceptions
-import nacl.signing
 
 from ..errors import ConfigError, EdgeError, RuleTableError
 from ..wire import MessageType, fb, verify
@@ -41,9 +43,10 @@ PUBLIC_TAG = "ed25519-public"
 MAX_SIGNED_BYTES = (64 << 20) + 4096  # a 64 MiB table plus the envelope
 _TABLE, _KEY_ID, _SIGNATURE = 0, 1, 2  # SignedRuleTable field ids
 
-SigningKey = nacl.signing.SigningKey
-VerifyKey = nacl.signing.VerifyKey
-TrustedKeys = Mapping[bytes, VerifyKey]
+if TYPE_CHECKING:
+    from nacl.signing import SigningKey, VerifyKey
+
+TrustedKeys = Mapping[bytes, "VerifyKey"]
 """key_id -> public key, as load_trusted_keys() returns it."""
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}\Z")
@@ -64,7 +67,10 @@ def write_key_pair(prefix: Path | str, key: SigningKey | None = None) -> tuple[P
     key: the key to write; None generates a new one. Existing files are never overwritten:
     ConfigError names them. Raises ConfigError when a file cannot be written.
     """
-    key = key or SigningKey.generate()
+    if key is None:
+        from nacl.signing import SigningKey
+
+        key = SigningKey.generate()
     secret, public = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     existing = [str(p) for p in (secret, public) if p.exists()]
     if existing:
@@ -142,6 +148,8 @@ def load_signing_key(path: Path | str) -> SigningKey:
             f"{path}: a signing key must be readable by its owner only (mode {mode:03o}); "
             f"run `chmod 600 {path}`"
         )
+    from nacl.signing import SigningKey
+
     return SigningKey(bytes.fromhex(hexkey))
 
 
@@ -162,6 +170,9 @@ def _public(text: str, where: str) -> VerifyKey:
     tag, hexkey = _key_line(text, where)
     if tag == SECRET_TAG:
         raise ConfigError(f"{where}: this is a secret key; give the PREFIX.pub file instead")
+    import nacl.exceptions
+    from nacl.signing import VerifyKey
+
     try:
         return VerifyKey(bytes.fromhex(hexkey))
     except (nacl.exceptions.CryptoError, ValueError) as exc:  # pragma: no cover - 32 bytes
@@ -236,6 +247,8 @@ def open_signed_table(buf: bytes, trusted_keys: TrustedKeys | None) -> tuple[byt
             f"{configured}); add its PREFIX.pub to the trusted keys, or sign with a trusted key"
         )
     table = _ubytes(env, _TABLE)
+    import nacl.exceptions  # loaded already: ``public`` is a nacl VerifyKey
+
     try:
         public.verify(table, signature)
     except nacl.exceptions.BadSignatureError:
