@@ -33,7 +33,6 @@ from ..rules import (
     TrustedKeys,
     decode_table_with_info,
     encode_rule_table,
-    load_rule_file,
     load_trusted_keys,
     rule_json,
 )
@@ -187,6 +186,8 @@ class Edged:
             )
             return CompiledTable(ruleset)
         if self.cfg.rules_file is not None:
+            from ..rules import load_rule_file  # the text compiler, only for a text file
+
             ruleset = load_rule_file(self.cfg.rules_file)
             ruleset = _with_version(ruleset, max(ruleset.version, 1))
             blob = encode_rule_table(ruleset)
