@@ -63,6 +63,10 @@ class EdgeConfig:
     """ZeroMQ MAXMSGSIZE on agents.sock: bigger frames are dropped by libzmq unread."""
     max_batch: int = 4096
     """Samples per MetricBatch; a bigger batch is refused and counted."""
+    urgent_priority: int = 200
+    """Rules with this priority or higher send their instruction as soon as a sample (or a
+    deadline) fires them, before the rest of its MetricBatch is evaluated; the others' leave
+    after the batch, highest priority first. 256: none is urgent."""
     max_agents: int = 1024
     max_metrics_per_agent: int = 4096
     sndhwm: int = 1000
@@ -233,6 +237,7 @@ def _validate(cfg: EdgeConfig) -> None:
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),
         (0 <= cfg.busy_poll_us <= 1_000_000, "busy_poll_us must be within 0..1000000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
+        (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),
         (1 <= cfg.sched_queue <= 1_000_000, "sched_queue must be within 1..1000000"),

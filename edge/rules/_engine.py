@@ -27,12 +27,14 @@ import hashlib
 import heapq
 import itertools
 import operator
-from collections.abc import Callable, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from ..wire import Param
 from ._ir import AGGREGATES, Condition, NodeOp
 from ._model import Rule, RuleSet
+from ._thresholds import Ranked, ThresholdIndex, threshold_of
 
 Labels = tuple[tuple[str, str], ...]
 SeriesDecl = tuple[int, str, Labels]
@@ -42,6 +44,8 @@ MAX_INSTANCES_PER_RULE = 64
 """Combinations of matching series one rule may have on one agent; more are not bound."""
 MAX_WINDOW_SAMPLES = 100_000
 """Samples kept per series for window aggregates; beyond it the oldest are dropped (counted)."""
+URGENT_NEVER = 256
+"""An ``urgent_priority`` above every rule priority (0-255): nothing is urgent."""
 
 _CMP = {
     NodeOp.GT: operator.gt,
@@ -229,6 +233,7 @@ class CompiledRule:
         "selectors",
         "keep_ns",
         "absent",
+        "threshold",
     )
 
     def __init__(self, rule: Rule):
@@ -256,6 +261,9 @@ class CompiledRule:
         """Per selector: how far back its series' samples are needed."""
         self.absent = tuple(absent)
         """``(selector, D)`` of every absent() in the condition: each needs a timer."""
+        self.threshold = threshold_of(c)
+        """``(op, c)`` when the condition is ``latest op constant`` on one series: such rules
+        go on their series' ``ThresholdIndex`` (the fast path); None: the general path."""
 
     def applies_to(self, agent_id: str) -> bool:
         globs = self.rule.agents
@@ -349,14 +357,22 @@ class SeriesSlot:
     """A series under one table: the instances to evaluate on its samples, the absent()
     deadlines it moves, and how much window history it needs. Built off the loop."""
 
-    __slots__ = ("state", "instances", "watchers", "keep_ns")
+    __slots__ = ("state", "instances", "watchers", "keep_ns", "index", "general", "plain")
 
     def __init__(self, state: SeriesState):
         self.state = state
         self.instances: tuple[Instance, ...] = ()
+        """Every instance on this series, in evaluation order (priority high first)."""
         self.watchers: tuple[tuple[Instance, int, int], ...] = ()
         """``(instance, absent index, D)`` for every absent() on this series."""
         self.keep_ns = 0
+        self.index: ThresholdIndex | None = None
+        """The threshold rules among ``instances`` (None when there are none)."""
+        self.general: tuple[Ranked, ...] = ()
+        """The other instances, with their rank in ``instances``."""
+        self.plain: ThresholdIndex | None = None
+        """``index`` when it is all there is (no general instances, no absent(), no window):
+        a sample that leaves the value where it was then costs only the state update."""
 
 
 class Instance:
@@ -480,6 +496,15 @@ class AgentEval:
             )
             slot.watchers = tuple(watch.get(mid, ()))
             slot.keep_ns = keep.get(mid, 0)
+            fast: list[Ranked] = []
+            general: list[Ranked] = []
+            for rank, inst in enumerate(slot.instances):
+                (fast if inst.rule.threshold is not None else general).append((rank, inst))
+            slot.index = ThresholdIndex(fast) if fast else None
+            slot.general = tuple(general)
+            slot.plain = (
+                slot.index if not general and not slot.watchers and not slot.keep_ns else None
+            )
 
     def on_sample(
         self, metric_id: int, value: float, t: int, timers: Timers
@@ -507,14 +532,89 @@ class AgentEval:
                 inst.absent_due[j] = t + d
                 timers.schedule(t + d, inst, inst.absent_tokens[j], j)
         fired = None
-        for inst in slot.instances:
+        ix = slot.index
+        if ix is None:
+            for inst in slot.instances:
+                f = inst.evaluate(t, s, timers)
+                if f is not None:
+                    if fired is None:
+                        fired = [f]
+                    else:
+                        fired.append(f)
+            return fired
+        todo, unsorted = ix.select(value, t)
+        general = slot.general
+        if general:
+            todo = [*todo, *general]
+            unsorted = len(todo) > len(general)
+        if unsorted:
+            todo = sorted(todo, key=_rank)
+        for _, inst in todo:
             f = inst.evaluate(t, s, timers)
             if f is not None:
                 if fired is None:
                     fired = [f]
                 else:
                     fired.append(f)
+        if ix.holds and todo:
+            ix.rewatch(todo)
         return fired
+
+    def on_batch(
+        self,
+        rows: Iterable[tuple[int, float, int, int]],
+        timers: Timers,
+        urgent_priority: int = URGENT_NEVER,
+        on_urgent: Callable[[list[Firing], bool], None] | None = None,
+    ) -> tuple[list[Firing] | None, list[Firing], int]:
+        """Take a batch's samples in order, as ``on_sample`` one by one would.
+
+        ``rows`` yields ``(t_ns, value, metric_id, flags)`` (``MetricBatchView.samples()``).
+        Deadlines due at or before a sample's time are run first, at their deadline (as
+        ``Timers.run_due``). Firings of rules with priority >= ``urgent_priority`` are handed
+        to ``on_urgent(firings, from_timer)`` at once, before the rest of the batch is
+        evaluated; the others are returned: ``(fired by samples or None, fired by deadlines,
+        number of samples whose metric id is not a declared series, which are skipped)``."""
+        slots = self.slots
+        n = len(slots)
+        heap = timers.heap
+        on_sample = self.on_sample
+        fired: list[Firing] | None = None
+        early: list[Firing] = []
+        unknown = 0
+        for t, v, mid, _flags in rows:
+            if mid >= n:
+                unknown += 1
+                continue
+            if heap and heap[0][0] <= t:
+                due = timers.run_due(t)
+                if due:
+                    if on_urgent is not None:
+                        due = _split_urgent(due, urgent_priority, on_urgent, True)
+                    early.extend(due)
+            slot = slots[mid]
+            ix = slot.plain
+            if ix is not None and not ix.watch:
+                # only threshold rules on this series: a value in the same region as the last
+                # one changes nothing but the series' latest sample
+                if v == ix.prev or (
+                    v == v and bisect_left(ix.bounds, v) + bisect_right(ix.bounds, v) == ix.k
+                ):
+                    ix.prev = v
+                    s = slot.state
+                    s.last_v = v
+                    s.last_t = t
+                    s.seen_ns = t
+                    continue
+            f = on_sample(mid, v, t, timers)
+            if f is not None:
+                if on_urgent is not None:
+                    f = _split_urgent(f, urgent_priority, on_urgent, False)
+                if fired is None:
+                    fired = f
+                else:
+                    fired.extend(f)
+        return fired, early, unknown
 
     def make_current(self) -> None:
         """Make this the agent's evaluator (on the loop thread, at activation): from now on
@@ -527,6 +627,21 @@ class AgentEval:
 
     def rules_bound(self) -> int:
         return len({inst.rule.rule_id for inst in list(self.instances.values())})
+
+
+def _rank(x: Ranked) -> int:
+    return x[0]
+
+
+def _split_urgent(
+    fs: list[Firing], level: int, emit: Callable[[list[Firing], bool], None], from_timer: bool
+) -> list[Firing]:
+    """Hand the firings at or above ``level`` to ``emit`` now; return the others."""
+    hot = [f for f in fs if f.rule.priority >= level]
+    if not hot:
+        return fs
+    emit(hot, from_timer)
+    return [f for f in fs if f.rule.priority < level] if len(hot) < len(fs) else []
 
 
 class Firing(NamedTuple):
