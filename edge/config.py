@@ -124,6 +124,13 @@ class EdgeConfig:
     (refuse the new record). Either way the appender never blocks."""
     sync_status_interval_s: float = 5.0
     """How often edge-sync publishes this device's status document upstream."""
+    upstream_ping_interval_s: float = 10.0
+    """edge-sync pings the server this often; two unanswered pings close the link (this is how
+    a blackholed link is noticed)."""
+    upstream_ack_timeout_s: float = 5.0
+    """A publish not acknowledged within this (seconds) is sent again from the oldest record."""
+    upstream_backoff_max_s: float = 30.0
+    """Upper bound of the jittered exponential backoff between reconnects and resends."""
     sched_enabled: bool = True
     """Under overload, run queued MetricBatches in priority order and shed low-scored ones
     (``edge.runtime._scheduler``). False: strictly arrival order, never shed in edged."""
@@ -255,6 +262,9 @@ def _validate(cfg: EdgeConfig) -> None:
             'outbox_policy must be "drop-oldest" or "drop-newest"',
         ),
         (cfg.sync_status_interval_s > 0, "sync_status_interval_s must be > 0"),
+        (cfg.upstream_ping_interval_s > 0, "upstream_ping_interval_s must be > 0"),
+        (cfg.upstream_ack_timeout_s > 0, "upstream_ack_timeout_s must be > 0"),
+        (cfg.upstream_backoff_max_s >= 0.1, "upstream_backoff_max_s must be >= 0.1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -106,6 +106,15 @@ class LinkOptions:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 30.0
 
+    @classmethod
+    def from_config(cls, cfg: EdgeConfig) -> LinkOptions:
+        """``upstream_ping_interval_s`` and ``upstream_backoff_max_s`` from the config."""
+        return cls(
+            ping_interval_s=cfg.upstream_ping_interval_s,
+            backoff_initial_s=min(0.2, cfg.upstream_backoff_max_s),
+            backoff_max_s=cfg.upstream_backoff_max_s,
+        )
+
 
 def tls_context(cfg: EdgeConfig) -> ssl.SSLContext | None:
     """The client TLS context from ``upstream_tls_*``; None when none of them is set (a
@@ -161,7 +170,7 @@ class Link:
         rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
-        self.opts = opts or LinkOptions()
+        self.opts = opts or LinkOptions.from_config(cfg)
         self.backoff = Backoff(self.opts.backoff_initial_s, self.opts.backoff_max_s, rng=rng)
         self.state = LinkState.DOWN
         self.last_error: str | None = None

@@ -60,17 +60,20 @@ class Publisher(Component):
         *,
         max_inflight: int = 64,
         max_inflight_bytes: int = 1 << 20,
-        ack_timeout_s: float = 5.0,
+        ack_timeout_s: float | None = None,
         poll_s: float = 0.2,
         backoff: Backoff | None = None,
     ) -> None:
+        """``ack_timeout_s`` and the backoff's bound default to ``upstream_ack_timeout_s`` and
+        ``upstream_backoff_max_s`` of the running service's config."""
         if max_inflight < 1 or max_inflight_bytes < 1:
             raise ValueError("max_inflight and max_inflight_bytes must be >= 1")
         self.max_inflight = max_inflight
         self.max_inflight_bytes = max_inflight_bytes
-        self.ack_timeout_s = ack_timeout_s
+        self.ack_timeout_s = ack_timeout_s or 5.0
+        self._ack_timeout_given = ack_timeout_s is not None
         self.poll_s = poll_s
-        self.backoff = backoff or Backoff(0.2, 30.0)
+        self.backoff = backoff
         self.published = 0
         self.duplicates = 0
         self.resends = 0
@@ -79,6 +82,12 @@ class Publisher(Component):
         self._highest_sent = 0
 
     async def run(self, ctx: SyncContext) -> None:
+        if not self._ack_timeout_given:
+            self.ack_timeout_s = ctx.config.upstream_ack_timeout_s
+        if self.backoff is None:
+            cap = ctx.config.upstream_backoff_max_s
+            self.backoff = Backoff(min(0.2, cap), cap)
+        backoff = self.backoff
         while not ctx.stopping.is_set():
             session = await _until(ctx, ctx.link.session())
             if session is None:
@@ -92,7 +101,7 @@ class Publisher(Component):
                 if session.closed.is_set() or not session.nc.is_connected:
                     continue  # the link is gone: wait for the next session
                 reason = f"publishing failed: {exc!r}"
-            delay = self.backoff.next()
+            delay = backoff.next()
             self.max_retry_in_s = max(self.max_retry_in_s, delay)
             log.info("publisher: %s; again in %.2f s", reason, delay)
             ctx.status.update(
@@ -187,7 +196,8 @@ class Publisher(Component):
         self.published += count
         self.duplicates += dups
         self.last_acked_seq = upto
-        self.backoff.reset()
+        if self.backoff is not None:
+            self.backoff.reset()
         ctx.status.update(
             published=self.published,
             duplicates=self.duplicates,
