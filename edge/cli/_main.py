@@ -78,6 +78,8 @@ class LazyGroup(click.Group):
         "demo": "edge.cli._demo:demo",
         "rules": "edge.cli._rules_cmds:rules",
         "keys": "edge.cli._rules_cmds:keys",
+        "sync": "edge.cli._sync_cmds:sync",
+        "fleet": "edge.cli._fleet:fleet",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
