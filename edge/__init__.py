@@ -3,7 +3,7 @@
 The package reads bottom-up; a module may import only from layers below its own (a test
 enforces it):
 
-    errors, clock, config, _log   foundations
+    errors, clock, config, _log   foundations (and _digest: hashes without OpenSSL)
     transport                     ZeroMQ sockets and the run directory
     wire                          FlatBuffers schemas: generated code, lean codec, verifier
     rules                         rule model, parser, compiled table, evaluator

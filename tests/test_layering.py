@@ -8,7 +8,7 @@ from pathlib import Path
 import edge
 
 LAYERS = [
-    "errors clock config _log",
+    "errors clock config _log _digest",
     "transport",
     "wire",
     "rules",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import fnmatch
-import hashlib
 import heapq
 import itertools
 import operator
@@ -31,6 +30,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from .._digest import blake2b
 from ..wire import Param
 from ._ir import AGGREGATES, Condition, NodeOp
 from ._model import Rule, RuleSet
@@ -247,7 +247,7 @@ class CompiledRule:
         self.params: tuple[Param, ...] = rule.params
         # identity across a swap: same id and same behaviour (a digest: 16 bytes, not the text)
         behaviour = repr(sorted(rule.normalised().items())).encode()
-        self.key = (rule.rule_id, hashlib.blake2b(behaviour, digest_size=16).digest())
+        self.key = (rule.rule_id, blake2b(behaviour, digest_size=16).digest())
         self.fn = compile_predicate(c)
         self.selectors = c.selectors
         keep = [0] * len(c.selectors)

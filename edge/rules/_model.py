@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 
+from .._digest import sha256
 from ..wire import Action, Param, action_name
 from ._ir import Condition
 
@@ -68,4 +68,4 @@ class RuleSet:
             + [list(self.custom_actions)],
             sort_keys=True,
         )
-        return hashlib.sha256(doc.encode()).digest()
+        return sha256(doc.encode()).digest()

@@ -24,7 +24,6 @@ used: edged without trusted keys, which still opens signed-or-not tables, never 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import flatbuffers
 
+from .._digest import sha256
 from ..errors import ConfigError, EdgeError, RuleTableError
 from ..wire import MessageType, fb, verify
 
@@ -55,7 +55,7 @@ _GEN_HINT = "create a key pair with `edgectl keys gen --out PREFIX`"
 
 def key_id(public_key: VerifyKey) -> bytes:
     """The 8-byte id of a public key: the first 8 bytes of SHA-256 of its 32 raw bytes."""
-    return hashlib.sha256(bytes(public_key)).digest()[:KEY_ID_BYTES]
+    return sha256(bytes(public_key)).digest()[:KEY_ID_BYTES]
 
 
 # --- key files ---------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ NOT_IN_EDGED = [
     "difflib",
     "csv",
     "nacl",  # Ed25519: only when trusted keys are configured
+    "_hashlib",  # OpenSSL's libcrypto, ~3.5 MB: edge._digest uses CPython's built-in hashes
+    "hashlib",
+    "secrets",
 ]
 
 
