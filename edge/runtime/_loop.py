@@ -15,11 +15,11 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from random import SystemRandom
 from typing import Any, cast
 
 import zmq
@@ -60,6 +60,7 @@ log = logging.getLogger("edge.loop")
 _BUDGET = 256  # frames per drain before timers and housekeeping get a turn
 _HOUSEKEEPING_NS = 50_000_000
 _MAX_IDLE_MS = 100  # bounds how long a stop request waits
+_SESSIONS = SystemRandom()  # what `secrets` uses, without its hmac -> OpenSSL import (~3.5 MB)
 
 COUNTERS = (
     "frames_in",
@@ -582,9 +583,9 @@ class ControlLoop:
                 always_audit=True,
             )
             return
-        session = secrets.randbits(63) or 1
+        session = _SESSIONS.getrandbits(63) or 1
         while session in reg.by_session:
-            session = secrets.randbits(63) or 1
+            session = _SESSIONS.getrandbits(63) or 1
         hb_ms = min(max(hello.heartbeat_ms or self.cfg.heartbeat_ms, 10), 60_000)
         series = [(i, m.name, tuple(sorted(m.labels))) for i, m in enumerate(hello.metrics)]
         rec = AgentRecord(
