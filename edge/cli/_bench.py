@@ -44,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import EdgeError
+from ._bench_goals import goal_lines, goal_rows
 from ._bench_rules import ACTIVATION_RULES, activation_table, eval_cost, memory_per_rule
 from ._bench_scenarios import SCENARIOS, run_scenarios, scenario_config, write_latency_plot
 from ._bench_scenarios import summary_lines as scenario_summary_lines
@@ -280,6 +281,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
             probe.expect("paused")
             stats = ctl.request(CtlOp.STATS)
             window = time.monotonic() - t0
+            gc_window = ctl.request(CtlOp.STATUS).get("gc")  # reset with the stats
             cpu_pct = cpu.stop()
             machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
             load_rep: dict[str, Any] = {}
@@ -350,6 +352,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         "edged_exit_code": edged_exit,
         "rules": rules_doc,
         "counters": {k: v for k, v in sorted(counters.items()) if v},
+        "gc": gc_window,
         "clock_skewed": stats.get("clock_skewed", 0),
         "machine": machine,
         "config": {
@@ -430,6 +433,14 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"goal e2e p99 < {goal['e2e_p99_us_below']:g} µs: "
         + ("[green]met[/]" if goal["met"] else "[red]not met[/]"),
     ]
+    g = doc.get("gc")
+    if g:
+        lines.append(
+            "GC in edged during the window (gen 0/1/2): collections "
+            + "/".join(str(x) for x in g["collections"])
+            + ", longest pause " + "/".join(f"{x:g}" for x in g["max_pause_us"]) + " µs"
+            + f", {g['frozen']:,} objects frozen"
+        )
     r = doc.get("rules")
     if r:
         a, m, e = r["activation"], r["memory"], r["eval"]
@@ -528,6 +539,7 @@ def bench(json_path: Path | None, duration: float | None, warmup: float | None,
             write_latency_plot(doc, json_path.with_name(json_path.stem + "_latency.png"))
             if json_path is not None
             else {"written": False, "reason": "no --json path to write the PNG next to"})
+    doc["goals"] = goal_rows(doc)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -537,6 +549,9 @@ def bench(json_path: Path | None, duration: float | None, warmup: float | None,
             console.print(line)
     for line in scenario_summary_lines(doc):
         console.print(line)
+    console.rule("the performance issue's goals (same run)")
+    for line in goal_lines(doc):
+        console.print(line, soft_wrap=True)
     if json_path is not None:
         console.print(f"[dim]full result: {json_path}[/]")
     if "latency" in names and (doc["instructions"] == 0 or doc["acks"] == 0):

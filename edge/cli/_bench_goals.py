@@ -1,0 +1,173 @@
+"""The performance issue's goal table, filled from one ``edgectl bench`` document.
+
+Each row: the figure, what was measured, the goal, whether it is met, and the baseline measured
+in the same run (the machine is shared and noisy, so the baseline is what makes a figure mean
+something). A scenario that did not run gives a row with ``measured: None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+MB = 1_000_000
+
+
+def _get(doc: dict[str, Any], *path: str) -> Any:
+    cur: Any = doc
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return None
+        cur = cur[key]
+    return cur
+
+
+def _row(
+    figure: str,
+    measured: float | None,
+    goal: float,
+    unit: str,
+    ok: Callable[[float, float], bool],
+    baseline: str | None,
+    goal_text: str,
+) -> dict[str, Any]:
+    return {
+        "figure": figure,
+        "measured": measured,
+        "unit": unit,
+        "goal": goal,
+        "goal_text": goal_text,
+        "met": None if measured is None else bool(ok(measured, goal)),
+        "baseline": baseline,
+    }
+
+
+def _le(v: float, g: float) -> bool:
+    return v <= g
+
+
+def _ge(v: float, g: float) -> bool:
+    return v >= g
+
+
+def _lt(v: float, g: float) -> bool:
+    return v < g
+
+
+def goal_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the goal table for ``doc`` (the full ``edgectl bench`` JSON document)."""
+    base = doc.get("baseline_pingpong_us") or {}
+    sla = doc.get("sla_rate")
+    bg = doc.get("background_metrics_per_s")
+    rss = _get(doc, "footprint", "with_agents", "rss_bytes")
+    idle = _get(doc, "footprint", "idle", "rss_bytes")
+    py_rss = _get(doc, "footprint", "baseline_python_rss_bytes")
+
+    def pp(key: str, unit: str = "µs") -> str | None:
+        v = base.get(key)
+        return None if v is None else f"ping-pong {key} {v:,.1f} {unit}"
+
+    ingest_base = _get(doc, "ingest", "baseline_router", "metrics_per_s")
+    return [
+        _row("e2e P99", _get(doc, "e2e_us", "p99"), 200, "µs", _le, pp("p99"), "≤ 200 µs"),
+        _row("e2e P99.9", _get(doc, "e2e_us", "p999"), 500, "µs", _le, pp("p999"), "≤ 500 µs"),
+        _row("e2e P99 ÷ ping-pong P99", doc.get("ratio_p99"), 1.5, "×", _le, pp("p99"), "≤ 1.5"),
+        _row(
+            "SLA attainment at 1 ms" + ("" if bg is None else f" ({bg:,.0f} metrics/s background)"),
+            None if sla is None else sla * 100,
+            99.99,
+            "%",
+            _ge,
+            None
+            if base.get("within_sla_pct") is None
+            else f"ping-pong alone within 1 ms: {base['within_sla_pct']:.3f} %",
+            "≥ 99.99 %",
+        ),
+        _row(
+            "jitter (MAD / mean of e2e)",
+            doc.get("jitter_pct"),
+            5.0,
+            "%",
+            _lt,
+            None
+            if base.get("jitter_pct") is None
+            else f"ping-pong jitter {base['jitter_pct']:.1f} %",
+            "< 5 %",
+        ),
+        _row(
+            "metrics/s with 1,000 rules, one core",
+            _get(doc, "ingest", "metrics_per_s"),
+            1_000_000,
+            "/s",
+            _ge,
+            None if ingest_base is None else f"bare ROUTER {ingest_base:,.0f}/s",
+            "≥ 1,000,000",
+        ),
+        _row(
+            "memory per loaded rule at 10,000 rules",
+            _get(doc, "rules", "memory", "bytes_per_rule"),
+            2048,
+            "B",
+            _le,
+            None,
+            "≤ 2 KB",
+        ),
+        _row(
+            "loop pause activating 10,000 rules",
+            _get(doc, "rules", "activation", "loop_pause_us"),
+            1000,
+            "µs",
+            _le,
+            None,
+            "≤ 1 ms",
+        ),
+        _row(
+            "edged RSS idle",
+            None if idle is None else idle / MB,
+            30,
+            "MB",
+            _le,
+            None if py_rss is None else f"python -c pass {py_rss / MB:.1f} MB",
+            "≤ 30 MB",
+        ),
+        _row(
+            "edged RSS, 100 agents connected",
+            None if rss is None else rss / MB,
+            30,
+            "MB",
+            _le,
+            None if py_rss is None else f"python -c pass {py_rss / MB:.1f} MB",
+            "≤ 30 MB",
+        ),
+        _row(
+            "cold start to ready (p50)",
+            _get(doc, "coldstart", "ready_ms", "p50"),
+            300,
+            "ms",
+            _le,
+            None
+            if _get(doc, "coldstart", "baseline_python_ms", "p50") is None
+            else f"python -c pass {doc['coldstart']['baseline_python_ms']['p50']:g} ms",
+            "≤ 300 ms",
+        ),
+    ]
+
+
+def _fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "not run"
+    if unit in ("/s", "B"):
+        return f"{v:,.0f} {unit}"
+    return f"{v:,.2f} {unit}" if v < 10 else f"{v:,.1f} {unit}"
+
+
+def goal_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per goal, for the one-screen summary."""
+    out = []
+    for r in goal_rows(doc):
+        mark = {True: "[green]met[/]", False: "[red]missed[/]", None: "[dim]-[/]"}[r["met"]]
+        tail = f"  (same run: {r['baseline']})" if r["baseline"] else ""
+        out.append(
+            f"{r['figure']}: {_fmt(r['measured'], r['unit'])}, goal {r['goal_text']}: {mark}{tail}"
+        )
+    return out
