@@ -58,16 +58,22 @@ def test_footprint(tmp_path: Path) -> None:
     for part in ("idle", "with_agents"):
         assert _positive(f[part]["rss_bytes"]) and _positive(f[part]["uss_bytes"])
         assert f[part]["uss_bytes"] <= f[part]["rss_bytes"]
+    assert _positive(f["first_start"]["rss_bytes"])
+    assert f["rules_recovered"] > 0  # the restarted edged runs the stored table
     assert isinstance(f["per_agent_bytes"], int)
-    assert 0 < f["baseline_python_rss_bytes"] < f["baseline_import_edge_runtime_rss_bytes"]
-    assert "footprint:" in text
+    assert 0 < f["baseline_python_rss_bytes"] < f["baseline_import_edged_rss_bytes"]
+    bill = f["imports"]
+    assert [row["import"] for row in bill][:2] == ["python", "logging"]
+    assert bill[-1]["import"] == "edge.rules._source"
+    assert all(row["rss_bytes"] > 0 for row in bill)
+    assert "footprint:" in text and "RSS by import" in text
 
 
 def test_coldstart(tmp_path: Path) -> None:
     doc, text = _run(tmp_path, "coldstart")
     c = doc["coldstart"]
     assert c["ready_ms"]["runs"] == 2
-    for key in ("ready_ms", "baseline_python_ms", "python_import_edge_runtime_ms"):
+    for key in ("ready_ms", "baseline_python_ms", "python_import_edged_ms"):
         s = c[key]
         assert 0 < s["min"] <= s["p50"] <= s["max"]
     assert _positive(c["ratio_p50"])
