@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 COMPONENTS: dict[str, str] = {
     "publisher": "edge.sync._publisher:Publisher",
     "status_file": "edge.sync._statusfile:StatusFileWriter",
+    "rules_down": "edge.sync._rules_down:RulesDownComponent",
+    "device_status": "edge.sync._status:DeviceStatus",
 }
 
 

@@ -8,9 +8,10 @@ The contract (README "Upstream sync: rule tables down")::
 
     precedence   device.<device_id>  >  group.<g1>  >  group.<g2> ...   (device_groups order)
 
-Each key is watched (initial value on start, then every put, delete and purge). The winner is
-the highest-precedence key whose table is *valid in itself*; checked in this order, the first
-failure is the refusal's reason:
+Each key is watched (initial value on start, then every put, delete and purge). The key that
+decides is the highest-precedence key that holds a value; its table is checked in this order,
+the first failure being the refusal's reason (the other keys' tables are checked too, so that
+a bad one is reported before it could matter):
 
     1. signed   an unsigned RuleTable is refused on the fleet path whatever
                 rules_require_signed says (a table from the network must carry its author)
@@ -19,11 +20,14 @@ failure is the refusal's reason:
     4. scope    names this device or one of its groups (empty scope = any device)
     5. expiry   not expired now (wall clock)
 
-Then, for the winner only:
+Then:
 
     6. version  strictly newer than edged's active version; the same version with the same
                 content hash is the table already running (nothing to do); anything else is
-                a rollback and refused. A lower-precedence key never replaces a refused winner.
+                a rollback and refused.
+
+A refused table never lets a lower-precedence key take over: the board keeps running its
+active table (a broken or forged device table must not switch the board to another one).
 
 Deleting the device key makes the first valid group table the winner, and rule 6 still
 applies: the board keeps its active table until a group table *newer* than it is published
@@ -151,12 +155,12 @@ class Decision:
     """What to do about the watched keys (decide())."""
 
     action: str
-    """"none" (no valid table), "current" (the winner is what edged runs), "activate",
+    """"none" (no key holds a table), "current" (the winner is what edged runs), "activate",
     "refuse" (the winner is not newer than the active table), "wait" (edged unknown)."""
     winner: Verified | None
     refused: tuple[Refusal, ...]
-    """Every watched key whose table failed checks 1-5, plus the winner when action is
-    "refuse"."""
+    """Every watched key whose table failed checks 1-5, plus the winner when it is not newer.
+    With action "refuse" and no winner, the deciding key's table failed checks 1-5."""
 
 
 def decide(
@@ -172,20 +176,24 @@ def decide(
     table is not known (edged down), which yields "wait" when there is a winner.
     """
     winner: Verified | None = None
+    first: str | None = None
     refused: list[Refusal] = []
     for key in order:
         entry = entries.get(key)
         if entry is None:
             continue
+        first = first or key
         try:
             verified = check(entry)
         except RuleTableError as exc:
             refused.append(Refusal(key, entry.revision, None, str(exc), now_wall_ms))
             continue
-        if winner is None:
+        if key == first:
             winner = verified
-    if winner is None:
+    if first is None:
         return Decision("none", None, tuple(refused))
+    if winner is None:  # the key that decides holds a bad table: keep what runs
+        return Decision("refuse", None, tuple(refused))
     if active is None:
         return Decision("wait", winner, tuple(refused))
     if winner.version == active.version and winner.hash == active.hash:

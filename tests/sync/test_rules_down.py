@@ -93,12 +93,17 @@ def test_device_key_wins_over_groups_and_the_first_group_over_later_ones() -> No
     assert d.winner is not None and d.winner.entry.key == "group.line-3" and d.winner.version == 9
 
 
-def test_an_invalid_device_table_is_refused_and_the_group_table_wins() -> None:
+def test_an_invalid_device_table_is_refused_and_no_group_table_takes_over() -> None:
     es = entries(device_b1=signed(OTHER, 50), group_plant=signed(KEY, 8))
     d = decide(ORDER, es, checker, Active(1, ""), NOW)
-    assert d.action == "activate" and d.winner is not None and d.winner.entry.key == "group.plant"
+    assert d.action == "refuse" and d.winner is None
     assert [(r.key, r.version) for r in d.refused] == [("device.b1", None)]
     assert "not trusted" in d.refused[0].reason
+    # a bad table under a lower-precedence key is reported, and changes nothing
+    es = entries(device_b1=signed(KEY, 5), group_plant=table(8))
+    d = decide(ORDER, es, checker, Active(1, ""), NOW)
+    assert d.action == "activate" and d.winner is not None and d.winner.entry.key == "device.b1"
+    assert [r.key for r in d.refused] == ["group.plant"]
 
 
 def test_the_version_rule_applies_to_the_winner_only_and_never_falls_through() -> None:
