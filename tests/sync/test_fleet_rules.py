@@ -321,3 +321,39 @@ def test_fleet_commands_say_when_the_server_is_not_there(tmp_path: Path) -> None
     r = fleet_cli("nats://127.0.0.1:1", "status")
     assert r.exit_code == 3 and "upstream not reachable" in r.output
     assert "Traceback" not in r.output
+
+
+def test_fleet_aggregates_prints_the_stream_in_order(nats_server: NatsServer) -> None:
+    from edge.wire import encode_aggregate
+
+    url = nats_server.url
+    r = fleet_cli(url, "aggregates")  # no stream yet: nothing to print, not an error
+    assert r.exit_code == 0 and r.output == ""
+
+    async def publish(js: Any) -> None:
+        from edge.sync._link import ensure_streams
+
+        await ensure_streams(js)
+        for device, seq, body in [
+            ("b1", 1, encode_aggregate({"device_id": "b1", "samples": 10})),
+            ("b2", 1, encode_aggregate({"device_id": "b2", "samples": 20})),
+            ("b1", 2, b"not an aggregate"),
+        ]:
+            await js.publish(
+                f"edge.agg.{device}",
+                body,
+                headers={
+                    "Nats-Msg-Id": f"{device}-{seq}",
+                    "Edge-Seq": str(seq),
+                    "Edge-Device": device,
+                },
+            )
+
+    Fleet(url)._do(publish)
+    r = fleet_cli(url, "aggregates")
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.output.splitlines()]
+    assert [(x["device"], x["seq"]) for x in lines] == [("b1", 1), ("b2", 1), ("b1", 2)]
+    assert lines[0]["aggregate"]["samples"] == 10 and "error" in lines[2]
+    r = fleet_cli(url, "aggregates", "--device", "b2")
+    assert [json.loads(x)["aggregate"]["samples"] for x in r.output.splitlines()] == [20]
