@@ -22,6 +22,7 @@ ACTIVATION_RULES = 10_000
 MEMORY_RULES = 10_000
 EVAL_RULES = 1_000
 EVAL_METRICS = 100
+EVAL_BATCH = 500
 
 
 def synthetic_rules(n: int, metrics: list[str], *, version: int = 0) -> RuleSet:
@@ -66,24 +67,61 @@ def memory_per_rule(n: int = MEMORY_RULES, series: int = EVAL_METRICS) -> dict[s
 def eval_cost(
     n_rules: int = EVAL_RULES, metrics: int = EVAL_METRICS, samples: int = 200_000
 ) -> dict[str, Any]:
-    """ns per sample through AgentEval.on_sample with ``n_rules`` loaded (spread over
-    ``metrics`` series), against the same with no rules (the ingest floor)."""
+    """ns per sample with ``n_rules`` loaded (spread over ``metrics`` series), against the same
+    with no rules (the ingest floor), in this process with the engine edged runs.
+
+    Random values in [0, 1). ``loaded``: the synthetic rules (thresholds far above every value,
+    a third held-for), so no sample crosses one: the common case. ``crossing``: the same number
+    of rules with thresholds drawn from [0, 1), so a sample crosses ~3 of its series' 10
+    thresholds on average and those rules are evaluated (and fire on the way up). Each through
+    ``AgentEval.on_sample`` (one call per sample) and ``AgentEval.on_batch`` (what edged runs:
+    one call per batch of ``EVAL_BATCH``)."""
     names = [f"m{i}" for i in range(metrics)]
     decls = [(i, m, ()) for i, m in enumerate(names)]
     rng = random.Random(7)
     mids = [rng.randrange(metrics) for _ in range(samples)]
     values = [rng.random() for _ in range(samples)]
-    out: dict[str, Any] = {"rules": n_rules, "series": metrics, "samples": samples}
-    for label, n in (("no_rules", 0), ("loaded", n_rules)):
-        table = CompiledTable(synthetic_rules(n, names))
-        ev, _ = table.bind(object(), "a", decls, first_seen_ns=0)
-        ev.make_current()
-        timers = Timers()
-        on = ev.on_sample
-        t0 = time.perf_counter_ns()
-        for k in range(samples):
-            on(mids[k], values[k], k * 1000, timers)
-        out[f"ns_per_sample_{label}"] = round((time.perf_counter_ns() - t0) / samples)
-    out["ratio"] = round(out["ns_per_sample_loaded"] / max(1, out["ns_per_sample_no_rules"]), 2)
+    rows = [(k * 1000, values[k], mids[k], 0) for k in range(samples)]
+    batches = [rows[i : i + EVAL_BATCH] for i in range(0, samples, EVAL_BATCH)]
+    crossing = RuleSet(
+        tuple(
+            Rule(f"x_{i}", threshold(names[i % metrics], ">", rng.random()), Action.ALERT, 1, 10.0)
+            for i in range(n_rules)
+        )
+    )
+    out: dict[str, Any] = {"rules": n_rules, "series": metrics, "samples": samples,
+                           "batch": EVAL_BATCH}
+    for label, ruleset in (
+        ("no_rules", synthetic_rules(0, names)),
+        ("loaded", synthetic_rules(n_rules, names)),
+        ("crossing", crossing),
+    ):
+        for how in ("sample", "batch"):
+            table = CompiledTable(ruleset)
+            ev, _ = table.bind(object(), "a", decls, first_seen_ns=0)
+            ev.make_current()
+            timers = Timers()
+            fired = 0
+            t0 = time.perf_counter_ns()
+            if how == "sample":
+                on = ev.on_sample
+                for k in range(samples):
+                    f = on(mids[k], values[k], k * 1000, timers)
+                    if f:
+                        fired += len(f)
+            else:
+                on_batch = ev.on_batch
+                for b in batches:
+                    f, early, _ = on_batch(b, timers)
+                    fired += len(f or ()) + len(early)
+            dt = time.perf_counter_ns() - t0
+            suffix = "" if how == "sample" else "_batch"
+            out[f"ns_per_sample_{label}{suffix}"] = round(dt / samples)
+            if how == "batch":
+                out[f"firings_{label}"] = fired
+    for suffix in ("", "_batch"):
+        base = max(1, out[f"ns_per_sample_no_rules{suffix}"])
+        out[f"ratio{suffix}"] = round(out[f"ns_per_sample_loaded{suffix}"] / base, 2)
+        out[f"ratio_crossing{suffix}"] = round(out[f"ns_per_sample_crossing{suffix}"] / base, 2)
     out["rules_per_series"] = n_rules / metrics
     return out

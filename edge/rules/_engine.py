@@ -500,11 +500,12 @@ class AgentEval:
             general: list[Ranked] = []
             for rank, inst in enumerate(slot.instances):
                 (fast if inst.rule.threshold is not None else general).append((rank, inst))
-            slot.index = ThresholdIndex(fast) if fast else None
+            # a series no rule reads gets an empty index too: its samples then take the same
+            # inline path in on_batch (one region, so only the state update)
+            bare = not general and not slot.watchers and not slot.keep_ns
+            slot.index = ThresholdIndex(fast) if fast or bare else None
             slot.general = tuple(general)
-            slot.plain = (
-                slot.index if not general and not slot.watchers and not slot.keep_ns else None
-            )
+            slot.plain = slot.index if bare else None
 
     def on_sample(
         self, metric_id: int, value: float, t: int, timers: Timers
@@ -542,6 +543,10 @@ class AgentEval:
                     else:
                         fired.append(f)
             return fired
+        if not ix.members:  # a series no rule reads (see link): only the region to track
+            ix.prev = value
+            ix.k = 0 if value == value else -1
+            return None
         todo, unsorted = ix.select(value, t)
         general = slot.general
         if general:

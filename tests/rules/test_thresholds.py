@@ -182,12 +182,11 @@ def test_on_batch_matches_sample_by_sample(
     """``on_batch`` (what edged runs) against ``on_sample`` one by one, both paths: the same
     firings; deadlines inside a batch run before the sample after them."""
     timeline = _timeline(steps)
-    batches, i = [], 0
-    for n in cuts * 10:
-        if i >= len(timeline):
-            break
+    batches, i, k = [], 0, 0
+    while i < len(timeline):
+        n = cuts[k % len(cuts)]
         batches.append(timeline[i : i + n])
-        i += n
+        i, k = i + n, k + 1
     one_by_one = Run(rules, fast=False)
     for t, mid, v in timeline:
         one_by_one.sample(t, mid, v)
