@@ -132,24 +132,28 @@ class EdgeConfig:
     upstream_backoff_max_s: float = 30.0
     """Upper bound of the jittered exponential backoff between reconnects and resends."""
     sched_enabled: bool = True
-    """Under overload, run queued MetricBatches in priority order and shed low-scored ones
-    (``edge.runtime._scheduler``). False: strictly arrival order, never shed in edged."""
+    """Overload control: when the loop falls behind, run queued MetricBatches in priority order
+    and shed low-scored ones (``edge.runtime._overload``). False: strictly arrival order."""
     sched_budget_us: int = 1000
-    """A drain that has worked this long (µs) and still finds frames waiting switches to the
-    scheduler: Acks, Hellos, Heartbeats and Byes are handled at once, batches are queued and
-    run highest-scored first until the backlog is gone. 0: whenever a second frame waits."""
+    """A drain that has worked this long (µs) and then receives a batch that waited at least
+    this long in the transport switches to the scheduler: Acks, Hellos, Heartbeats and Byes
+    are handled at once, batches are queued and run highest-scored first until the backlog is
+    gone. 0: as soon as a second frame is waiting."""
     sched_queue: int = 256
     """Batches the scheduler holds (each at most max_msg_bytes); when full, the lowest-scored
     is evicted (or the new one refused), counted and audited."""
+    sched_lag_ms: float = 5.0
+    """The ``lag`` probe's full scale: the loop counts as fully loaded (1.0) when a batch
+    waits this long (ms) from its send to its evaluation, within the last 50 ms or more."""
     sched_shed_threshold: float = 0.8
-    """While the load probe reads above this fraction, a queued batch scoring below
+    """While the load probe reads above this fraction, a batch scoring below
     ``sched_shed_below`` is shed (never evaluated), counted and audited."""
     sched_shed_below: float = 0.5
     """The score (0-1: 0.6 rule priority + 0.3 SLA urgency + 0.1 impact) under which work is
     shed while overloaded."""
-    sched_probe: str = "loop"
-    """What "load" is for shedding: ``loop`` (share of the last 100 ms the loop thread spent
-    working rather than waiting in poll) or ``cpu`` (psutil's system-wide CPU use)."""
+    sched_probe: str = "lag"
+    """What load means for shedding: ``lag`` (how far the loop runs behind its input, over
+    ``sched_lag_ms``) or ``cpu`` (psutil's system-wide CPU use, the seed's choice)."""
     log_level: str = "INFO"
     log_rate_per_s: float = 5.0
     """Per-kind log rate for bad input (the rest is counted and summarised)."""
@@ -250,7 +254,8 @@ def _validate(cfg: EdgeConfig) -> None:
         (1 <= cfg.sched_queue <= 1_000_000, "sched_queue must be within 1..1000000"),
         (0.0 <= cfg.sched_shed_threshold <= 1.0, "sched_shed_threshold must be within 0..1"),
         (0.0 <= cfg.sched_shed_below <= 1.0, "sched_shed_below must be within 0..1"),
-        (cfg.sched_probe in ("loop", "cpu"), "sched_probe must be 'loop' or 'cpu'"),
+        (cfg.sched_probe in ("lag", "cpu"), "sched_probe must be 'lag' or 'cpu'"),
+        (0.0 < cfg.sched_lag_ms <= 60_000.0, "sched_lag_ms must be within 0..60000 (exclusive 0)"),
         (len(str(cfg.run_dir / "agents.sock")) < 100, "run_dir is too long for an AF_UNIX path"),
         (cfg.agg_window_s >= 0, "agg_window_s must be >= 0 (0 turns aggregates off)"),
         (cfg.agg_max_samples >= 0, "agg_max_samples must be >= 0"),

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,17 @@ class Edged:
     """The runtime daemon. ``start()`` runs the loop on a thread (tests, bench);
     ``serve()`` runs it on the calling thread (the ``edged`` command)."""
 
-    def __init__(self, cfg: EdgeConfig, *, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        utilisation: Callable[[], float] | None = None,
+    ):
+        """``utilisation`` replaces the overload scheduler's load probe (0-1; tests)."""
         self.cfg = cfg
         self.clock = clock
+        self._utilisation = utilisation
         self._locks: list[InstanceLock] = []
         self.store: Store | None = None
         self.writer: StoreWriter | None = None
@@ -111,7 +120,12 @@ class Edged:
             table = self._recover_table()
             self._ctx = zmq.Context()
             self.loop = ControlLoop(
-                cfg, self._ctx, writer=self.writer, clock=self.clock, table=table
+                cfg,
+                self._ctx,
+                writer=self.writer,
+                clock=self.clock,
+                table=table,
+                utilisation=self._utilisation,
             )
             self.loop.registry.known = self.store.load_agents()
             self.stats = StatsView(
@@ -324,6 +338,7 @@ class Edged:
         assert self.stats is not None and self.loop is not None
         doc = self.stats.snapshot(refresh=refresh)
         doc["counters"] = dict(self.loop.counters)
+        doc["scheduler"] = self._scheduler_status()
         doc["wall_ms"] = self.clock.wall_ms()
         doc["rules_version"] = self.loop.table.version
         return doc
@@ -376,6 +391,7 @@ class Edged:
                 "collections": [g["collections"] for g in gc.get_stats()],
             },
             "counters": dict(loop.counters),
+            "scheduler": self._scheduler_status(),
             "store": self.writer.counters,
             "upstream": self._upstream_status(),
             "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics"
@@ -393,6 +409,12 @@ class Edged:
             "outbox": self.outbox.stats() if self.outbox is not None else None,
         }
 
+    def _scheduler_status(self) -> dict[str, Any]:
+        """Overload control: mode, queue, load, weights, batches by rule priority (the totals
+        are the ``sched_*`` counters)."""
+        ov = self._require_loop().overload
+        return {"enabled": False} if ov is None else ov.snapshot()
+
     def _ctl_stats(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
         return self._stats_doc()
 
@@ -400,7 +422,12 @@ class Edged:
         assert self.stats is not None
         self.stats.reset()
         loop = self._require_loop()
-        loop.call(lambda: loop.counters.update(dict.fromkeys(loop.counters, 0)))
+        def reset() -> None:
+            loop.counters.update(dict.fromkeys(loop.counters, 0))
+            if loop.overload is not None:
+                loop.overload.reset_counts()
+
+        loop.call(reset)
         return {"reset": True}
 
     def _ctl_rules_push(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:

@@ -51,6 +51,8 @@ from ..wire import (
 )
 from ._agg import BatchTap
 from ._lifecycle import AgentState
+from ._overload import COUNTERS as SCHED_COUNTERS
+from ._overload import OverloadControl
 from ._registry import AGENT_ID_RE, METRIC_NAME_RE, AgentRecord, Registry
 from ._rt import apply_to_current_thread
 from ._stats import StatsBook
@@ -104,6 +106,7 @@ COUNTERS = (
     "rule_tables_activated",
     "loop_iterations",
     "busy_polls",
+    *SCHED_COUNTERS,
 )
 
 
@@ -119,6 +122,7 @@ class ControlLoop:
         writer: StoreWriter | None = None,
         clock: Clock = SYSTEM_CLOCK,
         table: CompiledTable | None = None,
+        utilisation: Callable[[], float] | None = None,
     ):
         self.cfg = cfg
         self.clock = clock
@@ -160,6 +164,11 @@ class ControlLoop:
             MessageType.HELLO: self._on_hello,
             MessageType.BYE: self._on_bye,
         }
+        self.overload: OverloadControl | None = (
+            OverloadControl(self, cfg, utilisation=utilisation) if cfg.sched_enabled else None
+        )
+        """Priority order and shedding when the loop is behind (``_overload``); None: off.
+        ``utilisation`` replaces its load probe (tests)."""
 
     # ---------------------------------------------------------------- running
 
@@ -180,6 +189,7 @@ class ControlLoop:
         )
         busy_ns = cfg.busy_poll_us * 1000
         busy_until = 0
+        ov = self.overload
         self.ready.set()
         try:
             while not self._stop:
@@ -192,12 +202,18 @@ class ControlLoop:
                 if now < busy_until:
                     timeout = 0  # the busy-poll window after traffic: no kernel sleep
                     counters["busy_polls"] += 1
+                if ov is not None and ov.active:
+                    timeout = 0  # queued batches are waiting for their turn
                 events = poller.poll(timeout)
+                drained = False
                 for s, _ in events:
                     if s is sock:
                         self._drain()
+                        drained = True
                     else:
                         self._run_calls()
+                if not drained and ov is not None and ov.active:
+                    ov.drain()
                 if events and busy_ns:
                     busy_until = now_ns() + busy_ns
                 counters["loop_iterations"] += 1
@@ -267,6 +283,10 @@ class ControlLoop:
     # ---------------------------------------------------------------- ingest
 
     def _drain(self) -> None:
+        ov = self.overload
+        if ov is not None and ov.active:
+            ov.drain()
+            return
         sock = self.sock
         recv = sock.recv_multipart
         events = sock.getsockopt
@@ -274,6 +294,10 @@ class ControlLoop:
         counters = self.counters
         handlers = self._handlers
         max_bytes = self.cfg.max_msg_bytes
+        # a drain still finding frames this long after its first one may be behind: past the
+        # budget, a batch that waited as long in the transport hands over to the scheduler
+        budget_ns = ov.budget_ns if ov is not None else 1 << 62
+        budget_end = 0
         for _ in range(_BUDGET):
             # Asking EVENTS (~0.5 µs) is much cheaper than letting recv raise zmq.Again (~8 µs)
             if not cast(int, events(zmq.EVENTS)) & zmq.POLLIN:
@@ -298,6 +322,13 @@ class ControlLoop:
             except VerifyError as exc:
                 self._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
                 continue
+            if not budget_end:
+                budget_end = t_recv + budget_ns
+            elif t_recv >= budget_end and mtype is MessageType.METRIC_BATCH and ov is not None:
+                if ov.behind(buf, t_recv):
+                    ov.take_over(rid, buf, t_recv)
+                    return
+                budget_end = t_recv + budget_ns  # busy, but keeping up
             handler = handlers.get(mtype)
             if handler is None:
                 self._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
@@ -305,10 +336,27 @@ class ControlLoop:
             try:
                 handler(rid, buf, t_recv)
             except Exception as exc:  # a bug must not take control down with it
-                counters["handler_errors"] += 1
-                if self._limiter.allow("handler_errors", t_recv):
-                    log.exception("error handling %s from %r", mtype.name, rid)
-                    self._audit("loop_error", message=mtype.name, error=repr(exc))
+                self._handler_failed(exc, mtype, rid, t_recv)
+
+    def _handle(
+        self,
+        handler: Callable[[bytes, bytes, int], None],
+        mtype: MessageType,
+        rid: bytes,
+        buf: bytes,
+        t_recv: int,
+    ) -> None:
+        """Run one message's handler as ``_drain`` does (for the scheduler's path)."""
+        try:
+            handler(rid, buf, t_recv)
+        except Exception as exc:  # a bug must not take control down with it
+            self._handler_failed(exc, mtype, rid, t_recv)
+
+    def _handler_failed(self, exc: Exception, mtype: MessageType, rid: bytes, t: int) -> None:
+        self.counters["handler_errors"] += 1
+        if self._limiter.allow("handler_errors", t):
+            log.exception("error handling %s from %r", mtype.name, rid, exc_info=exc)
+            self._audit("loop_error", message=mtype.name, error=repr(exc))
 
     def _on_batch(self, rid: bytes, buf: bytes, t_recv: int) -> None:
         view = decode_metric_batch(buf)

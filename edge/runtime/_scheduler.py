@@ -90,7 +90,8 @@ def business_weight_of_priority(priority: int) -> float:
     return priority * 10.0 / 255.0
 
 
-def _psutil_utilisation() -> float:
+def psutil_utilisation() -> float:
+    """System-wide CPU use (0-1) since the previous call, from psutil."""
     import psutil  # deferred: importing the runtime must not pay for psutil
 
     return float(psutil.cpu_percent(interval=None)) / 100.0
@@ -174,7 +175,7 @@ class PriorityScheduler(Generic[T]):
         self.capacity = capacity
         self.shed_threshold = shed_threshold
         self.shed_below = shed_below
-        self._utilisation = utilisation if utilisation is not None else _psutil_utilisation
+        self._utilisation = utilisation if utilisation is not None else psutil_utilisation
         self._util_period_ns = utilisation_period_ns
         self._util_next_ns: int | None = None
         self._util = 0.0

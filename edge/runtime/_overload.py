@@ -1,0 +1,389 @@
+"""Overload control: when the loop has more work than it can do, it runs the work in priority
+order and sheds what matters least (the seed's scheduler, ``_scheduler``, wired into the loop).
+
+Rule priority stays fixed; this only decides which queued MetricBatch is evaluated next, and
+which is never evaluated, when the loop is behind. ::
+
+    normal      drain: recv -> verify -> handle, in arrival order (the hot path, unchanged)
+                  | a drain has worked >= sched_budget_us, and the next frame is a batch
+                  | that waited >= sched_budget_us since its agent sent it (the loop is behind)
+                  v
+    scheduled   intake: recv every waiting frame -> verify
+                   Ack / Hello / Heartbeat / Bye / bad input: handled at once (never queued,
+                                                               never shed: liveness)
+                   MetricBatch: scored by its agent's most important bound rule -> queue
+                     (shed below sched_shed_below while the load probe reads above
+                      sched_shed_threshold; the lowest evicted when the queue is full)
+                then pop the highest-scored batch, evaluate it (instructions leave at once, in
+                rule-priority order), intake again; every ~1 ms back to the loop for timers
+                  | the queue and the socket are both empty
+                  v
+    normal
+
+Score of a batch (``PriorityScheduler.score``): business weight = the highest rule priority
+bound to any of the agent's series (0-255 -> 0-10), SLA = the smallest sla_threshold among
+the rules at that priority, impact = 1 agent. An agent with no bound rule scores ~0 and is
+shed first. The rank is per agent, not per sample (reading the samples is the cost being
+saved): put bulk telemetry on its own agent if it must be shed apart from control metrics.
+
+What shedding costs: a shed batch's samples are not evaluated, so rule windows miss them and
+an ``absent()`` rule over those series may fire; the agent stays alive (liveness counts the
+batch). Every shed, evicted and rejected batch is counted (``sched_*`` counters and
+``by_priority``) and audited (``overload_drop``) at most ``log_rate_per_s`` per reason.
+
+The load probe for shedding is either the loop's lag (``lag``: the longest wait, from a
+batch's send to its intake or evaluation, since the probe was last read, over
+``sched_lag_ms``) or psutil's system CPU (``cpu``, the seed's choice). Lag says what matters
+here: a loop that is busy but keeping up sheds nothing (its busy share would read ~100 % and
+shed work it could do; shedding a one-sample batch costs nearly what evaluating it does), and
+a board whose AI agents keep every core busy does not make edged shed while it keeps up.
+While everything low is shed the lag falls, shedding stops, the lag grows again: under
+sustained overload the loop alternates in steps of the scheduler's probe period (50 ms).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+import zmq
+
+from ..config import EdgeConfig
+from ..errors import TooLargeError, VerifyError
+from ..wire import MessageType, NoticeCode, decode_metric_batch, verify
+from ._lifecycle import AgentState
+from ._registry import AgentRecord
+from ._scheduler import (
+    ITEM,
+    T0_NS,
+    DropReason,
+    Event,
+    PriorityScheduler,
+    business_weight_of_priority,
+    psutil_utilisation,
+)
+
+if TYPE_CHECKING:
+    from ._loop import ControlLoop
+
+log = logging.getLogger("edge.loop")
+
+SLICE_NS = 1_000_000
+"""Longest stretch of scheduled work before the loop runs its timers and housekeeping."""
+INTAKE_MAX = 16
+"""Most frames taken per intake (then one queued batch is evaluated), so a flood cannot keep
+the loop from evaluating: libzmq reads its peers' pipes in turn, so with up to this many
+peers a newly arrived frame is taken at the next intake."""
+INLINE_SAMPLES = 8
+"""A batch of at most this many samples is evaluated on intake, never queued or shed: its
+evaluation (~20 µs) costs about what verifying, queueing and popping it does, so holding it
+back would not free the loop, and shedding it would save nothing."""
+
+COUNTERS = (
+    "sched_overloads",
+    "sched_queued",
+    "sched_run",
+    "sched_shed",
+    "sched_evicted",
+    "sched_rejected",
+    "sched_samples_dropped",
+    "sched_stale",
+)
+"""Loop counters of overload control (``edgectl status``/``stats``, Prometheus
+``edge_events_total{event=...}``): times scheduled mode was entered; batches queued, evaluated
+from the queue, shed under load, evicted from a full queue, refused by a full queue; samples in
+the batches dropped; queued batches whose agent left or re-registered before their turn."""
+
+_REASON_INDEX = {DropReason.SHED: 2, DropReason.EVICTED: 3, DropReason.REJECTED: 4}
+_REASON_COUNTER = {
+    DropReason.SHED: "sched_shed",
+    DropReason.EVICTED: "sched_evicted",
+    DropReason.REJECTED: "sched_rejected",
+}
+BY_PRIORITY_FIELDS = ("queued", "run", "shed", "evicted", "rejected")
+
+
+class Batch(NamedTuple):
+    """A queued MetricBatch frame and what is needed to evaluate or account for it."""
+
+    rid: bytes
+    buf: bytes
+    t_recv: int
+    rec: AgentRecord
+    seq: int
+    samples: int
+    priority: int
+    """The agent's highest bound rule priority; -1 when no rule is bound."""
+
+
+class Rank(NamedTuple):
+    eval: Any
+    priority: int
+    business: float
+    sla_ms: float
+
+
+def rank_of_rules(rules: Any) -> tuple[int, float]:
+    """(highest priority, smallest sla_ms at that priority) of CompiledRules; (-1, inf) if none."""
+    prio, sla = -1, math.inf
+    for r in rules:
+        p = r.priority
+        s = r.sla_ns / 1e6
+        if p > prio:
+            prio, sla = p, s
+        elif p == prio and s < sla:
+            sla = s
+    return prio, sla
+
+
+class OverloadControl:
+    """The loop's scheduled mode. Runs on the loop thread; ``snapshot`` on any thread."""
+
+    def __init__(
+        self,
+        loop: ControlLoop,
+        cfg: EdgeConfig,
+        *,
+        utilisation: Callable[[], float] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.active = False
+        """In scheduled mode (batches go through the queue)."""
+        self.budget_ns = cfg.sched_budget_us * 1000
+        self.lag_full_ns = int(cfg.sched_lag_ms * 1e6)
+        self.lag_max_ns = 0
+        """The longest send-to-intake or send-to-evaluation wait since the probe was read."""
+        self.probe = "injected" if utilisation is not None else cfg.sched_probe
+        if utilisation is None:
+            utilisation = self.lag_load if cfg.sched_probe == "lag" else psutil_utilisation
+        self._utilisation = utilisation
+        self.sched: PriorityScheduler[Batch] = PriorityScheduler(
+            capacity=cfg.sched_queue,
+            shed_threshold=cfg.sched_shed_threshold,
+            shed_below=cfg.sched_shed_below,
+            utilisation=self._sample,
+            clock=loop.clock,
+            on_drop=self._dropped,
+        )
+        self._now = loop.clock.monotonic_ns
+        self._ranks: dict[AgentRecord, Rank] = {}
+        self.by_priority: dict[int, list[int]] = {}
+        """Rule priority -> counts in BY_PRIORITY_FIELDS order."""
+        self.last_util = 0.0
+
+    # ---------------------------------------------------------------- load probe
+
+    def lag_load(self) -> float:
+        """The longest lag since the last reading over ``sched_lag_ms``, at most 1.0."""
+        lag, self.lag_max_ns = self.lag_max_ns, 0
+        return min(1.0, lag / self.lag_full_ns)
+
+    def _sample(self) -> float:
+        self.last_util = u = float(self._utilisation())
+        return u
+
+    # ---------------------------------------------------------------- modes
+
+    def behind(self, buf: bytes, t_recv: int) -> bool:
+        """Past its budget, the direct drain asks: is this (verified) batch worth queueing,
+        and did it wait in the transport at least the budget? Then the loop is behind."""
+        view = decode_metric_batch(buf)
+        if view.count <= INLINE_SAMPLES:
+            return False  # not worth queueing: the drain goes on
+        t_send = view.t_send_ns
+        return not 0 < t_send <= t_recv or t_recv - t_send >= self.budget_ns
+
+    def take_over(self, rid: bytes, buf: bytes, t_recv: int) -> None:
+        """Enter scheduled mode with the verified batch in hand, and work the backlog."""
+        loop = self.loop
+        self.active = True
+        loop.counters["sched_overloads"] += 1
+        if loop._limiter.allow("sched_overload", t_recv):
+            loop._event("overload", "", "", 0, "backlog: batches now run by priority")
+        if not self._admit(rid, buf, t_recv):
+            loop._handle(loop._on_batch, MessageType.METRIC_BATCH, rid, buf, t_recv)
+        self.drain()
+
+    def drain(self) -> None:
+        """Intake, then evaluate the highest-scored batch, until the backlog is gone or a slice
+        is used up (then the loop polls without blocking and calls again)."""
+        loop = self.loop
+        sched = self.sched
+        now = self._now
+        counters = loop.counters
+        end = now() + SLICE_NS
+        while True:
+            self.intake()
+            ev = sched.pop()
+            if ev is None:
+                self.active = False
+                return
+            self._run(ev)
+            counters["sched_run"] += 1
+            if now() >= end:
+                return
+
+    def intake(self) -> None:
+        """Receive every waiting frame (at most INTAKE_MAX): batches to the queue, the rest
+        handled now."""
+        sock = self.loop.sock
+        recv = sock.recv_multipart
+        events = sock.getsockopt
+        now = self._now
+        counters = self.loop.counters
+        for _ in range(INTAKE_MAX):
+            if not cast(int, events(zmq.EVENTS)) & zmq.POLLIN:
+                return
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            counters["frames_in"] += 1
+            self.take(frames, now())
+
+    def take(self, frames: list[bytes], t_recv: int) -> None:
+        """One received frame: verified; a batch is queued, anything else handled now."""
+        loop = self.loop
+        if len(frames) != 2:
+            loop._bad(
+                "bad_frames", frames[0], f"{len(frames) - 1} frames; send one message per frame"
+            )
+            return
+        rid, buf = frames
+        try:
+            mtype = verify(buf, max_bytes=loop.cfg.max_msg_bytes)
+        except TooLargeError as exc:
+            loop._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
+            return
+        except VerifyError as exc:
+            loop._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
+            return
+        if mtype is MessageType.METRIC_BATCH and self._admit(rid, buf, t_recv):
+            return
+        handler = loop._handlers.get(mtype)
+        if handler is None:
+            loop._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
+            return
+        loop._handle(handler, mtype, rid, buf, t_recv)
+
+    def _admit(self, rid: bytes, buf: bytes, t_recv: int) -> bool:
+        """Queue a batch; False when the loop should handle it now (a small batch, or one to
+        refuse: unknown session, too big)."""
+        loop = self.loop
+        view = decode_metric_batch(buf)
+        t_send = view.t_send_ns
+        t0 = t_send if 0 < t_send <= t_recv else t_recv
+        if t_recv - t0 > self.lag_max_ns:
+            self.lag_max_ns = t_recv - t0
+        if view.count <= INLINE_SAMPLES:
+            return False
+        rec = loop.registry.by_session.get(view.session)
+        if rec is None or rec.eval is None or view.count > loop.cfg.max_batch:
+            return False
+        rank = self._rank(rec)
+        # Liveness counts every batch, evaluated or not: overload must not make agents "lost".
+        rec.last_seen_ns = t_recv
+        if rec.state is AgentState.LOST:
+            loop._revive(rec, t_recv)
+        item = Batch(rid, buf, t_recv, rec, view.seq, view.count, rank.priority)
+        counts = self._counts(rank.priority)
+        if self.sched.push(item, rank.business, rank.sla_ms, 1.0, t0):
+            loop.counters["sched_queued"] += 1
+            counts[0] += 1
+        return True
+
+    def _run(self, ev: Event) -> None:
+        loop = self.loop
+        item = cast(Batch, ev[ITEM])
+        rec = item.rec
+        if loop.registry.by_session.get(rec.session) is not rec:
+            loop.counters["sched_stale"] += 1  # left or re-registered while queued
+            return
+        self._counts(item.priority)[1] += 1
+        lag = self._now() - ev[T0_NS]
+        if lag > self.lag_max_ns:
+            self.lag_max_ns = lag
+        # Batch gaps are a transport matter, judged in arrival order: evaluating out of
+        # order (or after shed batches) must not count as gaps.
+        # Nor may evaluating an old batch move the agent's last sign of life back.
+        arrived, seen = rec.last_batch_seq, rec.last_seen_ns
+        rec.last_batch_seq = item.seq - 1
+        try:
+            loop._handle(loop._on_batch, MessageType.METRIC_BATCH, item.rid, item.buf, item.t_recv)
+        finally:
+            rec.last_batch_seq = max(arrived, item.seq)
+            rec.last_seen_ns = max(seen, rec.last_seen_ns)
+        self.sched.executed(ev)
+
+    # ---------------------------------------------------------------- ranking, accounting
+
+    def _rank(self, rec: AgentRecord) -> Rank:
+        r = self._ranks.get(rec)
+        ev = rec.eval
+        if r is None or r.eval is not ev:
+            instances = list(ev.instances.values()) if ev is not None else []
+            prio, sla = rank_of_rules({id(i.rule): i.rule for i in instances}.values())
+            if len(self._ranks) > 4 * max(16, len(self.loop.registry.by_session)):
+                live = set(self.loop.registry.by_session.values())
+                self._ranks = {k: v for k, v in self._ranks.items() if k in live}
+            r = self._ranks[rec] = Rank(ev, prio, business_weight_of_priority(max(prio, 0)), sla)
+        return r
+
+    def _counts(self, priority: int) -> list[int]:
+        c = self.by_priority.get(priority)
+        if c is None:
+            c = self.by_priority[priority] = [0] * len(BY_PRIORITY_FIELDS)
+        return c
+
+    def _dropped(self, item: Batch, reason: DropReason) -> None:
+        loop = self.loop
+        counters = loop.counters
+        counters[_REASON_COUNTER[reason]] += 1
+        counters["sched_samples_dropped"] += item.samples
+        self._counts(item.priority)[_REASON_INDEX[reason]] += 1
+        kind = "overload_" + reason.value
+        now = self._now()
+        if not loop._limiter.allow(kind, now):
+            return
+        suppressed = loop._limiter.take_suppressed(kind)
+        log.warning(
+            "overload: batch from %s (rule priority %d) %s%s",
+            item.rec.agent_id,
+            item.priority,
+            reason.value,
+            f" ({suppressed} more since last report)" if suppressed else "",
+        )
+        loop._audit(
+            "overload_drop",
+            reason=reason.value,
+            agent_id=item.rec.agent_id,
+            priority=item.priority,
+            samples=item.samples,
+            queued=len(self.sched),
+            load=round(self.last_util, 3),
+            suppressed=suppressed,
+        )
+        loop._event("overload_drop", item.rec.agent_id, "", 0, f"{reason.value} p{item.priority}")
+
+    def reset_counts(self) -> None:
+        """Zero ``by_priority`` (with the loop's counters, on the loop thread)."""
+        self.by_priority.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """For status/stats (any thread: copies are atomic under the GIL)."""
+        by = dict(self.by_priority)
+        return {
+            "enabled": True,
+            "active": self.active,
+            "queued": len(self.sched),
+            "probe": self.probe,
+            "load": round(self.last_util, 3),
+            "weights": [round(w, 4) for w in self.sched.weights],
+            "missed_sla": self.sched.missed,
+            "by_priority": {
+                ("none" if p < 0 else str(p)): dict(zip(BY_PRIORITY_FIELDS, list(c), strict=True))
+                for p, c in sorted(by.items())
+            },
+        }
