@@ -16,6 +16,13 @@ Stages (CLOCK_MONOTONIC ns; docs/protocol.md):
   ack      = edged receives the Ack - Ack.t_done_ns (not part of e2e)
 Timer-triggered instructions (held-for deadlines) have no collect/trans1 stage; their compute
 stage is the timer's lateness (deadline -> evaluation), so the stages still add up to e2e.
+
+Memory: one histogram (1 ns .. 10 s, 3 significant digits) is 25,600 counters, all touched at
+allocation, and a book holds 8 of them. Interval and window books count in 4 bytes (~100 KB
+per histogram): they live seconds, and 2**31 - 1 counts in one 0.1 %-wide bucket would take
+200,000 acks/s for 3 hours. Only the cumulative book, which lives as long as edged, counts in
+8 bytes (~200 KB). The range is what the stages need (an Ack may come 5 s late, ack_timeout_ms)
+and the precision is what edgectl reports; neither is narrowed.
 """
 
 from __future__ import annotations
@@ -32,8 +39,14 @@ _MAX_NS = 10_000_000_000  # values above 10 s are clamped (and counted as such)
 _PCTS = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
 
-def _hist() -> HdrHistogram:
-    return HdrHistogram(1, _MAX_NS, 3)
+INTERVAL_WORD = 4
+"""Bytes per counter in interval and window books."""
+TOTAL_WORD = 8
+"""Bytes per counter in the cumulative book."""
+
+
+def _hist(word_size: int = INTERVAL_WORD) -> HdrHistogram:
+    return HdrHistogram(1, _MAX_NS, 3, word_size=word_size)
 
 
 class RuleCounts:
@@ -63,12 +76,15 @@ class RuleCounts:
 
 
 class StatsBook:
-    """One interval's histograms and per-rule counts. Owned by exactly one thread at a time."""
+    """One interval's histograms and per-rule counts. Owned by exactly one thread at a time.
+
+    ``word_size``: bytes per histogram counter; INTERVAL_WORD unless the book accumulates for
+    the process's lifetime (TOTAL_WORD)."""
 
     __slots__ = ("hists", "rules", "clamped", "skewed")
 
-    def __init__(self) -> None:
-        self.hists = {s: _hist() for s in STAGES}
+    def __init__(self, word_size: int = INTERVAL_WORD) -> None:
+        self.hists = {s: _hist(word_size) for s in STAGES}
         self.rules: dict[str, RuleCounts] = {}
         self.clamped = 0
         self.skewed = 0
@@ -141,8 +157,14 @@ class StatsBook:
 
     def merge(self, other: StatsBook) -> None:
         for s in STAGES:
-            if other.hists[s].get_total_count():
-                self.hists[s].add(other.hists[s])
+            src, dst = other.hists[s], self.hists[s]
+            if not src.get_total_count():
+                continue
+            if src.word_size == dst.word_size:
+                dst.add(src)  # hdrh adds the arrays in place
+            else:  # hdrh would walk all 25,600 counters in Python: add the non-empty ones
+                for value, count in _buckets(src):
+                    dst.record_value(value, count)
         for rid, rc in other.rules.items():
             self.rule(rid).add(rc)
         self.clamped += other.clamped
@@ -220,7 +242,7 @@ class StatsView:
     def __init__(self, swap: Callable[[StatsBook], StatsBook | None], *, windowed: bool = False):
         self._swap = swap
         self._lock = threading.Lock()
-        self._total = StatsBook()
+        self._total = StatsBook(TOTAL_WORD)
         self._window: StatsBook | None = StatsBook() if windowed else None
         """Since the last ``take_window()`` (the upstream aggregation window), when windowed."""
 
@@ -248,7 +270,7 @@ class StatsView:
     def reset(self) -> None:
         with self._lock:
             self._swap(StatsBook())
-            self._total = StatsBook()
+            self._total = StatsBook(TOTAL_WORD)
 
     def snapshot(self, refresh: bool = True) -> dict[str, Any]:
         """Percentiles in µs per stage, SLA per rule and overall, jitter in percent."""

@@ -6,7 +6,16 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.runtime._stats import _PCTS, _summary, jitter_pct
+from edge.runtime._stats import (
+    _PCTS,
+    INTERVAL_WORD,
+    STAGES,
+    TOTAL_WORD,
+    StatsBook,
+    StatsView,
+    _summary,
+    jitter_pct,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -45,3 +54,36 @@ def test_share_at_or_below_counts_the_buckets_at_or_under_the_bound() -> None:
         h.record_value(ns)
     assert share_at_or_below(h, 1_000_000) == 0.75
     assert share_at_or_below(h, 99_000) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(STAGES), st.integers(1, 10_000_000_000)),
+                min_size=1, max_size=200))
+def test_a_4_byte_interval_merges_into_the_8_byte_total_exactly(
+    samples: list[tuple[str, int]],
+) -> None:
+    small, wide, total = StatsBook(), StatsBook(TOTAL_WORD), StatsBook(TOTAL_WORD)
+    assert small.hists["e2e"].word_size == INTERVAL_WORD < TOTAL_WORD
+    for stage, ns in samples:
+        small._rec(stage, ns)
+        wide._rec(stage, ns)
+    reference = StatsBook(TOTAL_WORD)
+    reference.merge(wide)  # hdrh's own in-place add
+    total.merge(small)  # the non-empty buckets, re-recorded
+    for stage in STAGES:
+        assert _summary(total.hists[stage]) == _summary(reference.hists[stage]), stage
+
+
+def test_the_view_keeps_its_cumulative_book_in_8_byte_counters() -> None:
+    installed: list[StatsBook] = []
+
+    def swap(fresh: StatsBook) -> StatsBook:
+        installed.append(fresh)
+        return StatsBook()
+
+    view = StatsView(swap)
+    view.refresh()
+    assert installed[0].hists["e2e"].word_size == INTERVAL_WORD
+    assert view._total.hists["e2e"].word_size == TOTAL_WORD
+    view.reset()
+    assert view._total.hists["e2e"].word_size == TOTAL_WORD
