@@ -7,8 +7,6 @@ it in ``applied``, and runs without it. Call ``apply_to_current_thread`` on the 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 from typing import Any
@@ -49,6 +47,10 @@ def apply_to_current_thread(*, cpu_affinity: str, rt_priority: int, mlock: bool)
                 exc,
             )
     if mlock:
+        # here, not at import: ctypes.util brings subprocess, shutil, bz2 and lzma (~0.7 MB)
+        import ctypes
+        import ctypes.util
+
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         if libc.mlockall(_MCL_CURRENT | _MCL_FUTURE) == 0:
             applied["mlockall"] = True
