@@ -93,6 +93,10 @@ class EdgeConfig:
     gc_freeze: bool = True
     """Move every object alive after start-up into the GC's permanent generation, so a full
     collection on the loop thread never walks the ~100k objects of the imported libraries."""
+    gc_interval_ms: int = 100
+    """``edged`` only: automatic garbage collection is off and the ctl thread collects every
+    gc_interval_ms instead (generation 1 every 10th time, 2 every 100th), so a collection no
+    longer lands in the middle of the loop handling a message; 0 keeps Python's automatic GC."""
     # -- upstream sync (edge-sync; see README "Upstream sync") --------------------------------
     upstream_url: str = "nats://127.0.0.1:4222"
     """NATS server(s) edge-sync connects to; comma-separated for a cluster."""
@@ -247,6 +251,7 @@ def _validate(cfg: EdgeConfig) -> None:
         (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),
         (0 <= cfg.busy_poll_us <= 1_000_000, "busy_poll_us must be within 0..1000000"),
+        (0 <= cfg.gc_interval_ms <= 60_000, "gc_interval_ms must be within 0..60000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),

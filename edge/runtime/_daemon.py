@@ -42,6 +42,7 @@ from ..transport import prepare_run_dir
 from ..wire import CtlOp
 from ._agg import Aggregator, BatchTap, HealthProbe
 from ._ctl import BadRequestError, CtlServer, RefusedError
+from ._gcwatch import GcOffLoop, GcWatch
 from ._lifecycle import AgentState
 from ._lock import InstanceLock
 from ._loop import ControlLoop
@@ -49,6 +50,10 @@ from ._prom import MetricsServer
 from ._stats import StatsBook, StatsView
 
 log = logging.getLogger("edge.edged")
+
+_TICK_MS = 50
+"""The ctl thread's periodic work (aggregation digest, timed GC, stats snapshots) runs at
+least this often."""
 
 
 class Edged:
@@ -75,6 +80,10 @@ class Edged:
         self.metrics: MetricsServer | None = None
         self.stats: StatsView | None = None
         self.agg: Aggregator | None = None
+        self.gcwatch = GcWatch()
+        """Collections and their pauses since start (or the last stats reset)."""
+        self.gc_off_loop: GcOffLoop | None = None
+        """Set by serve() (the edged command) unless gc_interval_ms is 0."""
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._thread: threading.Thread | None = None
         self._next_snapshot_ns = 0
@@ -134,7 +143,10 @@ class Edged:
             )
             if cfg.agg_window_s > 0:
                 self.agg = self._make_aggregator(self.loop)
-            self.ctl = CtlServer(self._ctx, cfg.run_dir, self._handlers(), tick=self._tick)
+            self.ctl = CtlServer(
+                self._ctx, cfg.run_dir, self._handlers(), tick=self._tick, tick_ms=_TICK_MS
+            )
+            self.gcwatch.install()
             if cfg.metrics_addr:
                 self.metrics = MetricsServer(cfg.metrics_addr, self._metrics_read)
         except BaseException:
@@ -218,6 +230,7 @@ class Edged:
         assert self.loop is not None and self.ctl is not None
         self._thread = threading.Thread(target=self.loop.run, name="edge-loop")
         self._thread.start()
+        self.gcwatch.loop_thread = self._thread.ident
         self.loop.ready.wait(10)
         self.ctl.start()
         return self
@@ -228,7 +241,14 @@ class Edged:
             self.open()
         assert self.loop is not None and self.ctl is not None
         self.ctl.start()
-        self.loop.run()
+        self.gcwatch.loop_thread = threading.get_ident()
+        if self.cfg.gc_interval_ms > 0:
+            self.gc_off_loop = GcOffLoop(self.cfg.gc_interval_ms * 1_000_000).start()
+        try:
+            self.loop.run()
+        finally:
+            if self.gc_off_loop is not None:
+                self.gc_off_loop.stop()
 
     def request_stop(self) -> None:
         if self.loop is not None:
@@ -239,6 +259,7 @@ class Edged:
         if self._closed:
             return
         self._closed = True
+        self.gcwatch.uninstall()
         if self.loop is not None:
             self.loop.stop()
         if self._thread is not None:
@@ -328,6 +349,8 @@ class Edged:
             except Exception:  # the stats snapshot below must still happen
                 log.exception("aggregation window failed")
         now = self.clock.monotonic_ns()
+        if self.gc_off_loop is not None:
+            self.gc_off_loop.tick(time.monotonic_ns())  # real time: it is about real pauses
         if now < self._next_snapshot_ns or self.writer is None:
             return
         self._next_snapshot_ns = now + self.cfg.stats_interval_ms * 1_000_000
@@ -386,10 +409,7 @@ class Edged:
             },
             "inflight": len(loop.inflight),
             "realtime": loop.rt_applied,
-            "gc": {
-                "frozen": gc.get_freeze_count(),
-                "collections": [g["collections"] for g in gc.get_stats()],
-            },
+            "gc": self.gcwatch.snapshot(),
             "counters": dict(loop.counters),
             "scheduler": self._scheduler_status(),
             "store": self.writer.counters,
@@ -421,6 +441,7 @@ class Edged:
     def _ctl_stats_reset(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
         assert self.stats is not None
         self.stats.reset()
+        self.gcwatch.reset()
         loop = self._require_loop()
         def reset() -> None:
             loop.counters.update(dict.fromkeys(loop.counters, 0))
