@@ -119,10 +119,11 @@ def _start_all(children: list[Child], word: str, reply: str | None = None) -> li
     return [c.expect(reply) for c in children] if reply else []
 
 
-def _blasters(rig: ScenarioRig, n: int, endpoint: str, *args: str) -> list[Child]:
-    kids = [rig.spawn_bench("blast", "--endpoint", endpoint, "--agent-id", f"bench-blast-{i}",
+def _blasters(rig: ScenarioRig, n: int, endpoint: str, *args: str,
+              name: str = "bench-blast") -> list[Child]:
+    kids = [rig.spawn_bench("blast", "--endpoint", endpoint, "--agent-id", f"{name}-{i}",
                             "--series", str(INGEST_SERIES), "--batch", str(INGEST_BATCH), *args,
-                            tag=f"-{i}")
+                            tag=f"-{name}-{i}")
             for i in range(n)]
     for k in kids:
         k.expect("ready", timeout=20)
@@ -138,34 +139,49 @@ def _sum(reports: list[dict[str, Any]], key: str) -> float:
 
 def _edged_ingest(rig: ScenarioRig, cfg: dict[str, Any], senders: int, say: Say
                   ) -> dict[str, Any]:
-    """Blasters -> edged with the 1,000 rules; samples/s from edged's counters."""
-    from ..transport import AGENTS_SOCK, endpoint
-    from ..wire import CtlOp
+    """Blasters -> edged with the 1,000 rules; samples/s from edged's counters. Two windows on
+    the same edged: values that change at every sample (the figure), then every value 0.5."""
     from ._client import CtlClient
 
     edged = rig.start_edged(_write(rig, "ingest_rules.yaml", _ingest_rules()),
                             log_level="WARNING")
-    kids = _blasters(rig, senders, endpoint(rig.run_dir, AGENTS_SOCK))
     with CtlClient(rig.run_dir, timeout=10.0) as ctl:
-        rules = int(ctl.request(CtlOp.STATUS)["rules"]["rules"])
-        _start_all(kids, "run")
-        time.sleep(cfg["ingest_warmup_s"])  # the blasters fill the pipes meanwhile
-        ctl.request(CtlOp.STATS_RESET)
-        _start_all(kids, "mark", "marked")
-        cpu0, t0 = _cpu_s(edged.pid), time.monotonic()
-        say(f"ingest: {senders} blasters -> edged ({rules:,} rules), "
-            f"{cfg['ingest_window_s']:g} s")
-        time.sleep(cfg["ingest_window_s"])  # measuring: the children do the work
-        stats = ctl.request(CtlOp.STATS)
-        window = time.monotonic() - t0
-        cpu = (_cpu_s(edged.pid) - cpu0) / window * 100.0
-        reps = _start_all(kids, "report", "report")
-        _start_all(kids, "pause", "paused")
+        out = _ingest_window(rig, ctl, edged.pid, cfg, senders, say, vary=True)
+        out["constant_values"] = _ingest_window(rig, ctl, edged.pid, cfg, senders, say,
+                                                vary=False)
+    return out
+
+
+def _ingest_window(rig: ScenarioRig, ctl: Any, pid: int, cfg: dict[str, Any], senders: int,
+                   say: Say, *, vary: bool) -> dict[str, Any]:
+    from ..transport import AGENTS_SOCK, endpoint
+    from ..wire import CtlOp
+
+    kids = _blasters(rig, senders, endpoint(rig.run_dir, AGENTS_SOCK),
+                     *(["--vary"] if vary else []),
+                     name="bench-blast-vary" if vary else "bench-blast-const")
+    rules = int(ctl.request(CtlOp.STATUS)["rules"]["rules"])
+    _start_all(kids, "run")
+    time.sleep(cfg["ingest_warmup_s"])  # the blasters fill the pipes meanwhile
+    ctl.request(CtlOp.STATS_RESET)
+    _start_all(kids, "mark", "marked")
+    cpu0, t0 = _cpu_s(pid), time.monotonic()
+    say(f"ingest: {senders} blasters -> edged ({rules:,} rules), "
+        f"{'values changing at every sample' if vary else 'every value 0.5'}, "
+        f"{cfg['ingest_window_s']:g} s")
+    time.sleep(cfg["ingest_window_s"])  # measuring: the children do the work
+    stats = ctl.request(CtlOp.STATS)
+    window = time.monotonic() - t0
+    cpu = (_cpu_s(pid) - cpu0) / window * 100.0
+    reps = _start_all(kids, "report", "report")
+    _start_all(kids, "pause", "paused")
     for k in kids:
         k.stop()
     counters = stats.get("counters", {})
     samples = int(counters.get("samples", 0))
     return {
+        "values": "changing at every sample (never crossing a threshold)" if vary
+        else "all 0.5",
         "rules": rules,
         "samples": samples,
         "batches": int(counters.get("batches", 0)),
@@ -178,7 +194,8 @@ def _edged_ingest(rig: ScenarioRig, cfg: dict[str, Any], senders: int, say: Say
 
 
 def run_ingest(cfg: dict[str, Any], say: Say, *, baseline: bool = True) -> dict[str, Any]:
-    """Ingest throughput with 1,000 rules; the bare-ROUTER ceiling first when ``baseline``."""
+    """Ingest throughput with 1,000 rules; the bare-ROUTER ceiling first when ``baseline``
+    (its blasters send the same changing values)."""
     senders = int(cfg["ingest_senders"])
     out: dict[str, Any] = {"series": INGEST_SERIES, "batch": INGEST_BATCH,
                            "rules_per_series": INGEST_RULES_PER_SERIES, "senders": senders,
@@ -188,7 +205,7 @@ def run_ingest(cfg: dict[str, Any], say: Say, *, baseline: bool = True) -> dict[
             ep = f"ipc://{rig.root / 'sink.sock'}"
             sink = rig.spawn_bench("sink", "--endpoint", ep)
             sink.expect("ready")
-            kids = _blasters(rig, senders, ep, "--raw")
+            kids = _blasters(rig, senders, ep, "--raw", "--vary")
             _start_all(kids, "run")
             time.sleep(cfg["ingest_warmup_s"])
             sink.send("mark")
@@ -210,6 +227,8 @@ def run_ingest(cfg: dict[str, Any], say: Say, *, baseline: bool = True) -> dict[
         out.update(_edged_ingest(rig, cfg, senders, say))
     base = out.get("baseline_router", {}).get("metrics_per_s")
     out["ratio_to_baseline"] = round(out["metrics_per_s"] / base, 3) if base else None
+    const = out["constant_values"]
+    const["ratio_to_baseline"] = round(const["metrics_per_s"] / base, 3) if base else None
     out["goal_met"] = out["metrics_per_s"] >= INGEST_GOAL_PER_S
     out["bound_by"] = ("edged's loop (one core, Python per-sample evaluation)"
                        if out["edged_cpu_pct"] >= 90 else
@@ -559,7 +578,9 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             f"ingest: {i['metrics_per_s']:,.0f} metrics/s evaluated with {i['rules']:,} rules "
             f"(goal {i['goal_per_s']:,}: {'met' if i['goal_met'] else 'not met'}), edged CPU "
             f"{i['edged_cpu_pct']:g} %; bare ROUTER baseline "
-            + (f"{base:,.0f}/s (ratio {i['ratio_to_baseline']:g})" if base else "not run"))
+            + (f"{base:,.0f}/s (ratio {i['ratio_to_baseline']:g})" if base else "not run")
+            + (f"; every value 0.5: {i['constant_values']['metrics_per_s']:,.0f}/s"
+               if "constant_values" in i else ""))
     f = doc.get("footprint")
     if f:
         lines.append(

@@ -69,8 +69,10 @@ def bench_sims() -> None:
 @click.option("--batch", type=int, default=500, help="Samples per MetricBatch.")
 @click.option("--rate", type=float, default=0.0, help="Samples/s; 0 = as fast as taken.")
 @click.option("--raw", is_flag=True, help="No Hello (the peer is a bare sink).")
+@click.option("--vary", is_flag=True,
+              help="Every sample of the plain series a new value in [0, 1) (else all 0.5).")
 def blast(endpoint: str, agent_id: str, series: int, prefix: str, fire_series: int, batch: int,
-          rate: float, raw: bool) -> None:
+          rate: float, raw: bool, vary: bool) -> None:
     """Send batches until ``pause``; ``mark`` zeroes the counts, ``report`` sends them."""
     from ..transport import make_dealer
     from ..wire import (
@@ -106,6 +108,12 @@ def blast(endpoint: str, agent_id: str, series: int, prefix: str, fire_series: i
             # every batch: the fire series first (one sample each), then plain series round-robin
             n_fill = max(0, batch - len(fire_ids))
             plain_cycle = [plain_ids[k % n_plain] for k in range(n_fill)] if n_plain else []
+            # --vary: a few precomputed phases, so a series' value changes at every sample
+            # (within and across batches) without costing the sender a random() per sample
+            phases = [[((k * 7919 + p * 104729) % 9973) / 9973.0 for k in range(n_fill)]
+                      for p in range(7 if vary else 1)]
+            if not vary:
+                phases = [[0.5] * n_fill]
             counts = {"sent": 0, "batches": 0, "dropped": 0, "blocked_s": 0.0,
                       "instructions": 0, "acks": 0}
             t_mark = time.monotonic()
@@ -169,7 +177,9 @@ def blast(endpoint: str, agent_id: str, series: int, prefix: str, fire_series: i
                 t = now()
                 hi = 1.0 if seq % 2 else 0.0
                 samples = [(fid, hi, t) for fid in fire_ids]
-                samples += [(mid, 0.5, t) for mid in plain_cycle]
+                samples += [(mid, v, t)
+                            for mid, v in zip(plain_cycle, phases[seq % len(phases)],
+                                              strict=True)]
                 buf = encode_metric_batch(session, seq, t, samples)
                 if period:
                     try:

@@ -45,6 +45,9 @@ def test_ingest(tmp_path: Path) -> None:
     assert _positive(i["ratio_to_baseline"])
     assert 0 <= i["edged_cpu_pct"] <= 200
     assert i["bad_counters"] == {}  # every sample was for a known series and session
+    c = i["constant_values"]  # the second window on the same edged: every value 0.5
+    assert c["samples"] > 0 and _positive(c["metrics_per_s"]) and c["bad_counters"] == {}
+    assert _positive(c["ratio_to_baseline"]) and c["values"] == "all 0.5"
     assert isinstance(i["goal_met"], bool) and i["bound_by"]
     assert "e2e_us" not in doc  # latency was not asked for
     assert text.count("ingest:") >= 1
