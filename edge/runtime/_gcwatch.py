@@ -66,6 +66,7 @@ class GcWatch:
             "on_loop_thread": list(self.on_loop),
             "total_pause_us": [round(ns / 1000, 1) for ns in self.total_ns],
             "max_pause_us": [round(ns / 1000, 1) for ns in self.max_ns],
+            "automatic": gc.isenabled(),
             "frozen": gc.get_freeze_count(),
             "threshold": list(gc.get_threshold()),
         }

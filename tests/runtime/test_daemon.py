@@ -44,7 +44,12 @@ def test_sigterm_flushes_state_and_exits_cleanly(
         from edge.wire import CtlOp
 
         with CtlClient(run_dir) as c:
-            assert c.request(CtlOp.STATUS)["pid"] == proc.pid
+            status = c.request(CtlOp.STATUS)
+            assert status["pid"] == proc.pid
+            # the edged command collects garbage from the ctl thread, never from the loop's
+            assert status["gc"]["automatic"] is False and status["gc"]["frozen"] > 0
+            wait_for(lambda: sum(c.request(CtlOp.STATUS)["gc"]["collections"]) > 0)
+            assert c.request(CtlOp.STATUS)["gc"]["on_loop_thread"] == [0, 0, 0]
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     finally:
