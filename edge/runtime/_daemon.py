@@ -604,7 +604,9 @@ def main(config_file: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         click.echo(f"edged: configuration error: {exc}", err=True)
         sys.exit(2)
-    configure_logging(cfg.log_level)
+    # the loop only enqueues log records; a listener thread writes them (a blocked stderr
+    # pipe must not stall control)
+    stop_logging = configure_logging(cfg.log_level, queued=True)
     # A background thread holding the GIL can delay the loop's wake-up by up to the switch
     # interval (5 ms by default); 250 µs bounds that cost.
     sys.setswitchinterval(0.00025)
@@ -612,9 +614,11 @@ def main(config_file: Path | None, **flags: Any) -> None:
     try:
         daemon.open()
     except AlreadyRunningError as exc:
+        stop_logging()
         click.echo(f"edged: {exc}", err=True)
         sys.exit(3)
     except EdgeError as exc:
+        stop_logging()
         click.echo(f"edged: cannot start: {exc}", err=True)
         sys.exit(1)
 
@@ -631,4 +635,5 @@ def main(config_file: Path | None, **flags: Any) -> None:
         daemon.serve()
     finally:
         daemon.close()
-    log.info("edged stopped cleanly")
+        log.info("edged stopped cleanly")
+        stop_logging()
