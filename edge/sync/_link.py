@@ -139,6 +139,10 @@ def connect_options(cfg: EdgeConfig, opts: LinkOptions) -> dict[str, Any]:
         "servers": [u.strip() for u in cfg.upstream_url.split(",") if u.strip()],
         "name": f"edge-sync {cfg.device_id}",
         "allow_reconnect": False,
+        # nats-py tries each server at least twice per connect() even so, waiting
+        # reconnect_time_wait between: keep that short, our backoff paces the attempts
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.05,
         "connect_timeout": opts.connect_timeout_s,
         "ping_interval": opts.ping_interval_s,
         "max_outstanding_pings": opts.max_outstanding_pings,
