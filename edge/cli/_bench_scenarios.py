@@ -11,7 +11,8 @@ baseline is measured in the same run::
     footprint  edged RSS idle, then with 100 raw-DEALER agents (``swarm``) connected
     coldstart  edged spawn -> ctl.sock answers STATUS, several runs | baseline: python -c pass
     overload   paced blasters offering 2x ingest capacity, with low-priority rules firing,
-               while the probe's high-priority loop runs | baseline: the probe unloaded
+               while the probe's high-priority loop runs, on edged with overload control and
+               again without it | baselines: the probe unloaded; edged without the scheduler
     plot       PNG of the latency scenario's e2e percentiles, when matplotlib is installed
 """
 
@@ -38,8 +39,10 @@ RSS_GOAL_BYTES = 30_000_000  # the performance issue's 30 MB (decimal)
 COLDSTART_GOAL_MS = 300.0
 FOOTPRINT_AGENTS = 100
 OVERLOAD_FACTOR = 2.0
+OVERLOAD_RULES_PER_SERIES = 3
 OVERLOAD_FIRE_SERIES = 2  # per blaster batch: these alternate 1/0, firing every other batch
 PROBE_RATE = 500.0  # the high-priority loop's pace in the overload scenario (iterations/s)
+OVERLOAD_PROBE_PRIORITY = 200  # of 0-255: scores ~0.77 at a 1 ms SLA, above the 0.5 shed line
 
 Say = Callable[[str], None]
 
@@ -86,15 +89,27 @@ def _ingest_rules() -> str:
 
 
 def _overload_rules(sla_ms: float) -> str:
+    """Three never-firing rules per series that the threshold index cannot skip (so the load
+    costs ~1 µs per sample and 2x capacity does not need the whole machine to offer), the
+    low-priority firing rules, and the probe's high-priority rule."""
     from ._bench import PROBE_RULE
 
+    lines = ["# edgectl bench overload: 3 never-firing two-sided rules on each of 100 series"]
+    for i in range(INGEST_SERIES):
+        for k in range(OVERLOAD_RULES_PER_SERIES):
+            c = 1_000_000_000_000 + k
+            lines += [f"- rule_id: load_{i}_{k}",
+                      f'  rule_content: "ingest_m{i} > {c} or ingest_m{i} < -{c}"',
+                      "  action: alert", "  priority: 1", "  sla_threshold: 10"]
+
     extra = ["- rule_id: bench_probe", f'  rule_content: "{PROBE_RULE}"', "  action: throttle",
-             "  params: {rate: 0.5}", "  priority: 9", f"  sla_threshold: {sla_ms:g}",
+             "  params: {rate: 0.5}", f"  priority: {OVERLOAD_PROBE_PRIORITY}",
+             f"  sla_threshold: {sla_ms:g}",
              "  agents: [bench-probe]"]
     for j in range(OVERLOAD_FIRE_SERIES):
         extra += [f"- rule_id: low_fire_{j}", f'  rule_content: "fire_{j} > 0.5"',
                   "  action: alert", "  priority: 1", "  sla_threshold: 10"]
-    return _ingest_rules() + "\n".join(extra) + "\n"
+    return "\n".join(lines + extra) + "\n"
 
 
 def _write(rig: Rig, name: str, text: str) -> Path:
@@ -419,89 +434,149 @@ def run_coldstart(cfg: dict[str, Any], say: Say) -> dict[str, Any]:
 # ------------------------------------------------------------------ overload
 
 
-def run_overload(cfg: dict[str, Any], say: Say, capacity_per_s: float, sla_ms: float = 1.0
-                 ) -> dict[str, Any]:
-    """Offer OVERLOAD_FACTOR x ``capacity_per_s`` samples/s while the probe's high-priority
-    loop runs; compare its e2e with the same loop unloaded."""
+def run_overload(cfg: dict[str, Any], say: Say, sla_ms: float = 1.0) -> dict[str, Any]:
+    """Measure edged's capacity for this workload (unpaced blasters, edged without the
+    scheduler); then offer OVERLOAD_FACTOR x that of low-priority work while the probe's
+    high-priority loop runs, on that edged and on one with overload control (the default);
+    compare the probe's e2e with the same loop unloaded, all in one run."""
+    senders = int(cfg["overload_senders"])
+    rules = _overload_rules(sla_ms)
+    with ScenarioRig() as rig:
+        off_cfg = _write(rig, "sched_off.toml", "sched_enabled = false\n")
+        off = _overload_rig(rig, cfg, say, rules, 0.0, senders, off_cfg, unloaded_first=False)
+    capacity_per_s = off.pop("capacity_per_s")
+    offered = OVERLOAD_FACTOR * capacity_per_s
+    with ScenarioRig() as rig:
+        on = _overload_rig(rig, cfg, say, rules, offered, senders, None, unloaded_first=True)
+    unloaded = on.pop("unloaded_probe")
+    loaded, loaded_off = on.pop("probe"), off.pop("probe")
+    hi_un = (unloaded.get("e2e_us") or {}).get("p99")
+    hi_ov = (loaded.get("e2e_us") or {}).get("p99")
+    hi_off = (loaded_off.get("e2e_us") or {}).get("p99")
+    out: dict[str, Any] = {
+        "capacity_per_s": round(capacity_per_s, 1),
+        "offered_factor_asked": OVERLOAD_FACTOR,
+        **on,
+        "offered_over_capacity": round(on["offered_per_s"] / capacity_per_s, 2)
+        if capacity_per_s else None,
+        "without_scheduler": off,
+        "high_priority": {
+            "rule": f"bench_probe (priority {OVERLOAD_PROBE_PRIORITY}, sla {sla_ms:g} ms), probe "
+                    f"paced at {PROBE_RATE:g}/s; the load's rules have priority 1",
+            "unloaded_e2e_us": unloaded.get("e2e_us"),
+            "overloaded_e2e_us": loaded.get("e2e_us"),
+            "without_scheduler_e2e_us": loaded_off.get("e2e_us"),
+            "unloaded_p99_us": hi_un,
+            "overloaded_p99_us": hi_ov,
+            "without_scheduler_p99_us": hi_off,
+            "p99_ratio": round(hi_ov / hi_un, 2) if hi_un and hi_ov else None,
+            "without_scheduler_p99_ratio": round(hi_off / hi_un, 2) if hi_un and hi_off else None,
+            "overloaded_answered": loaded.get("answered", 0),
+            "overloaded_lost": loaded.get("lost", 0),
+            "without_scheduler_answered": loaded_off.get("answered", 0),
+            "without_scheduler_lost": loaded_off.get("lost", 0),
+        },
+    }
+    return out
+
+
+def _overload_rig(rig: ScenarioRig, cfg: dict[str, Any], say: Say, rules: str, offered: float,
+                  senders: int, config_file: Path | None, *, unloaded_first: bool
+                  ) -> dict[str, Any]:
+    """One edged (``config_file``: its TOML), the blasters and the probe: optionally the probe
+    alone first, then the blasters at ``offered`` samples/s with the probe. ``offered`` 0:
+    first measure edged's capacity with unpaced blasters, then offer OVERLOAD_FACTOR x it."""
     from ..transport import AGENTS_SOCK, endpoint
     from ..wire import CtlOp
     from ._client import CtlClient
 
-    senders = int(cfg["overload_senders"])
-    offered = OVERLOAD_FACTOR * capacity_per_s
-    with ScenarioRig() as rig:
-        edged = rig.start_edged(_write(rig, "overload_rules.yaml", _overload_rules(sla_ms)),
-                                log_level="WARNING")
-        rd = str(rig.run_dir)
-        kids = _blasters(rig, senders, endpoint(rig.run_dir, AGENTS_SOCK),
-                         "--rate", f"{offered / senders:.0f}",
-                         "--fire-series", str(OVERLOAD_FIRE_SERIES))
-        probe = rig.spawn("probe", "--run-dir", rd, "--rate", str(PROBE_RATE))
-        probe.expect("ready")
+    label = "without the scheduler" if config_file is not None else "with the scheduler"
+    edged = rig.start_edged(_write(rig, "overload_rules.yaml", rules), log_level="WARNING",
+                            config_file=config_file)
+    ep = endpoint(rig.run_dir, AGENTS_SOCK)
+    out: dict[str, Any] = {}
+    if not offered:
         with CtlClient(rig.run_dir, timeout=10.0) as ctl:
-            # unloaded: the probe alone
+            kids = _blasters(rig, senders, ep, "--fire-series", str(OVERLOAD_FIRE_SERIES),
+                             name="bench-cap")
+            _start_all(kids, "run")
+            time.sleep(cfg["ingest_warmup_s"])  # the blasters fill the pipes meanwhile
+            ctl.request(CtlOp.STATS_RESET)
+            t0 = time.monotonic()
+            say(f"overload: capacity of edged {label}, {cfg['ingest_window_s']:g} s")
+            time.sleep(cfg["ingest_window_s"])  # measuring
+            samples = int(ctl.request(CtlOp.STATS)["counters"].get("samples", 0))
+            out["capacity_per_s"] = round(samples / (time.monotonic() - t0), 1)
+            _start_all(kids, "pause", "paused")
+        rig.stop_sims()
+        offered = OVERLOAD_FACTOR * out["capacity_per_s"]
+    kids = _blasters(rig, senders, ep, "--rate", f"{offered / senders:.0f}",
+                     "--fire-series", str(OVERLOAD_FIRE_SERIES))
+    probe = rig.spawn("probe", "--run-dir", str(rig.run_dir), "--rate", str(PROBE_RATE))
+    probe.expect("ready")
+    with CtlClient(rig.run_dir, timeout=10.0) as ctl:
+        if unloaded_first:
             say(f"overload: probe unloaded {cfg['overload_unloaded_s']:g} s")
             probe.send("run")
             time.sleep(cfg["overload_unloaded_s"])  # measuring
             probe.send("pause")
             probe.expect("paused")
             probe.send("report")
-            unloaded = probe.expect("report")
-            # overloaded
-            _start_all(kids, "run")
-            time.sleep(0.5)  # the senders reach their pace
-            ctl.request(CtlOp.STATS_RESET)
-            _start_all(kids, "mark", "marked")
-            cpu0, t0 = _cpu_s(edged.pid), time.monotonic()
-            probe.send("run")
-            say(f"overload: offering {offered:,.0f} metrics/s ({OVERLOAD_FACTOR:g}x capacity) "
-                f"with the probe, {cfg['overload_window_s']:g} s")
-            time.sleep(cfg["overload_window_s"])  # measuring
-            probe.send("pause")
-            probe.expect("paused", timeout=30)
-            stats = ctl.request(CtlOp.STATS)
-            window = time.monotonic() - t0
-            cpu = (_cpu_s(edged.pid) - cpu0) / window * 100.0
-            reps = _start_all(kids, "report", "report")
-            _start_all(kids, "pause", "paused")
-            probe.send("report")
-            loaded = probe.expect("report")
-        rig.stop_sims()
+            out["unloaded_probe"] = probe.expect("report")
+        _start_all(kids, "run")
+        time.sleep(0.5)  # the senders reach their pace
+        ctl.request(CtlOp.STATS_RESET)
+        _start_all(kids, "mark", "marked")
+        cpu0, t0 = _cpu_s(edged.pid), time.monotonic()
+        probe.send("run")
+        say(f"overload: offering {offered:,.0f} metrics/s ({OVERLOAD_FACTOR:g}x capacity) "
+            f"with the probe, {label}, {cfg['overload_window_s']:g} s")
+        time.sleep(cfg["overload_window_s"])  # measuring
+        probe.send("pause")
+        probe.expect("paused", timeout=30)
+        stats = ctl.request(CtlOp.STATS)
+        window = time.monotonic() - t0
+        cpu = (_cpu_s(edged.pid) - cpu0) / window * 100.0
+        reps = _start_all(kids, "report", "report")
+        _start_all(kids, "pause", "paused")
+        probe.send("report")
+        out["probe"] = probe.expect("report")
+    rig.stop_sims()
     c = stats.get("counters", {})
     sent, dropped = _sum(reps, "sent"), _sum(reps, "dropped")
     elapsed = max(r["elapsed_s"] for r in reps)
-    hi_un = (unloaded.get("e2e_us") or {}).get("p99")
-    hi_ov = (loaded.get("e2e_us") or {}).get("p99")
-    shed_keys = ("instructions_dropped_full", "instructions_unroutable", "instructions_agent_gone",
-                 "ack_timeouts", "notices_dropped", "shed")
-    return {
-        "capacity_per_s": round(capacity_per_s, 1),
+    lost_keys = ("instructions_dropped_full", "instructions_unroutable", "instructions_agent_gone",
+                 "ack_timeouts", "notices_dropped", "agents_lost", "handler_errors")
+    sched = stats.get("scheduler") or {}
+    out.update({
+        "scheduler_enabled": bool(sched.get("enabled")),
         "offered_per_s": round((sent + dropped) / elapsed, 1),
         "accepted_by_transport_per_s": round(sent / elapsed, 1),
         "evaluated_per_s": round(int(c.get("samples", 0)) / window, 1),
         "dropped_at_senders": int(dropped),
-        "dropped_at_senders_note": "batches refused by ZeroMQ (high-water mark reached): edged "
-                                   "has no ingest-drop counter; it never sees these",
-        "edged_counted": {k: int(c.get(k, 0)) for k in shed_keys},
-        "edged_shed_supported": "shed" in c,
+        "dropped_at_senders_note": "batches refused by ZeroMQ (high-water mark reached) at the "
+                                   "senders: edged never sees these",
+        "shed": {
+            "batches_shed": int(c.get("sched_shed", 0)),
+            "batches_evicted": int(c.get("sched_evicted", 0)),
+            "batches_rejected_full": int(c.get("sched_rejected", 0)),
+            "samples_dropped": int(c.get("sched_samples_dropped", 0)),
+            "batches_queued": int(c.get("sched_queued", 0)),
+            "batches_run_from_queue": int(c.get("sched_run", 0)),
+            "overloads_entered": int(c.get("sched_overloads", 0)),
+            "by_priority": sched.get("by_priority", {}),
+        },
+        "edged_counted": {k: int(c.get(k, 0)) for k in lost_keys},
         "firings": int(c.get("firings", 0)),
         "instructions_sent": int(c.get("instructions_sent", 0)),
         "acks": int(c.get("acks", 0)),
+        "agents_acks_sent": int(_sum(reps, "acks")),
+        "heartbeats": int(c.get("heartbeats", 0)),
         "edged_cpu_pct": round(cpu, 1),
         "window_s": round(window, 3),
-        "high_priority": {
-            "rule": "bench_probe (priority 9), probe paced at "
-                    f"{PROBE_RATE:g}/s",
-            "unloaded_e2e_us": unloaded.get("e2e_us"),
-            "overloaded_e2e_us": loaded.get("e2e_us"),
-            "unloaded_p99_us": hi_un,
-            "overloaded_p99_us": hi_ov,
-            "p99_ratio": round(hi_ov / hi_un, 2) if hi_un and hi_ov else None,
-            "overloaded_answered": loaded.get("answered", 0),
-            "overloaded_lost": loaded.get("lost", 0),
-        },
         "all_instructions_e2e_us": stats.get("e2e_us"),
-    }
+    })
+    return out
 
 
 # ------------------------------------------------------------------ plot
@@ -559,12 +634,7 @@ def run_scenarios(names: list[str], cfg: dict[str, Any], say: Say,
     if "coldstart" in names:
         out["coldstart"] = run_coldstart(cfg, say)
     if "overload" in names:
-        if "ingest" in out:
-            capacity = out["ingest"]["metrics_per_s"]
-        else:
-            say("overload: measuring capacity first (ingest without baseline)")
-            capacity = run_ingest(cfg, say, baseline=False)["metrics_per_s"]
-        out["overload"] = run_overload(cfg, say, capacity, sla_ms)
+        out["overload"] = run_overload(cfg, say, sla_ms)
     return out
 
 
@@ -604,18 +674,37 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             f"{c['python_import_edged_ms']['p50']:g} ms")
     o = doc.get("overload")
     if o:
-        h = o["high_priority"]
-        e = o["edged_counted"]
-        un, ov = h["unloaded_p99_us"], h["overloaded_p99_us"]
-        lines.append(
-            f"overload: offered {o['offered_per_s']:,.0f}/s, edged evaluated "
-            f"{o['evaluated_per_s']:,.0f}/s, senders dropped {o['dropped_at_senders']:,}, edged "
-            f"counted dropped_full {e['instructions_dropped_full']}, ack timeouts "
-            f"{e['ack_timeouts']}, shed n/a (no scheduler); high-priority p99 "
-            f"{'-' if un is None else f'{un:,.0f}'} µs unloaded -> "
-            f"{'-' if ov is None else f'{ov:,.0f}'} µs overloaded, lost {h['overloaded_lost']}")
+        lines.extend(overload_lines(o))
     p = doc.get("latency_plot")
     if p:
         lines.append(f"latency plot: {p['path']}" if p.get("written")
                      else f"latency plot skipped: {p['reason']}")
     return lines
+
+
+def _us(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def overload_lines(o: dict[str, Any]) -> list[str]:
+    """The overload scenario's summary: what was offered, shed, and the high-priority p99."""
+    h, s = o["high_priority"], o["shed"]
+    by = ", ".join(
+        f"p{p}: {c['shed']:,} shed {c['evicted']:,} evicted {c['rejected']:,} refused "
+        f"{c['run']:,} run"
+        for p, c in s["by_priority"].items()) or "nothing queued"
+    off = o.get("without_scheduler") or {}
+    return [
+        f"overload: offered {o['offered_per_s']:,.0f} metrics/s = "
+        f"{o['offered_over_capacity'] or 0:g}x capacity {o['capacity_per_s']:,.0f}/s; edged "
+        f"evaluated {o['evaluated_per_s']:,.0f}/s, shed {s['batches_shed']:,} batches, evicted "
+        f"{s['batches_evicted']:,}, refused {s['batches_rejected_full']:,} "
+        f"({s['samples_dropped']:,} samples), senders dropped {o['dropped_at_senders']:,}; "
+        f"acks {o['acks']:,} of {o['instructions_sent']:,} instructions",
+        f"overload: batches by rule priority: {by}",
+        f"overload: high-priority e2e p99 {_us(h['unloaded_p99_us'])} µs unloaded -> "
+        f"{_us(h['overloaded_p99_us'])} µs while shedding (x{h['p99_ratio'] or 0:g}), lost "
+        f"{h['overloaded_lost']}; without the scheduler {_us(h['without_scheduler_p99_us'])} µs "
+        f"(x{h['without_scheduler_p99_ratio'] or 0:g}), lost {h['without_scheduler_lost']}, "
+        f"edged evaluated {off.get('evaluated_per_s', 0):,.0f}/s",
+    ]

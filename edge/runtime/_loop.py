@@ -202,7 +202,7 @@ class ControlLoop:
                 if now < busy_until:
                     timeout = 0  # the busy-poll window after traffic: no kernel sleep
                     counters["busy_polls"] += 1
-                if ov is not None and ov.active:
+                if ov is not None and ov.pending:
                     timeout = 0  # queued batches are waiting for their turn
                 events = poller.poll(timeout)
                 drained = False
@@ -212,7 +212,7 @@ class ControlLoop:
                         drained = True
                     else:
                         self._run_calls()
-                if not drained and ov is not None and ov.active:
+                if not drained and ov is not None and ov.pending:
                     ov.drain()
                 if events and busy_ns:
                     busy_until = now_ns() + busy_ns

@@ -16,7 +16,8 @@ which is never evaluated, when the loop is behind. ::
                       sched_shed_threshold; the lowest evicted when the queue is full)
                 then pop the highest-scored batch, evaluate it (instructions leave at once, in
                 rule-priority order), intake again; every ~1 ms back to the loop for timers
-                  | the queue and the socket are both empty
+                  | the queue and the socket are both empty, and the load probe last read
+                  | at or below sched_shed_threshold (not shedding)
                   v
     normal
 
@@ -31,14 +32,17 @@ an ``absent()`` rule over those series may fire; the agent stays alive (liveness
 batch). Every shed, evicted and rejected batch is counted (``sched_*`` counters and
 ``by_priority``) and audited (``overload_drop``) at most ``log_rate_per_s`` per reason.
 
-The load probe for shedding is either the loop's lag (``lag``: the longest wait, from a
-batch's send to its intake or evaluation, since the probe was last read, over
-``sched_lag_ms``) or psutil's system CPU (``cpu``, the seed's choice). Lag says what matters
-here: a loop that is busy but keeping up sheds nothing (its busy share would read ~100 % and
-shed work it could do; shedding a one-sample batch costs nearly what evaluating it does), and
-a board whose AI agents keep every core busy does not make edged shed while it keeps up.
-While everything low is shed the lag falls, shedding stops, the lag grows again: under
-sustained overload the loop alternates in steps of the scheduler's probe period (50 ms).
+The load probe for shedding is either the loop's lag (``lag``: the longest wait of a batch in
+the queue, intake to evaluation, since the probe was last read, over ``sched_lag_ms``) or
+psutil's system CPU (``cpu``, the seed's choice). Lag says what matters here: a loop that is
+busy but keeping up sheds nothing (its busy share would read ~100 % and shed work it could
+do), and a board whose AI agents keep every core busy does not make edged shed while it keeps
+up. The wait is measured from intake, not from the agent's send: in scheduled mode the socket
+is read between any two evaluations, so the backlog is in the queue, while the transport's
+own delays (libzmq's I/O threads, a busy machine) would read as overload and shed work the
+loop could do. While everything low is shed the lag falls, shedding stops, the queue and its
+lag grow again: under sustained overload the loop alternates in steps of the scheduler's
+probe period (50 ms).
 """
 
 from __future__ import annotations
@@ -57,7 +61,6 @@ from ._lifecycle import AgentState
 from ._registry import AgentRecord
 from ._scheduler import (
     ITEM,
-    T0_NS,
     DropReason,
     Event,
     PriorityScheduler,
@@ -154,7 +157,7 @@ class OverloadControl:
         self.budget_ns = cfg.sched_budget_us * 1000
         self.lag_full_ns = int(cfg.sched_lag_ms * 1e6)
         self.lag_max_ns = 0
-        """The longest send-to-intake or send-to-evaluation wait since the probe was read."""
+        """The longest wait in the queue (intake to evaluation) since the probe was read."""
         self.probe = "injected" if utilisation is not None else cfg.sched_probe
         if utilisation is None:
             utilisation = self.lag_load if cfg.sched_probe == "lag" else psutil_utilisation
@@ -206,28 +209,39 @@ class OverloadControl:
             loop._handle(loop._on_batch, MessageType.METRIC_BATCH, rid, buf, t_recv)
         self.drain()
 
+    @property
+    def pending(self) -> bool:
+        """Queued batches wait for their turn: the loop polls without blocking."""
+        return bool(self.sched._heap)
+
     def drain(self) -> None:
-        """Intake, then evaluate the highest-scored batch, until the backlog is gone or a slice
-        is used up (then the loop polls without blocking and calls again)."""
+        """Intake, then evaluate the highest-scored batch, until the queue and the socket are
+        empty or a slice is used up (then the loop polls and calls again). The mode ends when
+        the backlog is gone and the load probe last read below the threshold; while it reads
+        above, scheduled mode stays (low batches go on being shed, not evaluated in arrival
+        order between two bursts of shedding)."""
         loop = self.loop
         sched = self.sched
         now = self._now
         counters = loop.counters
         end = now() + SLICE_NS
         while True:
-            self.intake()
+            more = self.intake()
             ev = sched.pop()
             if ev is None:
-                self.active = False
+                if more and now() < end:
+                    continue
+                if not more and self.last_util <= sched.shed_threshold:
+                    self.active = False
                 return
             self._run(ev)
             counters["sched_run"] += 1
             if now() >= end:
                 return
 
-    def intake(self) -> None:
-        """Receive every waiting frame (at most INTAKE_MAX): batches to the queue, the rest
-        handled now."""
+    def intake(self) -> bool:
+        """Receive waiting frames (at most INTAKE_MAX): batches to the queue, the rest handled
+        now. True when it stopped at INTAKE_MAX (more may be waiting)."""
         sock = self.loop.sock
         recv = sock.recv_multipart
         events = sock.getsockopt
@@ -235,13 +249,14 @@ class OverloadControl:
         counters = self.loop.counters
         for _ in range(INTAKE_MAX):
             if not cast(int, events(zmq.EVENTS)) & zmq.POLLIN:
-                return
+                return False
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             counters["frames_in"] += 1
             self.take(frames, now())
+        return True
 
     def take(self, frames: list[bytes], t_recv: int) -> None:
         """One received frame: verified; a batch is queued, anything else handled now."""
@@ -275,8 +290,6 @@ class OverloadControl:
         view = decode_metric_batch(buf)
         t_send = view.t_send_ns
         t0 = t_send if 0 < t_send <= t_recv else t_recv
-        if t_recv - t0 > self.lag_max_ns:
-            self.lag_max_ns = t_recv - t0
         if view.count <= INLINE_SAMPLES:
             return False
         rec = loop.registry.by_session.get(view.session)
@@ -302,7 +315,7 @@ class OverloadControl:
             loop.counters["sched_stale"] += 1  # left or re-registered while queued
             return
         self._counts(item.priority)[1] += 1
-        lag = self._now() - ev[T0_NS]
+        lag = self._now() - item.t_recv
         if lag > self.lag_max_ns:
             self.lag_max_ns = lag
         # Batch gaps are a transport matter, judged in arrival order: evaluating out of

@@ -87,15 +87,29 @@ def test_overload(tmp_path: Path) -> None:
     doc, text = _run(tmp_path, "overload")
     o = doc["overload"]
     assert _positive(o["capacity_per_s"]) and _positive(o["offered_per_s"])
+    assert _positive(o["offered_over_capacity"])
     assert o["offered_per_s"] >= o["accepted_by_transport_per_s"] >= 0
     assert _positive(o["evaluated_per_s"])
     assert o["dropped_at_senders"] >= 0
     assert set(o["edged_counted"]) >= {"instructions_dropped_full", "ack_timeouts"}
     assert o["firings"] > 0  # the low-priority rules fired
+    # the same run, on edged with the scheduler and on edged without it
+    off = o["without_scheduler"]
+    assert o["scheduler_enabled"] is True and off["scheduler_enabled"] is False
+    shed = o["shed"]
+    for key in ("batches_shed", "batches_evicted", "batches_rejected_full", "samples_dropped"):
+        assert isinstance(shed[key], int) and shed[key] >= 0
+        assert off["shed"][key] == 0  # nothing is shed without the scheduler
+    for prio, counts in shed["by_priority"].items():
+        assert prio == "1"  # only the load's batches are queued: the probe's are evaluated inline
+        assert set(counts) == {"queued", "run", "shed", "evicted", "rejected"}
+    assert shed["batches_shed"] == shed["by_priority"].get("1", {}).get("shed", 0)
     h = o["high_priority"]
+    assert "priority 200" in h["rule"]
     assert h["unloaded_e2e_us"]["count"] > 0
     assert h["overloaded_answered"] + h["overloaded_lost"] > 0
-    assert "overload:" in text
+    assert h["without_scheduler_answered"] + h["without_scheduler_lost"] > 0
+    assert "overload:" in text and "without the scheduler" in text
 
 
 def test_unknown_scenario_is_refused() -> None:
