@@ -97,15 +97,16 @@ def _run(
                 timeout=20,
                 what="edge-sync retrying against the down server",
             )
-            assert d.outbox is not None
+            outbox = d.outbox
+            assert outbox is not None
             for _ in range(5):  # control flows while the upstream is down
                 control_round()
-            wait_for(lambda: d.outbox.stats()["depth"] >= 5, timeout=20, what="aggregates held")
+            wait_for(lambda: outbox.stats()["depth"] >= 5, timeout=20, what="aggregates held")
             st = _status(cfg.run_dir)
             assert st["link_state"] != "up" and st.get("published", 0) == 0
             shown = _edgectl_sync_status(cfg.run_dir)
             assert shown["state"] == "running" and shown["outbox"]["depth"] >= 5
-            held = d.outbox.stats()["last_seq"]
+            held = outbox.stats()["last_seq"]
 
             server.start()
             for _ in range(3):  # and keeps flowing while edge-sync catches up
