@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
@@ -251,13 +250,17 @@ class Link:
             log.debug("nats error: %s", self.last_error)
 
         kw = connect_options(self.cfg, self.opts)
+        nc = NatsClient()
         try:
-            nc = await nats.connect(
+            await nc.connect(
                 **kw, closed_cb=on_closed, disconnected_cb=on_disconnected, error_cb=on_error
             )
         except Exception as exc:  # noqa: BLE001 - any failure to connect is a retry
             self.last_error = f"connect {self.cfg.upstream_url}: {_describe(exc)}"
             log.info("upstream not reachable: %s", self.last_error)
+            # a refused handshake (authorization) leaves nats-py's transport open
+            with contextlib.suppress(Exception):
+                await nc.close()
             return None
         js = nc.jetstream(timeout=self.opts.connect_timeout_s)
         session = Session(nc, js, epoch, closed)

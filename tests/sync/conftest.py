@@ -58,8 +58,11 @@ class NatsServer:
     ports file), so no port is guessed; later starts reuse it.
     """
 
-    def __init__(self, root: Path, timeout_s: float = 15.0) -> None:
+    def __init__(self, root: Path, timeout_s: float = 15.0, config: str | None = None) -> None:
+        """``config``: the text of a nats-server config file to run with (authorization,
+        TLS, ...); JetStream, address, port and store come from the command line as always."""
         self.binary = nats_server_binary()
+        self.config = config
         self.root = root
         self.store_dir = root / "js"
         self.ports_dir = root / "ports"
@@ -93,6 +96,10 @@ class NatsServer:
             "--ports_file_dir", str(self.ports_dir),
             "-l", str(self.log_path),
         ]  # fmt: skip
+        if self.config is not None:
+            conf = self.root / "nats.conf"
+            conf.write_text(self.config)
+            args += ["-c", str(conf)]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self.starts += 1
         deadline = time.monotonic() + self.timeout_s
@@ -162,14 +169,14 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-def nats_server_factory(tmp_path: Path) -> Iterator[Callable[[], NatsServer]]:
-    """Make servers that are NOT started yet (for "server down at boot"): ``make()`` returns a
-    NatsServer whose port is reserved by a first start/stop so the client can be configured
-    before the server is up."""
+def nats_server_factory(tmp_path: Path) -> Iterator[Callable[..., NatsServer]]:
+    """Make servers that are NOT started yet (for "server down at boot"): ``make(config=None)``
+    returns a NatsServer whose port is known from a first start/stop, so the client can be
+    configured before the server is up."""
     made: list[NatsServer] = []
 
-    def make() -> NatsServer:
-        server = NatsServer(tmp_path / f"nats{len(made)}")
+    def make(config: str | None = None) -> NatsServer:
+        server = NatsServer(tmp_path / f"nats{len(made)}", config=config)
         made.append(server)
         server.start()
         server.stop()

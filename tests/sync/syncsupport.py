@@ -36,8 +36,8 @@ class Stored:
     data: bytes
 
 
-async def _read_stream(url: str, device: str) -> list[Stored]:
-    nc = await nats.connect(url, allow_reconnect=False)
+async def _read_stream(url: str, device: str, connect_kw: dict[str, Any]) -> list[Stored]:
+    nc = await nats.connect(url, allow_reconnect=False, **connect_kw)
     try:
         js = nc.jetstream(timeout=5.0)
         try:
@@ -71,9 +71,10 @@ async def _read_stream(url: str, device: str) -> list[Stored]:
         await nc.close()
 
 
-def read_stream(url: str, device: str) -> list[Stored]:
-    """Every message of ``device`` in EDGE_AGG, in stream order (an ephemeral pull consumer)."""
-    return asyncio.run(_read_stream(url, device))
+def read_stream(url: str, device: str, **connect_kw: Any) -> list[Stored]:
+    """Every message of ``device`` in EDGE_AGG, in stream order (an ephemeral pull consumer).
+    ``connect_kw`` go to ``nats.connect`` (credentials)."""
+    return asyncio.run(_read_stream(url, device, connect_kw))
 
 
 def assert_exactly_once_in_order(stored: list[Stored], expected: dict[int, bytes]) -> None:
@@ -101,8 +102,9 @@ class SyncRunner:
         *,
         components: list[Component] | None = None,
         link_options: LinkOptions | None = None,
+        **kw: Any,
     ) -> None:
-        self.service = SyncService(cfg, components=components, link_options=link_options)
+        self.service = SyncService(cfg, components=components, link_options=link_options, **kw)
         self.service.open()
         store = self.service._store
         assert store is not None
