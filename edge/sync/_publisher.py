@@ -224,6 +224,22 @@ class Publisher(Component):
             stored = int(raw) if raw is not None else 0
         except ValueError:
             return
+        if stored <= 0:
+            return
+        assigned = (await ctx.in_thread(ctx.outbox.stats))["next_seq"] - 1
+        if stored > assigned:
+            # The stream holds a sequence this outbox never assigned: the board's store was
+            # wiped (re-flashed) and its sequence restarted. Trusting it would delete
+            # unpublished records; the duplicate window still guards a short crash.
+            log.warning(
+                "publisher: the stream's last Edge-Seq for %s is %d but this outbox assigned "
+                "only up to %d (a wiped store?); not deleting by it",
+                subject,
+                stored,
+                assigned,
+            )
+            ctx.status.update(stream_last_seq=stored, stream_ahead=True)
+            return
         if stored > 0:
             n = await ctx.in_thread(ctx.outbox.delete_upto, stored)
             if n:

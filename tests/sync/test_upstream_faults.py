@@ -304,3 +304,36 @@ def test_appending_never_waits_for_a_busy_deleter(
         t.join(60)
         assert done.is_set() and all(results), "every append returned a sequence"
         assert sync.outbox.stats()["dropped"] == 300 - 81
+
+
+def test_a_wiped_board_does_not_trust_a_stream_that_is_ahead_of_its_outbox(
+    nats_server: NatsServer, sync_cfg: Callable[..., EdgeConfig]
+) -> None:
+    """The stream holds Edge-Seq 500 of this device from before the board's store was wiped:
+    the restarted sequence must still be published, not deleted as 'already stored'."""
+    import asyncio
+
+    import nats
+
+    from edge.sync import AGG_STREAM, AGG_SUBJECT_PREFIX, AGG_SUBJECTS
+
+    async def old_life() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await js.add_stream(name=AGG_STREAM, subjects=[AGG_SUBJECTS])
+            h = {"Nats-Msg-Id": f"{DEVICE}-500", "Edge-Seq": "500", "Edge-Device": DEVICE}
+            await js.publish(AGG_SUBJECT_PREFIX + DEVICE, b"old life", headers=h)
+        finally:
+            await nc.close()
+
+    asyncio.run(old_life())
+    cfg = sync_cfg(upstream_url=nats_server.url)
+    with Store.open(cfg.data_dir / "state") as store:  # waiting before edge-sync starts
+        expected = append_many(Outbox(store), 0, 3)
+    with SyncRunner(cfg) as sync:
+        wait_for(lambda: sync.outbox.stats()["depth"] == 0, timeout=20, what="the new records")
+        assert sync.status()["stream_ahead"] is True
+    stored = read_stream(nats_server.url, DEVICE)
+    assert [s.edge_seq for s in stored] == [500, 1, 2, 3]
+    assert_exactly_once_in_order(stored[1:], expected)
