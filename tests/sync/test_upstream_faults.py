@@ -337,3 +337,36 @@ def test_a_wiped_board_does_not_trust_a_stream_that_is_ahead_of_its_outbox(
     stored = read_stream(nats_server.url, DEVICE)
     assert [s.edge_seq for s in stored] == [500, 1, 2, 3]
     assert_exactly_once_in_order(stored[1:], expected)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_soak_server_down_for_minutes_with_a_flapping_link_then_back(
+    nats_server_factory: Callable[[], NatsServer], sync_cfg: Callable[..., EdgeConfig]
+) -> None:
+    """make slow: the server away for two and a half minutes while records keep coming, then a
+    link that flaps for a minute; every record exactly once, in order, backoff bounded."""
+    server = nats_server_factory()
+    expected: dict[int, bytes] = {}
+    with FaultProxy(server.port) as proxy:
+        with SyncRunner(sync_cfg(upstream_url=proxy.url)) as sync:
+            i = 0
+            end = time.monotonic() + 150
+            while time.monotonic() < end:  # the pace of a producer, not a wait for a result
+                expected |= append_many(sync.outbox, i, 5)
+                i += 5
+                time.sleep(0.25)
+            assert sync.outbox.stats()["depth"] == len(expected)
+            server.start()
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                expected |= append_many(sync.outbox, i, 5)
+                i += 5
+                if i % 100 == 0:
+                    proxy.reset_all()
+                time.sleep(0.1)
+            wait_for(lambda: sync.outbox.stats()["depth"] == 0, timeout=60, what="the backlog")
+            st = sync.status()
+            assert st["link_max_retry_in_s"] <= BACKOFF_MAX_S
+            assert st.get("publish_max_retry_in_s", 0) <= BACKOFF_MAX_S
+    assert_exactly_once_in_order(read_stream(server.url, DEVICE), expected)
