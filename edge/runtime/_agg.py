@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
+import time
 from array import array
 from collections import deque
 from collections.abc import Callable
@@ -126,41 +126,93 @@ SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 class HealthProbe:
-    """Device health with psutil (imported on first use: edged without aggregation never
-    loads it). Every reading degrades to NaN / 0 when the board cannot tell."""
+    """Device health read from Linux's /proc and /sys (what psutil reads there, without its
+    ~2 MB in edged's memory). Every reading degrades to NaN / 0 where the board cannot tell
+    (another OS, a container without /sys/class/thermal)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        import psutil
-
-        self._psutil = psutil
+    def __init__(self, data_dir: Path, proc: Path = Path("/proc"), sys_dir: Path = Path("/sys")):
         self._data_dir = data_dir
-        self._proc = psutil.Process(os.getpid())
-        psutil.cpu_percent(None)  # starts the measuring interval
-        self._proc.cpu_percent(None)
+        self._proc = proc
+        self._thermal = sys_dir / "class" / "thermal"
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._cpu = self._machine_cpu()
+        self._self_cpu = (time.monotonic(), _own_cpu_s())
 
     def read(self) -> dict[str, Any]:
-        ps = self._psutil
-        out: dict[str, Any] = {
-            "cpu_pct": _or_nan(lambda: ps.cpu_percent(None)),
-            "mem_used_pct": _or_nan(lambda: ps.virtual_memory().percent),
+        """cpu_pct (machine, since the last read), mem_used_pct, load1, disk_free_bytes
+        (data_dir's file system), temp_c (hottest thermal zone), edged_rss_bytes,
+        edged_cpu_pct (of one core, since the last read)."""
+        cpu_now = self._machine_cpu()
+        cpu_pct = math.nan
+        if cpu_now is not None and self._cpu is not None:
+            busy, total = cpu_now[0] - self._cpu[0], cpu_now[1] - self._cpu[1]
+            cpu_pct = 100.0 * busy / total if total > 0 else math.nan
+        self._cpu = cpu_now
+        t, own = time.monotonic(), _own_cpu_s()
+        t0, own0 = self._self_cpu
+        self._self_cpu = (t, own)
+        return {
+            "cpu_pct": cpu_pct,
+            "mem_used_pct": _or_nan(self._mem_used_pct),
             "load1": _or_nan(lambda: os.getloadavg()[0]),
-            "disk_free_bytes": int(_or_nan(lambda: shutil.disk_usage(self._data_dir).free, 0)),
+            "disk_free_bytes": int(_or_nan(self._disk_free, 0)),
             "temp_c": _or_nan(self._hottest),
-            "edged_rss_bytes": int(_or_nan(lambda: self._proc.memory_info().rss, 0)),
-            "edged_cpu_pct": _or_nan(lambda: self._proc.cpu_percent(None)),
+            "edged_rss_bytes": int(_or_nan(self._rss, 0)),
+            "edged_cpu_pct": 100.0 * (own - own0) / (t - t0) if t > t0 else math.nan,
         }
-        return out
+
+    def _machine_cpu(self) -> tuple[int, int] | None:
+        """(busy, total) jiffies of all CPUs from /proc/stat's first line."""
+        try:
+            with open(self._proc / "stat", "rb") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        if len(fields) < 4:
+            return None
+        total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest in user)
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return total - idle, total
+
+    def _mem_used_pct(self) -> float:
+        info: dict[str, int] = {}
+        with open(self._proc / "meminfo", "rb") as f:
+            for line in f:
+                key, _, rest = line.partition(b":")
+                if key in (b"MemTotal", b"MemAvailable"):
+                    info[key.decode()] = int(rest.split()[0])
+        return 100.0 * (1.0 - info["MemAvailable"] / info["MemTotal"])
+
+    def _disk_free(self) -> float:
+        st = os.statvfs(self._data_dir)
+        return float(st.f_bavail * st.f_frsize)
+
+    def _rss(self) -> float:
+        with open(self._proc / "self" / "statm", "rb") as f:
+            return float(int(f.read().split()[1]) * self._page)
 
     def _hottest(self) -> float:
-        read = getattr(self._psutil, "sensors_temperatures", None)
-        temps = [t.current for ts in (read() if read else {}).values() for t in ts]
+        temps = []
+        with os.scandir(self._thermal) as it:
+            for zone in it:
+                if zone.name.startswith("thermal_zone"):
+                    try:
+                        with open(os.path.join(zone.path, "temp"), "rb") as f:
+                            temps.append(int(f.read()) / 1000.0)
+                    except (OSError, ValueError):
+                        continue
         return max(temps) if temps else math.nan
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def _or_nan(read: Callable[[], float], default: float = math.nan) -> float:
     try:
         return float(read())
-    except (OSError, AttributeError, ValueError, RuntimeError):
+    except (OSError, KeyError, ValueError, ZeroDivisionError, IndexError):
         return default
 
 

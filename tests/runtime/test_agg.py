@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,3 +213,31 @@ def test_closing_edged_keeps_the_partial_window(make_cfg: Any, agent_factory: An
     assert len(records) == 1  # no window ended: this is the one close() wrote
     (series,) = decode_aggregate(records[0][1])["series"]
     assert (series["agent_id"], series["count"], series["last"]) == ("agg-2", 1, 0.5)
+
+
+def test_health_is_read_from_proc_and_sys_and_degrades_to_nan(tmp_path: Path) -> None:
+    from edge.runtime._agg import HealthProbe
+
+    proc, sys_dir = tmp_path / "proc", tmp_path / "sys"
+    (proc / "self").mkdir(parents=True)
+    zone = sys_dir / "class" / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "temp").write_text("61500\n")
+    (sys_dir / "class" / "thermal" / "thermal_zone1").mkdir()  # a zone without a reading
+    # user nice system idle iowait irq softirq steal
+    (proc / "stat").write_text("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3\n")
+    (proc / "meminfo").write_text("MemTotal: 1000 kB\nMemFree: 10 kB\nMemAvailable: 250 kB\n")
+    (proc / "self" / "statm").write_text("900 25 3 1 0 20 0\n")
+    probe = HealthProbe(tmp_path, proc=proc, sys_dir=sys_dir)
+    (proc / "stat").write_text("cpu  250 0 150 800 100 0 0 0 0 0\n")  # +200 busy of +300
+    h = probe.read()
+    assert h["cpu_pct"] == pytest.approx(200 / 300 * 100)
+    assert h["mem_used_pct"] == pytest.approx(75.0)
+    assert h["temp_c"] == 61.5
+    assert h["edged_rss_bytes"] == 25 * os.sysconf("SC_PAGE_SIZE")
+    assert h["disk_free_bytes"] > 0 and h["edged_cpu_pct"] >= 0
+
+    bare = HealthProbe(tmp_path / "nowhere", proc=tmp_path / "none", sys_dir=tmp_path / "none")
+    h = bare.read()
+    assert all(math.isnan(h[k]) for k in ("cpu_pct", "mem_used_pct", "temp_c"))
+    assert h["edged_rss_bytes"] == 0 and h["disk_free_bytes"] == 0
