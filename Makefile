@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# DEMO_UPSTREAM=1 adds a local nats-server and edge-sync: the fleet path (rules down, aggregates up)
 demo: $(STAMP)
-	$(VENV)/bin/edgectl demo --duration $(DURATION)
+	$(VENV)/bin/edgectl demo --duration $(DURATION) $(if $(filter 1,$(DEMO_UPSTREAM)),--upstream,)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -14,6 +14,7 @@ progress line every two seconds.
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import EdgeError, RuntimeStateError
+from ._demo_upstream import AGG_WINDOW_S as DEMO_AGG_WINDOW_S
+from ._demo_upstream import DEVICE_ID as DEMO_DEVICE
+from ._demo_upstream import DemoUpstream
 from ._main import rules_sla_table, stage_table
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "examples" / "demo_rules.yaml"
@@ -155,6 +159,57 @@ def _settle(ctl: Any, fleet: Any, timeout: float = 2.0) -> None:
         time.sleep(0.05)  # waiting for Acks already on their way
 
 
+def _push_through_fleet(console: Console, up: DemoUpstream, ctl: Any, rules_file: Path) -> None:
+    """Push the demo's rules as a signed table through EDGE_RULES and wait for the board."""
+    from ..wire import CtlOp
+
+    pushed = up.push(rules_file)
+    version = int(pushed["version"])
+    console.print(f"[dim]demo: edgectl fleet push {rules_file.name} --device {DEMO_DEVICE} "
+                  f"--key {up.secret.name}: table version {version} signed and put in "
+                  f"EDGE_RULES as {pushed.get('key', 'device.' + DEMO_DEVICE)}[/]")
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        if ctl.request(CtlOp.RULES_LIST).get("active") == version:
+            console.print(f"[green]demo: the board verified (Ed25519, scope, expiry, newer) "
+                          f"and activated rule table version {version} from upstream[/]")
+            return
+        time.sleep(0.1)  # waiting for edge-sync's watch and edged's activation
+    raise RuntimeStateError(f"the pushed table {version} was not activated within 20 s; "
+                            f"edge-sync status: {up.sync_status()}")
+
+
+def _upstream_summary(console: Console, up: DemoUpstream) -> None:
+    """Aggregates in EDGE_AGG and the board's EDGE_DEVICES document, read like an operator."""
+    deadline = time.monotonic() + 10.0
+    aggs = up.aggregates()
+    while not aggs and time.monotonic() < deadline:
+        time.sleep(0.5)  # the first window may still be on its way
+        aggs = up.aggregates()
+    console.rule("upstream (NATS JetStream)")
+    seqs = [int(a["seq"]) for a in aggs if a.get("seq") is not None]
+    in_order = len(seqs) == len(aggs) and seqs == sorted(set(seqs))
+    console.print(f"{len(aggs)} aggregates of {DEMO_DEVICE} in stream EDGE_AGG "
+                  f"(Edge-Seq {min(seqs, default=0)}..{max(seqs, default=0)}, "
+                  f"{'in order, no duplicates' if in_order else 'OUT OF ORDER'})")
+    if aggs:
+        last = aggs[-1].get("aggregate") or {}
+        e2e = next((x for x in last.get("latency", []) if x["stage"] == "e2e"), None)
+        p99 = "-" if e2e is None else f"{e2e['p99_us']:,.0f} µs"
+        fired = sum(r["instructions"] for r in last.get("rules", []))
+        console.print(f"last window: {last.get('samples', 0):,} samples, {fired} instructions, "
+                      f"{len(last.get('series', []))} series, e2e p99 {p99}, "
+                      f"rule table v{last.get('rules_version')}")
+    for d in up.fleet_status():
+        edged = d.get("edged") or {}
+        outbox = d.get("outbox") or {}
+        published = (d.get("last_publish") or {}).get("published", 0)
+        console.print(f"EDGE_DEVICES/{d.get('device_id')}: link {d.get('link', {}).get('state')}, "
+                      f"rule table v{edged.get('rules_version', '?')}, "
+                      f"{published} published, outbox depth {outbox.get('depth', '?')}, "
+                      f"dropped {outbox.get('dropped', 0)}")
+
+
 def _summary(console: Console, view: DemoView, duration: float, edged_exit: int | None) -> None:
     stats = view.stats or {}
     c = view.counters()
@@ -199,7 +254,11 @@ def _summary(console: Console, view: DemoView, duration: float, edged_exit: int 
               help=f"Rule file for edged. [default: {DEFAULT_RULES.name} in the repo's examples/]")
 @click.option("--live/--plain", default=None,
               help="Live view or plain lines. [default: live on a terminal, plain otherwise]")
-def demo(duration: float, rules_file: Path | None, live: bool | None) -> None:
+@click.option("--upstream/--no-upstream", default=None,
+              help="Also run a local nats-server and edge-sync: push the rule table through "
+                   "the fleet path and show aggregates arriving. [default: $DEMO_UPSTREAM]")
+def demo(duration: float, rules_file: Path | None, live: bool | None,
+         upstream: bool | None) -> None:
     """Run edged with simulated agents and show the loop live: firings, Acks, latency, SLA."""
     from ..rules import RuleFileError, load_rule_file
     from ..wire import CtlOp
@@ -221,13 +280,25 @@ def demo(duration: float, rules_file: Path | None, live: bool | None) -> None:
         console.print(f"[bold red]demo:[/] {rules_file} has {len(exc.problems)} problem(s)")
         sys.exit(1)
     use_live = console.is_terminal if live is None else live
+    if upstream is None:
+        upstream = os.environ.get("DEMO_UPSTREAM", "") not in ("", "0")
     edged_exit: int | None = None
+    up: DemoUpstream | None = None
     try:
         with sigterm_as_interrupt(), Rig() as rig:
             console.print(f"[dim]demo: starting edged ({rules_file.name}, {n_rules} rules) "
                           f"in {rig.root}[/]")
             try:
-                edged = rig.start_edged(rules_file, log_level="WARNING")
+                if upstream:
+                    up = DemoUpstream(rig)
+                    console.print(f"[dim]demo: nats-server (JetStream) at {up.url}; the board "
+                                  f"is {DEMO_DEVICE!r}, trusting {up.public.name}[/]")
+                edged = rig.start_edged(rules_file, log_level="WARNING",
+                                        config_file=up.config if up else None)
+                if up is not None:
+                    up.start_sync()
+                    console.print("[dim]demo: edge-sync is up: aggregates every "
+                                  f"{DEMO_AGG_WINDOW_S:g} s go to stream EDGE_AGG[/]")
             except RuntimeStateError as exc:
                 console.print(f"[bold red]demo: edged failed to start:[/] {exc}")
                 sys.exit(1)
@@ -237,6 +308,8 @@ def demo(duration: float, rules_file: Path | None, live: bool | None) -> None:
                           f"running {duration:g} s[/]")
             view = DemoView(duration, int(time.time() * 1000))
             with CtlClient(rig.run_dir, timeout=5.0) as ctl:
+                if up is not None:
+                    _push_through_fleet(console, up, ctl, rules_file)
 
                 def tick() -> list[dict[str, Any]]:
                     if not edged.alive():
@@ -270,6 +343,8 @@ def demo(duration: float, rules_file: Path | None, live: bool | None) -> None:
                     for e in fresh:
                         console.print(view.event_line(e), soft_wrap=True)
                 view.stats = ctl.request(CtlOp.STATS)
+            if up is not None:
+                _upstream_summary(console, up)
             rig.stop_sims()
             edged_exit = rig.stop_edged()
     except KeyboardInterrupt:
@@ -278,6 +353,9 @@ def demo(duration: float, rules_file: Path | None, live: bool | None) -> None:
     except EdgeError as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         sys.exit(1)
+    finally:
+        if up is not None:
+            up.close()  # after edge-sync and edged: the server goes last
     _summary(console, view, duration, edged_exit)
     if edged_exit != 0:
         sys.exit(1)

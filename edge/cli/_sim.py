@@ -294,6 +294,13 @@ class Rig:
         self._sims.append(child)
         return child
 
+    def spawn_command(self, name: str, argv: Sequence[str]) -> Child:
+        """Start a command (no line protocol: SIGTERM stops it) that is stopped with the
+        simulated agents, before edged."""
+        child = Child(name, argv, self.root / f"{name}.log", pipes=False, cwd=self.root)
+        self._sims.append(child)
+        return child
+
     def stop_sims(self) -> None:
         for child in reversed(self._sims):
             child.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -38,6 +39,24 @@ def test_plain_demo_fires_acks_and_exits_zero() -> None:
     # the plain view names each firing as it happens, and the summary has the stage table
     assert re.search(r"instruction #\d+ (throttle|restart_agent|alert) -> ", r.stdout), r.stdout
     assert "SLA attainment" in r.stdout and "latency per stage" in r.stdout
+
+
+def test_upstream_demo_pushes_through_the_fleet_path_and_aggregates_arrive() -> None:
+    """make demo DEMO_UPSTREAM=1: a local nats-server, edge-sync, a signed table through
+    EDGE_RULES activated on the board, aggregates in EDGE_AGG in order, the device status."""
+    r = subprocess.run(edgectl("demo", "--duration", "5"), capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "DEMO_UPSTREAM": "1"})
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+    assert "Traceback" not in out + r.stderr
+    m = re.search(r"activated\s+rule\s+table\s+version\s+(\d+)\s+from\s+upstream", out)
+    assert m, out
+    n = re.search(r"(\d+) aggregates of demo-board in stream EDGE_AGG \(Edge-Seq 1\.\.(\d+), "
+                  r"in order, no\s+duplicates\)", out)
+    assert n and int(n[1]) >= 1 and n[1] == n[2], out
+    assert re.search(rf"EDGE_DEVICES/demo-board: link up, rule table v{m[1]}", out), out
+    issued, acked = _counts(out)
+    assert issued > 0 and acked > 0
 
 
 def test_live_view_without_a_terminal_still_summarises() -> None:
