@@ -14,6 +14,7 @@ import edge.rules
 
 NOT_IN_EDGED = [
     "numpy",  # flatbuffers' optional helpers (edge.wire.fb hides it)
+    "click",  # edged parses its command line with argparse (edgectl and edge-sync use click)
     "http.server",  # prometheus_client's server (edge.runtime._prom serves the page itself)
     "prometheus_client",
     "email",
