@@ -236,8 +236,8 @@ class OverloadControl:
                 return
             self._run(ev)
             counters["sched_run"] += 1
-            if now() >= end:
-                return
+            if sched._heap and now() >= end:
+                return  # (an empty queue goes round once more: the mode may end)
 
     def intake(self) -> bool:
         """Receive waiting frames (at most INTAKE_MAX): batches to the queue, the rest handled
