@@ -240,10 +240,10 @@ class Edged:
         if self.loop is None:
             self.open()
         assert self.loop is not None and self.ctl is not None
-        self.ctl.start()
         self.gcwatch.loop_thread = threading.get_ident()
         if self.cfg.gc_interval_ms > 0:
             self.gc_off_loop = GcOffLoop(self.cfg.gc_interval_ms * 1_000_000).start()
+        self.ctl.start()  # after the GC policy: the first STATUS already reports it
         try:
             self.loop.run()
         finally:
