@@ -8,7 +8,11 @@
 Two products, both derived from the schemas by flatc so that neither can drift from them:
 
 * flatc's Python classes (``flatc --python``), with the absolute imports flatc emits
-  (``from edgewire.v1.X import X``) rewritten to live under ``edge.wire._generated``.
+  (``from edgewire.v1.X import X``) rewritten to live under ``edge.wire._generated``, and
+  flatbuffers' ``import_numpy`` (which imports numpy when it is installed) replaced by
+  ``edge.wire._generated.import_numpy`` (numpy only if the process imported it already). The
+  namespace package imports each module on first use of its name (PEP 562), so a process
+  loads only the classes it uses.
 * ``layout.py``: the field layout of every table, struct, enum and root identifier, read from
   flatc's binary schema (``flatc -b --schema`` writes a ``.bfbs``, a FlatBuffer of flatc's own
   ``reflection.fbs``). The verifier and the tests are driven by it.
@@ -408,6 +412,46 @@ def _layout_source(schemas: dict[str, _Schema]) -> str:
 # --- generation --------------------------------------------------------------------------------
 
 _IMPORT = re.compile(r"^(\s*)from " + re.escape(NAMESPACE.split(".")[0]) + r"\.", re.MULTILINE)
+# flatc's preamble in every table/struct module; np is used only by the *AsNumpy helpers
+_NUMPY = re.compile(r"^from flatbuffers\.compat import import_numpy$", re.MULTILINE)
+
+_ROOT_INIT = '''"""flatc output for schemas/*.fbs (see edge.wire.fb)."""
+
+import sys
+from types import ModuleType
+
+
+def import_numpy() -> ModuleType | None:
+    """numpy if this process has imported it, else None; never imports it.
+
+    Stands in for flatbuffers.compat.import_numpy in the generated modules: that one imports
+    numpy whenever it is installed (~13 MB of RSS), for helpers edge never calls.
+    """
+    return sys.modules.get("numpy")
+'''
+
+
+def _namespace_init(modules: list[str]) -> str:
+    """The namespace package: every module is imported on first use of its name."""
+    return (
+        f'"""Namespace {NAMESPACE}, one module per schema type (alias: edge.wire.fb).\n\n'
+        "Each module is imported on first use of its name (PEP 562), so a process pays only\n"
+        'for the classes it uses.\n"""\n\n'
+        "import importlib\n"
+        "from typing import TYPE_CHECKING, Any\n\n"
+        "if TYPE_CHECKING:\n"
+        + "".join(f"    from . import {m} as {m}\n" for m in modules)
+        + "\n__all__ = [\n"
+        + "".join(f"    {m!r},\n" for m in modules)
+        + "]\n\n\n"
+        "def __getattr__(name: str) -> Any:\n"
+        "    if name not in __all__:\n"
+        '        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")\n'
+        "    # importing a submodule binds it on this package: the next lookup does not come here\n"
+        '    return importlib.import_module(f"{__name__}.{name}")\n\n\n'
+        "def __dir__() -> list[str]:\n"
+        "    return sorted([*globals(), *__all__])\n"
+    )
 
 
 def _declaring_files(schemas: dict[str, _Schema]) -> dict[str, str]:
@@ -442,20 +486,16 @@ def generate(flatc: str) -> dict[str, str]:
             if origin is None:
                 raise GenError(f"flatc wrote {rel}, which no schema declares")
             text = _IMPORT.sub(rf"\1from {IMPORT_ROOT}.{NAMESPACE.split('.')[0]}.", text)
+            text = _NUMPY.sub(f"from {IMPORT_ROOT} import import_numpy", text)
+            if "flatbuffers.compat" in text:
+                raise GenError(f"{rel}: flatc's numpy import changed; update _NUMPY in _gen.py")
             files[rel] = HEADER.format(source=f"schemas/{origin}", version=version) + text
     every = HEADER.format(source="schemas/*.fbs", version=version)
     ns_dir = NAMESPACE.replace(".", "/")
     modules = sorted(Path(rel).stem for rel in files)
-    files["__init__.py"] = every + '"""flatc output for schemas/*.fbs (see edge.wire.fb)."""\n'
+    files["__init__.py"] = every + _ROOT_INIT
     files[f"{NAMESPACE.split('.')[0]}/__init__.py"] = every
-    files[f"{ns_dir}/__init__.py"] = (
-        every
-        + f'"""Namespace {NAMESPACE}, one module per schema type (alias: edge.wire.fb)."""\n\n'
-        + "".join(f"from . import {m} as {m}\n" for m in modules)
-        + "\n__all__ = [\n"
-        + "".join(f"    {m!r},\n" for m in modules)
-        + "]\n"
-    )
+    files[f"{ns_dir}/__init__.py"] = every + _namespace_init(modules)
     files["layout.py"] = every + _layout_source(schemas)
     return dict(sorted(files.items()))
 

@@ -13,17 +13,25 @@ for example edge.rules building a RuleTable::
     table = fb.RuleTable.RuleTable.GetRootAs(edge_wire_buffer)   # after edge.wire.verify()
 
 Each module is flatc's Python output (a class of the same name plus ``Start``/``AddX``/``End``
-builder functions); enums are classes of int constants. Regenerate with ``make regen``.
+builder functions); enums are classes of int constants. Regenerate with ``make regen``. A
+module is imported on first use of its name (``fb.RuleTable``, ``from edge.wire.fb import
+RuleTable``), so a process loads only the classes it uses.
 
-**numpy.** The flatbuffers runtime and every generated module call
-``flatbuffers.compat.import_numpy()`` at import time, which imports numpy whenever it is
-installed (~13 MB of RSS and ~45 ms), only for the optional ``*AsNumpy`` /
-``CreateNumpyVector`` helpers. edge never uses those, and a board does not have numpy, so this
-module imports flatbuffers and the generated classes with numpy hidden from
-``importlib.machinery.PathFinder.find_spec`` (the only lookup ``import_numpy`` makes): they see
-the numpy-less install they would see on a board. A process that has already imported numpy
-is left alone, so code that wants flatbuffers' numpy helpers imports numpy before
-``edge.wire``.
+**numpy.** The flatbuffers runtime and flatc's modules call ``flatbuffers.compat.import_numpy()``
+at import time, which imports numpy whenever it is installed (~13 MB of RSS and ~45 ms), only
+for the optional ``*AsNumpy`` / ``CreateNumpyVector`` helpers. edge never uses those, and a board
+does not have numpy, so:
+
+* this module imports the flatbuffers runtime with numpy hidden from
+  ``importlib.machinery.PathFinder.find_spec`` (the only lookup ``import_numpy`` makes): it sees
+  the numpy-less install it would see on a board;
+* the generated modules call ``edge.wire._generated.import_numpy`` instead (``make regen``
+  rewrites flatc's import), which returns numpy only if the process has imported it already.
+  They are imported lazily, from any thread, at any time: the process-wide PathFinder is
+  patched only here, once, at import time, never on a first use.
+
+A process that has already imported numpy is left alone, so code that wants flatbuffers' numpy
+helpers imports numpy before ``edge.wire``.
 """
 
 from __future__ import annotations
@@ -32,7 +40,13 @@ import contextlib
 import importlib.machinery
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._generated.edgewire import v1 as _v1
+from ._generated.edgewire.v1 import __all__ as __all__
+
+if TYPE_CHECKING:
+    from ._generated.edgewire.v1 import *  # noqa: F403
 
 
 @contextlib.contextmanager
@@ -61,7 +75,17 @@ def _numpy_hidden() -> Iterator[None]:
 
 
 with _numpy_hidden():
-    import flatbuffers  # noqa: F401  (the runtime first, so it too sees no numpy)
+    # the runtime modules that call import_numpy() (flatbuffers/__init__ imports them all)
+    import flatbuffers  # noqa: F401
 
-    from ._generated.edgewire.v1 import *  # noqa: F403
-    from ._generated.edgewire.v1 import __all__ as __all__
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_v1, name)  # imports the module on its first use
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

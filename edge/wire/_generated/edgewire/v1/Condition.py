@@ -4,7 +4,7 @@
 # namespace: v1
 
 import flatbuffers
-from flatbuffers.compat import import_numpy
+from edge.wire._generated import import_numpy
 np = import_numpy()
 
 # A compiled rule_content: selectors plus a postfix expression that reduces to one boolean.

@@ -4,7 +4,7 @@
 # namespace: v1
 
 import flatbuffers
-from flatbuffers.compat import import_numpy
+from edge.wire._generated import import_numpy
 np = import_numpy()
 
 # A metric the agent will report: a name plus an optional fixed label set.

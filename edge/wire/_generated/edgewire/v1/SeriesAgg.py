@@ -4,7 +4,7 @@
 # namespace: v1
 
 import flatbuffers
-from flatbuffers.compat import import_numpy
+from edge.wire._generated import import_numpy
 np = import_numpy()
 
 # One series of one agent over the window. count is exact for the samples summarised;
