@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._daemon import Edged as Edged
     from ._daemon import main as main
     from ._lifecycle import AgentState as AgentState
+    from ._lock import InstanceLock as InstanceLock
     from ._loop import COUNTERS as COUNTERS
     from ._loop import ControlLoop as ControlLoop
     from ._scheduler import DropReason as DropReason
@@ -26,6 +27,7 @@ _LAZY = {
     "Edged": "._daemon",
     "main": "._daemon",
     "AgentState": "._lifecycle",
+    "InstanceLock": "._lock",
     "COUNTERS": "._loop",
     "ControlLoop": "._loop",
     "DropReason": "._scheduler",

@@ -6,16 +6,28 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import Self
 
 from ..errors import AlreadyRunningError
 
 
 class InstanceLock:
-    def __init__(self, path: Path):
+    """``path`` flock'd for ``owner`` (the program named in the error); ``hint`` says how to
+    run a second one beside it."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        owner: str = "edged",
+        hint: str = "use another --run-dir/--data-dir",
+    ):
         self.path = Path(path)
+        self.owner = owner
+        self.hint = hint
         self._fd: int | None = None
 
-    def acquire(self) -> InstanceLock:
+    def acquire(self) -> Self:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -25,8 +37,8 @@ class InstanceLock:
             finally:
                 os.close(fd)
             raise AlreadyRunningError(
-                f"edged is already running (pid {pid}) with lock {self.path}; "
-                "stop it first (`kill -TERM <pid>`) or use another --run-dir/--data-dir"
+                f"{self.owner} is already running (pid {pid}) with lock {self.path}; "
+                f"stop it first (`kill -TERM <pid>`) or {self.hint}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

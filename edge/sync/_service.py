@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig
 from ..errors import AlreadyRunningError, RuntimeStateError
+from ..runtime import InstanceLock
 from ..store import Outbox, Store
 from ._link import Backoff, Link, LinkOptions
 
@@ -109,39 +109,12 @@ class Component:
         raise NotImplementedError
 
 
-class SyncLock:
+class SyncLock(InstanceLock):
     """``<run_dir>/edge-sync.lock``: flock'd, holding the pid; the kernel drops it with the
     process. Not edged's lock: both run side by side."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> SyncLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                pid = os.pread(fd, 32, 0).decode().strip() or "?"
-            finally:
-                os.close(fd)
-            raise AlreadyRunningError(
-                f"edge-sync is already running (pid {pid}) with lock {self.path}; stop it "
-                "first (`kill -TERM <pid>`) or use another --run-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                os.ftruncate(fd, 0)
-            finally:
-                os.close(fd)
+        super().__init__(path, owner="edge-sync", hint="use another --run-dir")
 
 
 class SyncService:
