@@ -64,8 +64,11 @@ class LocalNatsServer:
     """One nats-server process at a time, always on the same port and store directory under
     ``root``. ``start()`` returns once it accepts clients with JetStream on."""
 
-    def __init__(self, root: Path, timeout_s: float = 15.0) -> None:
+    def __init__(self, root: Path, timeout_s: float = 15.0, config: str | None = None) -> None:
+        """``config``: the text of a nats-server config file to run with (authorization, TLS,
+        ...); JetStream, address, port and store come from the command line as always."""
         self.binary = nats_server_binary()
+        self.config = config
         self.root = root
         self.store_dir = root / "js"
         self.ports_dir = root / "ports"
@@ -101,6 +104,10 @@ class LocalNatsServer:
             "--ports_file_dir", str(self.ports_dir),
             "-l", str(self.log_path),
         ]  # fmt: skip
+        if self.config is not None:
+            conf = self.root / "nats.conf"
+            conf.write_text(self.config)
+            args += ["-c", str(conf)]
         with open(self.log_path, "ab") as err:  # what it says before its own log is open
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
