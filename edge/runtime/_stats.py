@@ -45,8 +45,13 @@ TOTAL_WORD = 8
 """Bytes per counter in the cumulative book."""
 
 
-def _hist(word_size: int = INTERVAL_WORD) -> HdrHistogram:
-    return HdrHistogram(1, _MAX_NS, 3, word_size=word_size)
+WINDOW_DIGITS = 2
+"""Significant digits of the upstream aggregation window's book: its percentiles go out as
+1 %-precise figures, and 2 digits take an eighth of 3 digits' counters (~14 KB a histogram)."""
+
+
+def _hist(word_size: int = INTERVAL_WORD, digits: int = 3) -> HdrHistogram:
+    return HdrHistogram(1, _MAX_NS, digits, word_size=word_size)
 
 
 class RuleCounts:
@@ -83,8 +88,8 @@ class StatsBook:
 
     __slots__ = ("hists", "rules", "clamped", "skewed")
 
-    def __init__(self, word_size: int = INTERVAL_WORD) -> None:
-        self.hists = {s: _hist(word_size) for s in STAGES}
+    def __init__(self, word_size: int = INTERVAL_WORD, digits: int = 3) -> None:
+        self.hists = {s: _hist(word_size, digits) for s in STAGES}
         self.rules: dict[str, RuleCounts] = {}
         self.clamped = 0
         self.skewed = 0
@@ -160,7 +165,7 @@ class StatsBook:
             src, dst = other.hists[s], self.hists[s]
             if not src.get_total_count():
                 continue
-            if src.word_size == dst.word_size:
+            if src.word_size == dst.word_size and src.sub_bucket_count == dst.sub_bucket_count:
                 dst.add(src)  # hdrh adds the arrays in place
             else:  # hdrh would walk all 25,600 counters in Python: add the non-empty ones
                 for value, count in _buckets(src):
@@ -243,7 +248,7 @@ class StatsView:
         self._swap = swap
         self._lock = threading.Lock()
         self._total = StatsBook(TOTAL_WORD)
-        self._window: StatsBook | None = StatsBook() if windowed else None
+        self._window: StatsBook | None = StatsBook(digits=WINDOW_DIGITS) if windowed else None
         """Since the last ``take_window()`` (the upstream aggregation window), when windowed."""
 
     def refresh(self, swap: Callable[[StatsBook], StatsBook | None] | None = None) -> None:
@@ -260,7 +265,7 @@ class StatsView:
     def take_window(self, swap: Callable[[StatsBook], StatsBook | None] | None = None) -> StatsBook:
         """Refresh, then return the window's book and start a new window (windowed only)."""
         self.refresh(swap)
-        fresh = StatsBook()
+        fresh = StatsBook(digits=WINDOW_DIGITS)
         with self._lock:
             book, self._window = self._window, fresh
         if book is None:

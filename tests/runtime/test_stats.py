@@ -87,3 +87,26 @@ def test_the_view_keeps_its_cumulative_book_in_8_byte_counters() -> None:
     assert view._total.hists["e2e"].word_size == TOTAL_WORD
     view.reset()
     assert view._total.hists["e2e"].word_size == TOTAL_WORD
+
+
+def test_the_window_book_keeps_2_digits_and_agrees_with_the_total_within_1_pct() -> None:
+    from edge.runtime._stats import StatsBook, StatsView, _summary
+
+    books: list[StatsBook] = []
+
+    def swap(fresh: StatsBook) -> StatsBook | None:
+        return books.pop() if books else None
+
+    view = StatsView(swap, windowed=True)
+    interval = StatsBook()
+    for v in range(1, 20_000):
+        interval.hists["e2e"].record_value(v * 97)
+    books.append(interval)
+    window = view.take_window()
+    w, t = window.hists["e2e"], view._total.hists["e2e"]
+    assert w.get_total_count() == t.get_total_count() == 19_999
+    assert w.counts_len * 6 < t.counts_len  # a small fraction of the counters
+    ws, ts = _summary(w), _summary(t)
+    for key in ("p50", "p90", "p99", "p999", "max"):
+        assert abs(ws[key] - ts[key]) <= 0.01 * ts[key], key
+    assert view.take_window().hists["e2e"].get_total_count() == 0  # a new window
