@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -146,7 +145,7 @@ class EdgeConfig:
     sched_queue: int = 256
     """Batches the scheduler holds (each at most max_msg_bytes); when full, the lowest-scored
     is evicted (or the new one refused), counted and audited."""
-    sched_lag_ms: float = 5.0
+    sched_lag_ms: float = 10.0
     """The ``lag`` probe's full scale: the loop counts as fully loaded (1.0) when a batch
     waits this long (ms) from its send to its evaluation, within the last 50 ms or more."""
     sched_shed_threshold: float = 0.8
@@ -214,6 +213,8 @@ def load_config(
 
     path = file or (Path(env["EDGE_CONFIG"]) if env.get("EDGE_CONFIG") else None)
     if path is not None:
+        import tomllib  # only with a file: ~0.5 MB that a board configured by flags never pays
+
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:

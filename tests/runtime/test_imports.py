@@ -31,6 +31,9 @@ NOT_IN_EDGED = [
     "_hashlib",  # OpenSSL's libcrypto, ~3.5 MB: edge._digest uses CPython's built-in hashes
     "hashlib",
     "secrets",
+    "tomllib",  # only when a config file is given (~0.5 MB)
+    "psutil",  # aggregates read /proc and /sys directly
+    "shutil",
 ]
 
 
