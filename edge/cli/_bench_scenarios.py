@@ -205,6 +205,7 @@ def _ingest_window(rig: ScenarioRig, ctl: Any, pid: int, cfg: dict[str, Any], se
         "edged_cpu_pct": round(cpu, 1),
         "senders_cpu_pct": round(_sum(reps, "cpu_s") / window * 100.0, 1),
         "bad_counters": {k: v for k, v in counters.items() if k.startswith("bad_") and v},
+        "overload_counters": {k: v for k, v in counters.items() if k.startswith("sched_") and v},
     }
 
 

@@ -112,6 +112,17 @@ def cli(ctx: click.Context, run_dir: Path | None, config_file: Path | None, time
     ctx.obj = Ctx(cfg.run_dir, timeout)
 
 
+def _overload_row(sched: dict[str, Any], c: dict[str, int]) -> str:
+    if not sched.get("enabled"):
+        return "scheduler off"
+    dropped = (
+        f"{c.get('sched_shed', 0)} shed, {c.get('sched_evicted', 0)} evicted, "
+        f"{c.get('sched_rejected', 0)} refused batches ({c.get('sched_samples_dropped', 0)} samples)"
+    )
+    mode = "now scheduling" if sched.get("active") else "not now"
+    return f"{mode}; entered {c.get('sched_overloads', 0)}x; {dropped}; queue {sched['queued']}"
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -148,6 +159,7 @@ def status(obj: Ctx, as_json: bool) -> None:
             "refused input",
             str(sum(v for k, v in c.items() if k.startswith("bad_") or k == "duplicate_agent")),
         ),
+        ("overload", _overload_row(s.get("scheduler") or {}, c)),
         (
             "store",
             f"{s['store'].get('commits', 0)} commits, {s['store'].get('dropped_store_full', 0)} dropped (full)",

@@ -32,17 +32,18 @@ an ``absent()`` rule over those series may fire; the agent stays alive (liveness
 batch). Every shed, evicted and rejected batch is counted (``sched_*`` counters and
 ``by_priority``) and audited (``overload_drop``) at most ``log_rate_per_s`` per reason.
 
-The load probe for shedding is either the loop's lag (``lag``: the longest wait of a batch in
-the queue, intake to evaluation, since the probe was last read, over ``sched_lag_ms``) or
-psutil's system CPU (``cpu``, the seed's choice). Lag says what matters here: a loop that is
+The load probe for shedding is either the loop's lag (``lag``: how long the batch last taken
+from the queue waited in it, over ``sched_lag_ms``; 0 while the queue is empty; read at every
+admission) or psutil's system CPU (``cpu``, the seed's choice, read at most every 50 ms). Lag says what matters here: a loop that is
 busy but keeping up sheds nothing (its busy share would read ~100 % and shed work it could
 do), and a board whose AI agents keep every core busy does not make edged shed while it keeps
 up. The wait is measured from intake, not from the agent's send: in scheduled mode the socket
 is read between any two evaluations, so the backlog is in the queue, while the transport's
 own delays (libzmq's I/O threads, a busy machine) would read as overload and shed work the
-loop could do. While everything low is shed the lag falls, shedding stops, the queue and its
-lag grow again: under sustained overload the loop alternates in steps of the scheduler's
-probe period (50 ms).
+loop could do. Under sustained overload the queue's wait settles at the threshold
+(``sched_shed_threshold`` x ``sched_lag_ms``, 8 ms by default): new low work is shed while the
+wait is above it and queued again as soon as it is below, so the loop never idles while
+work is shed, and queued work is at most that stale.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ class OverloadControl:
         """In scheduled mode (batches go through the queue)."""
         self.budget_ns = cfg.sched_budget_us * 1000
         self.lag_full_ns = int(cfg.sched_lag_ms * 1e6)
-        self.lag_max_ns = 0
-        """The longest wait in the queue (intake to evaluation) since the probe was read."""
+        self.lag_ns = 0
+        """How long the last batch evaluated from the queue waited in it (intake to turn)."""
         self.probe = "injected" if utilisation is not None else cfg.sched_probe
         if utilisation is None:
             utilisation = self.lag_load if cfg.sched_probe == "lag" else psutil_utilisation
@@ -167,6 +168,8 @@ class OverloadControl:
             shed_threshold=cfg.sched_shed_threshold,
             shed_below=cfg.sched_shed_below,
             utilisation=self._sample,
+            # the lag is a subtraction: read it at every admission, no stale verdicts
+            utilisation_period_ns=0 if cfg.sched_probe == "lag" else 50_000_000,
             clock=loop.clock,
             on_drop=self._dropped,
         )
@@ -179,9 +182,10 @@ class OverloadControl:
     # ---------------------------------------------------------------- load probe
 
     def lag_load(self) -> float:
-        """The longest lag since the last reading over ``sched_lag_ms``, at most 1.0."""
-        lag, self.lag_max_ns = self.lag_max_ns, 0
-        return min(1.0, lag / self.lag_full_ns)
+        """The queue's current wait over ``sched_lag_ms``, at most 1.0; 0 when it is empty."""
+        if not self.sched._heap:
+            return 0.0
+        return min(1.0, self.lag_ns / self.lag_full_ns)
 
     def _sample(self) -> float:
         self.last_util = u = float(self._utilisation())
@@ -315,9 +319,7 @@ class OverloadControl:
             loop.counters["sched_stale"] += 1  # left or re-registered while queued
             return
         self._counts(item.priority)[1] += 1
-        lag = self._now() - item.t_recv
-        if lag > self.lag_max_ns:
-            self.lag_max_ns = lag
+        self.lag_ns = self._now() - item.t_recv
         # Batch gaps are a transport matter, judged in arrival order: evaluating out of
         # order (or after shed batches) must not count as gaps.
         # Nor may evaluating an old batch move the agent's last sign of life back.

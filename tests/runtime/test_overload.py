@@ -281,6 +281,14 @@ def test_status_stats_and_prometheus_show_the_scheduler(rig: Any) -> None:
             assert doc["counters"]["sched_shed"] == 3
             assert doc["scheduler"]["enabled"] is True and doc["scheduler"]["probe"] == "injected"
             assert doc["scheduler"]["by_priority"]["1"]["shed"] == 3
+        from click.testing import CliRunner
+
+        from edge.cli._main import cli
+
+        shown = CliRunner().invoke(cli, ["--run-dir", str(d.cfg.run_dir), "status"])
+        assert shown.exit_code == 0, shown.output
+        flat = "".join(c for c in shown.output if c.isalnum() or c in ",()")  # rich wraps it
+        assert "overload" in flat and "3shed,0evicted,0refusedbatches" in flat
         ctl.request(CtlOp.STATS_RESET)
         after = ctl.request(CtlOp.STATUS)
     assert after["counters"]["sched_shed"] == 0 and after["scheduler"]["by_priority"] == {}
@@ -334,18 +342,25 @@ def test_rank_is_the_highest_priority_and_its_tightest_sla() -> None:
     assert rank_of_rules(rules) == (200, 10.0)
 
 
-def test_lag_probe_reads_the_longest_queue_wait_over_its_full_scale(
+def test_lag_probe_reads_the_queue_wait_over_its_full_scale(
     make_cfg: Callable[..., EdgeConfig],
 ) -> None:
     with Edged(make_cfg(sched_lag_ms=4.0)) as d:
         assert d.loop is not None and d.loop.overload is not None
         ov = d.loop.overload
         assert ov.probe == "lag"
-        ov.lag_max_ns = 1_000_000
-        assert ov.lag_load() == pytest.approx(0.25)
-        assert ov.lag_load() == 0.0  # reading it starts a new window
-        ov.lag_max_ns = 9_000_000
-        assert ov.lag_load() == 1.0
+
+        def probe() -> tuple[float, float, float]:
+            ov.lag_ns = 1_000_000
+            empty = ov.lag_load()  # nothing queued: nothing to wait behind
+            ov.sched.push(object(), 0.0, math.inf, 0.0)
+            quarter = ov.lag_load()
+            ov.lag_ns = 9_000_000
+            full = ov.lag_load()
+            ov.sched.pop()
+            return empty, quarter, full
+
+        assert d.loop.call(probe) == (0.0, pytest.approx(0.25), 1.0)
 
 
 @pytest.mark.parametrize(
