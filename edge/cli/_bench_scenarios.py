@@ -320,7 +320,7 @@ def run_footprint(cfg: dict[str, Any], say: Say) -> dict[str, Any]:
 _RSS = "import sys; print('up', flush=True); sys.stdin.read()"
 _EDGED_IMPORTS = "from edge.runtime import main"  # what the edged console script runs
 _IMPORT_GROUPS = (
-    "logging", "click", "zmq", "lmdb", "hdrh.histogram", "edge.config", "edge.transport",
+    "logging", "argparse", "zmq", "lmdb", "hdrh.histogram", "edge.config", "edge.transport",
     "edge.wire", "edge.rules", "edge.store", "edge.runtime._daemon",
     "edge.rules._source",  # the rule-text compiler: only when a text file is loaded
 )
