@@ -209,7 +209,7 @@ class OverloadControl:
         loop.counters["sched_overloads"] += 1
         if loop._limiter.allow("sched_overload", t_recv):
             loop._event("overload", "", "", 0, "backlog: batches now run by priority")
-        if not self._admit(rid, buf, t_recv):
+        if not self._admit_guarded(rid, buf, t_recv):
             loop._handle(loop._on_batch, MessageType.METRIC_BATCH, rid, buf, t_recv)
         self.drain()
 
@@ -279,13 +279,20 @@ class OverloadControl:
         except VerifyError as exc:
             loop._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
             return
-        if mtype is MessageType.METRIC_BATCH and self._admit(rid, buf, t_recv):
+        if mtype is MessageType.METRIC_BATCH and self._admit_guarded(rid, buf, t_recv):
             return
         handler = loop._handlers.get(mtype)
         if handler is None:
             loop._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
             return
         loop._handle(handler, mtype, rid, buf, t_recv)
+
+    def _admit_guarded(self, rid: bytes, buf: bytes, t_recv: int) -> bool:
+        try:
+            return self._admit(rid, buf, t_recv)
+        except Exception as exc:  # a bug must not take control down with it: counted, logged
+            self.loop._handler_failed(exc, MessageType.METRIC_BATCH, rid, t_recv)
+            return True
 
     def _admit(self, rid: bytes, buf: bytes, t_recv: int) -> bool:
         """Queue a batch; False when the loop should handle it now (a small batch, or one to

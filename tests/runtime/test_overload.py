@@ -261,6 +261,22 @@ def test_a_flood_is_all_accounted_for(make_cfg: Any, run_dir: Path, tmp_path: Pa
             low.close()
 
 
+def test_a_bug_in_admission_is_counted_and_control_goes_on(rig: Any) -> None:
+    d, _load, (low, wl), (high, wh) = rig
+    ov = d.loop.overload
+    c = d.loop.counters
+
+    def boom(rec: Any) -> Any:
+        raise RuntimeError("ranking bug")
+
+    ov._rank = boom  # an instance attribute shadows the method
+    take_until(d, lambda: low.send(batch(wl.session, 1, wl.metric_ids[0])),
+               lambda: c["handler_errors"] == 1)
+    del ov._rank
+    high.send(batch(wh.session, 1, wh.metric_ids[0], n=2))  # the loop still controls
+    assert [i.rule_id for i in instructions(high, 1)] == ["hi"]
+
+
 def test_status_stats_and_prometheus_show_the_scheduler(rig: Any) -> None:
     from edge.cli import CtlClient
     from edge.wire import CtlOp
