@@ -525,7 +525,19 @@ def last_audit_seq_in(txn: lmdb.Transaction, dbs: dict[str, Any]) -> int:
 
 
 def _open_dbs(env: lmdb.Environment, path: Path, readonly: bool) -> dict[str, Any]:
-    """Open the named databases and check (or stamp) the schema version."""
+    """Open the named databases and check (or stamp) the schema version. Another process
+    (edged beside edge-sync) may have grown the map since: adopt its size and go on."""
+    for _ in range(3):
+        try:
+            return _open_dbs_once(env, path, readonly)
+        except StoreError as e:
+            if not isinstance(e.__cause__, lmdb.MapResizedError):
+                raise
+            env.set_mapsize(0)  # 0: take the size the file has now
+    return _open_dbs_once(env, path, readonly)
+
+
+def _open_dbs_once(env: lmdb.Environment, path: Path, readonly: bool) -> dict[str, Any]:
     try:
         if readonly:
             dbs = {name: env.open_db(name.encode(), create=False) for name in DB_NAMES}
