@@ -94,7 +94,7 @@ class EdgeConfig:
     collection on the loop thread never walks the ~100k objects of the imported libraries."""
     gc_interval_ms: int = 100
     """``edged`` only: automatic garbage collection is off and the ctl thread collects every
-    gc_interval_ms instead (generation 1 every 10th time, 2 every 100th), so a collection no
+    gc_interval_ms instead (generation 1 every 10th time, 2 every 600th), so a collection no
     longer lands in the middle of the loop handling a message; 0 keeps Python's automatic GC."""
     # -- upstream sync (edge-sync; see README "Upstream sync") --------------------------------
     upstream_url: str = "nats://127.0.0.1:4222"
@@ -113,9 +113,10 @@ class EdgeConfig:
     tests). False when the central team owns them."""
     agg_window_s: float = 10.0
     """Seconds per aggregate window that edged appends to the outbox; 0 turns aggregates off."""
-    agg_max_samples: int = 200_000
-    """Samples per window summarised per series (count/min/max/mean/last/p99) off the loop;
-    beyond it samples are still counted, not summarised (bounds the work the window costs)."""
+    agg_max_samples: int = 50_000
+    """Samples per window summarised per series (count/min/max/mean/last/p99) off the loop,
+    taken evenly over the window; beyond it samples are still counted, not summarised (bounds
+    the work the aggregation costs: it shares the interpreter with the loop)."""
     agg_max_series: int = 1000
     """Series per window in an aggregate; further series are counted as omitted."""
     outbox_max_bytes: int = 64 << 20

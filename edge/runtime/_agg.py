@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.agg")
 
+BANKED = 10
+"""At most max_samples / BANKED of a window's sample budget accrues unused (see _refill)."""
+
 SAMPLE_CAP = 2048
 """Values kept per series and window for its p99 (a systematic sample: every k-th value)."""
 
@@ -98,6 +101,33 @@ class SeriesAcc:
             if len(kept) >= SAMPLE_CAP:  # halve the sample, double the stride
                 self.kept = kept[::2]
                 self.stride *= 2
+
+    def add_many(self, ts: list[int], vs: list[float]) -> None:
+        """``add`` for a run of samples (one batch's samples of this series), with the
+        per-value work in C: sum/min/max over the list, the systematic sample by slicing."""
+        n = len(vs)
+        if not n:
+            return
+        self.count += n
+        self.total += math.fsum(vs)
+        lo, hi = min(vs), max(vs)
+        if lo < self.lo:
+            self.lo = lo
+        if hi > self.hi:
+            self.hi = hi
+        # the latest by sample time, the last to arrive among equal times (as add() does)
+        rts = ts[::-1]
+        i = n - 1 - max(range(n), key=rts.__getitem__)
+        if ts[i] >= self.last_t:
+            self.last_t = ts[i]
+            self.last = vs[i]
+        # every stride-th value, continuing the phase across runs
+        first = (self.stride - 1 - self.phase) % self.stride
+        self.kept.extend(vs[first :: self.stride])
+        self.phase = (self.phase + n) % self.stride
+        while len(self.kept) >= SAMPLE_CAP:  # halve the sample, double the stride
+            self.kept = self.kept[::2]
+            self.stride *= 2
 
     def p99(self) -> float:
         kept = sorted(self.kept)
@@ -265,22 +295,43 @@ class Aggregator:
         self._summarised = 0
         self._omitted: set[SeriesKey] = set()
         self._skipped_base = self.tap.skipped
-        self.tap.limit = self.tap.used + self.max_samples
+        self._refilled = self._start_mono
+        self.tap.limit = self.tap.used + self.max_samples // BANKED
+
+    def _refill(self, now: int) -> None:
+        """The sample budget accrues evenly over the window (max_samples per window), with at
+        most a tenth of it banked: summaries cover the whole window, and the digest's work on
+        the ctl thread comes in small pieces rather than one burst at the window's start."""
+        tap = self.tap
+        room = tap.limit - tap.used + self.max_samples * (now - self._refilled) / self.window_ns
+        self._refilled = now
+        tap.limit = tap.used + int(min(room, self.max_samples // BANKED))
 
     def tick(self) -> None:
+        now = self.clock.monotonic_ns()
+        self._refill(now)
         self.digest()
-        if self.clock.monotonic_ns() - self._start_mono >= self.window_ns:
+        if now - self._start_mono >= self.window_ns:
             self.close_window()
 
     def digest(self) -> int:
         """Summarise the batches the loop handed over; returns the samples read."""
         pending = self.tap.pending
+        series = self._series
         n = 0
         while pending:
             rec, buf = pending.popleft()
             keys = self._keys_of(rec)
-            series = self._series
+            # group the batch's samples by series first: two appends per sample here, the
+            # arithmetic per series in C (SeriesAcc.add_many)
+            runs: dict[int, tuple[list[int], list[float]]] = {}
             for t_ns, value, mid, _flags in decode_metric_batch(buf).samples():
+                run = runs.get(mid)
+                if run is None:
+                    run = runs[mid] = ([], [])
+                run[0].append(t_ns)
+                run[1].append(value)
+            for mid, (ts, vs) in runs.items():
                 key = keys[mid] if mid < len(keys) else None
                 if key is None:
                     continue
@@ -290,8 +341,8 @@ class Aggregator:
                         self._omitted.add(key)
                         continue
                     acc = series[key] = SeriesAcc()
-                acc.add(t_ns, value)
-                n += 1
+                acc.add_many(ts, vs)
+                n += len(vs)
         self._summarised += n
         return n
 

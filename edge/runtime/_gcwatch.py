@@ -76,13 +76,15 @@ class GcOffLoop:
     """Collect from a periodic tick (the ctl thread) instead of wherever an allocation trips
     the threshold. An automatic collection runs on the thread that allocated, usually the loop
     in the middle of a message; a timed one on the ctl thread delays the loop only when a
-    message arrives during it. Generation 1 every 10th tick, 2 every 100th (Python's own
-    10:1 ratios). ``stop()`` turns automatic collection back on."""
+    message arrives during it. Generation 1 every 10th tick (Python's own 10:1 ratio); the
+    full collection, the only long one (it walks every object not frozen), every
+    ``full_every``-th tick. ``stop()`` turns automatic collection back on."""
 
-    def __init__(self, interval_ns: int) -> None:
+    def __init__(self, interval_ns: int, full_every: int = 600) -> None:
         if interval_ns <= 0:
             raise ValueError(f"interval_ns must be positive, got {interval_ns}")
         self.interval_ns = interval_ns
+        self.full_every = full_every
         self.ticks = 0
         self._next = 0
         self._was_enabled = gc.isenabled()
@@ -106,6 +108,6 @@ class GcOffLoop:
             return None
         self._next = now_ns + self.interval_ns
         self.ticks += 1
-        gen = 2 if self.ticks % 100 == 0 else 1 if self.ticks % 10 == 0 else 0
+        gen = 2 if self.ticks % self.full_every == 0 else 1 if self.ticks % 10 == 0 else 0
         gc.collect(gen)
         return gen

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge.clock import MockClock
 from edge.runtime._agg import SAMPLE_CAP, Aggregator, BatchTap, SeriesAcc
@@ -95,16 +97,22 @@ def test_windows_do_not_overlap_and_an_empty_window_still_reports() -> None:
 
 
 def test_work_per_window_is_bounded_and_what_is_not_summarised_is_still_counted() -> None:
-    rig = Rig(max_samples=4, max_series=1)
+    # 40 samples a window: 4 may be banked at any time, the rest accrue evenly
+    rig = Rig(max_samples=40, max_series=1)
     a = _agent()
     rig.send(a, [(0, 1.0, 1), (0, 2.0, 2), (0, 3.0, 3)])
-    rig.send(a, [(1, 9.0, 4), (0, 4.0, 5)])  # within budget when offered (3 < 4)
-    rig.send(a, [(0, 5.0, 6)])  # over the budget: counted, not summarised
+    rig.send(a, [(1, 9.0, 4), (0, 4.0, 5)])  # within the budget when offered (3 < 4)
+    rig.send(a, [(0, 5.0, 6)])  # over it: counted, not summarised
+    rig.clock.advance(WINDOW_NS // 4)
+    rig.agg.tick()  # a quarter window accrues 10, capped at the 4 banked
+    rig.send(a, [(0, 6.0, 7)] * 5)
+    rig.send(a, [(0, 7.0, 8)])  # over again
     doc = rig.window()
-    assert doc["samples"] == 6
-    assert doc["samples_summarised"] == 4  # temp is beyond max_series
+    assert doc["samples"] == 12
+    assert doc["samples_summarised"] == 9  # temp is beyond max_series
     assert doc["series_omitted"] == 1 and [s["metric"] for s in doc["series"]] == ["cpu"]
-    # the next window has a fresh budget
+    assert rig.tap.skipped == 2
+    # the next window starts with its own banked budget
     rig.send(a, [(0, 6.0, 7)])
     assert rig.window()["samples_summarised"] == 1
 
@@ -241,3 +249,25 @@ def test_health_is_read_from_proc_and_sys_and_degrades_to_nan(tmp_path: Path) ->
     h = bare.read()
     assert all(math.isnan(h[k]) for k in ("cpu_pct", "mem_used_pct", "temp_c"))
     assert h["edged_rss_bytes"] == 0 and h["disk_free_bytes"] == 0
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 10**6), st.floats(-1e9, 1e9)), min_size=1, max_size=300),
+    st.lists(st.integers(1, 40), max_size=10),
+    st.integers(1, 8),
+)
+def test_add_many_agrees_with_one_sample_at_a_time(
+    samples: list[tuple[int, float]], cuts: list[int], stride: int
+) -> None:
+    one, many = SeriesAcc(), SeriesAcc()
+    one.stride = many.stride = stride  # as after earlier halvings
+    for t, v in samples:
+        one.add(t, v)
+    i = 0
+    for size in [*cuts, len(samples)]:
+        run = samples[i : i + size]
+        many.add_many([t for t, _ in run], [v for _, v in run])
+        i += size
+    assert (many.count, many.lo, many.hi, many.last) == (one.count, one.lo, one.hi, one.last)
+    assert many.total == pytest.approx(one.total, rel=1e-9, abs=1e-3)
+    assert list(many.kept) == list(one.kept) and many.phase == one.phase  # no halving here

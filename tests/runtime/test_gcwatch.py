@@ -40,7 +40,7 @@ def test_gc_off_loop_collects_on_its_timer_and_restores_automatic_collection() -
     from edge.runtime._gcwatch import GcOffLoop
 
     assert gc.isenabled()
-    off = GcOffLoop(100).start()
+    off = GcOffLoop(100, full_every=100).start()
     try:
         assert not gc.isenabled()
         gens = [off.tick(t) for t in range(0, 100 * 100, 100)]
