@@ -54,7 +54,7 @@ from ._lifecycle import AgentState
 from ._overload import COUNTERS as SCHED_COUNTERS
 from ._overload import OverloadControl
 from ._registry import AGENT_ID_RE, METRIC_NAME_RE, AgentRecord, Registry
-from ._rt import apply_to_current_thread
+from ._rt import apply_to_current_thread, apply_to_zmq_threads
 from ._stats import StatsBook
 
 log = logging.getLogger("edge.loop")
@@ -186,6 +186,9 @@ class ControlLoop:
         cfg = self.cfg
         self.rt_applied = apply_to_current_thread(
             cpu_affinity=cfg.cpu_affinity, rt_priority=cfg.rt_priority, mlock=cfg.mlock
+        )
+        self.rt_applied["zmq_io"] = apply_to_zmq_threads(
+            cpu_affinity=cfg.cpu_affinity, rt_priority=cfg.rt_priority
         )
         busy_ns = cfg.busy_poll_us * 1000
         busy_until = 0

@@ -3,6 +3,11 @@
 Every switch degrades gracefully: when the OS refuses (no CAP_SYS_NICE for SCHED_FIFO, an
 RLIMIT_MEMLOCK too small for mlockall, a CPU that does not exist), edged logs a warning, counts
 it in ``applied``, and runs without it. Call ``apply_to_current_thread`` on the loop thread.
+
+The loop thread is only half of the path: a frame is read from and written to the socket by
+libzmq's I/O thread (named ``ZMQbg/IO/<n>``), which wakes the loop. ``apply_to_zmq_threads``
+gives those threads the same CPU set and SCHED_FIFO priority, found by name under
+``/proc/self/task`` (Linux schedules threads by id, so this needs no help from libzmq).
 """
 
 from __future__ import annotations
@@ -23,6 +28,49 @@ def parse_cpus(text: str) -> set[int]:
         lo, sep, hi = part.partition("-")
         cpus.update(range(int(lo), int(hi) + 1) if sep else {int(lo)})
     return cpus
+
+
+def zmq_io_threads(task_dir: str = "/proc/self/task") -> list[int]:
+    """Thread ids of libzmq's I/O threads in this process (``ZMQbg/IO/<n>``)."""
+    tids = []
+    try:
+        entries = os.listdir(task_dir)
+    except OSError:
+        return []
+    for tid in entries:
+        try:
+            with open(os.path.join(task_dir, tid, "comm"), "rb") as f:
+                if f.read().startswith(b"ZMQbg/IO"):
+                    tids.append(int(tid))
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+    return sorted(tids)
+
+
+def apply_to_zmq_threads(*, cpu_affinity: str, rt_priority: int) -> dict[str, Any]:
+    """Give libzmq's I/O threads the loop's CPU set and SCHED_FIFO priority; returns what took
+    effect: ``{"threads": [tid, ...], "cpu_affinity": ..., "sched_fifo": ...}``."""
+    applied: dict[str, Any] = {"threads": [], "cpu_affinity": None, "sched_fifo": None}
+    if not (cpu_affinity or rt_priority):
+        return applied
+    tids = zmq_io_threads()
+    applied["threads"] = tids
+    if not tids:
+        log.warning("no libzmq I/O thread found: the real-time switches reach the loop only")
+        return applied
+    try:
+        if cpu_affinity:
+            cpus = parse_cpus(cpu_affinity)
+            for tid in tids:
+                os.sched_setaffinity(tid, cpus)
+            applied["cpu_affinity"] = sorted(cpus)
+        if rt_priority:
+            for tid in tids:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(rt_priority))
+            applied["sched_fifo"] = rt_priority
+    except (ValueError, PermissionError, OSError) as exc:
+        log.warning("libzmq I/O threads: real-time switches not applied (%s)", exc)
+    return applied
 
 
 def apply_to_current_thread(*, cpu_affinity: str, rt_priority: int, mlock: bool) -> dict[str, Any]:

@@ -50,4 +50,24 @@ def test_busy_poll_window_keeps_the_loop_polling(make_cfg: Any, agent_factory: A
             wait_for(lambda: got)
             wait_for(lambda: d.loop.counters["busy_polls"] > 10, what="busy polls after traffic")
         status = d._ctl_status({}, b"")  # noqa: SLF001 - the ctl handler, without a socket
-        assert status["realtime"] == {"cpu_affinity": None, "sched_fifo": None, "mlockall": False}
+        assert status["realtime"] == {
+            "cpu_affinity": None,
+            "sched_fifo": None,
+            "mlockall": False,
+            "zmq_io": {"threads": [], "cpu_affinity": None, "sched_fifo": None},
+        }
+
+
+def test_libzmq_io_threads_get_the_loops_cpu_set(make_cfg: Any) -> None:
+    """The socket work happens on libzmq's I/O thread: the switches reach it too."""
+    from edge.runtime._rt import zmq_io_threads
+
+    cpu = max(os.sched_getaffinity(0))
+    with Edged(make_cfg(cpu_affinity=str(cpu))) as d:
+        assert d.loop is not None
+        zio = d.loop.rt_applied["zmq_io"]
+        assert zio["threads"] and set(zio["threads"]) <= set(zmq_io_threads())
+        assert zio["cpu_affinity"] == [cpu]
+        for tid in zio["threads"]:
+            assert os.sched_getaffinity(tid) == {cpu}
+    assert zmq_io_threads("/nonexistent") == []
