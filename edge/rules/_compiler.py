@@ -24,7 +24,7 @@ import enum
 import math
 from fractions import Fraction
 
-from ._ir import FUNCTION_NAMES, SYMBOL_OPS, Condition, Node, NodeOp, Selector
+from ._ir import FLIPPED, FUNCTION_NAMES, SYMBOL_OPS, Condition, Node, NodeOp, Selector
 from ._lexer import DURATION_UNITS, ConditionError, Diagnostic
 from ._parser import (
     Call,
@@ -46,14 +46,7 @@ _MAX_FINE_NS = 10**15
 """Above this a duration must be whole milliseconds: the canonical text writes a fraction of a
 millisecond through a float, which is exact only up to 15 significant digits."""
 
-_FLIP = {
-    NodeOp.GT: NodeOp.LT,
-    NodeOp.GE: NodeOp.LE,
-    NodeOp.LT: NodeOp.GT,
-    NodeOp.LE: NodeOp.GE,
-    NodeOp.EQ: NodeOp.EQ,
-    NodeOp.NE: NodeOp.NE,
-}
+_FLIP = FLIPPED
 _FUNCTIONS = ", ".join(FUNCTION_NAMES)
 
 

@@ -49,6 +49,15 @@ class NodeOp(enum.IntEnum):
 
 AGGREGATES = frozenset({NodeOp.AVG, NodeOp.MIN, NodeOp.MAX, NodeOp.SUM, NodeOp.COUNT, NodeOp.RATE})
 COMPARISONS = frozenset({NodeOp.GT, NodeOp.GE, NodeOp.LT, NodeOp.LE, NodeOp.EQ, NodeOp.NE})
+FLIPPED = {
+    NodeOp.GT: NodeOp.LT,
+    NodeOp.GE: NodeOp.LE,
+    NodeOp.LT: NodeOp.GT,
+    NodeOp.LE: NodeOp.GE,
+    NodeOp.EQ: NodeOp.EQ,
+    NodeOp.NE: NodeOp.NE,
+}
+"""``a OP b`` is ``b FLIPPED[OP] a``."""
 NUMERIC = frozenset({NodeOp.CONST, NodeOp.LATEST}) | AGGREGATES
 BOOLEAN = COMPARISONS | {NodeOp.ABSENT, NodeOp.AND, NodeOp.OR, NodeOp.NOT}
 

@@ -39,7 +39,7 @@ import math
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
-from ._ir import Condition, NodeOp
+from ._ir import FLIPPED, Condition, NodeOp
 
 if TYPE_CHECKING:
     from ._engine import Instance
@@ -48,14 +48,7 @@ Ranked = tuple[int, "Instance"]
 """An instance with its rank on its series: its position in the series' evaluation order
 (priority high first, then table order), so the output order matches the general path."""
 
-_FLIP = {
-    NodeOp.GT: NodeOp.LT,
-    NodeOp.GE: NodeOp.LE,
-    NodeOp.LT: NodeOp.GT,
-    NodeOp.LE: NodeOp.GE,
-    NodeOp.EQ: NodeOp.EQ,
-    NodeOp.NE: NodeOp.NE,
-}
+_FLIP = FLIPPED
 _UP = (NodeOp.GT, NodeOp.LE)
 _DOWN = (NodeOp.GE, NodeOp.LT)
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from edge.rules import CompiledTable, Condition, Firing, Node, NodeOp, Rule, RuleSet, Timers
 from edge.rules._engine import Instance
-from edge.rules._ir import threshold
+from edge.rules._ir import FLIPPED, threshold
 from edge.wire import Action
 
 from .test_engine import MS, cmp, sel
@@ -32,14 +32,7 @@ SERIES_DECL = [(i, name, labels) for i, (name, labels) in enumerate(SERIES)]
 def _flip_const_first(cond: Condition) -> Condition:
     """``c OP' latest`` for ``latest OP c``: the same rule written the other way round."""
     a, c, op = cond.nodes
-    flipped = {
-        NodeOp.GT: NodeOp.LT,
-        NodeOp.GE: NodeOp.LE,
-        NodeOp.LT: NodeOp.GT,
-        NodeOp.LE: NodeOp.GE,
-        NodeOp.EQ: NodeOp.EQ,
-        NodeOp.NE: NodeOp.NE,
-    }[op.op]
+    flipped = FLIPPED[op.op]
     return Condition(cond.selectors, (c, a, Node(flipped)), cond.hold_ns)
 
 
