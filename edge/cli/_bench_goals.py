@@ -121,23 +121,17 @@ def goal_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             None,
             "≤ 1 ms",
         ),
-        _row(
-            "edged RSS idle",
-            None if idle is None else idle / MB,
-            30,
-            "MB",
-            _le,
-            None if py_rss is None else f"python -c pass {py_rss / MB:.1f} MB",
-            "≤ 30 MB",
-        ),
-        _row(
-            "edged RSS, 100 agents connected",
-            None if rss is None else rss / MB,
-            30,
-            "MB",
-            _le,
-            None if py_rss is None else f"python -c pass {py_rss / MB:.1f} MB",
-            "≤ 30 MB",
+        *(
+            _row(
+                figure,
+                None if v is None else v / MB,
+                30,
+                "MB",
+                _le,
+                None if py_rss is None else f"python -c pass {py_rss / MB:.1f} MB",
+                "≤ 30 MB",
+            )
+            for figure, v in (("edged RSS idle", idle), ("edged RSS, 100 agents connected", rss))
         ),
         _row(
             "cold start to ready (p50)",
