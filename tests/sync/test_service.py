@@ -7,9 +7,8 @@ import asyncio
 import os
 import random
 import stat
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +30,10 @@ from .syncsupport import SyncRunner, assert_exactly_once_in_order, read_stream
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
-    import shutil
-
-    d = Path(tempfile.mkdtemp(prefix="esync-", dir="/tmp"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def cfg_of(tmp_path: Path, short_dir: Path) -> Callable[..., EdgeConfig]:
+def cfg_of(tmp_path: Path, run_dir: Path) -> Callable[..., EdgeConfig]:
     def make(**over: Any) -> EdgeConfig:
         flags: dict[str, Any] = {
-            "run_dir": short_dir,
+            "run_dir": run_dir,
             "data_dir": tmp_path / "data",
             "device_id": "b1",
             "metrics_addr": "",
@@ -83,24 +73,24 @@ def test_backoff_refuses_nonsense() -> None:
 # -- lock, status file, command --------------------------------------------------------------
 
 
-def test_one_edge_sync_per_run_dir(short_dir: Path) -> None:
-    first = SyncLock(short_dir / LOCK_NAME).acquire()
+def test_one_edge_sync_per_run_dir(run_dir: Path) -> None:
+    first = SyncLock(run_dir / LOCK_NAME).acquire()
     try:
         with pytest.raises(AlreadyRunningError, match=f"pid {os.getpid()}"):
-            SyncLock(short_dir / LOCK_NAME).acquire()
+            SyncLock(run_dir / LOCK_NAME).acquire()
     finally:
         first.release()
-    SyncLock(short_dir / LOCK_NAME).acquire().release()
+    SyncLock(run_dir / LOCK_NAME).acquire().release()
 
 
-def test_status_file_is_replaced_atomically_with_mode_0640(short_dir: Path) -> None:
-    assert read_status(short_dir) is None
-    path = short_dir / "sync-status.json"
+def test_status_file_is_replaced_atomically_with_mode_0640(run_dir: Path) -> None:
+    assert read_status(run_dir) is None
+    path = run_dir / "sync-status.json"
     write_status(path, {"a": 1})
     write_status(path, {"a": 2, "link_state": "up"})
-    assert read_status(short_dir) == {"a": 2, "link_state": "up"}
+    assert read_status(run_dir) == {"a": 2, "link_state": "up"}
     assert stat.S_IMODE(path.stat().st_mode) & 0o777 == 0o640 & ~_umask()
-    assert [p.name for p in short_dir.iterdir()] == ["sync-status.json"], "no temporary left"
+    assert [p.name for p in run_dir.iterdir()] == ["sync-status.json"], "no temporary left"
 
 
 def _umask() -> int:
@@ -109,16 +99,16 @@ def _umask() -> int:
     return m
 
 
-def test_edge_sync_exit_codes(short_dir: Path, tmp_path: Path) -> None:
+def test_edge_sync_exit_codes(run_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[edge]\noutbox_policy = 'drop-random'\n")
     res = CliRunner().invoke(edge_sync_main, ["--config", str(bad)])
     assert res.exit_code == 2 and "outbox_policy" in res.output
-    lock = SyncLock(short_dir / LOCK_NAME).acquire()
+    lock = SyncLock(run_dir / LOCK_NAME).acquire()
     try:
         res = CliRunner().invoke(
             edge_sync_main,
-            ["--run-dir", str(short_dir), "--data-dir", str(tmp_path / "data")],
+            ["--run-dir", str(run_dir), "--data-dir", str(tmp_path / "data")],
         )
     finally:
         lock.release()

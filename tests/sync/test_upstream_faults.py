@@ -7,10 +7,9 @@ ack."""
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +42,10 @@ def body(i: int, size: int = 64) -> bytes:
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A run dir short enough for AF_UNIX paths."""
-    import shutil
-
-    d = Path(tempfile.mkdtemp(prefix="esync-", dir="/tmp"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def sync_cfg(tmp_path: Path, short_dir: Path) -> Callable[..., EdgeConfig]:
+def sync_cfg(tmp_path: Path, run_dir: Path) -> Callable[..., EdgeConfig]:
     def make(**over: Any) -> EdgeConfig:
         flags: dict[str, Any] = {
-            "run_dir": short_dir,
+            "run_dir": run_dir,
             "data_dir": tmp_path / "data",
             "device_id": DEVICE,
             "metrics_addr": "",
