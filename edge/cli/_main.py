@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
-from ..config import load_config
+from ..config import EdgeConfig, load_config
 from ..errors import ConfigError, CtlRefused, EdgeError, NotRunningError
 from ..rules import RuleFileError
 from ..wire import CtlOp
@@ -54,9 +54,12 @@ def handles_errors(fn: F) -> F:
 
 
 class Ctx:
-    def __init__(self, run_dir: Path, timeout: float):
+    def __init__(self, run_dir: Path, timeout: float, config: EdgeConfig | None = None):
         self.run_dir = run_dir
         self.timeout = timeout
+        self.config = config
+        """The loaded configuration (--config, EDGE_*, defaults), for commands that need more
+        than the run directory."""
 
     def request(
         self, op: CtlOp, args: dict[str, Any] | None = None, blob: bytes = b""
@@ -109,7 +112,7 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, run_dir: Path | None, config_file: Path | None, timeout: float) -> None:
     """Operate an edge runtime: status, agents, rules, stats, live instructions, benchmarks."""
     cfg = load_config({"run_dir": run_dir}, file=config_file)
-    ctx.obj = Ctx(cfg.run_dir, timeout)
+    ctx.obj = Ctx(cfg.run_dir, timeout, cfg)
 
 
 def _overload_row(sched: dict[str, Any], c: dict[str, int]) -> str:

@@ -117,7 +117,7 @@ def _table_line(v: Any) -> str:
 def status(obj: Ctx, as_json: bool, data_dir: Path | None) -> None:
     """Link state, outbox depth / oldest age / drops, last publish, last table."""
     if data_dir is None and read_status(obj.run_dir) is None:
-        data_dir = load_config({}).data_dir
+        data_dir = (obj.config or load_config({})).data_dir  # --config, EDGE_*, defaults
     s = collect(obj.run_dir, data_dir)
     if as_json:
         return _emit_json(s)

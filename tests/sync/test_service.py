@@ -217,3 +217,31 @@ def test_nkey_authentication_against_a_real_server(
         wait_for(lambda: sync.outbox.stats()["depth"] == 0, timeout=10, what="the records")
     stored = read_stream(server.url, "b1", nkeys_seed=str(seed_file))
     assert_exactly_once_in_order(stored, {1: b"one", 2: b"two"})
+
+
+def test_sync_status_reads_the_outbox_of_the_configs_data_dir(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """Before edge-sync ever ran (no status file) `edgectl --config C sync status` still shows
+    the outbox of C's data_dir."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edge.cli._main import cli
+    from edge.store import Outbox, Store
+
+    data = tmp_path / "board-data"
+    data.mkdir()
+    with Store.open(data / "state") as store:
+        Outbox(store).append(b"x" * 10, 1)
+        Outbox(store).append(b"y" * 10, 2)
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'data_dir = "{data}"\n')
+    r = CliRunner().invoke(
+        cli, ["--run-dir", str(run_dir), "--config", str(conf), "sync", "status", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["state"] == "never started"
+    assert doc["outbox"]["depth"] == 2 and doc["outbox"]["bytes"] == 20
