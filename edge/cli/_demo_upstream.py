@@ -32,7 +32,7 @@ class DemoUpstream:
 
     def __init__(self, rig: Rig) -> None:
         from ..rules import write_key_pair
-        from ..sync._localserver import LocalNatsServer
+        from ..sync import LocalNatsServer
 
         self.rig = rig
         self.server = LocalNatsServer(rig.root / "nats").start()
@@ -74,7 +74,7 @@ class DemoUpstream:
         raise RuntimeStateError(f"edge-sync link not up within 20 s; {self.sync.log_tail()}")
 
     def sync_status(self) -> dict[str, Any] | None:
-        from ..sync._statusfile import read_status
+        from ..sync import read_status
 
         return read_status(self.rig.run_dir)
 

@@ -70,7 +70,7 @@ def _run(obj: FleetCtx, work: Callable[[Any], Awaitable[_T]]) -> _T:
     import nats
     from nats.errors import Error as NatsError
 
-    from ..sync._link import LinkOptions, connect_options
+    from ..sync import LinkOptions, connect_options
 
     async def main() -> _T:
         kw = connect_options(obj.cfg, LinkOptions(connect_timeout_s=obj.timeout))
@@ -109,7 +109,7 @@ async def _bucket(obj: FleetCtx, js: Any, name: str, *, create: bool) -> Any:
             return None
         if not obj.cfg.upstream_create_streams:
             _fail(f"bucket {name} does not exist (and upstream_create_streams is off)")
-        from ..sync._link import ensure_streams
+        from ..sync import ensure_streams
 
         await ensure_streams(js)
         return await js.key_value(name)

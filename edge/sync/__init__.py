@@ -23,6 +23,10 @@ from ._link import Link as Link
 from ._link import LinkOptions as LinkOptions
 from ._link import LinkState as LinkState
 from ._link import Session as Session
+from ._link import connect_options as connect_options
+from ._link import ensure_streams as ensure_streams
+from ._localserver import LocalNatsServer as LocalNatsServer
+from ._localserver import NatsServerError as NatsServerError
 from ._main import main as main
 from ._service import STATUS_FILE as STATUS_FILE
 from ._service import Component as Component
@@ -43,10 +47,14 @@ __all__ = [
     "Link",
     "LinkOptions",
     "LinkState",
+    "LocalNatsServer",
+    "NatsServerError",
     "Session",
     "SyncContext",
     "SyncService",
     "SyncStatus",
+    "connect_options",
+    "ensure_streams",
     "main",
     "read_status",
 ]
