@@ -175,6 +175,10 @@ class OverloadControl:
         )
         self._now = loop.clock.monotonic_ns
         self._ranks: dict[AgentRecord, Rank] = {}
+        self._queued: dict[AgentRecord, int] = {}
+        """Batches each agent has in the queue: a later batch of an agent with queued ones
+        queues behind them, whatever its size, so its samples are never evaluated before
+        older ones (a series' latest value must not go back in time)."""
         self.by_priority: dict[int, list[int]] = {}
         """Rule priority -> counts in BY_PRIORITY_FIELDS order."""
         self.last_util = 0.0
@@ -301,11 +305,11 @@ class OverloadControl:
         view = decode_metric_batch(buf)
         t_send = view.t_send_ns
         t0 = t_send if 0 < t_send <= t_recv else t_recv
-        if view.count <= INLINE_SAMPLES:
-            return False
         rec = loop.registry.by_session.get(view.session)
         if rec is None or rec.eval is None or view.count > loop.cfg.max_batch:
             return False
+        if view.count <= INLINE_SAMPLES and not self._queued.get(rec):
+            return False  # small, and nothing of this agent's is waiting: evaluate it now
         rank = self._rank(rec)
         # Liveness counts every batch, evaluated or not: overload must not make agents "lost".
         rec.last_seen_ns = t_recv
@@ -313,6 +317,7 @@ class OverloadControl:
             loop._revive(rec, t_recv)
         item = Batch(rid, buf, t_recv, rec, view.seq, view.count, rank.priority)
         counts = self._counts(rank.priority)
+        self._queued[rec] = self._queued.get(rec, 0) + 1  # _dropped / _run take it back
         if self.sched.push(item, rank.business, rank.sla_ms, 1.0, t0):
             loop.counters["sched_queued"] += 1
             counts[0] += 1
@@ -322,6 +327,7 @@ class OverloadControl:
         loop = self.loop
         item = cast(Batch, ev[ITEM])
         rec = item.rec
+        self._unqueue(rec)
         if loop.registry.by_session.get(rec.session) is not rec:
             loop.counters["sched_stale"] += 1  # left or re-registered while queued
             return
@@ -359,7 +365,15 @@ class OverloadControl:
             c = self.by_priority[priority] = [0] * len(BY_PRIORITY_FIELDS)
         return c
 
+    def _unqueue(self, rec: AgentRecord) -> None:
+        n = self._queued.get(rec, 0) - 1
+        if n > 0:
+            self._queued[rec] = n
+        else:
+            self._queued.pop(rec, None)
+
     def _dropped(self, item: Batch, reason: DropReason) -> None:
+        self._unqueue(item.rec)
         loop = self.loop
         counters = loop.counters
         counters[_REASON_COUNTER[reason]] += 1

@@ -151,6 +151,34 @@ def test_high_priority_batch_runs_before_queued_low_ones(rig: Any) -> None:
     wait_for(lambda: not ov.active, what="back to the direct drain once the backlog is gone")
 
 
+def test_a_small_batch_queues_behind_its_agents_earlier_ones(rig: Any) -> None:
+    """Small batches are evaluated on intake, except behind a queued batch of the same agent:
+    the series' latest value must never go back in time, and a rule must not fire on it."""
+    d, _load, _low, (high, wh) = rig
+    ov = d.loop.overload
+    mid = wh.metric_ids[0]
+
+    def send() -> None:
+        t = time.monotonic_ns()
+        values = [0.0] * (SAMPLES - 1) + [1.0]  # queued; its last sample fires `hi`
+        high.send(encode_metric_batch(wh.session, 1, t, [(mid, v, t + k) for k, v in
+                                                         enumerate(values)]))
+        high.send(encode_metric_batch(wh.session, 2, t + 100, [(mid, 0.0, t + 100)]))  # later
+
+    take_until(d, send, lambda: len(ov.sched) == 2)  # the small one queued behind, not run
+    c = d.loop.counters
+    wait_for(lambda: c["sched_run"] == 2, what="both batches evaluated, in order")
+
+    def latest() -> Any:
+        rec = next(r for r in d.loop.registry.by_session.values() if r.agent_id == "high-1")
+        return rec.eval.slots[mid].state.last_v
+
+    assert d.loop.call(latest) == 0.0  # the later sample is the latest
+    [ins] = instructions(high, 1)  # fired by the first batch, evaluated first
+    assert ins.rule_id == "hi" and ins.value == 1.0
+    assert c["batch_gaps"] == 0 and not ov._queued  # noqa: SLF001 - the count drained
+
+
 def test_low_priority_is_shed_and_counted_while_acks_and_beats_all_get_through(
     rig: Any,
 ) -> None:
