@@ -265,9 +265,17 @@ def _validate(cfg: EdgeConfig) -> None:
         (0.0 < cfg.sched_lag_ms <= 60_000.0, "sched_lag_ms must be within 0..60000 (exclusive 0)"),
         (len(str(cfg.run_dir / "agents.sock")) < 100, "run_dir is too long for an AF_UNIX path"),
         (cfg.agg_window_s >= 0, "agg_window_s must be >= 0 (0 turns aggregates off)"),
-        (cfg.agg_max_samples >= 0, "agg_max_samples must be >= 0"),
+        (
+            cfg.agg_max_samples == 0 or cfg.agg_max_samples >= 100,
+            "agg_max_samples must be 0 (count only) or >= 100",
+        ),
         (cfg.agg_max_series >= 0, "agg_max_series must be >= 0"),
         (cfg.outbox_max_bytes >= 4096, "outbox_max_bytes must be >= 4096"),
+        (
+            cfg.outbox_max_bytes <= cfg.max_map_size // 2,
+            "outbox_max_bytes must be at most half of max_map_size: a fuller map would make "
+            "room by pruning the audit log before the outbox's own cap applies",
+        ),
         (cfg.outbox_max_age_s > 0, "outbox_max_age_s must be > 0"),
         (
             cfg.outbox_policy in ("drop-oldest", "drop-newest"),

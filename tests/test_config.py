@@ -61,3 +61,17 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_run_dir_too_long_for_af_unix() -> None:
     with pytest.raises(ConfigError, match="AF_UNIX"):
         load_config({"run_dir": "/tmp/" + "x" * 120}, env={})
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        ({"outbox_max_bytes": 600 << 20, "max_map_size": 1 << 30}, "half of max_map_size"),
+        ({"agg_max_samples": 5}, "agg_max_samples must be 0"),
+    ],
+)
+def test_upstream_settings_that_would_defeat_their_purpose_are_refused(
+    flags: dict[str, int], words: str
+) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load_config(flags, env={})

@@ -27,6 +27,7 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -208,14 +209,19 @@ class MetricsServer:
                 continue
             with conn:
                 try:
-                    conn.settimeout(self._timeout_s)
-                    self._handle(conn)
+                    self._handle(conn, time.monotonic() + self._timeout_s)
                 except OSError:  # a client that hung up or stalled: its problem, not ours
                     pass
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket, deadline: float) -> None:
+        """One request, all of it (reading the head, sending the page) before ``deadline``:
+        a client dribbling a byte at a time cannot hold the one-at-a-time server."""
         head = b""
         while b"\r\n\r\n" not in head and b"\n\n" not in head:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("metrics: request not complete in time")
+            conn.settimeout(left)
             chunk = conn.recv(4096)
             if not chunk:
                 return
@@ -223,6 +229,7 @@ class MetricsServer:
             if len(head) > MAX_REQUEST_HEAD:
                 conn.sendall(_response("431 Request Header Fields Too Large", b"too large\n"))
                 return
+        conn.settimeout(max(0.001, deadline - time.monotonic()))  # and the reply: sendall's total
         parts = head.split(b"\n", 1)[0].decode("latin-1").split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             conn.sendall(_response("400 Bad Request", b"bad request\n"))

@@ -160,6 +160,36 @@ def test_a_silent_client_does_not_stop_the_next_scrape(server: MetricsServer) ->
         assert silent.recv(100) == b""  # closed without an answer
 
 
+def test_a_client_dribbling_its_request_cannot_hold_the_server(server: MetricsServer) -> None:
+    """The timeout bounds the whole request, not each read: one byte every 0.1 s (under the
+    0.2 s timeout) for as long as the test runs is cut off, and the next scrape is served."""
+    import threading
+
+    stop, started = threading.Event(), threading.Event()
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 4000
+
+    def dribble() -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as c:
+            for byte in request:
+                if stop.wait(0.1):
+                    return
+                try:
+                    c.sendall(bytes([byte]))
+                except OSError:
+                    return  # cut off: what the server should do
+                started.set()
+
+    t = threading.Thread(target=dribble)
+    t.start()
+    try:
+        assert started.wait(5)  # the dribbler is being served first
+        status, _, body = _get(server)  # urlopen gives up after 5 s
+        assert status == 200 and body.decode() == EXPECTED
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_a_failing_read_is_a_500_and_the_server_keeps_serving() -> None:
     calls = []
 
