@@ -67,6 +67,11 @@ class _Listener(logging.handlers.QueueListener):
             pass
 
 
+def dropped_records() -> int:
+    """Log records dropped because the queue was full (0 when logging is not queued)."""
+    return sum(h.dropped for h in logger.handlers if isinstance(h, DroppingQueueHandler))
+
+
 def configure(
     level: str = "INFO",
     stream_handler: Callable[[], logging.Handler] | None = None,

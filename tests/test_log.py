@@ -6,7 +6,7 @@ import io
 import logging
 import threading
 
-from edge._log import DroppingQueueHandler, configure
+from edge._log import DroppingQueueHandler, configure, dropped_records
 
 
 def test_queued_logging_writes_from_a_listener_and_stops_cleanly() -> None:
@@ -38,6 +38,7 @@ def test_a_stalled_writer_costs_dropped_records_not_a_blocked_caller() -> None:
         (h,) = logging.getLogger("edge").handlers
         assert isinstance(h, DroppingQueueHandler)
         assert h.dropped >= 50 - 5 - 1  # the queue holds 5, the listener one
+        assert dropped_records() == h.dropped  # what edgectl status shows as log_dropped
     finally:
         release.set()
         stop()

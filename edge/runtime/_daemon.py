@@ -24,6 +24,7 @@ import zmq
 
 from .. import __version__
 from .._log import configure as configure_logging
+from .._log import dropped_records as dropped_log_records
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig, load_config
 from ..errors import AlreadyRunningError, ConfigError, EdgeError, RuleError, RuleTableError
@@ -413,6 +414,7 @@ class Edged:
             "counters": dict(loop.counters),
             "scheduler": self._scheduler_status(),
             "store": self.writer.counters,
+            "log_dropped": dropped_log_records(),
             "upstream": self._upstream_status(),
             "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics"
             if self.metrics
