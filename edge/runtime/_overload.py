@@ -374,6 +374,8 @@ class OverloadControl:
 
     def _dropped(self, item: Batch, reason: DropReason) -> None:
         self._unqueue(item.rec)
+        # it arrived: the agent's sequence moves on, so the next batch is not a transport gap
+        item.rec.last_batch_seq = max(item.rec.last_batch_seq, item.seq)
         loop = self.loop
         counters = loop.counters
         counters[_REASON_COUNTER[reason]] += 1

@@ -223,6 +223,10 @@ def test_low_priority_is_shed_and_counted_while_acks_and_beats_all_get_through(
     assert 1 <= len(records) <= 10
     assert records[0]["agent_id"] == "low-1" and records[0]["reason"] == "shed_overload"
     assert records[0]["priority"] == 1 and records[0]["samples"] == SAMPLES
+    # the next batch after the shed ones is in sequence: shedding is not a transport gap
+    low.send(batch(wl.session, 3 + N_LOW, wl.metric_ids[0], n=2))
+    wait_for(lambda: c["batches"] == 4, what="the small batch after the shed ones")
+    assert c["batch_gaps"] == 0
 
 
 def test_a_full_queue_evicts_the_lowest(make_cfg: Any, run_dir: Path, tmp_path: Path) -> None:
