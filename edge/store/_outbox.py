@@ -59,6 +59,9 @@ _K_BYTES = b"outbox.bytes"
 _K_DROPPED = b"outbox.dropped"
 _K_DROPPED_BYTES = b"outbox.dropped_bytes"
 
+SANE_WALL_NS = 1_577_836_800 * 10**9
+"""2020-01-01T00:00:00Z: wall times before it are a clock not set yet (see append_in)."""
+
 _HDR = struct.Struct(">Q")
 _HDR_LEN = _HDR.size
 
@@ -122,7 +125,11 @@ class Outbox:
         txn.put(_K_NEXT, _codec.u64(seq + 1), db=meta)
         total = _get_u64(txn, meta, _K_BYTES, 0)
 
-        aged = self._drop_front(txn, db, lambda _s, t, _n: t < wall_ns - self.max_age_ns)
+        # a record stamped before SANE_WALL_NS was written before the clock was set (a board
+        # without an RTC boots in 1970): its age is unknown, so the age cap leaves it (the
+        # byte cap still bounds it) rather than drop it at the first NTP step
+        cutoff = wall_ns - self.max_age_ns
+        aged = self._drop_front(txn, db, lambda _s, t, _n: SANE_WALL_NS <= t < cutoff)
         total -= aged[1]
         if aged[0]:
             self._note_drop(txn, "max_age", *aged, wall_ns)

@@ -132,6 +132,17 @@ def test_a_record_larger_than_the_cap_is_refused_whatever_the_policy(
     assert (audit["reason"], audit["bytes"], audit["first_seq"]) == ("too_large", 101, 2)
 
 
+def test_records_from_before_the_clock_was_set_survive_its_first_step(store: Store) -> None:
+    """A board without an RTC boots in 1970: when NTP steps the clock to now, what it wrote
+    meanwhile is minutes old, not 55 years: the age cap leaves it (the byte cap bounds it)."""
+    ob = Outbox(store, max_age_s=60)
+    for i in range(5):
+        ob.append(b"boot%d" % i, (10 + i) * S)  # 1970-01-01T00:00:10Z ...
+    ob.append(b"synced", T0)  # the clock was set
+    assert [s for s, _ in ob.peek(0, 10)] == [1, 2, 3, 4, 5, 6]
+    assert drops(store) == []
+
+
 def test_records_past_the_age_cap_are_dropped_at_the_next_append(store: Store) -> None:
     ob = Outbox(store, max_age_s=60)
     ob.append(b"old1", T0)
