@@ -27,7 +27,14 @@ from .._log import configure as configure_logging
 from .._log import dropped_records as dropped_log_records
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig, load_config
-from ..errors import AlreadyRunningError, ConfigError, EdgeError, RuleError, RuleTableError
+from ..errors import (
+    AlreadyRunningError,
+    ConfigError,
+    EdgeError,
+    RuleError,
+    RuleTableError,
+    RuntimeStateError,
+)
 from ..rules import (
     CompiledTable,
     RuleSet,
@@ -361,8 +368,7 @@ class Edged:
     def _stats_doc(self, refresh: bool = True) -> dict[str, Any]:
         assert self.stats is not None and self.loop is not None
         doc = self.stats.snapshot(refresh=refresh)
-        doc["counters"] = dict(self.loop.counters)
-        doc["scheduler"] = self._scheduler_status()
+        doc["counters"], doc["scheduler"] = self._counts()
         doc["wall_ms"] = self.clock.wall_ms()
         doc["rules_version"] = self.loop.table.version
         return doc
@@ -395,6 +401,7 @@ class Edged:
         loop = self._require_loop()
         assert self.writer is not None and self.store is not None
         table = loop.table
+        counters, scheduler = self._counts()
         return {
             "device_id": self.cfg.device_id,
             "version": __version__,
@@ -411,8 +418,8 @@ class Edged:
             "inflight": len(loop.inflight),
             "realtime": loop.rt_applied,
             "gc": self.gcwatch.snapshot(),
-            "counters": dict(loop.counters),
-            "scheduler": self._scheduler_status(),
+            "counters": counters,
+            "scheduler": scheduler,
             "store": self.writer.counters,
             "log_dropped": dropped_log_records(),
             "upstream": self._upstream_status(),
@@ -430,6 +437,22 @@ class Edged:
             "samples_not_summarised": agg.tap.skipped if agg is not None else 0,
             "outbox": self.outbox.stats() if self.outbox is not None else None,
         }
+
+    def _counts(self) -> tuple[dict[str, int], dict[str, Any]]:
+        """The loop's counters and the scheduler's counts, copied together on the loop thread
+        (between two iterations) so that they agree; directly once the loop has stopped."""
+        loop = self._require_loop()
+
+        def read() -> tuple[dict[str, int], dict[str, Any]]:
+            return dict(loop.counters), self._scheduler_status()
+
+        if loop.stopped.is_set() or not loop.ready.is_set():
+            return read()
+        try:
+            result: tuple[dict[str, int], dict[str, Any]] = loop.call(read)
+        except RuntimeStateError:  # stopping meanwhile
+            return read()
+        return result
 
     def _scheduler_status(self) -> dict[str, Any]:
         """Overload control: mode, queue, load, weights, batches by rule priority (the totals
