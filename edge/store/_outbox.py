@@ -272,15 +272,25 @@ class Outbox:
             # LMDB: opening a database must not overlap another transaction's open in this
             # process, so it runs with the store's transactions held off.
             with self.store._gate.exclusive():
-                try:
-                    if self.store.readonly:
-                        self._db = env.open_db(DB_NAME, create=False)
-                    else:
-                        self._db = env.open_db(DB_NAME)
-                except lmdb.NotFoundError:
-                    return False
-                except lmdb.Error as e:
-                    raise StoreError(f"cannot open the outbox in {self.store.path}: {e}") from e
+                for attempt in range(3):
+                    try:
+                        if self.store.readonly:
+                            self._db = env.open_db(DB_NAME, create=False)
+                        else:
+                            self._db = env.open_db(DB_NAME)
+                        break
+                    except lmdb.NotFoundError:
+                        return False
+                    except lmdb.MapResizedError as e:  # the other process grew the map
+                        if attempt == 2:
+                            raise StoreError(
+                                f"cannot open the outbox in {self.store.path}: {e}"
+                            ) from e
+                        env.set_mapsize(0)  # take the size the file has now
+                    except lmdb.Error as e:
+                        raise StoreError(
+                            f"cannot open the outbox in {self.store.path}: {e}"
+                        ) from e
             return True
 
     def _require_db(self) -> Any:
