@@ -47,6 +47,37 @@ def zmq_io_threads(task_dir: str = "/proc/self/task") -> list[int]:
     return sorted(tids)
 
 
+def _schedule(
+    tids: list[int], cpu_affinity: str, rt_priority: int, who: str
+) -> tuple[list[int] | None, int | None]:
+    """Give threads ``tids`` (0: the calling one) the CPU set and SCHED_FIFO priority asked
+    for; returns what took effect, each switch on its own (a refusal logs a warning)."""
+    cpus_applied: list[int] | None = None
+    fifo_applied: int | None = None
+    if cpu_affinity:
+        try:
+            cpus = parse_cpus(cpu_affinity)
+            for tid in tids:
+                os.sched_setaffinity(tid, cpus)
+            cpus_applied = sorted(cpus)
+        except (ValueError, OSError) as exc:
+            log.warning("%s: cpu_affinity %r not applied: %s", who, cpu_affinity, exc)
+    if rt_priority:
+        try:
+            for tid in tids:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(rt_priority))
+            fifo_applied = rt_priority
+        except (PermissionError, OSError) as exc:
+            log.warning(
+                "%s: SCHED_FIFO priority %d not applied (%s): grant CAP_SYS_NICE or run "
+                "under a systemd unit with CPUSchedulingPolicy=fifo",
+                who,
+                rt_priority,
+                exc,
+            )
+    return cpus_applied, fifo_applied
+
+
 def apply_to_zmq_threads(*, cpu_affinity: str, rt_priority: int) -> dict[str, Any]:
     """Give libzmq's I/O threads the loop's CPU set and SCHED_FIFO priority; returns what took
     effect: ``{"threads": [tid, ...], "cpu_affinity": ..., "sched_fifo": ...}``."""
@@ -58,42 +89,19 @@ def apply_to_zmq_threads(*, cpu_affinity: str, rt_priority: int) -> dict[str, An
     if not tids:
         log.warning("no libzmq I/O thread found: the real-time switches reach the loop only")
         return applied
-    try:
-        if cpu_affinity:
-            cpus = parse_cpus(cpu_affinity)
-            for tid in tids:
-                os.sched_setaffinity(tid, cpus)
-            applied["cpu_affinity"] = sorted(cpus)
-        if rt_priority:
-            for tid in tids:
-                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(rt_priority))
-            applied["sched_fifo"] = rt_priority
-    except (ValueError, PermissionError, OSError) as exc:
-        log.warning("libzmq I/O threads: real-time switches not applied (%s)", exc)
+    applied["cpu_affinity"], applied["sched_fifo"] = _schedule(
+        tids, cpu_affinity, rt_priority, "libzmq I/O threads"
+    )
     return applied
 
 
 def apply_to_current_thread(*, cpu_affinity: str, rt_priority: int, mlock: bool) -> dict[str, Any]:
     """Apply what was asked; return what took effect (shown by `edgectl status`)."""
     applied: dict[str, Any] = {"cpu_affinity": None, "sched_fifo": None, "mlockall": False}
-    if cpu_affinity:
-        try:
-            cpus = parse_cpus(cpu_affinity)
-            os.sched_setaffinity(0, cpus)  # 0 = the calling thread on Linux
-            applied["cpu_affinity"] = sorted(cpus)
-        except (ValueError, OSError) as exc:
-            log.warning("cpu_affinity %r not applied: %s", cpu_affinity, exc)
-    if rt_priority:
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
-            applied["sched_fifo"] = rt_priority
-        except (PermissionError, OSError) as exc:
-            log.warning(
-                "SCHED_FIFO priority %d not applied (%s): grant CAP_SYS_NICE or run "
-                "under a systemd unit with CPUSchedulingPolicy=fifo",
-                rt_priority,
-                exc,
-            )
+    # 0 = the calling thread on Linux
+    applied["cpu_affinity"], applied["sched_fifo"] = _schedule(
+        [0], cpu_affinity, rt_priority, "loop thread"
+    )
     if mlock:
         # here, not at import: ctypes.util brings subprocess, shutil, bz2 and lzma (~0.7 MB)
         import ctypes
