@@ -83,28 +83,10 @@ class SeriesAcc:
         self.stride = 1
         self.phase = 0
 
-    def add(self, t_ns: int, v: float) -> None:
-        self.count += 1
-        self.total += v
-        if v < self.lo:
-            self.lo = v
-        if v > self.hi:
-            self.hi = v
-        if t_ns >= self.last_t:
-            self.last_t = t_ns
-            self.last = v
-        self.phase += 1
-        if self.phase >= self.stride:
-            self.phase = 0
-            kept = self.kept
-            kept.append(v)
-            if len(kept) >= SAMPLE_CAP:  # halve the sample, double the stride
-                self.kept = kept[::2]
-                self.stride *= 2
-
     def add_many(self, ts: list[int], vs: list[float]) -> None:
-        """``add`` for a run of samples (one batch's samples of this series), with the
-        per-value work in C: sum/min/max over the list, the systematic sample by slicing."""
+        """Add a run of samples (one batch's samples of this series, times ``ts`` and values
+        ``vs``), the per-value work in C: sum/min/max over the lists, the systematic sample by
+        slicing. The latest by sample time wins ``last`` (the last to arrive among equals)."""
         n = len(vs)
         if not n:
             return
@@ -115,7 +97,7 @@ class SeriesAcc:
             self.lo = lo
         if hi > self.hi:
             self.hi = hi
-        # the latest by sample time, the last to arrive among equal times (as add() does)
+        # the latest by sample time, the last to arrive among equal times
         rts = ts[::-1]
         i = n - 1 - max(range(n), key=rts.__getitem__)
         if ts[i] >= self.last_t:

@@ -20,6 +20,26 @@ from edge.wire import decode_aggregate, encode_metric_batch
 WINDOW_NS = 10_000_000_000
 
 
+def add_one(acc: SeriesAcc, t_ns: int, v: float) -> None:
+    """The reference: one sample at a time, the obvious way (SeriesAcc.add_many must agree)."""
+    acc.count += 1
+    acc.total += v
+    if v < acc.lo:
+        acc.lo = v
+    if v > acc.hi:
+        acc.hi = v
+    if t_ns >= acc.last_t:
+        acc.last_t = t_ns
+        acc.last = v
+    acc.phase += 1
+    if acc.phase >= acc.stride:
+        acc.phase = 0
+        acc.kept.append(v)
+        if len(acc.kept) >= SAMPLE_CAP:  # halve the sample, double the stride
+            acc.kept = acc.kept[::2]
+            acc.stride *= 2
+
+
 def _agent(agent_id: str = "a1") -> AgentRecord:
     series = [(0, "cpu", ()), (1, "temp", (("zone", "x"),))]
     return AgentRecord(
@@ -144,8 +164,9 @@ def test_per_rule_outcomes_and_latency_come_from_the_window_book() -> None:
 def test_p99_comes_from_a_bounded_systematic_sample() -> None:
     acc = SeriesAcc()
     n = 100_000
-    for i in range(n):
-        acc.add(i, float(i))
+    for start in range(0, n, 500):  # as the digest feeds it: one batch's run at a time
+        ts = list(range(start, start + 500))
+        acc.add_many(ts, [float(t) for t in ts])
     assert len(acc.kept) < SAMPLE_CAP
     assert acc.count == n and acc.lo == 0 and acc.hi == n - 1 and acc.last == n - 1
     assert acc.p99() == pytest.approx(0.99 * n, rel=0.01)
@@ -153,8 +174,8 @@ def test_p99_comes_from_a_bounded_systematic_sample() -> None:
 
 def test_last_is_the_latest_sample_by_time_not_by_arrival() -> None:
     acc = SeriesAcc()
-    acc.add(20, 2.0)
-    acc.add(10, 1.0)
+    acc.add_many([20], [2.0])
+    acc.add_many([10], [1.0])
     assert acc.last == 2.0
 
 
@@ -262,7 +283,7 @@ def test_add_many_agrees_with_one_sample_at_a_time(
     one, many = SeriesAcc(), SeriesAcc()
     one.stride = many.stride = stride  # as after earlier halvings
     for t, v in samples:
-        one.add(t, v)
+        add_one(one, t, v)
     i = 0
     for size in [*cuts, len(samples)]:
         run = samples[i : i + size]
