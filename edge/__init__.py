@@ -11,6 +11,7 @@ enforces it):
     runtime                       edged: the control loop, registry, stats, ctl server
     sync                          edge-sync: outbox up, rule tables down over NATS JetStream
     sdk                           the agent library (talks to edged over the wire only)
+    sim                           simulated agents, load generators, the child-process rig
     cli                           edgectl: operator commands, bench, demo
 
 Agents use ``edge.sdk``; operators use ``edgectl``. Everything else is internal.

@@ -16,6 +16,7 @@ LAYERS = [
     "runtime",
     "sync",
     "sdk",
+    "sim",
     "cli",
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names.split()}

@@ -1,7 +1,7 @@
 """``edgectl bench`` scenarios beyond the closed-loop latency (``_bench``): ingest throughput,
 footprint, cold start, overload, and the latency plot.
 
-Each scenario starts what it needs in its own throw-away rig (``_sim.Rig``), returns its
+Each scenario starts what it needs in its own throw-away rig (``edge.sim.Rig``), returns its
 part of the result document, and has a one-line summary. Where a figure is a speed, a
 baseline is measured in the same run::
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RuntimeStateError
-from ._sim import Child, Rig, edged_command
+from ..sim import Child, Rig, edged_command
 
 SCENARIOS = ("latency", "ingest", "footprint", "coldstart", "overload")
 INGEST_SERIES = 100
@@ -54,7 +54,7 @@ class ScenarioRig(Rig):
         return self
 
     def spawn_bench(self, role: str, *args: str, tag: str = "") -> Child:
-        argv = [sys.executable, "-m", "edge.cli._bench_sims", role, *args]
+        argv = [sys.executable, "-m", "edge.sim._bench_sims", role, *args]
         child = Child(role, argv, self.root / f"{role}{tag}-{len(self._sims)}.log", cwd=self.root)
         self._sims.append(child)
         return child

@@ -1,7 +1,7 @@
 """``edgectl demo``: edged and five simulated agents, watched live for a fixed duration.
 
 edged runs as a child process with ``examples/demo_rules.yaml``; the agents run in a second
-child process (``python -m edge.cli._sim fleet``): perception-1, planner-1, can-gateway,
+child process (``python -m edge.sim._sim fleet``): perception-1, planner-1, can-gateway,
 plc-line-3 (a drive that overheats until throttled) and llm-assistant-2, whose CPU runs away
 until a held-for rule restarts it, and which runs away again some seconds later.
 
@@ -228,7 +228,7 @@ def _start_devices(rig: Any) -> Any:
     """The bridge and its simulated devices: ``python -m firmware_bridge.demo``."""
     import sys as _sys
 
-    from ._sim import Child
+    from ..sim import Child
 
     child = Child("devices", [_sys.executable, "-m", "firmware_bridge.demo", "--run-dir",
                               str(rig.run_dir), "--root", str(rig.root)],
@@ -311,7 +311,7 @@ def demo(duration: float, rules_file: Path | None, live: bool | None, devices: b
     from ..rules import RuleFileError, load_rule_file
     from ..wire import CtlOp
     from ._client import CtlClient
-    from ._sim import Rig, sigterm_as_interrupt
+    from ..sim import Rig, sigterm_as_interrupt
 
     console = Console(highlight=False)
     if duration <= 0:

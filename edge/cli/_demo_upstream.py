@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RuntimeStateError
-from ._sim import Child, Rig
+from ..sim import Child, Rig
 
 DEVICE_ID = "demo-board"
 AGG_WINDOW_S = 2.0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli._sim import Rig
+from edge.sim import Rig
 from edge.errors import RuntimeStateError
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 processes in a throw-away directory, and the simulated agents themselves.
 
 Separate processes, not threads, so that each side has its own GIL, as on a real board.
-Each agent role runs as ``python -m edge.cli._sim ROLE ...``:
+Each agent role runs as ``python -m edge.sim._sim ROLE ...``:
 
     probe   the bench's measured agent: high sample -> instruction -> Ack -> low sample, paced
     load    background metric load: batches at a fixed rate on series a rule watches
@@ -262,7 +262,7 @@ class Rig:
 
         Raises RuntimeStateError saying why (its exit code and log tail) if it does not."""
         from ..wire import CtlOp
-        from ._client import CtlClient
+        from ..runtime import CtlClient
 
         argv = [*edged_command(), "--run-dir", str(self.run_dir), "--data-dir", str(self.data_dir),
                 "--rules", str(rules_file), "--metrics-addr", "", "--log-level", log_level]
@@ -288,8 +288,8 @@ class Rig:
                                 f"{' (' + last + ')' if last else ''}; {edged.log_tail()}")
 
     def spawn(self, role: str, *args: str) -> Child:
-        """Start ``python -m edge.cli._sim ROLE ARGS``."""
-        argv = [sys.executable, "-m", "edge.cli._sim", role, *args]
+        """Start ``python -m edge.sim._sim ROLE ARGS``."""
+        argv = [sys.executable, "-m", "edge.sim._sim", role, *args]
         child = Child(role, argv, self.root / f"{role}-{len(self._sims)}.log", cwd=self.root)
         self._sims.append(child)
         return child
@@ -789,7 +789,7 @@ def fleet(run_dir: Path, hz: float, status_hz: float, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sim(args=argv, prog_name="python -m edge.cli._sim")
+    sim(args=argv, prog_name="python -m edge.sim._sim")
 
 
 if __name__ == "__main__":

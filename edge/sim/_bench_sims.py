@@ -1,6 +1,6 @@
 """Child processes for the ``edgectl bench`` scenarios beyond latency (``_bench_scenarios``).
 
-Each role runs as ``python -m edge.cli._bench_sims ROLE ...`` and speaks the rig's line
+Each role runs as ``python -m edge.sim._bench_sims ROLE ...`` and speaks the rig's line
 protocol (``_sim``: words on stdin, one JSON event per line on stdout)::
 
     blast   one agent on a raw DEALER (Hello -> Welcome, heartbeats, Acks) sending
@@ -305,7 +305,7 @@ def swarm(run_dir: Path, agents: int, metrics: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    bench_sims(args=argv, prog_name="python -m edge.cli._bench_sims")
+    bench_sims(args=argv, prog_name="python -m edge.sim._bench_sims")
 
 
 if __name__ == "__main__":
