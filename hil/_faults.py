@@ -1,0 +1,91 @@
+"""The fault vocabulary: every fault has a kind, a target, a start, a duration and parameters.
+
+Signal faults change what an agent reports (the plant's truth is recorded unchanged):
+
+    stuck      the value at the fault's start, held              (no parameters)
+    offset     value + ``value``
+    drift      value + ``rate`` per second since the start
+    noise      value + Gaussian noise of ``sigma`` (seeded: the same seed, the same noise)
+    spike      value + ``amplitude`` for the first sample only
+    dropout    nothing reported
+    quantise   rounded to a multiple of ``step``
+    delay      the value of ``ms`` milliseconds ago
+
+Process faults act on the rig's processes:
+
+    sigstop    SIGSTOP edged for the duration, then SIGCONT
+    sigkill    SIGKILL edged; restarted after the duration (no duration: stays dead)
+    agent_kill an agent's connection is dropped (close, no Bye wait); reconnects after the duration
+    cpu_hog    ``procs`` busy-looping processes (default 1) for the duration
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+from typing import Any
+
+# kind -> (layer, needs a duration, parameter names)
+FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
+    "stuck": ("signal", True, ()),
+    "offset": ("signal", True, ("value",)),
+    "drift": ("signal", True, ("rate",)),
+    "noise": ("signal", True, ("sigma",)),
+    "spike": ("signal", False, ("amplitude",)),
+    "dropout": ("signal", True, ()),
+    "quantise": ("signal", True, ("step",)),
+    "delay": ("signal", True, ("ms",)),
+    "sigstop": ("process", True, ()),
+    "sigkill": ("process", False, ()),
+    "agent_kill": ("process", True, ()),
+    "cpu_hog": ("process", True, ("procs",)),
+}
+PROCESS_TARGETS = ("edged", "rig")
+
+
+class SignalFaults:
+    """The signal faults on one reported series, applied in scenario order."""
+
+    def __init__(self, faults: list[Any], seed: int):
+        self.faults = faults
+        self.rng = random.Random(seed)
+        self.hist: collections.deque[tuple[int, float]] = collections.deque()
+        self.held: dict[str, float] = {}
+        self.spiked: set[str] = set()
+        self.max_delay_ns = max((int(f.params.get("ms", 0) * 1e6) for f in faults if f.kind == "delay"), default=0)
+
+    def apply(self, t_ns: int, value: float) -> float | None:
+        """The value to report at ``t_ns`` (ns since the start), or None for no sample."""
+        if self.max_delay_ns:
+            self.hist.append((t_ns, value))
+            while len(self.hist) > 1 and self.hist[1][0] <= t_ns - self.max_delay_ns:
+                self.hist.popleft()
+        out: float | None = value
+        for f in self.faults:
+            active = f.start_ns <= t_ns and (t_ns < f.start_ns + f.duration_ns or
+                                             (f.kind == "spike" and f.id not in self.spiked))
+            if not active or out is None:
+                continue
+            k, p = f.kind, f.params
+            if k == "stuck":
+                out = self.held.setdefault(f.id, out)
+            elif k == "offset":
+                out += p.get("value", 0.0)
+            elif k == "drift":
+                out += p.get("rate", 0.0) * (t_ns - f.start_ns) / 1e9
+            elif k == "noise":
+                out += self.rng.gauss(0.0, p.get("sigma", 1.0))
+            elif k == "spike":
+                self.spiked.add(f.id)
+                out += p.get("amplitude", 100.0)
+            elif k == "dropout":
+                out = None
+            elif k == "quantise":
+                step = p.get("step", 1.0)
+                out = math.floor(out / step + 0.5) * step if step > 0 else out
+            elif k == "delay":
+                want = t_ns - int(p.get("ms", 0) * 1e6)
+                past = [v for t, v in self.hist if t <= want]
+                out = past[-1] if past else self.hist[0][1]
+        return out

@@ -1,0 +1,426 @@
+"""One scenario run: a real edged (child process, edge.sim.Rig), simulated agents through
+edge.sdk inside the rig, the plant stepped in real time, faults, then the verdict.
+
+Phases, each with a timeout: start (edged answers STATUS, every agent welcomed), run (the
+scenario's duration; the loop gives up at duration + RUN_SLACK_S -> TIMEOUT), teardown (agents
+closed, edged SIGTERM -> SIGKILL, the throw-away directory removed; bounded by the children's
+grace periods). Whatever happens, ``finally`` tears everything down.
+
+The rig measures itself (HDR histograms, µs): ``injection`` is how late each plant step ran
+against its schedule (the sample leaves then), ``observation`` how long an instruction waited
+between the SDK handing it over and the plant seeing it. A run whose injection p99 exceeds the
+scenario's ``tolerance_ms`` is ERROR: a slow rig is never blamed on the system under test.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from edge.errors import EdgeError
+from edge.sim import Rig, new_hist, record_ns, summary_us
+
+from ._errors import HilError, PlantError, RigTimeout
+from ._faults import FAULTS, SignalFaults
+from ._plants import Plant, make_plant
+from ._scenario import AgentSpec, Scenario
+
+RUN_SLACK_S = 30.0
+
+
+@dataclasses.dataclass
+class Recording:
+    """Everything a run saw, times in ms since the start of the run."""
+
+    signals: dict[str, list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
+    samples: list[tuple[float, str, str, float, str]] = dataclasses.field(default_factory=list)
+    instructions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    faults: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    end_ms: float = 0.0
+
+    def series(self, name: str) -> list[tuple[float, float]]:
+        """A plant signal, or ``agent.metric`` as reported."""
+        if name in self.signals:
+            return self.signals[name]
+        agent, _, metric = name.partition(".")
+        return [(t, v) for t, a, m, v, _ in self.samples if a == agent and m == metric]
+
+
+@dataclasses.dataclass
+class RunResult:
+    scenario: Scenario
+    verdict: str = "PASS"  # PASS FAIL ERROR TIMEOUT SKIP
+    marginal: bool = False
+    reason: str = ""
+    assertions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    recording: Recording = dataclasses.field(default_factory=Recording)
+    rig: dict[str, Any] = dataclasses.field(default_factory=dict)
+    started: float = 0.0
+    wall_s: float = 0.0
+    outputs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class _SimAgent:
+    """One scenario agent: an SDK Agent reporting plant signals; its instructions become plant
+    inputs through a queue read by the stepping loop."""
+
+    def __init__(self, spec: AgentSpec, run: _Run):
+        self.spec = spec
+        self.run = run
+        self.agent: Any = None
+        self.next_ns = 0
+        self.faults = {m: SignalFaults([f for f in run.sc.faults if FAULTS[f.kind][0] == "signal"
+                                        and f.target == f"{spec.id}.{m}"], run.sc.seed ^ hash(m) & 0xFFFF)
+                       for m, _ in spec.report}
+
+    def metrics(self) -> list[Any]:
+        return [(m, self.spec.labels[m]) if m in self.spec.labels else m for m, _ in self.spec.report]
+
+    def connect(self, timeout: float) -> None:
+        from edge.sdk import Agent
+
+        self.agent = Agent(self.spec.id, self.metrics(), handler=self.on_instruction,
+                           run_dir=self.run.rig.run_dir, kind=self.spec.kind, heartbeat_ms=200)
+        self.agent.connect(timeout=timeout)
+
+    def on_instruction(self, ins: Any) -> Any:
+        t = time.monotonic_ns()
+        run = self.run
+        action = ins.action_name
+        params = {p.key: p.value for p in ins.params}
+        run.instructions.put((t, self.spec.id, ins.rule_id, action, params, ins.t_sample_ns))
+        return None  # executed: the Ack says ok (the plant takes it on its next step)
+
+    def report(self, t_ns: int, now_ns: int, values: dict[str, float], t_ms: float) -> None:
+        """Report the step at ``t_ns`` (its schedule) sent at ``now_ns`` (``t_ms`` since start)."""
+        if self.agent is None or t_ns < self.next_ns:
+            return
+        self.next_ns = t_ns + self.spec.every_ns
+        items = []
+        for metric, sig in self.spec.report:
+            v = self.faults[metric].apply(t_ns, values[sig])
+            if v is None:
+                continue
+            lab = self.spec.labels.get(metric)
+            items.append((metric, v, lab) if lab else (metric, v))
+            self.run.rec.samples.append((t_ms, self.spec.id, metric, v, _labels(lab)))
+        if items:
+            with contextlib.suppress(EdgeError):
+                self.agent.report_many(items, t_ns=now_ns)
+
+    def close(self) -> None:
+        a, self.agent = self.agent, None
+        if a is not None:
+            a.close()
+
+
+def _labels(lab: dict[str, str] | None) -> str:
+    return ";".join(f"{k}={v}" for k, v in sorted(lab.items())) if lab else ""
+
+
+class _Run:
+    def __init__(self, sc: Scenario):
+        self.sc = sc
+        self.rig: Any = None
+        self.plant: Plant | None = None
+        self.agents: dict[str, _SimAgent] = {}
+        self.rec = Recording()
+        self.instructions: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.t0 = 0
+        self.injection = new_hist()
+        self.observation = new_hist()
+        self.hogs: list[subprocess.Popen[bytes]] = []
+        self.threads: list[threading.Thread] = []
+        self.errors: list[str] = []
+        self.edged_stopped = False
+        self.edged_dead = False
+
+    # -------------------------------------------------------------- phases
+
+    def start(self) -> None:
+        sc = self.sc
+        try:
+            self.plant = make_plant(sc.model, sc.params, sc.fmu)
+        except PlantError:
+            raise
+        except Exception as exc:  # a model that cannot be built is the rig's problem
+            raise PlantError(f"plant {sc.model} failed to load: {exc}") from exc
+        for k, v in sc.initial.items():
+            self.plant.set(k, v)
+        self.rig = Rig()
+        try:
+            self.rig.start_edged(sc.rules_file, timeout=sc.start_timeout_s, log_level=sc.edged_log_level)
+        except EdgeError as exc:
+            raise HilError(f"edged would not start: {exc}") from exc
+        for spec in sc.agents:
+            a = _SimAgent(spec, self)
+            self.agents[spec.id] = a
+            try:
+                a.connect(timeout=sc.start_timeout_s)
+            except EdgeError as exc:
+                raise HilError(f"agent {spec.id} would not connect: {exc}") from exc
+
+    def loop(self) -> None:
+        sc, plant, rec = self.sc, self.plant, self.rec
+        assert plant is not None
+        step, dt = sc.step_ns, sc.step_ns / 1e9
+        n_steps = sc.duration_ns // step
+        stim_state: dict[int, dict[str, float]] = {}
+        faults = sorted((f for f in sc.faults if FAULTS[f.kind][0] == "process"), key=lambda f: f.start_ns)
+        started: set[str] = set()
+        ended: set[str] = set()
+        self.t0 = time.monotonic_ns()
+        give_up = self.t0 + sc.duration_ns + int(RUN_SLACK_S * 1e9)
+        for k in range(n_steps + 1):
+            t_ns = k * step
+            due = self.t0 + t_ns
+            now = time.monotonic_ns()
+            if now < due:
+                time.sleep((due - now) / 1e9)  # pacing the real-time loop to its schedule
+                now = time.monotonic_ns()
+            if now > give_up:
+                raise RigTimeout(f"the run did not finish within {sc.duration_ns / 1e9 + RUN_SLACK_S:g} s")
+            record_ns(self.injection, now - due)
+            self._apply_stimulus(t_ns, stim_state)
+            self._apply_instructions(now)
+            for f in faults:
+                if f.id not in started and t_ns >= f.start_ns:
+                    started.add(f.id)
+                    self._fault_start(f, t_ns)
+                if f.id in started and f.id not in ended and f.duration_ns and t_ns >= f.start_ns + f.duration_ns:
+                    ended.add(f.id)
+                    self._fault_end(f)
+            if k:
+                plant.step(t_ns / 1e9, dt)
+            values = plant.values()
+            sent = time.monotonic_ns()
+            t_ms = (sent - self.t0) / 1e6  # when the step's samples leave (late steps stay honest)
+            for name, v in values.items():
+                rec.signals.setdefault(name, []).append((t_ms, v))
+                lim = sc.limits.get(name)
+                if lim is not None and not lim[0] <= v <= lim[1]:
+                    raise PlantError(f"the plant diverged: {name}={v:g} at t={t_ms / 1000:.3f} s "
+                                     f"is outside its limits [{lim[0]:g}, {lim[1]:g}]")
+            for a in self.agents.values():
+                a.report(t_ns, sent, values, t_ms)
+            if self.errors:
+                raise HilError("; ".join(self.errors))
+        self._apply_instructions(time.monotonic_ns())
+        rec.end_ms = (time.monotonic_ns() - self.t0) / 1e6
+        for f in faults:
+            if f.id in started and f.id not in ended:
+                self._fault_end(f)
+        for f in sc.faults:
+            end = f.start_ns + f.duration_ns if f.duration_ns else sc.duration_ns
+            rec.faults.append({"id": f.id, "kind": f.kind, "layer": FAULTS[f.kind][0],
+                               "target": f.target, "start_ms": f.start_ns / 1e6,
+                               "end_ms": min(end, sc.duration_ns) / 1e6, "params": f.params})
+
+    def _apply_stimulus(self, t_ns: int, state: dict[int, dict[str, float]]) -> None:
+        plant = self.plant
+        assert plant is not None
+        for i, s in enumerate(self.sc.stimulus):
+            if t_ns < s.at_ns:
+                continue
+            if s.kind == "set":
+                if i not in state:
+                    state[i] = {}
+                    for k, v in s.values.items():
+                        plant.set(k, v)
+            elif s.kind == "ramp":
+                start = state.setdefault(i, {k: plant.u[k] for k in s.values})
+                if t_ns > s.at_ns + s.over_ns + self.sc.step_ns:
+                    continue
+                f = min(1.0, (t_ns - s.at_ns) / s.over_ns)
+                for k, v in s.values.items():
+                    plant.set(k, start[k] + (v - start[k]) * f)
+            else:
+                rows = s.profile
+                if not rows:
+                    continue
+                ts = (t_ns - s.at_ns) / 1e9
+                j = bisect.bisect_right([r[0] for r in rows], ts)
+                if j == 0:
+                    vals = rows[0][1]
+                elif j >= len(rows):
+                    vals = rows[-1][1]
+                else:
+                    (ta, va), (tb, vb) = rows[j - 1], rows[j]
+                    f = (ts - ta) / (tb - ta) if tb > ta else 1.0
+                    vals = {k: va[k] + (vb[k] - va[k]) * f for k in va}
+                for k, v in vals.items():
+                    plant.set(k, v)
+
+    def _apply_instructions(self, now: int) -> None:
+        plant = self.plant
+        assert plant is not None
+        while True:
+            try:
+                t, agent, rule_id, action, params, t_sample = self.instructions.get_nowait()
+            except queue.Empty:
+                return
+            record_ns(self.observation, now - t)
+            for k, v in self.agents[agent].spec.actions.get(action, {}).items():
+                plant.set(k, v)
+            self.rec.instructions.append({
+                "t_ms": (t - self.t0) / 1e6, "agent_id": agent, "rule_id": rule_id,
+                "action": action, "params": params, "t_sample_ms": (t_sample - self.t0) / 1e6,
+                "e2e_ms": (t - t_sample) / 1e6, "ack": "ok", "applied_ms": (now - self.t0) / 1e6,
+            })
+
+    # -------------------------------------------------------------- process faults
+
+    def _edged_pid(self) -> int | None:
+        e = self.rig.edged
+        return e.pid if e is not None and e.alive() else None
+
+    def _fault_start(self, f: Any, t_ns: int) -> None:
+        if f.kind == "sigstop":
+            pid = self._edged_pid()
+            if pid:
+                os.kill(pid, signal.SIGSTOP)
+                self.edged_stopped = True
+        elif f.kind == "sigkill":
+            e = self.rig.edged
+            if e is not None and e.alive():
+                e.proc.kill()
+                e.proc.wait(10)
+                self.edged_dead = True
+        elif f.kind == "agent_kill":
+            self.agents[f.target].close()
+        elif f.kind == "cpu_hog":
+            for _ in range(int(f.params.get("procs", 1))):
+                self.hogs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                                  start_new_session=True))
+
+    def _fault_end(self, f: Any) -> None:
+        if f.kind == "sigstop" and self.edged_stopped:
+            pid = self._edged_pid()
+            if pid:
+                os.kill(pid, signal.SIGCONT)
+            self.edged_stopped = False
+        elif f.kind == "sigkill" and self.edged_dead:
+            self._in_background(f"restart edged after {f.id}", self._restart_edged)
+        elif f.kind == "agent_kill":
+            a = self.agents[f.target]
+            self._in_background(f"reconnect {f.target} after {f.id}",
+                                lambda: a.connect(timeout=self.sc.start_timeout_s))
+        elif f.kind == "cpu_hog":
+            self._stop_hogs()
+
+    def _restart_edged(self) -> None:
+        self.rig.edged_exit = None
+        self.rig.start_edged(self.sc.rules_file, timeout=self.sc.start_timeout_s,
+                             log_level=self.sc.edged_log_level)
+        self.edged_dead = False
+
+    def _in_background(self, what: str, fn: Any) -> None:
+        """Slow recoveries (edged's restart) run beside the loop so the plant keeps its step."""
+
+        def body() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                self.errors.append(f"{what} failed: {exc}")
+
+        th = threading.Thread(target=body, name=f"hil-{what}", daemon=True)
+        self.threads.append(th)
+        th.start()
+
+    def _stop_hogs(self) -> None:
+        for p in self.hogs:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            p.wait()
+        self.hogs.clear()
+
+    # -------------------------------------------------------------- teardown
+
+    def teardown(self) -> list[str]:
+        """Stop everything, in order; returns what went wrong (never raises)."""
+        problems = []
+        for th in self.threads:
+            th.join(self.sc.start_timeout_s + 5)
+            if th.is_alive():
+                problems.append(f"{th.name} still running at teardown")
+        if self.edged_stopped:
+            pid = self._edged_pid()
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        self._stop_hogs()
+        for a in self.agents.values():
+            try:
+                a.close()
+            except Exception as exc:
+                problems.append(f"agent {a.spec.id}: {exc}")
+        if self.rig is not None:
+            try:
+                self.rig.close()
+            except Exception as exc:
+                problems.append(f"rig: {exc}")
+        if self.plant is not None:
+            try:
+                self.plant.close()
+            except Exception as exc:
+                problems.append(f"plant: {exc}")
+        return problems
+
+
+def run_scenario(sc: Scenario) -> RunResult:
+    """Run ``sc`` and judge it. Never raises for what the rig or the system under test did:
+    the result's verdict and reason say it."""
+    from ._verdict import judge
+
+    res = RunResult(sc, started=time.time())
+    if sc.skip:
+        res.verdict, res.reason = "SKIP", sc.skip
+        return res
+    if sc.model == "fmu":
+        try:
+            import fmpy  # noqa: F401
+        except ImportError:
+            res.verdict, res.reason = "SKIP", "FMU plants need FMPy: pip install 'edge-runtime[hil]'"
+            return res
+    run = _Run(sc)
+    t_wall = time.monotonic()
+    try:
+        run.start()
+        run.loop()
+    except RigTimeout as exc:
+        res.verdict, res.reason = "TIMEOUT", str(exc)
+    except (HilError, EdgeError) as exc:
+        res.verdict, res.reason = "ERROR", str(exc)
+    except KeyboardInterrupt:
+        res.verdict, res.reason = "ERROR", "interrupted"
+        raise
+    finally:
+        problems = run.teardown()
+        res.wall_s = time.monotonic() - t_wall
+        res.recording = run.rec
+        inj, obs = summary_us(run.injection), summary_us(run.observation)
+        res.rig = {"injection_us": inj, "observation_us": obs, "tolerance_ms": sc.tolerance_ms,
+                   "teardown_problems": problems}
+    if res.verdict == "PASS" and problems:
+        res.verdict, res.reason = "ERROR", "teardown: " + "; ".join(problems)
+    if res.verdict == "PASS" and inj.get("p99", 0) / 1000 > sc.tolerance_ms:
+        res.verdict = "ERROR"
+        res.reason = (f"the rig was too slow: its injection p99 {inj['p99'] / 1000:.1f} ms exceeds "
+                      f"the scenario's tolerance {sc.tolerance_ms:g} ms (not the device's fault)")
+    if res.verdict == "PASS":
+        res.assertions = judge(sc, run.rec)
+        if any(a["verdict"] == "FAIL" for a in res.assertions):
+            res.verdict = "FAIL"
+            res.reason = "; ".join(f"{a['id']}: {a['detail']}" for a in res.assertions if a["verdict"] == "FAIL")
+        res.marginal = any(a["marginal"] for a in res.assertions)
+    return res
+
