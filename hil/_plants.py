@@ -124,6 +124,27 @@ class Vehicle(Plant):
         self.y["accel_mps2"] = a
 
 
+class Host(Plant):
+    """A host running an agent whose CPU use follows its work (first order, ``tau`` s);
+    ``restart`` > 0 (an instruction sets it) clears the runaway work and counts restarts."""
+
+    INPUTS = ("work", "restart")
+    OUTPUTS = ("cpu_usage", "restarts")
+    PARAMS = {"tau": 0.3, "idle": 0.2}
+
+    def __init__(self, params: dict[str, float]):
+        super().__init__(params)
+        self.y["cpu_usage"] = self.p["idle"]
+
+    def _step(self, dt: float) -> None:
+        if self.u["restart"] > 0:
+            self.u["restart"] = 0.0
+            self.u["work"] = self.p["idle"]
+            self.y["restarts"] += 1
+        c = self.y["cpu_usage"]
+        self.y["cpu_usage"] = c + (min(self.u["work"], 1.0) - c) * min(dt / self.p["tau"], 1.0)
+
+
 class Unstable(Plant):
     """A deliberately diverging system (``x' = gain * x``), for the rig's own tests."""
 
@@ -141,7 +162,8 @@ class Unstable(Plant):
             self.y["x"] = math.inf
 
 
-MODELS: dict[str, type[Plant]] = {"motor": Motor, "tank": Tank, "vehicle": Vehicle, "unstable": Unstable}
+MODELS: dict[str, type[Plant]] = {"motor": Motor, "tank": Tank, "vehicle": Vehicle, "host": Host,
+                                  "unstable": Unstable}
 
 
 def fmu_variables(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
