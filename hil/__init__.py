@@ -1,7 +1,7 @@
 """hil: hardware-in-the-loop rigs. Sits above edge.sdk/edge.sim (and firmware_bridge); nothing
 in edge imports it.
 
-    _errors      HilError, ScenarioError, PlantError, RigTimeout
+    _errors      HilError, ScenarioError, PlantError, RigTimeoutError
     _plants      plant models (motor, tank, vehicle; an FMI 2.0 FMU through FMPy)
     _faults      the fault vocabulary and the signal faults
     _scenario    the scenario format, checked like rule files (file:line:col, all at once)
@@ -15,7 +15,7 @@ in edge imports it.
 from ._diff import diff as diff
 from ._errors import HilError as HilError
 from ._errors import PlantError as PlantError
-from ._errors import RigTimeout as RigTimeout
+from ._errors import RigTimeoutError as RigTimeoutError
 from ._errors import ScenarioError as ScenarioError
 from ._main import main as main
 from ._plants import MODELS as MODELS

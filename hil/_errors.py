@@ -4,7 +4,7 @@
      +-- HilError                 the rig itself broke (a verdict of ERROR, never FAIL)
           +-- ScenarioError       a scenario file with mistakes (every one, file:line:col)
           +-- PlantError          a plant model failed to load or step, returned NaN, diverged
-          +-- RigTimeout          a phase or the teardown ran past its timeout (verdict TIMEOUT)
+          +-- RigTimeoutError          a phase or the teardown ran past its timeout (verdict TIMEOUT)
 """
 
 from __future__ import annotations
@@ -27,5 +27,5 @@ class PlantError(HilError):
     """A plant model that would not load or step, gave a non-finite output or left its limits."""
 
 
-class RigTimeout(HilError):
+class RigTimeoutError(HilError):
     """A phase of the run (start, run, teardown) did not finish within its timeout."""

@@ -63,8 +63,10 @@ class SignalFaults:
                 self.hist.popleft()
         out: float | None = value
         for f in self.faults:
-            active = f.start_ns <= t_ns and (t_ns < f.start_ns + f.duration_ns or
-                                             (f.kind == "spike" and f.id not in self.spiked))
+            if f.kind == "spike":  # one sample, whatever the duration says
+                active = f.start_ns <= t_ns and f.id not in self.spiked
+            else:
+                active = f.start_ns <= t_ns < f.start_ns + f.duration_ns
             if not active or out is None:
                 continue
             k, p = f.kind, f.params

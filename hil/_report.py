@@ -228,7 +228,7 @@ observation p50 {obs.get('p50', 0):.0f} µs, p99 {obs.get('p99', 0):.0f} µs; to
 def write_junit(results: list[RunResult], path: Path) -> None:
     suites = ET.Element("testsuites")
     for res in results:
-        cases = res.assertions or [None]
+        cases: list[dict[str, Any] | None] = list(res.assertions) or [None]
         suite = ET.SubElement(suites, "testsuite", name=res.scenario.id, tests=str(len(cases)),
                               failures=str(sum(1 for a in res.assertions if a["verdict"] == "FAIL")),
                               errors="1" if res.verdict in ("ERROR", "TIMEOUT") else "0",

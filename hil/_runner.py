@@ -29,7 +29,7 @@ from typing import Any
 from edge.errors import EdgeError
 from edge.sim import Rig, new_hist, record_ns, summary_us
 
-from ._errors import HilError, PlantError, RigTimeout
+from ._errors import HilError, PlantError, RigTimeoutError
 from ._faults import FAULTS, SignalFaults
 from ._plants import Plant, make_plant
 from ._scenario import AgentSpec, Scenario
@@ -188,7 +188,7 @@ class _Run:
                 time.sleep((due - now) / 1e9)  # pacing the real-time loop to its schedule
                 now = time.monotonic_ns()
             if now > give_up:
-                raise RigTimeout(f"the run did not finish within {sc.duration_ns / 1e9 + RUN_SLACK_S:g} s")
+                raise RigTimeoutError(f"the run did not finish within {sc.duration_ns / 1e9 + RUN_SLACK_S:g} s")
             record_ns(self.injection, now - due)
             self._apply_stimulus(t_ns, stim_state)
             self._apply_instructions(now)
@@ -396,7 +396,7 @@ def run_scenario(sc: Scenario) -> RunResult:
     try:
         run.start()
         run.loop()
-    except RigTimeout as exc:
+    except RigTimeoutError as exc:
         res.verdict, res.reason = "TIMEOUT", str(exc)
     except (HilError, EdgeError) as exc:
         res.verdict, res.reason = "ERROR", str(exc)

@@ -30,7 +30,14 @@ from typing import Any
 
 import yaml
 
-from edge.rules import Problem, RuleFileError, compose_source, parse_duration, problem_at, read_source
+from edge.rules import (
+    Problem,
+    RuleFileError,
+    compose_source,
+    parse_duration,
+    problem_at,
+    read_source,
+)
 
 from ._errors import ScenarioError
 from ._faults import FAULTS, PROCESS_TARGETS
@@ -299,7 +306,7 @@ class _Checker:
         elif model == "fmu" and fmu is not None:
             io = self._fmu_io(fmu, plant["fmu"])
         inputs, outputs = set(io[0]), set(io[1])
-        known_model = model in MODELS or (model == "fmu" and fmu is not None and (inputs or outputs))
+        known_model = model in MODELS or (model == "fmu" and fmu is not None and bool(inputs or outputs))
         for k, n in self.mapping(plant.get("initial"), "plant initial", None).items():
             if known_model and k not in inputs:
                 self.bad(n, f"initial: {k!r} is not an input of the plant", "inputs: " + ", ".join(sorted(inputs)))
@@ -323,7 +330,7 @@ class _Checker:
                 try:
                     load_rule_file(rules_file)
                 except RuleFileError as exc:
-                    self.bad(rig["rules"], f"the rule table has mistakes:\n    "
+                    self.bad(rig["rules"], "the rule table has mistakes:\n    "
                              + "\n    ".join(p.render() for p in exc.problems))
         elif "rig" in top:
             self.bad(top["rig"], "missing rules: (the rule table under test)")
@@ -360,7 +367,7 @@ class _Checker:
             if a2 is not None:
                 assertions.append(a2)
         outputs_map = self.mapping(top.get("outputs"), "outputs", {"formats"})
-        formats = FORMATS
+        formats: tuple[str, ...] = FORMATS
         if "formats" in outputs_map:
             formats = tuple(self.text(n, "format") for n in self.seq(outputs_map["formats"], "formats"))
             for n, f2 in zip(outputs_map["formats"].value, formats, strict=False):

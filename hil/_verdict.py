@@ -111,8 +111,8 @@ def _one(sc: Scenario, rec: Recording, a: Assertion) -> tuple[bool, bool, Any, s
             return False, False, None, f"rule {a.rule} never fired"
         x = e2e[min(len(e2e) - 1, math.ceil(0.99 * len(e2e)) - 1)]
     ok, marginal = validate(a.validator, x)
-    v = a.validator
-    return ok, marginal, round(x, 3), f"{x:g} vs [{v.lo:g}, {v.hi:g}]"
+    lo, hi = a.validator.lo, a.validator.hi
+    return ok, marginal, round(x, 3), f"{x:g} vs [{lo:g}, {hi:g}]"
 
 
 def judge(sc: Scenario, rec: Recording) -> list[dict[str, Any]]:

@@ -82,3 +82,16 @@ def test_importing_edge_does_not_import_backends() -> None:
     code = "import edge, sys; print(','.join(m for m in sys.modules if m.startswith(('zmq', 'lmdb', 'hdrh'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_nothing_below_the_rig_imports_it() -> None:
+    """hil sits above edge and firmware_bridge: neither imports it."""
+    import firmware_bridge
+
+    problems = []
+    for root in (ROOT, Path(firmware_bridge.__file__).parent):
+        for path in sorted(root.rglob("*.py")):
+            for target, line in _imports(path, "x.y"):
+                if target == "hil" or target.startswith("hil."):
+                    problems.append(f"{path}:{line}: imports {target}")
+    assert not problems, "\n".join(problems)

@@ -261,8 +261,8 @@ class Rig:
         STATUS.
 
         Raises RuntimeStateError saying why (its exit code and log tail) if it does not."""
-        from ..wire import CtlOp
         from ..runtime import CtlClient
+        from ..wire import CtlOp
 
         argv = [*edged_command(), "--run-dir", str(self.run_dir), "--data-dir", str(self.data_dir),
                 "--rules", str(rules_file), "--metrics-addr", "", "--log-level", log_level]

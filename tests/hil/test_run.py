@@ -1,0 +1,112 @@
+"""edge-hil run end to end: a real edged, SDK agents, the plant in real time. The fast subset
+of the library runs here; bad input gives ERROR with its reason and leaves nothing behind (the
+autouse leak check fails a test that leaves a process, thread or socket)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hil
+from edge.rules import load_rule_file, read_trace, replay
+from hil import load_scenario, run_scenario, write_outputs
+
+pytestmark = pytest.mark.integration
+LIB = Path(hil.__file__).parent / "scenarios"
+FAST = ["motor_overtemp_throttle.yaml", "sensor_offset_early_throttle.yaml"]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_scenarios_pass_and_write_every_output(tmp_path: Path, name: str) -> None:
+    sc = load_scenario(LIB / name)
+    res = run_scenario(sc)
+    files = write_outputs(res, tmp_path / sc.id)
+    assert res.verdict == "PASS", (res.reason, res.assertions)
+    doc = json.loads((tmp_path / sc.id / "result.json").read_text())
+    assert doc["verdict"] == "PASS" and doc["instructions"] >= 1
+    assert doc["rig"]["injection_us"]["count"] > 100
+    assert {a["id"] for a in doc["assertions"]} == {a.id for a in sc.assertions}
+    for key in ("recording", "events", "junit", "html", "json"):
+        assert Path(files[key]).stat().st_size > 0, key
+    # the recording replays offline through the same engine and fires what the rig saw
+    fired = replay(load_rule_file(sc.rules_file), read_trace(files["recording"]))
+    seen = [(i["rule_id"], i["agent_id"]) for i in res.recording.instructions]
+    assert [(f["rule_id"], f["agent_id"]) for f in fired] == seen
+    assert "<testsuite" in Path(files["junit"]).read_text()
+
+
+def test_diff_against_a_candidate_table(tmp_path: Path) -> None:
+    sc = load_scenario(LIB / "motor_overtemp_throttle.yaml")
+    res = run_scenario(sc)
+    write_outputs(res, tmp_path / "run")
+    assert res.verdict == "PASS", res.reason
+    cand = tmp_path / "cand.yaml"
+    cand.write_text(
+        "- {rule_id: motor_throttle, rule_name: t, rule_content: 'temperature_c > 80',"
+        " action: throttle, priority: 9, sla_threshold: 10}\n"
+        "- {rule_id: motor_warm, rule_name: w, rule_content: 'temperature_c > 60',"
+        " action: alert, priority: 1, sla_threshold: 10}\n")
+    r = subprocess.run([sys.executable, "-m", "hil", "diff", str(tmp_path / "run"), str(cand), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert [f["rule_id"] for f in d["added"]] == ["motor_warm"]
+    assert [f["rule_id"] for f in d["moved"]] == ["motor_throttle"] and d["moved"][0]["by_ms"] < 0
+    assert d["removed"] == [] and d["same"] == 0
+
+
+def _scenario(tmp_path: Path, body: str) -> Path:
+    f = tmp_path / "s.yaml"
+    f.write_text(body.replace("RULES", str(LIB / "rules" / "motor.yaml")))
+    return f
+
+
+BASE = """\
+meta: {id: s, duration: 2s}
+rig:
+  rules: RULES
+  tolerance_ms: 1000
+  EDGED
+  agents: [{id: d1, report: {temperature_c: SIG}}]
+plant: PLANT
+"""
+
+
+def test_a_diverging_plant_is_error(tmp_path: Path) -> None:
+    body = BASE.replace("EDGED", "").replace("SIG", "x").replace("PLANT", "{model: unstable, limits: {x: [-10, 1000]}}")
+    res = run_scenario(load_scenario(_scenario(tmp_path, body)))
+    assert res.verdict == "ERROR"
+    assert "the plant diverged: x=" in res.reason and "outside its limits [-10, 1000]" in res.reason
+
+
+def test_a_plant_going_to_infinity_is_error(tmp_path: Path) -> None:
+    body = BASE.replace("EDGED", "").replace("SIG", "x").replace("PLANT", "{model: unstable, params: {gain: 1.0e+9}}")
+    res = run_scenario(load_scenario(_scenario(tmp_path, body)))
+    assert res.verdict == "ERROR" and "plant output x is inf" in res.reason
+
+
+def test_edged_that_will_not_start_is_error(tmp_path: Path) -> None:
+    body = BASE.replace("EDGED", "edged: {log_level: NOPE, start_timeout: 5s}").replace("SIG", "temp_c").replace("PLANT", "{model: motor}")
+    res = run_scenario(load_scenario(_scenario(tmp_path, body)))
+    assert res.verdict == "ERROR" and "edged would not start" in res.reason, res.reason
+
+
+def test_a_broken_fmu_is_a_scenario_mistake_and_never_runs(tmp_path: Path) -> None:
+    (tmp_path / "broken.fmu").write_bytes(b"PK\x03\x04 not really a zip")
+    body = BASE.replace("EDGED", "").replace("SIG", "y").replace("PLANT", "{model: fmu, fmu: broken.fmu}")
+    r = subprocess.run([sys.executable, "-m", "hil", "run", str(_scenario(tmp_path, body)), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "ERROR" in r.stdout and "cannot read its model description" in r.stdout, r.stdout
+
+
+@pytest.mark.hil
+def test_the_whole_library(tmp_path: Path) -> None:
+    """make hil: every library scenario through the console script, reports written."""
+    r = subprocess.run([sys.executable, "-m", "hil", "run", str(LIB), "--out", str(tmp_path),
+                        "--junit", str(tmp_path / "junit.xml")], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(list(tmp_path.glob("*/report.html"))) == len(list(LIB.glob("*.yaml")))

@@ -1,0 +1,89 @@
+"""The scenario format: every library scenario checks; a scenario with mistakes gives every
+one at once, placed at file:line:col, through edge-hil check's exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hil
+from hil import ScenarioError, load_scenario
+
+LIB = Path(hil.__file__).parent / "scenarios"
+
+BAD = """\
+meta:
+  id: bad one
+  seed: x
+  duration: 5
+rig:
+  rules: {rules}
+  agents:
+    - id: a1
+      report: {{temp: no_such_signal}}
+      actions: {{throttle: {{set: {{nozzle: 1}}}}}}
+plant:
+  model: motor
+  params: {{heat: 1, wattage: 3}}
+stimulus:
+  - {{at: 1s, ramp: {{load: 1}}}}
+  - {{at: 1s, set: {{load: 1}}, ramp: {{load: 2}}}}
+faults:
+  - {{kind: offset, target: a9.temp, start: 1s, duration: 1s}}
+  - {{kind: bus_off, target: can0, start: 1s}}
+  - {{kind: sigkill, target: bridge, start: 1s}}
+assertions:
+  - {{id: x, within: 10ms, after: "temp_c >> 3", expect: {{instruction: throttle}}}}
+  - {{id: y, always: "nope < 3"}}
+  - {{id: z, count: {{instruction: throttle}}}}
+  - {{id: w, final: temp_c, in_range: [5, 1]}}
+"""
+
+
+def test_every_library_scenario_checks() -> None:
+    files = sorted(LIB.glob("*.yaml"))
+    assert len(files) >= 9
+    for f in files:
+        sc = load_scenario(f)
+        assert sc.assertions, f
+
+
+def test_every_mistake_at_once_with_its_place(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD.format(rules=LIB / "rules" / "motor.yaml"))
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(f)
+    text = str(ei.value)
+    want = [
+        (2, "meta id 'bad one'"), (3, "seed must be a number"), (4, "has no unit"),
+        (9, "'no_such_signal' is not a signal of the plant"), (10, "'nozzle' is not an input"),
+        (13, "no parameter 'wattage'"), (15, "a ramp needs over:"), (16, "exactly one of"),
+        (18, "no reported signal 'a9.temp'"), (19, "unknown fault kind 'bus_off'"),
+        (20, "no process 'bridge'"), (22, "is not SIGNAL OP NUMBER"), (23, "unknown signal 'nope'"),
+        (24, "count: needs a validator"), (25, "in_range: [low, high]"),
+    ]
+    for line, msg in want:
+        assert any(p.line == line and msg in p.message for p in ei.value.problems), (line, msg, text)
+    assert all(p.file == str(f) and p.col >= 1 for p in ei.value.problems)
+
+
+def test_check_command_lists_problems_and_exits_2(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("meta: {id: a}\nrig: {rules: missing.yaml}\nplant: {model: warp_drive}\n")
+    r = subprocess.run([sys.executable, "-m", "hil", "check", str(f), str(LIB / "tank_overflow_plc.yaml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{f}:2:" in r.stderr and "no such file" in r.stderr
+    assert f"{f}:3:" in r.stderr and "unknown plant model 'warp_drive'" in r.stderr
+    assert "tank_overflow_plc.yaml: ok" in r.stdout
+
+
+def test_not_yaml_is_placed(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("meta: [1, 2\n")
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(f)
+    assert "not valid YAML" in str(ei.value)
