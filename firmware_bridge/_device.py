@@ -26,14 +26,14 @@ from ._profile import ActionSpec, Point, Profile, Write, substitute
 log = logging.getLogger("firmware_bridge")
 
 HEALTH = (
-    "bridge_online",
-    "bridge_errors",
-    "bridge_timeouts",
-    "bridge_out_of_range",
-    "bridge_rejected",
-    "bridge_link_reopens",
+    "health_online",
+    "health_errors",
+    "health_timeouts",
+    "health_out_of_range",
+    "health_rejected",
+    "health_link_reopens",
 )
-CAN_HEALTH = ("bridge_bus_off", "bridge_error_passive")
+CAN_HEALTH = ("health_bus_off", "health_error_passive")
 
 
 class Device:
@@ -50,7 +50,7 @@ class Device:
         self.spec = spec
         self.name = spec.name
         self.profile = profile
-        self.link = link
+        self.link: Any = link  # its kind's methods: write / send / command
         self.clock = clock
         self.counters = {
             "readings": 0,
@@ -129,6 +129,8 @@ class Device:
         action = self.profile.actions.get(name)
         if action is None and name == "safe_state" and self.profile.safe_state:
             action = ActionSpec("safe_state", self.profile.safe_state)  # the profile's values
+        if action is None and name == "alert":
+            return AckStatus.OK, "alert noted: this device maps nothing to drive for it"
         if action is None:
             self.counters["rejected"] += 1
             raise InstructionRejected(
@@ -157,13 +159,13 @@ class Device:
         kind = self.profile.kind
         if kind == "modbus":
             pairs = [(self.profile.point(w.point), float(w.value)) for w in writes]
-            self.link.write(self.handle, pairs, done)  # type: ignore[attr-defined]
+            self.link.write(self.handle, pairs, done)
         elif kind == "can":
             if len(writes) != 1:
                 raise ActionError("a CAN action sends exactly one message")
-            self.link.send(self.handle, writes[0], confirm, done)  # type: ignore[attr-defined]
+            self.link.send(self.handle, writes[0], confirm, done)
         else:
-            self.link.command(self.handle, writes, done)  # type: ignore[attr-defined]
+            self.link.command(self.handle, writes, done)
 
     # ------------------------------------------------------------ safe state, health
 
@@ -193,27 +195,37 @@ class Device:
         lk = self.link
         h = self.handle
         dc = getattr(h, "counters", {})
-        online = float(lk.is_open and getattr(getattr(h, "breaker", None), "online", True))
+        online = float(lk.is_open and getattr(h, "online", True))
         errors = sum(
             dc.get(k, 0)
-            for k in ("bad_responses", "exceptions", "bad_dlc", "decode_errors", "writes_failed")
+            for k in (
+                "bad_responses",
+                "exceptions",
+                "bad_dlc",
+                "decode_errors",
+                "writes_failed",
+                "nacks",
+                "errors",
+                "resets",
+            )
         )
         out = {
-            "bridge_online": online,
-            "bridge_errors": float(errors + lk.counters.get("step_errors", 0)),
-            "bridge_timeouts": float(dc.get("timeouts", 0) + dc.get("confirm_timeouts", 0)),
-            "bridge_out_of_range": float(self.counters["out_of_range"]),
-            "bridge_rejected": float(self.counters["rejected"]),
-            "bridge_link_reopens": float(lk.counters.get("reopens", 0)),
+            "health_online": online,
+            "health_errors": float(errors + lk.counters.get("step_errors", 0)),
+            "health_timeouts": float(dc.get("timeouts", 0) + dc.get("confirm_timeouts", 0)),
+            "health_out_of_range": float(self.counters["out_of_range"]),
+            "health_rejected": float(self.counters["rejected"]),
+            "health_link_reopens": float(lk.counters.get("reopens", 0)),
         }
         if self.profile.kind == "can":
-            out["bridge_bus_off"] = float(lk.counters.get("bus_off", 0))
-            out["bridge_error_passive"] = float(getattr(lk, "state", "") == "passive")
+            out["health_bus_off"] = float(lk.counters.get("bus_off", 0))
+            out["health_error_passive"] = float(getattr(lk, "state", "") == "passive")
         return out
 
     def report_health(self) -> None:
-        if not self.agent.connected:
-            return
+        lc = self.link.counters
+        if not self.agent.connected or not (lc.get("opens") or lc.get("open_errors")):
+            return  # not before the link has tried to open: "offline" at start is no news
         try:
             self.agent.report_many(
                 [(k, v, {"bus": self.link.name}) for k, v in self.health().items()]

@@ -360,8 +360,8 @@ class Agent:
                 for s, _ in poller.poll(timeout):
                     if s is sock:
                         self._drain(sock)
-                    elif s is acks_in:
-                        self._forward_acks(sock, s)
+                    elif acks_in is not None and s is acks_in:
+                        self._forward_acks(sock, acks_in)
                     else:
                         if recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED:
                             # edged went away: reports drop until the next Welcome, and Hello
@@ -381,7 +381,8 @@ class Agent:
         finally:
             sock.disable_monitor()
             monitor.close(linger=0)
-            sock.close(linger=0)
+            # a bounded linger: the Bye (and a last Ack) still leave; nothing waits longer
+            sock.close(linger=200 if self._session else 0)
             self._session = 0
 
     def _forward_acks(self, sock: zmq.Socket[bytes], acks_in: zmq.Socket[bytes]) -> None:
