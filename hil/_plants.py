@@ -209,6 +209,9 @@ class FmuPlant(Plant):
                 if k in self._vr:
                     fmu.setReal([self._vr[k]], [v])
             fmu.exitInitializationMode()
+            if self.INPUTS:  # the inputs start at the FMU's start values, as the Python models do
+                start = fmu.getReal([self._vr[n] for n in self.INPUTS])
+                self.u = dict(zip(self.INPUTS, (float(v) for v in start), strict=True))
             self._read()
         except PlantError:
             self.close()

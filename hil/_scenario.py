@@ -291,6 +291,14 @@ class _Checker:
         if model == "fmu":
             if "fmu" not in plant:
                 self.bad(top["plant"], "model: fmu needs fmu: FILE")
+            elif str(_plain(plant["fmu"])).startswith("builtin:"):
+                from ._fmu import builtin_fmu
+                from ._errors import PlantError
+
+                try:
+                    fmu = builtin_fmu(str(_plain(plant["fmu"]))[8:])
+                except PlantError as exc:
+                    self.bad(plant["fmu"], f"fmu: {exc}")
             else:
                 fmu = self.file(plant["fmu"], "fmu")
         step = self.duration(plant["step"], "plant step") if "step" in plant else 10_000_000

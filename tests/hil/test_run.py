@@ -110,3 +110,25 @@ def test_the_whole_library(tmp_path: Path) -> None:
                         "--junit", str(tmp_path / "junit.xml")], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(list(tmp_path.glob("*/report.html"))) == len(list(LIB.glob("*.yaml")))
+
+
+def test_the_fmu_form_passes_the_same_scenario(tmp_path: Path) -> None:
+    """motor_overtemp_throttle_fmu.yaml is motor_overtemp_throttle.yaml with the plant built
+    from C (hil/fmu/motor.c) and stepped by FMPy's FMU2Slave; the verdicts agree."""
+    py = (LIB / "motor_overtemp_throttle.yaml").read_text()
+    fmu = (LIB / "motor_overtemp_throttle_fmu.yaml").read_text()
+    strip = [ln for ln in py.splitlines() if not ln.startswith("#")]
+    assert [ln for ln in fmu.splitlines() if not ln.startswith("#") and "fmu" not in ln and "title:" not in ln] == \
+        [ln for ln in strip if "model: motor" not in ln and "id: motor-overtemp" not in ln and "title:" not in ln]
+    res = run_scenario(load_scenario(LIB / "motor_overtemp_throttle_fmu.yaml"))
+    assert res.verdict == "PASS", (res.reason, res.assertions)
+    assert res.scenario.model == "fmu"
+
+
+@pytest.mark.parametrize(("param", "reason"), [("fail_at", "the FMU failed to step at t="),
+                                               ("nan_at", "plant output temp_c is nan")])
+def test_an_fmu_that_fails_to_step_or_returns_nan_is_error(tmp_path: Path, param: str, reason: str) -> None:
+    body = BASE.replace("EDGED", "").replace("SIG", "temp_c").replace(
+        "PLANT", "{model: fmu, fmu: 'builtin:motor', params: {PARAM: 0.5}}".replace("PARAM", param))
+    res = run_scenario(load_scenario(_scenario(tmp_path, body)))
+    assert res.verdict == "ERROR" and reason in res.reason, res.reason
