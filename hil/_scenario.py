@@ -292,8 +292,8 @@ class _Checker:
             if "fmu" not in plant:
                 self.bad(top["plant"], "model: fmu needs fmu: FILE")
             elif str(_plain(plant["fmu"])).startswith("builtin:"):
-                from ._fmu import builtin_fmu
                 from ._errors import PlantError
+                from ._fmu import builtin_fmu
 
                 try:
                     fmu = builtin_fmu(str(_plain(plant["fmu"]))[8:])
