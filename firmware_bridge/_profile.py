@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from edge.rules import (
+    NodeChecker,
     Problem,
     RuleFileError,
     compose_source,
-    parse_duration,
-    problem_at,
     read_source,
 )
+from edge.rules import plain_value as _plain
 from edge.wire import action_from_name
 
 from . import _regs
@@ -201,71 +201,7 @@ def parse_profile(text: str, name: str = "<profile>", base: Path | None = None) 
 # ------------------------------------------------------------------ checking
 
 
-def _plain(node: Any) -> Any:
-    """The Python value of a YAML node (scalars typed as YAML 1.1 SafeLoader would)."""
-    import yaml
-
-    return yaml.safe_load(yaml.serialize(node))
-
-
-class _Checker:
-    def __init__(self, name: str, base: Path):
-        self.name = name
-        self.base = base
-        self.problems: list[Problem] = []
-
-    def bad(self, node: Any, message: str, hint: str = "", where: str = "") -> None:
-        self.problems.append(problem_at(self.name, node, message, where, hint))
-
-    def mapping(self, node: Any, what: str, known: set[str], where: str = "") -> dict[str, Any]:
-        if node.tag != "tag:yaml.org,2002:map":
-            self.bad(node, f"{what} must be a mapping", where=where)
-            return {}
-        out = {k.value: v for k, v in node.value}
-        for k, _ in node.value:
-            if k.value not in known:
-                self.bad(
-                    k,
-                    f"unknown key {k.value!r} in {what}",
-                    "keys: " + ", ".join(sorted(known)),
-                    where,
-                )
-        return out
-
-    def number(
-        self, node: Any, what: str, where: str = "", *, integer: bool = False
-    ) -> float | None:
-        v = _plain(node)
-        ok = isinstance(v, int) if integer else isinstance(v, int | float)
-        if not ok or isinstance(v, bool):
-            self.bad(
-                node,
-                f"{what} must be {'an integer' if integer else 'a number'}, not {v!r}",
-                where=where,
-            )
-            return None
-        return v
-
-    def text(self, node: Any, what: str, where: str = "") -> str:
-        v = _plain(node)
-        if not isinstance(v, str) or not v:
-            self.bad(node, f"{what} must be text, not {v!r}", where=where)
-            return ""
-        return v
-
-    def duration(self, node: Any, what: str, where: str = "") -> int:
-        v = _plain(node)
-        try:
-            if not isinstance(v, str):
-                raise ValueError(f"{v!r} has no unit: write e.g. 250ms or 2s")
-            ns = parse_duration(v)
-            if ns <= 0:
-                raise ValueError("must be > 0")
-            return ns
-        except ValueError as exc:
-            self.bad(node, f"{what}: {exc}", where=where)
-            return 0
-
+class _Checker(NodeChecker):
     # -------------------------------------------------------------- the profile
 
     def profile(self, root: Any) -> Profile | None:

@@ -28,16 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from edge.rules import (
-    Problem,
-    RuleFileError,
-    compose_source,
-    parse_duration,
-    problem_at,
-    read_source,
-)
+from edge.rules import NodeChecker, Problem, RuleFileError, compose_source, read_source
+from edge.rules import plain_value as _plain
 
 from ._errors import ScenarioError
 from ._faults import FAULTS, PROCESS_TARGETS
@@ -164,64 +156,10 @@ def load_scenario(path: Path | str) -> Scenario:
     return sc
 
 
-def _plain(node: Any) -> Any:
-    return yaml.safe_load(yaml.serialize(node))
-
-
-class _Checker:
-    def __init__(self, name: str, base: Path):
-        self.name = name
-        self.base = base
-        self.problems: list[Problem] = []
-
-    def bad(self, node: Any, message: str, hint: str = "", where: str = "") -> None:
-        self.problems.append(problem_at(self.name, node, message, where, hint))
-
-    def mapping(self, node: Any, what: str, known: set[str] | None, where: str = "") -> dict[str, Any]:
-        if node is None or node.tag != "tag:yaml.org,2002:map":
-            if node is not None:
-                self.bad(node, f"{what} must be a mapping", where=where)
-            return {}
-        out = {k.value: v for k, v in node.value}
-        for k, _ in node.value:
-            if known is not None and k.value not in known:
-                self.bad(k, f"unknown key {k.value!r} in {what}", "keys: " + ", ".join(sorted(known)), where)
-        return out
-
-    def seq(self, node: Any, what: str, where: str = "") -> list[Any]:
-        if node is None:
-            return []
-        if node.tag != "tag:yaml.org,2002:seq":
-            self.bad(node, f"{what} must be a list", where=where)
-            return []
-        return list(node.value)
-
-    def number(self, node: Any, what: str, where: str = "") -> float:
-        v = _plain(node)
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            self.bad(node, f"{what} must be a number, not {v!r}", where=where)
-            return 0.0
-        return float(v)
-
-    def text(self, node: Any, what: str, where: str = "") -> str:
-        v = _plain(node)
-        if not isinstance(v, str) or not v:
-            self.bad(node, f"{what} must be text, not {v!r}", where=where)
-            return ""
-        return v
-
-    def duration(self, node: Any, what: str, where: str = "", zero: bool = False) -> int:
-        v = _plain(node)
-        try:
-            if not isinstance(v, str):
-                raise ValueError(f"{v!r} has no unit: write e.g. 250ms or 2s")
-            ns = parse_duration(v)
-            if ns < 0 or (ns == 0 and not zero):
-                raise ValueError("must be > 0")
-            return ns
-        except ValueError as exc:
-            self.bad(node, f"{what}: {exc}", where=where)
-            return 0
+class _Checker(NodeChecker):
+    def number(self, node: Any, what: str, where: str = "", *, integer: bool = False) -> float:
+        v = super().number(node, what, where, integer=integer)
+        return 0.0 if v is None else float(v)
 
     def numbers(self, node: Any, what: str, where: str = "") -> dict[str, float]:
         return {k: self.number(v, f"{what} {k!r}", where) for k, v in self.mapping(node, what, None, where).items()}

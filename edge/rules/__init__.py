@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from ._compiler import compile_condition as compile_condition
     from ._lexer import ConditionError as ConditionError
     from ._lexer import Diagnostic as Diagnostic
+    from ._nodes import NodeChecker as NodeChecker
+    from ._nodes import plain_value as plain_value
     from ._replay import TraceError as TraceError
     from ._replay import TraceRow as TraceRow
     from ._replay import parse_trace as parse_trace
@@ -72,6 +74,8 @@ _LAZY = {
     "parse_trace": "_replay",
     "read_trace": "_replay",
     "replay": "_replay",
+    "NodeChecker": "_nodes",
+    "plain_value": "_nodes",
     "Problem": "_source",
     "RuleFileError": "_source",
     "load_rule_file": "_source",
