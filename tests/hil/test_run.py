@@ -37,20 +37,19 @@ def test_fast_scenarios_pass_and_write_every_output(tmp_path: Path, name: str) -
     seen = [(i["rule_id"], i["agent_id"]) for i in res.recording.instructions]
     assert [(f["rule_id"], f["agent_id"]) for f in fired] == seen
     assert "<testsuite" in Path(files["junit"]).read_text()
+    if name == FAST[0]:
+        _diff_against_a_candidate(tmp_path / sc.id)
 
 
-def test_diff_against_a_candidate_table(tmp_path: Path) -> None:
-    sc = load_scenario(LIB / "motor_overtemp_throttle.yaml")
-    res = run_scenario(sc)
-    write_outputs(res, tmp_path / "run")
-    assert res.verdict == "PASS", res.reason
-    cand = tmp_path / "cand.yaml"
+def _diff_against_a_candidate(run: Path) -> None:
+    """edge-hil diff: a lower threshold moves the throttle earlier, a new rule adds firings."""
+    cand = run.parent / "cand.yaml"
     cand.write_text(
         "- {rule_id: motor_throttle, rule_name: t, rule_content: 'temperature_c > 80',"
         " action: throttle, priority: 9, sla_threshold: 10}\n"
         "- {rule_id: motor_warm, rule_name: w, rule_content: 'temperature_c > 60',"
         " action: alert, priority: 1, sla_threshold: 10}\n")
-    r = subprocess.run([sys.executable, "-m", "hil", "diff", str(tmp_path / "run"), str(cand), "--json"],
+    r = subprocess.run([sys.executable, "-m", "hil", "diff", str(run), str(cand), "--json"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
