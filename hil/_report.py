@@ -154,6 +154,8 @@ def _write_plots(res: RunResult, out: Path) -> dict[str, str]:
                     ax.plot([t / 1000 for t, _ in rep], [v for _, v in rep], ".", ms=1.5, alpha=0.5,
                             label=f"{a_id} reported")
             for f in rec.faults:
+                if f["layer"] == "signal" and _fault_signal(res, f["target"]) != name:
+                    continue  # a sensor fault is shaded on its own signal only
                 ax.axvspan(f["start_ms"] / 1000, max(f["end_ms"], f["start_ms"] + 20) / 1000,
                            color="tab:red", alpha=0.15)
             for i in rec.instructions:
@@ -181,6 +183,11 @@ def _write_plots(res: RunResult, out: Path) -> dict[str, str]:
         plt.close(fig)
         files["e2e_png"] = str(out / "e2e.png")
     return files
+
+
+def _fault_signal(res: RunResult, target: str) -> str:
+    agent, _, metric = target.partition(".")
+    return dict(_agent_report(res, agent)).get(metric, "")
 
 
 def _agent_report(res: RunResult, agent_id: str) -> tuple[tuple[str, str], ...]:
