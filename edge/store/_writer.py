@@ -612,6 +612,7 @@ class StoreWriter:
                 outgoing: list[_Rec] = []
                 for r in recs:
                     if r.op is _AUDIT:
+                        assert r.value is not None
                         txn.put(_codec.u64(seq), _codec.with_seq(seq, r.value), append=True,
                                 db=audit_db)
                         seq += 1
@@ -627,7 +628,7 @@ class StoreWriter:
                     txn.put(K_LAST_SEQ, _codec.u64(seq - 1), db=dbs["meta"])
                 # after the audit sequence is settled: a cap's drop writes an audit record
                 for r in outgoing:
-                    assert r.key is not None and self._outbox is not None
+                    assert r.key is not None and r.value is not None and self._outbox is not None
                     self._outbox.append_in(txn, r.value, _codec.from_u64(r.key))
                 pruned_audit = self._prune(txn, audit_db, self._audit_retention)
                 if self._seen_map_size >= store.max_map_size:
