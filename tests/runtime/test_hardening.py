@@ -50,6 +50,11 @@ def _audit(d: Edged, kind: str, **match: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _stored_agents(d: Edged) -> set[str]:
+    d.writer.flush()
+    return set(d.store.load_agents())
+
+
 # ---------------------------------------------------------------- 1. honest acks
 
 
@@ -124,7 +129,8 @@ def test_lost_agents_free_their_slot_after_the_grace(make_cfg: Any, run_dir: Pat
             assert {r["agent_id"] for r in _audit(d, "agent_forgotten")} == {
                 "crash-0", "crash-1", "crash-2"
             }
-            assert set(d.store.load_agents()) == {"late-1"}
+            # the record is written after the Welcome leaves: wait for the writer to have it
+            wait_for(lambda: _stored_agents(d) == {"late-1"}, what="late-1's record")
     finally:
         for p in peers:
             p.close()
