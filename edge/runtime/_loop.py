@@ -781,7 +781,6 @@ class ControlLoop:
         self.registry.set_state(rec, AgentState.GONE, self.clock.monotonic_ns())
         if rec.eval is not None:
             rec.eval.retire()
-        self.counters["agents_gone"] += 1
         self._event("agent_gone", rec.agent_id, "", 0, reason)
         self._audit("agent_gone", agent_id=rec.agent_id, reason=reason)
         log.info("agent %s left: %s", rec.agent_id, reason)
@@ -790,6 +789,7 @@ class ControlLoop:
                 self.writer.put_agent(rec.agent_id, rec.persistent())
         else:
             self._forget(rec, "gone")
+        self.counters["agents_gone"] += 1  # last: what it counts is done (records enqueued)
 
     def _forget(self, rec: AgentRecord, why: str) -> None:
         """Free a record that no longer holds a slot: its series state and rule instances go
@@ -799,10 +799,10 @@ class ControlLoop:
         if rec.eval is not None:
             rec.eval.retire()
             rec.eval = None
-        self.counters["agents_forgotten"] += 1
         self._audit("agent_forgotten", agent_id=rec.agent_id, reason=why)
         if self.writer is not None:
             self.writer.forget_agent(rec.agent_id)
+        self.counters["agents_forgotten"] += 1
 
     def _grace_ns(self, rec: AgentRecord) -> int:
         return rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats
