@@ -67,6 +67,19 @@ class EdgeConfig:
     deadline) fires them, before the rest of its MetricBatch is evaluated; the others' leave
     after the batch, highest priority first. 256: none is urgent."""
     max_agents: int = 1024
+    """Agents that may hold a slot at once: connected, or lost within ``agent_forget_s``."""
+    agent_forget_s: float = 600.0
+    """A lost agent (missed beats) keeps its slot, series state and rule instances this long
+    (seconds) for it to come back; then it is forgotten (the audit log keeps its history)."""
+    agent_keep_gone_s: float = 0.0
+    """How long an agent that said Bye stays listed (seconds); 0 forgets it at once."""
+    rcv_conn_bytes: int = 16 << 20
+    """Bytes one agent connection may have waiting in edged's receive queue: libzmq stops
+    reading a connection with RCVHWM = rcv_conn_bytes / (max_msg_bytes + 64 KiB) frames
+    waiting (at least 4, at most 1000), so what a peer sends is bounded by bytes."""
+    mem_trim_margin_bytes: int = 16 << 20
+    """When RSS grows this far above its steady state (after a burst of big frames, say), the
+    ctl thread returns the allocator's free memory to the kernel (malloc_trim); 0: never."""
     max_metrics_per_agent: int = 4096
     sndhwm: int = 1000
     """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
@@ -272,6 +285,10 @@ def _validate(cfg: EdgeConfig) -> None:
     checks = [
         (cfg.heartbeat_ms > 0, "heartbeat_ms must be > 0"),
         (cfg.missed_beats >= 1, "missed_beats must be >= 1"),
+        (cfg.agent_forget_s >= 0, "agent_forget_s must be >= 0"),
+        (cfg.agent_keep_gone_s >= 0, "agent_keep_gone_s must be >= 0"),
+        (cfg.rcv_conn_bytes >= 1 << 20, "rcv_conn_bytes must be >= 1 MiB"),
+        (cfg.mem_trim_margin_bytes >= 0, "mem_trim_margin_bytes must be >= 0"),
         (4096 <= cfg.max_msg_bytes <= 64 << 20, "max_msg_bytes must be within 4 KiB..64 MiB"),
         (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),

@@ -127,6 +127,17 @@ def _overload_row(sched: dict[str, Any], c: dict[str, int]) -> str:
     return f"{mode}; entered {c.get('sched_overloads', 0)}x; {dropped}; queue {sched['queued']}"
 
 
+def _memory_row(m: dict[str, Any]) -> str:
+    if not m:
+        return "unknown"
+    mb = 1 << 20
+    return (
+        f"RSS {m['rss_bytes'] / mb:.1f} MiB (peak {m['rss_hwm_bytes'] / mb:.1f}, "
+        f"steady {m['steady_bytes'] / mb:.1f}); {m['trims']} trims gave back "
+        f"{m['trimmed_bytes'] / mb:.1f} MiB"
+    )
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -164,6 +175,13 @@ def status(obj: Ctx, as_json: bool) -> None:
             str(sum(v for k, v in c.items() if k.startswith("bad_") or k == "duplicate_agent")),
         ),
         ("overload", _overload_row(s.get("scheduler") or {}, c)),
+        ("memory", _memory_row(s.get("memory") or {})),
+        (
+            "hostile input",
+            f"{c.get('acks_foreign', 0)} foreign acks, "
+            f"{c.get('bad_foreign_session', 0)} foreign sessions, "
+            f"{c.get('agents_forgotten', 0)} agents forgotten",
+        ),
         (
             "store",
             f"{s['store'].get('commits', 0)} commits, {s['store'].get('dropped_store_full', 0)} dropped (full)",

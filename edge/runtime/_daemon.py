@@ -54,6 +54,7 @@ from ._gcwatch import GcOffLoop, GcWatch
 from ._lifecycle import AgentState
 from ._lock import InstanceLock
 from ._loop import ControlLoop
+from ._memory import MemoryWatch
 from ._prom import MetricsServer
 from ._stats import StatsBook, StatsView
 
@@ -89,6 +90,8 @@ class Edged:
         self.stats: StatsView | None = None
         self.agg: Aggregator | None = None
         self.gcwatch = GcWatch()
+        self.memory = MemoryWatch(cfg.mem_trim_margin_bytes)
+        """RSS, its high-water mark, and malloc_trim after bursts (the ctl thread's tick)."""
         """Collections and their pauses since start (or the last stats reset)."""
         self.gc_off_loop: GcOffLoop | None = None
         """Set by serve() (the edged command) unless gc_interval_ms is 0."""
@@ -359,6 +362,7 @@ class Edged:
         now = self.clock.monotonic_ns()
         if self.gc_off_loop is not None:
             self.gc_off_loop.tick(time.monotonic_ns())  # real time: it is about real pauses
+        self.memory.tick()
         if now < self._next_snapshot_ns or self.writer is None:
             return
         self._next_snapshot_ns = now + self.cfg.stats_interval_ms * 1_000_000
@@ -423,6 +427,7 @@ class Edged:
             "inflight": len(loop.inflight),
             "realtime": loop.rt_applied,
             "gc": self.gcwatch.snapshot(),
+            "memory": self.memory.snapshot(),
             "counters": counters,
             "scheduler": scheduler,
             "store": self.writer.counters,

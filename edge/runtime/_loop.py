@@ -53,7 +53,7 @@ from ._agg import BatchTap
 from ._lifecycle import AgentState
 from ._overload import COUNTERS as SCHED_COUNTERS
 from ._overload import OverloadControl
-from ._registry import AGENT_ID_RE, METRIC_NAME_RE, AgentRecord, Registry
+from ._registry import AGENT_ID_RE, FORGET, LIVENESS, METRIC_NAME_RE, AgentRecord, Registry
 from ._rt import apply_to_current_thread, apply_to_zmq_threads
 from ._stats import StatsBook
 
@@ -76,6 +76,7 @@ COUNTERS = (
     "acks_failed",
     "acks_rejected",
     "acks_unknown",
+    "acks_foreign",
     "firings",
     "timer_firings",
     "instructions_sent",
@@ -88,11 +89,13 @@ COUNTERS = (
     "agents_lost",
     "agents_recovered",
     "agents_gone",
+    "agents_forgotten",
     "bad_frames",
     "bad_malformed",
     "bad_too_large",
     "bad_unexpected_type",
     "bad_unknown_session",
+    "bad_foreign_session",
     "bad_unknown_metric",
     "bad_batch_too_big",
     "bad_hello",
@@ -129,13 +132,22 @@ class ControlLoop:
         self.writer = writer
         self.endpoint = endpoint(cfg.run_dir, AGENTS_SOCK)
         # Frames over max_msg_bytes are refused by verify() (counted, answered); libzmq's own
-        # MAXMSGSIZE is a hard cap above that, where it drops the connection unread.
+        # MAXMSGSIZE is a hard cap just above that, where it drops the connection unread (the
+        # frame is never allocated). With RCVHWM from rcv_conn_bytes, what one connection can
+        # make edged hold is bounded by bytes, whatever it sends.
+        cap = hard_msg_cap(cfg.max_msg_bytes)
         self.sock = make_router(
-            ctx, self.endpoint, max_msg_bytes=hard_msg_cap(cfg.max_msg_bytes), sndhwm=cfg.sndhwm
+            ctx,
+            self.endpoint,
+            max_msg_bytes=cap,
+            sndhwm=cfg.sndhwm,
+            rcvhwm=rcv_hwm(cfg.rcv_conn_bytes, cap),
         )
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._calls: collections.deque[tuple[Callable[[], Any], Future[Any]]] = collections.deque()
-        self.registry = Registry()
+        self.registry = Registry(
+            forget_ns=int(cfg.agent_forget_s * 1e9), keep_gone_ns=int(cfg.agent_keep_gone_s * 1e9)
+        )
         self.timers = Timers()
         self.table = table or CompiledTable(RuleSet(()))
         self.lkg_table: CompiledTable | None = None
@@ -519,8 +531,23 @@ class ControlLoop:
 
     def _on_ack(self, rid: bytes, buf: bytes, t_recv: int) -> None:
         ack = decode_ack(buf)
-        p = self.inflight.pop(ack.instruction_id, None)
+        inflight = self.inflight
+        p = inflight.get(ack.instruction_id)
         counters = self.counters
+        if p is not None and (ack.session != p[0].session or rid != p[0].routing_id):
+            # Only the recipient closes its instruction: the session it was sent to, over the
+            # connection it was sent on. Anything else leaves it open (it may still be acked).
+            self._bad(
+                "acks_foreign",
+                rid,
+                f"Ack for instruction {ack.instruction_id} from session {ack.session}: "
+                "it was sent to another agent",
+                NoticeCode.FOREIGN_ACK,
+                agent_id=_session_agent(self.registry, ack.session),
+            )
+            return
+        if p is not None:
+            del inflight[ack.instruction_id]
         if p is None:
             counters["acks_unknown"] += 1
             if self._limiter.allow("acks_unknown", t_recv):
@@ -576,6 +603,9 @@ class ControlLoop:
                 NoticeCode.HELLO_REQUIRED,
             )
             return
+        if rid != rec.routing_id:
+            self._foreign_session(rid, rec, "Heartbeat")
+            return
         self.counters["heartbeats"] += 1
         rec.last_seen_ns = t_recv
         if rec.state is AgentState.LOST:
@@ -587,8 +617,22 @@ class ControlLoop:
         if rec is None:
             self._bad("bad_unknown_session", rid, f"Bye for unknown session {bye.session}")
             return
+        if rid != rec.routing_id:
+            self._foreign_session(rid, rec, "Bye")
+            return
         self.counters["byes"] += 1
         self._gone(rec, bye.reason or "bye")
+
+    def _foreign_session(self, rid: bytes, rec: AgentRecord, what: str) -> None:
+        # Lifecycle messages are honoured only over the connection that said Hello (the one
+        # Welcome went to); MetricBatches may come over any connection presenting the session.
+        self._bad(
+            "bad_foreign_session",
+            rid,
+            f"{what} for session of {rec.agent_id!r} over a connection that did not say its Hello",
+            NoticeCode.HELLO_REQUIRED,
+            agent_id=rec.agent_id,
+        )
 
     def _on_hello(self, rid: bytes, buf: bytes, t_recv: int) -> None:
         counters = self.counters
@@ -623,8 +667,7 @@ class ControlLoop:
                     always_audit=True,
                 )
                 return
-        live = sum(1 for r in reg.by_id.values() if r.state is not AgentState.GONE)
-        if old is None and live >= self.cfg.max_agents:
+        if (old is None or old.state is AgentState.GONE) and reg.live() >= self.cfg.max_agents:
             self._bad(
                 "agents_refused_full",
                 rid,
@@ -655,6 +698,7 @@ class ControlLoop:
         self.timers.schedule_absent(pending)
         rec.eval = ev
         replaced = reg.add(rec)
+        reg.schedule(t_recv + self._grace_ns(rec), LIVENESS, rec)
         if replaced is not None:
             if replaced.eval is not None:
                 replaced.eval.retire()
@@ -726,23 +770,42 @@ class ControlLoop:
 
     def _revive(self, rec: AgentRecord, now: int) -> None:
         if rec.state is AgentState.LOST:
-            rec.set_state(AgentState.ACTIVE)
+            self.registry.set_state(rec, AgentState.ACTIVE, now)
+            self.registry.schedule(now + self._grace_ns(rec), LIVENESS, rec)
             self.counters["agents_recovered"] += 1
             self._event("agent_recovered", rec.agent_id, "", 0, "")
             self._audit("agent_recovered", agent_id=rec.agent_id)
             log.info("agent %s is back", rec.agent_id)
 
     def _gone(self, rec: AgentRecord, reason: str) -> None:
-        rec.set_state(AgentState.GONE)
-        self.registry.drop_session(rec)
+        self.registry.set_state(rec, AgentState.GONE, self.clock.monotonic_ns())
         if rec.eval is not None:
             rec.eval.retire()
-        self.counters["agents_gone"] += 1
         self._event("agent_gone", rec.agent_id, "", 0, reason)
         self._audit("agent_gone", agent_id=rec.agent_id, reason=reason)
-        if self.writer is not None:
-            self.writer.put_agent(rec.agent_id, rec.persistent())
         log.info("agent %s left: %s", rec.agent_id, reason)
+        if self.cfg.agent_keep_gone_s:
+            if self.writer is not None:
+                self.writer.put_agent(rec.agent_id, rec.persistent())
+        else:
+            self._forget(rec, "gone")
+        self.counters["agents_gone"] += 1  # last: what it counts is done (records enqueued)
+
+    def _forget(self, rec: AgentRecord, why: str) -> None:
+        """Free a record that no longer holds a slot: its series state and rule instances go
+        with it; the audit log keeps its history."""
+        if not self.registry.forget(rec):
+            return
+        if rec.eval is not None:
+            rec.eval.retire()
+            rec.eval = None
+        self._audit("agent_forgotten", agent_id=rec.agent_id, reason=why)
+        if self.writer is not None:
+            self.writer.forget_agent(rec.agent_id)
+        self.counters["agents_forgotten"] += 1
+
+    def _grace_ns(self, rec: AgentRecord) -> int:
+        return rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats
 
     def _housekeeping(self, now: int) -> None:
         # Instructions with no Ack within ack_timeout: close them as SLA misses.
@@ -767,27 +830,40 @@ class ControlLoop:
                 status="timeout",
                 detail=f"no Ack within {self.cfg.ack_timeout_ms} ms",
             )
-        # Liveness: missed beats make an agent LOST (it comes back with its next message).
-        for rec in self.registry.by_id.values():
-            if (
-                rec.state is AgentState.ACTIVE
-                and now - rec.last_seen_ns > rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats
-            ):
-                rec.set_state(AgentState.LOST)
-                self.counters["agents_lost"] += 1
-                self._event(
-                    "agent_lost",
-                    rec.agent_id,
-                    "",
-                    0,
-                    f"no message for {(now - rec.last_seen_ns) / 1e6:.0f} ms",
-                )
-                self._audit(
-                    "agent_lost",
-                    agent_id=rec.agent_id,
-                    silent_ms=round((now - rec.last_seen_ns) / 1e6, 1),
-                )
-                log.warning("agent %s lost: %d beats missed", rec.agent_id, self.cfg.missed_beats)
+        # Liveness and forgetting, off the registry's deadline heap: only records whose
+        # deadline passed are touched, however many agents ever connected.
+        reg = self.registry
+        for _due, kind, rec in reg.due(now):
+            if reg.by_id.get(rec.agent_id) is not rec:
+                continue  # forgotten or replaced since
+            if kind == FORGET:
+                if rec.state is AgentState.GONE:
+                    self._forget(rec, "gone")
+                elif rec.state is AgentState.LOST and (
+                    now - rec.last_seen_ns >= self._grace_ns(rec) + reg.forget_ns
+                ):
+                    self._forget(rec, f"lost for {self.cfg.agent_forget_s:g} s")
+                continue
+            if rec.state is not AgentState.ACTIVE:
+                continue  # LOST or GONE: reviving schedules a new liveness deadline
+            deadline = rec.last_seen_ns + self._grace_ns(rec)
+            if deadline >= now:
+                reg.schedule(deadline + 1, LIVENESS, rec)  # heard from since: look again then
+                continue
+            reg.set_state(rec, AgentState.LOST, now)
+            self.counters["agents_lost"] += 1
+            silent_ms = (now - rec.last_seen_ns) / 1e6
+            self._event("agent_lost", rec.agent_id, "", 0, f"no message for {silent_ms:.0f} ms")
+            self._audit("agent_lost", agent_id=rec.agent_id, silent_ms=round(silent_ms, 1))
+            log.warning("agent %s lost: %d beats missed", rec.agent_id, self.cfg.missed_beats)
+        # Agents recovered from the store that never came back are forgotten after the grace.
+        if reg.known and now - self.started_ns >= reg.forget_ns:
+            for agent_id in list(reg.known):
+                del reg.known[agent_id]
+                self.counters["agents_forgotten"] += 1
+                self._audit("agent_forgotten", agent_id=agent_id, reason="never came back")
+                if self.writer is not None:
+                    self.writer.forget_agent(agent_id)
 
     # ---------------------------------------------------------------- rule tables
 
@@ -930,8 +1006,16 @@ class ControlLoop:
 
 
 def hard_msg_cap(max_msg_bytes: int) -> int:
-    """The libzmq MAXMSGSIZE for a soft limit of ``max_msg_bytes``."""
-    return 2 * max_msg_bytes + 65536
+    """The libzmq MAXMSGSIZE for a soft limit of ``max_msg_bytes``: a frame up to 64 KiB over
+    the limit is still read, refused and answered (TOO_LARGE); a bigger one drops the
+    connection before libzmq allocates it."""
+    return max_msg_bytes + 65536
+
+
+def rcv_hwm(rcv_conn_bytes: int, frame_cap: int) -> int:
+    """The per-connection RCVHWM (frames) that keeps a connection's queue under
+    ``rcv_conn_bytes`` even if every frame is as big as ``frame_cap``."""
+    return max(4, min(1000, rcv_conn_bytes // frame_cap))
 
 
 _ACK_NAMES = {
@@ -939,6 +1023,11 @@ _ACK_NAMES = {
     int(AckStatus.FAILED): "failed",
     int(AckStatus.REJECTED): "rejected",
 }
+
+
+def _session_agent(registry: Registry, session: int) -> str:
+    rec = registry.by_session.get(session)
+    return rec.agent_id if rec is not None else ""
 
 
 def _peer(rid: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import re
 from typing import Any
 
@@ -124,30 +125,93 @@ class AgentRecord:
 
 
 class Registry:
-    """Agents by id and by session. Sessions of GONE agents are dropped."""
+    """Agents by id and by session, with the deadlines that move them through their lifecycle.
 
-    def __init__(self) -> None:
+    Memory and housekeeping are bounded by the agents that matter now, not by every agent that
+    ever connected: a GONE agent is forgotten at once (or after ``keep_gone_ns``), a LOST one
+    after ``forget_ns`` of silence, and liveness runs off a deadline heap (each record has at
+    most one live entry per kind; a popped entry that is no longer current is dropped or pushed
+    again at the record's real deadline), so a turn of housekeeping touches only the records
+    whose deadline passed.
+    """
+
+    def __init__(self, *, forget_ns: int = 600 * 10**9, keep_gone_ns: int = 0) -> None:
         self.by_id: dict[str, AgentRecord] = {}
         self.by_session: dict[int, AgentRecord] = {}
         self.known: dict[str, dict[str, Any]] = {}
         """Agents recovered from the store: known but not connected since edged started."""
+        self.forget_ns = forget_ns
+        self.keep_gone_ns = keep_gone_ns
+        self._states = dict.fromkeys(AgentState, 0)
+        self._heap: list[tuple[int, int, int, AgentRecord]] = []
+        self._seq = 0
 
     def add(self, rec: AgentRecord) -> AgentRecord | None:
         """Register ``rec``; returns the record it replaces, if any."""
         old = self.by_id.get(rec.agent_id)
         if old is not None:
             self.by_session.pop(old.session, None)
+            self._states[old.state] -= 1
         self.by_id[rec.agent_id] = rec
         self.by_session[rec.session] = rec
+        self._states[rec.state] += 1
         self.known.pop(rec.agent_id, None)
         return old
 
-    def drop_session(self, rec: AgentRecord) -> None:
-        self.by_session.pop(rec.session, None)
+    def set_state(self, rec: AgentRecord, new: AgentState, now_ns: int) -> None:
+        """Move ``rec`` to ``new`` (a transition of the lifecycle) and schedule what follows."""
+        old = rec.state
+        rec.set_state(new)
+        if self.by_id.get(rec.agent_id) is rec:
+            self._states[old] -= 1
+            self._states[new] += 1
+        if new is AgentState.LOST:
+            self.schedule(now_ns + self.forget_ns, _FORGET, rec)
+        elif new is AgentState.GONE:
+            self.by_session.pop(rec.session, None)
+            if self.keep_gone_ns:
+                self.schedule(now_ns + self.keep_gone_ns, _FORGET, rec)
+
+    def live(self) -> int:
+        """Agents that hold a slot: connected (ACTIVE) or silent within their grace (LOST)."""
+        return self._states[AgentState.ACTIVE] + self._states[AgentState.LOST]
+
+    def forget(self, rec: AgentRecord) -> bool:
+        """Drop ``rec`` if it is still the record for its id; True if it was."""
+        if self.by_id.get(rec.agent_id) is not rec:
+            return False
+        del self.by_id[rec.agent_id]
+        self._states[rec.state] -= 1
+        if self.by_session.get(rec.session) is rec:
+            del self.by_session[rec.session]
+        return True
+
+    def schedule(self, due_ns: int, kind: int, rec: AgentRecord) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due_ns, self._seq, kind, rec))
+
+    def due(self, now_ns: int) -> list[tuple[int, int, AgentRecord]]:
+        """Pop every deadline <= ``now_ns`` as ``(due_ns, kind, record)``; the caller decides
+        whether each is still current (see :data:`LIVENESS`, :data:`FORGET`)."""
+        heap = self._heap
+        out = []
+        while heap and heap[0][0] <= now_ns:
+            due, _, kind, rec = heapq.heappop(heap)
+            out.append((due, kind, rec))
+        return out
+
+    def pending(self) -> int:
+        """Deadlines waiting in the heap (for status and tests)."""
+        return len(self._heap)
 
     def counts(self) -> dict[str, int]:
-        out = {s.value: 0 for s in AgentState}
-        for rec in list(self.by_id.values()):
-            out[rec.state.value] += 1
+        out = {s.value: n for s, n in self._states.items()}
         out["known_offline"] = len(self.known)
         return out
+
+
+LIVENESS = 0
+"""A deadline kind: the agent's heartbeat grace may have run out."""
+FORGET = 1
+"""A deadline kind: a LOST (or kept GONE) agent's grace may have run out."""
+_FORGET = FORGET

@@ -144,7 +144,7 @@ class _Rec:
 
     op: _Op
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: delete ``key`` (a forgotten agent)
     item: _Item | None  # None for loss notices
 
 
@@ -366,6 +366,16 @@ class StoreWriter:
         q.append((_AGENT, agent_id, rec, clock.wall_ms(), clock.monotonic_ns()))
         self._signal(len(q))
 
+    def forget_agent(self, agent_id: str) -> None:
+        """Delete the registry record of ``agent_id`` (the audit log keeps its history)."""
+        q = self._q
+        if len(q) >= self._queue_cap or self._state is _State.CLOSED:
+            self._refuse(_AGENT)
+            return
+        clock = self._clock
+        q.append((_AGENT, agent_id, None, clock.wall_ms(), clock.monotonic_ns()))
+        self._signal(len(q))
+
     def put_stats(self, snapshot: dict[str, Any]) -> None:
         """Store a stats snapshot keyed by the clock's wall time now (ms); a snapshot without a
         ``"wall_ms"`` key gets that time added. A shallow copy is taken."""
@@ -557,13 +567,18 @@ class StoreWriter:
                     if not isinstance(payload, bytes) or not isinstance(a, int) or a < 0:
                         raise TypeError("an outbox record is bytes with a wall_ns >= 0")
                     out.append(_Rec(op, _codec.u64(a), payload, None))
-                elif not isinstance(payload, Mapping):
-                    raise TypeError(f"expected a dict, got {type(payload).__name__}")
                 elif op is _AGENT:
                     key = a.encode() if isinstance(a, str) else b""
                     if not 0 < len(key) <= 511:
                         raise ValueError(f"agent id {a!r} is not a str of 1..511 UTF-8 bytes")
-                    out.append(_Rec(op, key, _codec.dumps(payload), None))
+                    if payload is None:  # forget_agent
+                        out.append(_Rec(op, key, None, None))
+                    elif not isinstance(payload, Mapping):
+                        raise TypeError(f"expected a dict, got {type(payload).__name__}")
+                    else:
+                        out.append(_Rec(op, key, _codec.dumps(payload), None))
+                elif not isinstance(payload, Mapping):
+                    raise TypeError(f"expected a dict, got {type(payload).__name__}")
                 else:
                     snap = dict(payload)
                     snap.setdefault("wall_ms", wall_ms)
@@ -597,11 +612,15 @@ class StoreWriter:
                 outgoing: list[_Rec] = []
                 for r in recs:
                     if r.op is _AUDIT:
+                        assert r.value is not None
                         txn.put(_codec.u64(seq), _codec.with_seq(seq, r.value), append=True,
                                 db=audit_db)
                         seq += 1
                     elif r.op is _OUTBOX:
                         outgoing.append(r)
+                    elif r.value is None:  # a forgotten agent
+                        assert r.key is not None
+                        txn.delete(r.key, db=dbs[_DB_OF[r.op]])
                     else:
                         assert r.key is not None
                         txn.put(r.key, r.value, db=dbs[_DB_OF[r.op]])
@@ -609,7 +628,7 @@ class StoreWriter:
                     txn.put(K_LAST_SEQ, _codec.u64(seq - 1), db=dbs["meta"])
                 # after the audit sequence is settled: a cap's drop writes an audit record
                 for r in outgoing:
-                    assert r.key is not None and self._outbox is not None
+                    assert r.key is not None and r.value is not None and self._outbox is not None
                     self._outbox.append_in(txn, r.value, _codec.from_u64(r.key))
                 pruned_audit = self._prune(txn, audit_db, self._audit_retention)
                 if self._seen_map_size >= store.max_map_size:
@@ -788,4 +807,6 @@ class StoreWriter:
 
 def _batch_bytes(recs: list[_Rec]) -> int:
     """Bytes ``recs`` take in LMDB, roughly: keys, values and per-node headers."""
-    return sum(len(r.value) + (len(r.key) if r.key is not None else 8) + 16 for r in recs)
+    return sum(
+        len(r.value or b"") + (len(r.key) if r.key is not None else 8) + 16 for r in recs
+    )

@@ -69,6 +69,7 @@ class NoticeCode(enum.IntEnum):
     TOO_LARGE = 6
     PROTOCOL_VERSION = 7
     SHUTTING_DOWN = 8
+    FOREIGN_ACK = 9
 
 
 class CtlOp(enum.IntEnum):

@@ -67,6 +67,8 @@ def test_read_commands_against_a_live_edged(
             r = run(run_dir, *cmd)
             assert r.exit_code == 0, r.output
         assert "perception-1" in run(run_dir, "agents").output
+        shown = run(run_dir, "status").output
+        assert "RSS" in shown and "peak" in shown and "foreign acks" in shown
         assert "e2e" in run(run_dir, "stats").output
 
 

@@ -135,15 +135,27 @@ def test_agent_without_beats_is_lost_then_recovers(edged: Edged, run_dir: Path) 
         peer.close()
 
 
-def test_bye_marks_gone(edged: Edged, agent_factory: Any) -> None:
+def test_bye_forgets_the_agent_at_once(edged: Edged, agent_factory: Any) -> None:
     with agent_factory("short-lived", ["cpu_usage"]):
         wait_for(lambda: "short-lived" in edged.loop.registry.by_id)
-    wait_for(lambda: edged.loop.registry.by_id["short-lived"].state.value == "gone")
+    wait_for(lambda: edged.loop.counters["agents_gone"] == 1)
+    assert "short-lived" not in edged.loop.registry.by_id
+    assert edged.loop.counters["agents_forgotten"] == 1
     assert audit(edged, "agent_gone")[0]["reason"] == "closed"
+    assert audit(edged, "agent_forgotten")[0]["agent_id"] == "short-lived"
+    assert edged.store.load_agents() == {}  # its record is deleted too
+
+
+def test_bye_keeps_the_agent_listed_when_configured(make_cfg: Any, agent_factory: Any) -> None:
+    with Edged(make_cfg(agent_keep_gone_s=60)) as d:
+        with agent_factory("short-lived", ["cpu_usage"]):
+            wait_for(lambda: "short-lived" in d.loop.registry.by_id)
+        wait_for(lambda: d.loop.registry.by_id["short-lived"].state.value == "gone")
+        assert d.loop.counters["agents_forgotten"] == 0
 
 
 def test_state_recovered_after_restart(make_cfg: Any, agent_factory: Any, tmp_path: Path) -> None:
-    cfg = make_cfg()
+    cfg = make_cfg(agent_keep_gone_s=60)
     with Edged(cfg) as d:
         with agent_factory("perception-1", ["cpu_usage"]):
             wait_for(lambda: "perception-1" in d.loop.registry.by_id)

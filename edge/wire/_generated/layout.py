@@ -249,7 +249,7 @@ ENUMS: dict[str, EnumLayout] = {
     'CtlCode': EnumLayout('CtlCode', 'ubyte', (('Ok', 0), ('BadRequest', 1), ('Refused', 2), ('Error', 3),)),
     'CtlOp': EnumLayout('CtlOp', 'ubyte', (('Unspecified', 0), ('Status', 1), ('Agents', 2), ('Stats', 3), ('RulesPush', 4), ('RulesList', 5), ('Tail', 6), ('StatsReset', 7), ('RulesRollback', 8),)),
     'NodeOp': EnumLayout('NodeOp', 'ubyte', (('Const', 0), ('Latest', 1), ('Avg', 2), ('Min', 3), ('Max', 4), ('Sum', 5), ('Count', 6), ('Rate', 7), ('Absent', 8), ('Gt', 9), ('Ge', 10), ('Lt', 11), ('Le', 12), ('Eq', 13), ('Ne', 14), ('And', 15), ('Or', 16), ('Not', 17),)),
-    'NoticeCode': EnumLayout('NoticeCode', 'ushort', (('Unspecified', 0), ('HelloRequired', 1), ('DuplicateAgent', 2), ('BadHello', 3), ('UnknownMetric', 4), ('Malformed', 5), ('TooLarge', 6), ('ProtocolVersion', 7), ('ShuttingDown', 8),)),
+    'NoticeCode': EnumLayout('NoticeCode', 'ushort', (('Unspecified', 0), ('HelloRequired', 1), ('DuplicateAgent', 2), ('BadHello', 3), ('UnknownMetric', 4), ('Malformed', 5), ('TooLarge', 6), ('ProtocolVersion', 7), ('ShuttingDown', 8), ('ForeignAck', 9),)),
     'ParamKind': EnumLayout('ParamKind', 'ubyte', (('Number', 0), ('Bool', 1), ('Text', 2),)),
 }
 

@@ -13,3 +13,4 @@ class NoticeCode(object):
     TooLarge = 6
     ProtocolVersion = 7
     ShuttingDown = 8
+    ForeignAck = 9
