@@ -88,9 +88,10 @@ class _SimAgent:
     def connect(self, timeout: float) -> None:
         from edge.sdk import Agent
 
-        self.agent = Agent(self.spec.id, self.metrics(), handler=self.on_instruction,
-                           run_dir=self.run.rig.run_dir, kind=self.spec.kind, heartbeat_ms=200)
-        self.agent.connect(timeout=timeout)
+        agent = Agent(self.spec.id, self.metrics(), handler=self.on_instruction,
+                      run_dir=self.run.rig.run_dir, kind=self.spec.kind, heartbeat_ms=200)
+        agent.connect(timeout=timeout)  # raises (and closes it) if edged refuses or is silent
+        self.agent = agent  # the stepping loop reports through it from now on
 
     def on_instruction(self, ins: Any) -> Any:
         t = time.monotonic_ns()

@@ -103,6 +103,7 @@ def test_a_broken_fmu_is_a_scenario_mistake_and_never_runs(tmp_path: Path) -> No
 
 
 @pytest.mark.hil
+@pytest.mark.timeout(900)
 def test_the_whole_library(tmp_path: Path) -> None:
     """make hil: every library scenario through the console script, reports written."""
     r = subprocess.run([sys.executable, "-m", "hil", "run", str(LIB), "--out", str(tmp_path),
@@ -131,3 +132,20 @@ def test_an_fmu_that_fails_to_step_or_returns_nan_is_error(tmp_path: Path, param
         "PLANT", "{model: fmu, fmu: 'builtin:motor', params: {PARAM: 0.5}}".replace("PARAM", param))
     res = run_scenario(load_scenario(_scenario(tmp_path, body)))
     assert res.verdict == "ERROR" and reason in res.reason, res.reason
+
+
+def test_a_run_past_its_deadline_is_timeout_and_torn_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hil._runner
+
+    monkeypatch.setattr(hil._runner, "RUN_SLACK_S", -1.5)  # the 2 s run's deadline at 0.5 s
+    body = BASE.replace("EDGED", "").replace("SIG", "temp_c").replace("PLANT", "{model: motor}")
+    res = run_scenario(load_scenario(_scenario(tmp_path, body)))
+    assert res.verdict == "TIMEOUT" and "did not finish within 0.5 s" in res.reason, res.reason
+    assert res.rig["teardown_problems"] == []
+
+
+def test_skip_starts_nothing(tmp_path: Path) -> None:
+    body = BASE.replace("meta: {id: s, duration: 2s}", "meta: {id: s, duration: 2s, skip: needs a CAN FD bus}")
+    body = body.replace("EDGED", "").replace("SIG", "temp_c").replace("PLANT", "{model: motor}")
+    res = run_scenario(load_scenario(_scenario(tmp_path, body)))
+    assert (res.verdict, res.reason, res.wall_s) == ("SKIP", "needs a CAN FD bus", 0.0)
