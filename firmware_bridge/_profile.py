@@ -525,7 +525,7 @@ class _Checker:
                 where,
             )
         kw["order"] = order
-        if kw.get("address", 0) + regs > 65536:
+        if kw.get("address", 0) <= 65535 and kw.get("address", 0) + regs > 65536:
             self.bad(
                 m["address"], f"{dtype} at {kw['address']} runs past register 65535", where=where
             )
@@ -655,7 +655,7 @@ class _Checker:
             if isinstance(v, str) and _PARAM_RE.match(v)
         }
         for p in params:
-            if p not in used:
+            if p not in used and len(self.problems) == before:
                 self.bad(m["params"], f"param {p!r} is declared but no write uses it", where=where)
         if len(self.problems) > before:
             return None

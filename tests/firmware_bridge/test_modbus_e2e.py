@@ -66,7 +66,6 @@ def test_reading_rule_instruction_device_confirmed_ack(
         wait_for(lambda: bridge.devices[0].agent.connected, what="plc-1 welcomed")
         stop = _ticker(bridge)
         try:
-            rec = lambda: device_edged.loop.registry.by_id.get("plc-1")  # noqa: E731
             wait_for(lambda: latest(device_edged, "plc-1").get("flow") is not None, what="readings")
             assert latest(device_edged, "plc-1")["tank_temp"] == pytest.approx(21.5)
             assert latest(device_edged, "plc-1")["flow"] == pytest.approx(12.5)
