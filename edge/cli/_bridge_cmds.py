@@ -63,6 +63,7 @@ def bridge_check(files: tuple[Path, ...], as_json: bool) -> None:
                 f"{f}: ok ({p.kind}, {len(p.points)} points, actions: "
                 f"{', '.join(sorted(p.actions)) or 'none'})",
                 highlight=False,
+                soft_wrap=True,
             )
     if as_json:
         _emit_json(results)
