@@ -21,7 +21,7 @@ from edge.sdk import DEFERRED, AckStatus, Agent, Instruction, InstructionRejecte
 from ._config import DeviceSpec
 from ._errors import ActionError
 from ._link import Link
-from ._profile import Point, Profile, Write, substitute
+from ._profile import ActionSpec, Point, Profile, Write, substitute
 
 log = logging.getLogger("firmware_bridge")
 
@@ -127,6 +127,8 @@ class Device:
         self.counters["instructions"] += 1
         name = ins.action_name
         action = self.profile.actions.get(name)
+        if action is None and name == "safe_state" and self.profile.safe_state:
+            action = ActionSpec("safe_state", self.profile.safe_state)  # the profile's values
         if action is None:
             self.counters["rejected"] += 1
             raise InstructionRejected(

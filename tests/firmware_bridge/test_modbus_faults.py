@@ -119,7 +119,9 @@ class FakeServer:
                     self.reversed += 1
                     out = b"".join(self.answer(r, 100) for r in reversed(reqs))
                 elif self.mode == "wrong_tid":
-                    out = b"".join(self.answer(r, 666, tid=0x7777) + self.answer(r, 100) for r in reqs)
+                    out = b"".join(
+                        self.answer(r, 666, tid=0x7777) + self.answer(r, 100) for r in reqs
+                    )
                 else:
                     out = b"".join(self.answer(r, 100) for r in reqs)
                 conn.sendall(out)
@@ -151,11 +153,14 @@ def test_a_response_for_another_transaction_is_never_taken(fake: FakeServer) -> 
 
 @pytest.mark.parametrize("fake", ["reverse"], indirect=True)
 def test_pipelined_answers_are_matched_by_transaction_id(fake: FakeServer) -> None:
-    text = PROFILE + "  - {name: far, poll: fast, area: holding_register, address: 50, type: uint16}\n"
+    text = (
+        PROFILE + "  - {name: far, poll: fast, area: holding_register, address: 50, type: uint16}\n"
+    )
     prof = parse_profile(text)
     sink = Sink()
-    link = ModbusTcpLink("x", {"host": "127.0.0.1", "port": fake.port, "timeout": "200ms",
-                               "max_inflight": 4})
+    link = ModbusTcpLink(
+        "x", {"host": "127.0.0.1", "port": fake.port, "timeout": "200ms", "max_inflight": 4}
+    )
     dev = link.add_device("d", 1, prof.points, prof.poll_groups, sink.on_values)
     with link:
         wait_for(lambda: len(sink.values) >= 30, what="readings")
