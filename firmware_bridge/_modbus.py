@@ -588,10 +588,32 @@ class ModbusRtuLink(ModbusLink):
         return self._framer.buildFrame(pdu)
 
     def _parse(self) -> tuple[int, int, int, bytes] | None:
+        """The next RTU frame: skip bytes until a unit + function code whose frame size is
+        known and whose CRC matches (pymodbus's framer pieces; its own decode() consumes the
+        whole buffer, which would throw away an answer arriving right behind noise)."""
         data = bytes(self._rx)
-        used, unit, _, frame = self._framer.decode(data)
-        if not used:
+        for start in range(len(data)):
+            rest = data[start:]
+            if len(rest) < 4:
+                break
+            cls = self._decoder.lookupPduClass(rest)
+            if cls is None:
+                continue
+            size = cls.calculateRtuFrameSize(rest)
+            if not size or len(rest) < size:
+                if start == 0:
+                    return None  # wait for the rest of this frame (the timeout bounds it)
+                break
+            crc = int.from_bytes(rest[size - 2 : size], "big")
+            if not FramerRTU.check_CRC(rest[: size - 2], crc):
+                self.count("crc_errors")
+                continue
+            if start:
+                break  # drop the garbage in front first
+            return size, rest[0], 0, rest[1 : size - 2]
+        else:
+            start = len(data)
+        if start == 0:
             return None
-        if not frame:
-            self.count("crc_errors")
-        return used, unit, 0, frame
+        self.count("garbage_bytes", start)
+        return start, -1, 0, b""

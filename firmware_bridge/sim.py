@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -296,3 +297,63 @@ def _neutral(sig: Any) -> float:
     if hi is not None and v > hi:
         v = float(hi)
     return v
+
+
+# ------------------------------------------------------------------ serial
+
+
+class NullModem:
+    """Two pty pairs joined master to master by a relay thread: ``port_a`` and ``port_b`` are
+    the two ends of a serial cable (paths pyserial opens). ``drop_next(n)`` swallows the next
+    n bytes going a -> b (line noise / a lost frame)."""
+
+    def __init__(self) -> None:
+        import tty
+
+        self._ma, sa = os.openpty()
+        self._mb, sb = os.openpty()
+        for fd in (sa, sb):
+            tty.setraw(fd)
+        self.port_a, self.port_b = os.ttyname(sa), os.ttyname(sb)
+        self._slaves = (sa, sb)
+        self._stop_r, self._stop_w = os.pipe()
+        self.inject_b: bytes = b""
+        self._thread = threading.Thread(target=self._relay, name="null-modem", daemon=True)
+        self._thread.start()
+
+    def send_to_a(self, data: bytes) -> None:
+        """Bytes that appear on ``port_a`` as if the b side sent them (noise, stray frames)."""
+        self.inject_b += data
+
+    def _relay(self) -> None:
+        import select
+
+        while True:
+            if self.inject_b:
+                data, self.inject_b = self.inject_b, b""
+                os.write(self._ma, data)
+            r, _, _ = select.select([self._ma, self._mb, self._stop_r], [], [], 0.01)
+            if self._stop_r in r:
+                return
+            for src, dst in ((self._ma, self._mb), (self._mb, self._ma)):
+                if src in r:
+                    try:
+                        data = os.read(src, 4096)
+                    except OSError:
+                        return
+                    os.write(dst, data)
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(5)
+        for fd in (self._ma, self._mb, *self._slaves, self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> NullModem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
