@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# real vehicle DBC files for the bridge's tests and demo; only its data is used (--no-deps)
+	$(PY) -m pip install --quiet --no-deps 'opendbc==0.3.1'
 	@touch $(STAMP)
 
 # DEMO_UPSTREAM=1 adds a local nats-server and edge-sync: the fleet path (rules down, aggregates up)
+# DEMO_DEVICES=1 adds the firmware bridge with a simulated Modbus PLC and CAN ECU (opendbc DBC)
 demo: $(STAMP)
-	$(VENV)/bin/edgectl demo --duration $(DURATION) $(if $(filter 1,$(DEMO_UPSTREAM)),--upstream,)
+	$(VENV)/bin/edgectl demo --duration $(DURATION) $(if $(filter 1,$(DEMO_UPSTREAM)),--upstream,) $(if $(filter 1,$(DEMO_DEVICES)),--devices,)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
