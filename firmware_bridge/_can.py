@@ -197,13 +197,16 @@ class CanLink(Link):
         except can.CanError as exc:
             self.count("receive_errors")
             raise LinkError(f"receive failed: {exc}") from exc
-        if msg is None:
-            return
+        if msg is not None:
+            self.dispatch(msg, self.clock.monotonic_ns())
+
+    def dispatch(self, msg: can.Message, t: int) -> None:
+        """One received frame (``t``: its arrival, monotonic ns): error frames tracked, mapped
+        messages decoded into their points, response signals checked."""
         self.count("frames")
         if msg.is_error_frame:
             self._error_frame(msg)
             return
-        t = self.clock.monotonic_ns()
         entries = self.by_id.get(msg.arbitration_id)
         waiting = self.confirms.get(msg.arbitration_id)
         if entries is None and waiting is None:

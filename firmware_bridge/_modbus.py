@@ -123,13 +123,22 @@ def block_values(block: Block, pdu: ModbusPDU) -> list[tuple[Point, float]]:
         for p in block.points:
             out.append((p, p.from_raw(float(bits[p.address - block.start]))))
         return out
-    data = _regs.registers_to_bytes(list(pdu.registers))
+    regs = pdu.registers
+    if len(regs) < block.count:
+        raise ValueError(f"{len(regs)} registers for a request of {block.count}")
+    data = b""
     for p in block.points:
-        if p.dtype == "string":
+        i = p.address - block.start
+        if p.dtype == "uint16" and p.order == "AB":  # the common case, without bytes
+            raw: float | int | str = regs[i]
+        elif p.dtype == "int16" and p.order == "AB":
+            raw = regs[i] - 0x10000 if regs[i] & 0x8000 else regs[i]
+        elif p.dtype == "string":
             continue
-        i = (p.address - block.start) * 2
-        raw = _regs.decode(p.dtype, p.order, data[i : i + 2 * p.registers])
-        out.append((p, p.from_raw(float(raw))))
+        else:
+            data = data or _regs.registers_to_bytes(list(regs))
+            raw = _regs.decode(p.dtype, p.order, data[2 * i : 2 * (i + p.registers)])
+        out.append((p, float(raw) * p.scale + p.offset))
     return out
 
 

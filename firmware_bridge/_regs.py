@@ -39,6 +39,7 @@ ORDERS: dict[int, tuple[str, ...]] = {
     4: ("ABCDEFGH", "GHEFCDAB", "BADCFEHG", "HGFEDCBA"),
 }
 DEFAULT_ORDER = {1: "AB", 2: "ABCD", 4: "ABCDEFGH"}
+_STRUCTS = {code: struct.Struct(">" + code) for code, _ in DTYPES.values()}
 _LIMITS = {
     "h": (-(1 << 15), (1 << 15) - 1),
     "H": (0, (1 << 16) - 1),
@@ -95,7 +96,9 @@ def decode(dtype: str, order: str, data: bytes) -> float | int | str:
     code, regs = DTYPES[dtype]
     if len(data) != 2 * regs:
         raise ValueError(f"{dtype} takes {2 * regs} bytes, got {len(data)}")
-    value: float | int = struct.unpack(">" + code, _unpermute(data, order))[0]
+    if order != DEFAULT_ORDER[regs]:  # big-endian needs no reordering
+        data = _unpermute(data, order)
+    value: float | int = _STRUCTS[code].unpack(data)[0]
     return value
 
 

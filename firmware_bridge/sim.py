@@ -357,3 +357,27 @@ class NullModem:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _serve_modbus(argv: list[str]) -> int:
+    """``python -m firmware_bridge.sim modbus [--units 1,2]``: a ModbusSim in its own process
+    (so benchmarks do not share its interpreter); prints ``{"port": N}``, stops on stdin EOF."""
+    import json
+    import sys
+
+    units = (1,)
+    if "--units" in argv:
+        units = tuple(int(u) for u in argv[argv.index("--units") + 1].split(","))
+    with ModbusSim(units=units, size=1024) as sim:
+        sys.stdout.write(json.dumps({"port": sim.port}) + "\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["modbus"]:
+        sys.exit(_serve_modbus(sys.argv[2:]))
+    sys.exit("usage: python -m firmware_bridge.sim modbus [--units 1,2]")

@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import RuntimeStateError
 from ._sim import Child, Rig, edged_command
 
-SCENARIOS = ("latency", "ingest", "footprint", "coldstart", "overload")
+SCENARIOS = ("latency", "ingest", "footprint", "coldstart", "overload", "bridge")
 INGEST_SERIES = 100
 INGEST_RULES_PER_SERIES = 10
 INGEST_BATCH = 500
@@ -72,6 +72,7 @@ def scenario_config(quick: bool) -> dict[str, Any]:
         "overload_window_s": 1.0 if quick else 8.0,
         "overload_unloaded_s": 1.0 if quick else 4.0,
         "overload_senders": 2,
+        "quick": quick,
     }
 
 
@@ -636,6 +637,10 @@ def run_scenarios(names: list[str], cfg: dict[str, Any], say: Say,
         out["coldstart"] = run_coldstart(cfg, say)
     if "overload" in names:
         out["overload"] = run_overload(cfg, say, sla_ms)
+    if "bridge" in names:
+        from ._bench_bridge import run_bridge
+
+        out["bridge"] = run_bridge(cfg, say)
     return out
 
 
