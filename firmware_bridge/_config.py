@@ -69,7 +69,7 @@ class BridgeConfig:
     bridge_safe_after_ms: int = 1000
     """A device whose agent has lost edged this long gets its Modbus safe values written."""
     bridge_health_ms: int = 1000
-    """How often each device reports its health metrics (bridge_online, ...) to edged."""
+    """How often each device reports its health metrics (health_online, ...) to edged."""
     bridge_health_file: Path | None = None
     """Touched on every healthy tick (for a service manager that watches a file); systemd's
     watchdog is fed through $NOTIFY_SOCKET when it is set."""

@@ -26,14 +26,14 @@ from ._profile import ActionSpec, Point, Profile, Write, substitute
 log = logging.getLogger("firmware_bridge")
 
 HEALTH = (
-    "bridge_online",
-    "bridge_errors",
-    "bridge_timeouts",
-    "bridge_out_of_range",
-    "bridge_rejected",
-    "bridge_link_reopens",
+    "health_online",
+    "health_errors",
+    "health_timeouts",
+    "health_out_of_range",
+    "health_rejected",
+    "health_link_reopens",
 )
-CAN_HEALTH = ("bridge_bus_off", "bridge_error_passive")
+CAN_HEALTH = ("health_bus_off", "health_error_passive")
 
 
 class Device:
@@ -199,16 +199,16 @@ class Device:
             for k in ("bad_responses", "exceptions", "bad_dlc", "decode_errors", "writes_failed")
         )
         out = {
-            "bridge_online": online,
-            "bridge_errors": float(errors + lk.counters.get("step_errors", 0)),
-            "bridge_timeouts": float(dc.get("timeouts", 0) + dc.get("confirm_timeouts", 0)),
-            "bridge_out_of_range": float(self.counters["out_of_range"]),
-            "bridge_rejected": float(self.counters["rejected"]),
-            "bridge_link_reopens": float(lk.counters.get("reopens", 0)),
+            "health_online": online,
+            "health_errors": float(errors + lk.counters.get("step_errors", 0)),
+            "health_timeouts": float(dc.get("timeouts", 0) + dc.get("confirm_timeouts", 0)),
+            "health_out_of_range": float(self.counters["out_of_range"]),
+            "health_rejected": float(self.counters["rejected"]),
+            "health_link_reopens": float(lk.counters.get("reopens", 0)),
         }
         if self.profile.kind == "can":
-            out["bridge_bus_off"] = float(lk.counters.get("bus_off", 0))
-            out["bridge_error_passive"] = float(getattr(lk, "state", "") == "passive")
+            out["health_bus_off"] = float(lk.counters.get("bus_off", 0))
+            out["health_error_passive"] = float(getattr(lk, "state", "") == "passive")
         return out
 
     def report_health(self) -> None:

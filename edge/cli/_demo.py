@@ -249,8 +249,8 @@ def _devices_summary(console: Console, child: Any) -> None:
         c, h = d["counters"], d["health"]
         console.print(f"{d['name']}: {c['readings']:,} readings, {c['instructions']} "
                       f"instructions, {c['confirmed']} confirmed by the device, {c['failed']} "
-                      f"failed, {c['rejected']} rejected; online {h['bridge_online']:g}, "
-                      f"timeouts {h['bridge_timeouts']:g}")
+                      f"failed, {c['rejected']} rejected; online {h['health_online']:g}, "
+                      f"timeouts {h['health_timeouts']:g}")
     console.print(f"plant: {last['plant']}", style="dim")
 
 

@@ -383,6 +383,11 @@ class Edged:
         return {
             "counters": dict(loop.counters),
             "agents": loop.registry.counts(),
+            "agent_health": [
+                (rec.agent_id, name, v)
+                for rec in list(loop.registry.by_id.values())
+                for name, v in sorted(rec.health().items())
+            ],
             "stats": self.stats.snapshot(),
             "store": self.writer.counters,
         }

@@ -89,6 +89,11 @@ def render(data: dict[str, Any]) -> str:
             _labelled("event", sorted(data["counters"].items())))
     _family(out, "edge_agents", "gauge", "Agents by state",
             _labelled("state", sorted(data["agents"].items())))
+    health = data.get("agent_health") or ()
+    if health:  # only when some agent reports health_* series
+        _family(out, "edge_agent_health", "gauge",
+                "An agent's own health_* series (a bridged device: online, errors, timeouts, ...)",
+                [((("agent", a), ("name", n)), v) for a, n, v in health])
     stats = data["stats"]
     _family(
         out,

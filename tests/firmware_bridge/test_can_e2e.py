@@ -137,13 +137,13 @@ def test_bad_frames_and_bus_off_are_counted_and_survived(
             wait_for(lambda: link.counters["unknown_ids"] == 1, what="unknown id")
             wait_for(lambda: dev.handle.counters["bad_dlc"] == 1, what="wrong DLC")
             wait_for(lambda: link.state == "passive", what="error passive")
-            assert dev.health()["bridge_error_passive"] == 1.0
+            assert dev.health()["health_error_passive"] == 1.0
             peer.send(
                 can.Message(arbitration_id=CAN_ERR_BUSOFF, is_error_frame=True, data=bytes(8))
             )
             wait_for(lambda: link.counters["bus_off"] == 1, what="bus-off")
             wait_for(lambda: link.counters["reopens"] >= 1 and link.is_open, what="bus recreated")
-            assert dev.health()["bridge_bus_off"] == 1.0
+            assert dev.health()["health_bus_off"] == 1.0
             # still decoding after all that
             peer.send(can.Message(arbitration_id=0x106, data=bytes(8)))
             wait_for(lambda: dev.handle.counters["decoded"] >= 1, what="decoding again")

@@ -112,3 +112,36 @@ def _ticker(bridge: Bridge) -> Callable[[], None]:
         t.join(5)
 
     return stop
+
+
+def test_an_offline_device_shows_in_agents_and_prometheus_and_blocks_no_other(
+    device_edged: Edged, plc: Any, write_file: Any, run_dir: Path
+) -> None:
+    from edge.runtime._prom import render
+
+    extra = '\n[[device]]\nname = "plc-2"\nlink = "plc-net"\nprofile = "plc.yaml"\nunit = 2\n'
+    cfg = bridge_cfg(write_file, run_dir, plc.port, devices=extra)
+    plc.set_registers(1, 0, [215])
+    with Bridge(cfg) as bridge:
+        stop = _ticker(bridge)
+        try:
+            wait_for(lambda: all(d.agent.connected for d in bridge.devices))
+
+            def health(agent: str) -> dict[str, Any]:
+                rows = {a["agent_id"]: a for a in device_edged.loop.agents_snapshot()}
+                return rows.get(agent, {}).get("health", {})
+
+            wait_for(lambda: health("plc-2").get("online") == 0.0, what="plc-2 offline")
+            assert health("plc-2")["timeouts"] >= 3
+            wait_for(lambda: health("plc-1").get("online") == 1.0, what="plc-1 online")
+            page = render(device_edged._metrics_read())
+            assert 'edge_agent_health{agent="plc-2",name="online"} 0' in page
+            assert 'edge_agent_health{agent="plc-1",name="online"} 1' in page
+            # plc-1 keeps its poll rate although plc-2 never answers
+            n = bridge.devices[0].counters["readings"]
+            wait_for(lambda: bridge.devices[0].counters["readings"] > n + 50)
+            # the offline device's Ack says why, at once
+            plc.set_registers(1, 0, [900])  # plc-1's rule fires and is confirmed
+            wait_for(lambda: device_edged.loop.counters["acks_ok"] >= 1)
+        finally:
+            stop()
