@@ -133,7 +133,7 @@ class Firmware:
             except frames.BodyError as e:
                 c["bad_bodies"] += 1
                 c["commands_rejected"] += 1
-                self.ack(frame.seq, frames.ACK_REJECTED, "bad command body: %s" % e)
+                self.ack(frame.seq, frames.ACK_REJECTED, f"bad command body: {e}")
                 return
             status, detail = self.command(name, params)
             c["commands_done" if status == frames.ACK_DONE else "commands_rejected"] += 1
@@ -147,9 +147,9 @@ class Firmware:
             for key, value in params:
                 i = self.output_index(key)
                 if i < 0:
-                    return frames.ACK_REJECTED, "no output point %r" % key
+                    return frames.ACK_REJECTED, f"no output point {key!r}"
                 if isinstance(value, str):
-                    return frames.ACK_REJECTED, "%s needs a number" % key
+                    return frames.ACK_REJECTED, f"{key} needs a number"
                 why = self.b.check(i, value)
                 if why:
                     return frames.ACK_REJECTED, why
@@ -157,7 +157,7 @@ class Firmware:
             if not writes:
                 return frames.ACK_REJECTED, "set_output needs at least one point"
             if self.state != frames.STATE_RUN:
-                return frames.ACK_SAFE, "outputs held safe (%s)" % frames.STATE_NAMES[self.state]
+                return frames.ACK_SAFE, f"outputs held safe ({frames.STATE_NAMES[self.state]})"
             for i, value in writes:
                 self.b.write(i, value)
             return frames.ACK_DONE, "set"
@@ -171,7 +171,7 @@ class Firmware:
             return frames.ACK_DONE, "resumed"
         if name == "ping":
             return frames.ACK_DONE, "pong"
-        return frames.ACK_REJECTED, "unknown command %r" % name
+        return frames.ACK_REJECTED, f"unknown command {name!r}"
 
     def output_index(self, name: str) -> int:
         for i in range(len(self.points)):

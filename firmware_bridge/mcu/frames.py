@@ -217,7 +217,7 @@ class Frame:
         self.body = body
 
     def __repr__(self) -> str:
-        return "Frame(type=0x%02x, seq=%d, body=%d bytes)" % (self.ftype, self.seq, len(self.body))
+        return f"Frame(type=0x{self.ftype:02x}, seq={self.seq}, body={len(self.body)} bytes)"
 
 
 class Bad:
@@ -228,13 +228,13 @@ class Bad:
         self.size = size
 
     def __repr__(self) -> str:
-        return "Bad(%s, %d bytes)" % (self.kind, self.size)
+        return f"Bad({self.kind}, {self.size} bytes)"
 
 
 def encode(ftype: int, seq: int, body: bytes = b"") -> bytes:
     """The wire bytes of one frame, delimiters included; raises ValueError if body > MAX_BODY."""
     if len(body) > MAX_BODY:
-        raise ValueError("frame body of %d bytes is over %d" % (len(body), MAX_BODY))
+        raise ValueError(f"frame body of {len(body)} bytes is over {MAX_BODY}")
     raw = bytearray(struct.pack("<BBH", VERSION, ftype, seq & 0xFFFF))
     raw.extend(body)
     raw.extend(struct.pack(">H", crc16(raw)))
@@ -355,7 +355,7 @@ class BodyError(ValueError):
 def _put_str(out: bytearray, s: str) -> None:
     b = s.encode("utf-8")
     if len(b) > 255:
-        raise ValueError("string of %d bytes is over 255" % len(b))
+        raise ValueError(f"string of {len(b)} bytes is over 255")
     out.append(len(b))
     out.extend(b)
 
@@ -369,7 +369,7 @@ def _get_str(body: bytes, i: int) -> tuple:
     try:
         s = bytes(body[i + 1 : i + 1 + n]).decode("utf-8")
     except UnicodeError:
-        raise BodyError("string is not UTF-8")
+        raise BodyError("string is not UTF-8") from None
     return s, i + 1 + n
 
 
@@ -408,7 +408,7 @@ def read_hello(body: bytes) -> tuple:
         _need(body, i, 1)
         kind = body[i]
         if kind >= len(KIND_NAMES):
-            raise BodyError("unknown point kind %d" % kind)
+            raise BodyError(f"unknown point kind {kind}")
         name, i = _get_str(body, i + 1)
         unit, i = _get_str(body, i)
         points.append((name, unit, kind))
@@ -485,7 +485,7 @@ def command_body(name: str, params: list) -> bytes:
             out.append(1 if value else 0)
         elif isinstance(value, int):
             if not -0x80000000 <= value <= 0x7FFFFFFF:
-                raise ValueError("param %s=%d does not fit int32" % (key, value))
+                raise ValueError(f"param {key}={value} does not fit int32")
             out.append(TAG_INT)
             out.extend(struct.pack("<i", value))
         elif isinstance(value, float):
@@ -495,9 +495,9 @@ def command_body(name: str, params: list) -> bytes:
             out.append(TAG_STR)
             _put_str(out, value)
         else:
-            raise ValueError("param %s has a type a command cannot carry" % key)
+            raise ValueError(f"param {key} has a type a command cannot carry")
     if len(out) > MAX_BODY:
-        raise ValueError("command body of %d bytes is over %d" % (len(out), MAX_BODY))
+        raise ValueError(f"command body of {len(out)} bytes is over {MAX_BODY}")
     return bytes(out)
 
 
@@ -528,7 +528,7 @@ def read_command(body: bytes) -> tuple:
             value = body[i] != 0
             i += 1
         else:
-            raise BodyError("unknown param tag %d" % tag)
+            raise BodyError(f"unknown param tag {tag}")
         params.append((key, value))
     if i != len(body):
         raise BodyError("trailing bytes")

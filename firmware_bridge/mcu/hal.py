@@ -15,12 +15,11 @@ Pin map (Pico):
 """
 
 import os
-
-import machine
 import time
-from micropython import const
 
 import frames
+import machine
+from micropython import const
 
 UART_ID = const(0)
 BAUD = const(115200)
@@ -55,7 +54,7 @@ class Board:
     def __init__(self) -> None:
         self._io: list = []
         self._out: list = []
-        for name, unit, kind, where, safe in POINTS:
+        for _name, _unit, kind, where, safe in POINTS:
             if kind == frames.KIND_ANALOG_IN:
                 self._io.append(machine.ADC(where))
             elif kind == frames.KIND_DIGITAL_IN:
@@ -96,8 +95,8 @@ class Board:
     def check(self, i: int, value: float) -> str:
         """Why ``value`` cannot go to output ``i`` ('' if it can)."""
         if POINTS[i][2] == frames.KIND_DIGITAL_OUT:
-            return "" if value in (0, 1) else "%s takes 0 or 1" % POINTS[i][0]
-        return "" if 0.0 <= value <= 1.0 else "%s takes a duty of 0..1" % POINTS[i][0]
+            return "" if value in (0, 1) else f"{POINTS[i][0]} takes 0 or 1"
+        return "" if 0.0 <= value <= 1.0 else f"{POINTS[i][0]} takes a duty of 0..1"
 
     def write(self, i: int, value: float) -> None:
         """Drive output ``i`` (checked by check() first)."""
