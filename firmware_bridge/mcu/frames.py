@@ -154,7 +154,7 @@ def _crc_table() -> list:
 _TABLE = _crc_table()
 
 
-def crc16(data: bytes) -> int:
+def crc16(data: bytes | bytearray) -> int:
     """CRC-16/CCITT-FALSE of ``data``."""
     crc = 0xFFFF
     t = _TABLE
@@ -163,7 +163,7 @@ def crc16(data: bytes) -> int:
     return crc
 
 
-def cobs_encode(data: bytes) -> bytes:
+def cobs_encode(data: bytes | bytearray) -> bytes:
     """COBS-encode ``data`` (any bytes): the result holds no 0x00 and is len(data)+1+len//254 long."""
     out = bytearray(b"\x00")
     code_at = 0
@@ -186,7 +186,7 @@ def cobs_encode(data: bytes) -> bytes:
     return bytes(out)
 
 
-def cobs_decode(data: bytes) -> bytes:
+def cobs_decode(data: bytes | bytearray) -> bytes:
     """Undo cobs_encode; raises ValueError on a 0x00 inside or a code that runs past the end."""
     out = bytearray()
     i = 0
@@ -241,7 +241,7 @@ def encode(ftype: int, seq: int, body: bytes = b"") -> bytes:
     return b"\x00" + cobs_encode(raw) + b"\x00"
 
 
-def parse(block: bytes):  # -> Frame | Bad
+def parse(block: bytes | bytearray):  # -> Frame | Bad
     """Check one block (the bytes between two delimiters) and return a Frame or a Bad."""
     n = len(block)
     if n > MAX_ENCODED:
@@ -259,7 +259,7 @@ def parse(block: bytes):  # -> Frame | Bad
     return Frame(raw[1], raw[2] | raw[3] << 8, raw[HEADER:-2])
 
 
-def decode(buf: bytes, start: int = 0) -> tuple:
+def decode(buf: bytes | bytearray, start: int = 0) -> tuple:
     """Take the next item from ``buf[start:]``: returns (consumed, item).
 
     (0, None)        need more bytes (no delimiter yet, and not over the size limit)
@@ -297,7 +297,7 @@ class Deframer:
         self.counts = {BAD_COBS: 0, BAD_CRC: 0, BAD_SHORT: 0, BAD_VERSION: 0, BAD_OVERSIZE: 0}
         self.noise_bytes = 0
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes | bytearray) -> list:
         """Append ``data``; return the good Frames it completed, in order (bad ones counted)."""
         out = []
         buf = self.buf
@@ -332,7 +332,7 @@ class Deframer:
         return out
 
 
-def _find_zero(data: bytes, start: int) -> int:
+def _find_zero(data: bytes | bytearray, start: int) -> int:
     for i in range(start, len(data)):
         if data[i] == 0:
             return i

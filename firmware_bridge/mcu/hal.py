@@ -70,7 +70,7 @@ class Board:
         self._led = machine.Pin(25, machine.Pin.OUT, value=0)
         self._uart = machine.UART(UART_ID, baudrate=BAUD, tx=machine.Pin(0), rx=machine.Pin(1),
                                   rxbuf=1024, txbuf=1024)
-        self._wdt = None
+        self._wdt: machine.WDT | None = None
 
     def points(self) -> list:
         """[(name, unit, kind), ...] as HELLO announces them."""
