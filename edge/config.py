@@ -176,7 +176,10 @@ class EdgeConfig:
     """Per-kind log rate for bad input (the rest is counted and summarised)."""
 
 
-def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:
+def coerce_setting(name: str, hint: Any, raw: Any, source: str) -> Any:
+    """``raw`` (from a file, the environment or a flag) as the type ``hint``
+    (Path, bool, int, float, str, or ``X | None``); ConfigError names ``name`` and ``source``.
+    Shared by every component's config loader."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -206,6 +209,9 @@ def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name} from {source}: {exc}") from None
     raise ConfigError(f"{name}: unsupported type {hint!r}")  # pragma: no cover - a coding error
+
+
+_coerce = coerce_setting
 
 
 def load_config(

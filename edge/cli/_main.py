@@ -83,6 +83,7 @@ class LazyGroup(click.Group):
         "keys": "edge.cli._rules_cmds:keys",
         "sync": "edge.cli._sync_cmds:sync",
         "fleet": "edge.cli._fleet:fleet",
+        "bridge": "edge.cli._bridge_cmds:bridge",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -55,10 +55,13 @@ if TYPE_CHECKING:
     from ._replay import replay as replay
     from ._source import Problem as Problem
     from ._source import RuleFileError as RuleFileError
+    from ._source import compose_source as compose_source
     from ._source import load_rule_file as load_rule_file
     from ._source import parse_condition as parse_condition
     from ._source import parse_duration as parse_duration
     from ._source import parse_rule_text as parse_rule_text
+    from ._source import problem_at as problem_at
+    from ._source import read_source as read_source
 
 _LAZY = {
     "compile_condition": "_compiler",
@@ -75,6 +78,9 @@ _LAZY = {
     "parse_condition": "_source",
     "parse_duration": "_source",
     "parse_rule_text": "_source",
+    "compose_source": "_source",
+    "problem_at": "_source",
+    "read_source": "_source",
 }
 """Public name -> the private module that defines it, imported on first access."""
 

@@ -89,6 +89,12 @@ def parse_condition(text: str) -> Condition:
 
 def load_rule_file(path: Path | str) -> RuleSet:
     """Read and check a rule file; raise RuleFileError listing every problem."""
+    return parse_rule_text(read_source(path), str(path))
+
+
+def read_source(path: Path | str) -> str:
+    """A YAML/JSON source file's text: at most MAX_FILE_BYTES of UTF-8, else RuleFileError
+    with the one Problem (also used for the bridge's device profiles)."""
     path = Path(path)
     name = str(path)
     try:
@@ -100,24 +106,29 @@ def load_rule_file(path: Path | str) -> RuleSet:
             [Problem(name, 1, 1, f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")]
         )
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise RuleFileError(
             [Problem(name, line, 1, "not UTF-8 text", hint="save the file as UTF-8")]
         ) from None
-    return parse_rule_text(text, name)
 
 
-def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
+def compose_source(text: str, name: str) -> Any:
+    """The YAML node tree of ``text`` (every node carries its line and column; None for an
+    empty file), or RuleFileError placing the syntax error."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise RuleFileError(
             [Problem(name, line, col, f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}")]
         ) from None
+
+
+def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
+    root = compose_source(text, name)
     if root is None:
         raise RuleFileError(
             [
@@ -179,9 +190,13 @@ def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
     return RuleSet(tuple(rules), version=version, description=description, custom_actions=custom)
 
 
-def _at(name: str, node: Any, message: str, rule: str = "", hint: str = "") -> Problem:
+def problem_at(name: str, node: Any, message: str, rule: str = "", hint: str = "") -> Problem:
+    """A Problem placed at the start of YAML ``node`` (from :func:`compose_source`)."""
     mark = node.start_mark
     return Problem(name, mark.line + 1, mark.column + 1, message, rule=rule, hint=hint)
+
+
+_at = problem_at
 
 
 def _rule(

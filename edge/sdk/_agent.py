@@ -158,11 +158,9 @@ class Agent:
 
     # ------------------------------------------------------------ lifecycle
 
-    def connect(self, timeout: float | None = None) -> Agent:
-        """Start the I/O thread and wait for edged's Welcome.
-
-        Raises ConnectError if edged refuses (duplicate id, bad declaration) or does not
-        answer within ``timeout`` seconds (default ``connect_timeout``)."""
+    def start(self) -> Agent:
+        """Start the I/O thread without waiting for edged: it says Hello until edged answers
+        (a process that must run before edged does, like a bridge); ``connected`` tells."""
         if self._closed:
             raise AgentClosedError(f"agent {self.agent_id} is closed")
         if self._thread is None:
@@ -174,6 +172,14 @@ class Agent:
             self._acks_out.connect(pipe)
             self._thread = threading.Thread(target=self._io, name=f"edge-agent-{self.agent_id}")
             self._thread.start()
+        return self
+
+    def connect(self, timeout: float | None = None) -> Agent:
+        """Start the I/O thread and wait for edged's Welcome.
+
+        Raises ConnectError if edged refuses (duplicate id, bad declaration) or does not
+        answer within ``timeout`` seconds (default ``connect_timeout``)."""
+        self.start()
         wait = self._connect_timeout if timeout is None else timeout
         if not self._welcomed.wait(wait) or self._refusal:
             why = self._refusal or (
