@@ -5,8 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DURATION ?= 20
 BENCH_OUT ?= bench-out/bench.json
+MCU_MPY_VERSION := 1.27.0
+MCU_WASM  := $(VENV)/node/.installed-$(MCU_MPY_VERSION)
+MCU_STUBS := $(VENV)/mpy-stubs/.installed-$(MCU_MPY_VERSION)
 
-.PHONY: demo test bench slow lint regen clean setup
+.PHONY: demo test bench slow lint regen clean setup mcu-wasm mcu-stubs mcu-firmware
 
 setup: $(STAMP)
 
@@ -24,8 +27,34 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/edgectl demo --duration $(DURATION) $(if $(filter 1,$(DEMO_UPSTREAM)),--upstream,) $(if $(filter 1,$(DEMO_DEVICES)),--devices,)
 
-test: $(STAMP)
+test: $(STAMP) $(MCU_WASM) $(MCU_STUBS)
 	$(PY) -m pytest -q
+
+# The MCU firmware's tests run it on real MicroPython: the official WebAssembly port from npm
+# (under Node.js), installed once into .venv/node; and type-check it against the RP2040 stubs,
+# installed with pip --target into .venv/mpy-stubs (kept out of the venv's site-packages,
+# where their machine.pyi/time.pyi would sit beside CPython's modules).
+
+mcu-wasm: $(MCU_WASM)
+$(MCU_WASM): | $(STAMP)
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "npm is missing: installing Debian's nodejs and npm"; \
+	    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; \
+	  else \
+	    echo "npm is needed for the MCU firmware tests: run 'sudo apt-get install nodejs npm' (Node.js >= 18)"; exit 1; \
+	  fi; }
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error @micropython/micropython-webassembly-pyscript@$(MCU_MPY_VERSION)
+	@touch $@
+
+mcu-stubs: $(MCU_STUBS)
+$(MCU_STUBS): | $(STAMP)
+	$(PY) -m pip install --quiet --upgrade --target $(VENV)/mpy-stubs 'micropython-rp2-rpi-pico-stubs==1.27.*'
+	@touch $@
+
+# The files to copy to a Pico (main.py + .mpy from mpy-cross) and the fw_hash it will report
+mcu-firmware: $(STAMP)
+	$(PY) -m firmware_bridge._mcu._build mpy build/mcu
 
 slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
@@ -48,4 +77,4 @@ regen: $(STAMP)
 	$(PY) -m edge.wire._gen
 
 clean:
-	rm -rf $(VENV) bench-out .pytest_cache .hypothesis
+	rm -rf $(VENV) bench-out build/mcu .pytest_cache .hypothesis
