@@ -193,10 +193,19 @@ class Device:
         lk = self.link
         h = self.handle
         dc = getattr(h, "counters", {})
-        online = float(lk.is_open and getattr(getattr(h, "breaker", None), "online", True))
+        online = float(lk.is_open and getattr(h, "online", True))
         errors = sum(
             dc.get(k, 0)
-            for k in ("bad_responses", "exceptions", "bad_dlc", "decode_errors", "writes_failed")
+            for k in (
+                "bad_responses",
+                "exceptions",
+                "bad_dlc",
+                "decode_errors",
+                "writes_failed",
+                "nacks",
+                "errors",
+                "resets",
+            )
         )
         out = {
             "health_online": online,

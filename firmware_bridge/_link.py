@@ -31,7 +31,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "modbus_tcp": ("firmware_bridge._modbus", "ModbusTcpLink"),
     "modbus_rtu": ("firmware_bridge._modbus", "ModbusRtuLink"),
     "can": ("firmware_bridge._can", "CanLink"),
-    "mcu": ("firmware_bridge._mcu", "McuSerialLink"),
+    "mcu": ("firmware_bridge._mcu_backend", "McuSerialLink"),
 }
 """Link kind -> (module, class); imported lazily by :func:`backend`."""
 

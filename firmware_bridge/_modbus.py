@@ -181,6 +181,10 @@ class ModbusDevice:
         }
         self.last_error = ""
 
+    @property
+    def online(self) -> bool:
+        return self.breaker.online
+
 
 @dataclasses.dataclass(slots=True)
 class _Job:

@@ -10,6 +10,7 @@ feeds a service manager's watchdog ($NOTIFY_SOCKET, or a health file) while it i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -76,9 +77,13 @@ class Bridge:
                 )
             for d in self.cfg.devices:
                 link = self.links[d.link]
+                prof = profiles[d.name]
+                if prof.kind == "mcu" and not prof.points:  # points from the hello frame
+                    points = link.discover()  # type: ignore[attr-defined]
+                    prof = dataclasses.replace(prof, points=tuple(points))
                 dev = Device(
                     d,
-                    profiles[d.name],
+                    prof,
                     link,
                     endpoint=self.endpoint,
                     context=self.ctx,
@@ -138,6 +143,8 @@ class Bridge:
                     self.counters["heartbeats"] += 1
                 except EdgeError as exc:
                     log.debug("heartbeat %s: %s", dev.name, exc)
+            if connected and prof.kind == "mcu":
+                dev.link.beat()  # type: ignore[attr-defined]  # the MCU goes safe without them
             if (
                 connected
                 and prof.alive

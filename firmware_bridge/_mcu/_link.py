@@ -138,10 +138,26 @@ class LinkFault:
 Event = Reading | CommandAck | McuReset | McuStatus | LinkFault
 
 _HOST_COUNTERS = (
-    "frames_ok", "crc_errors", "cobs_errors", "short_frames", "version_errors", "oversize",
-    "noise_bytes", "seq_errors", "seq_lost", "bad_bodies", "unknown_types", "stale_frames",
-    "readings", "acks", "acks_unmatched", "commands_sent", "commands_failed",
-    "heartbeats_sent", "resets", "io_errors",
+    "frames_ok",
+    "crc_errors",
+    "cobs_errors",
+    "short_frames",
+    "version_errors",
+    "oversize",
+    "noise_bytes",
+    "seq_errors",
+    "seq_lost",
+    "bad_bodies",
+    "unknown_types",
+    "stale_frames",
+    "readings",
+    "acks",
+    "acks_unmatched",
+    "commands_sent",
+    "commands_failed",
+    "heartbeats_sent",
+    "resets",
+    "io_errors",
 )
 
 
@@ -161,9 +177,17 @@ class _Session:
 class McuLink:
     """One MCU on one serial port. Not thread-safe: one owner thread calls every method."""
 
-    def __init__(self, port: str, *, baudrate: int = 115200, clock: Clock = SYSTEM_CLOCK,
-                 open_timeout_s: float = 3.0, command_timeout_s: float = 1.0,
-                 silence_s: float = 1.0, serial_factory: Any = None):
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 115200,
+        clock: Clock = SYSTEM_CLOCK,
+        open_timeout_s: float = 3.0,
+        command_timeout_s: float = 1.0,
+        silence_s: float = 1.0,
+        serial_factory: Any = None,
+    ):
         self.port = port
         self._baudrate = baudrate
         self._clock = clock
@@ -191,8 +215,9 @@ class McuLink:
             else:
                 import serial  # the [serial] extra
 
-                self._ser = serial.Serial(self.port, self._baudrate, timeout=0,
-                                          write_timeout=1.0, exclusive=True)
+                self._ser = serial.Serial(
+                    self.port, self._baudrate, timeout=0, write_timeout=1.0, exclusive=True
+                )
             self._ser.reset_input_buffer()
         except (OSError, ValueError) as e:  # SerialException is an OSError
             self._ser = None
@@ -209,7 +234,8 @@ class McuLink:
                 raise McuOpenError(
                     f"{self.port}: no HELLO from the MCU within {self._open_timeout_s} s "
                     f"({seen} bytes seen, counters {self._nonzero()}): is the firmware "
-                    f"running and the baud rate {self._baudrate}?")
+                    f"running and the baud rate {self._baudrate}?"
+                )
             data = self._read(min(left, 0.05))
             seen += len(data)
             for ev in self._take(data):
@@ -311,12 +337,20 @@ class McuLink:
         now = self._clock.monotonic_ns()
         for seq, p in list(self._s.pending.items()):
             if now - p.t_sent_ns > self._command_timeout_ns:
-                events.append(self._fail(seq, "timeout",
-                                         f"no ack within {self._command_timeout_ns // 1_000_000} ms"))
+                events.append(
+                    self._fail(
+                        seq, "timeout", f"no ack within {self._command_timeout_ns // 1_000_000} ms"
+                    )
+                )
         if not self._silent and now - self._last_rx_ns > self._silence_ns:
             self._silent = True
-            events.append(LinkFault("silent", f"no frame from the MCU for "
-                                    f"{(now - self._last_rx_ns) // 1_000_000} ms", now))
+            events.append(
+                LinkFault(
+                    "silent",
+                    f"no frame from the MCU for {(now - self._last_rx_ns) // 1_000_000} ms",
+                    now,
+                )
+            )
         return events
 
     def _read(self, timeout_s: float) -> bytes:
@@ -404,8 +438,12 @@ class McuLink:
             events.append(CommandAck(seq, status == fr.ACK_DONE, detail, now, name, t_ms))
         elif frame.ftype == fr.T_STATUS:
             state, missed, counters = fr.read_status(frame.body)
-            st = McuStatus(fr.STATE_NAMES[state] if state < len(fr.STATE_NAMES) else str(state),
-                           missed, counters, now)
+            st = McuStatus(
+                fr.STATE_NAMES[state] if state < len(fr.STATE_NAMES) else str(state),
+                missed,
+                counters,
+                now,
+            )
             self.mcu_status = st
             events.append(st)
         else:
@@ -418,20 +456,30 @@ class McuLink:
     def _hello(self, body: bytes, now: int) -> McuHello:
         reason, boot_id, fw_hash, version, cause, hb_ms, missed_max, points = fr.read_hello(body)
         return McuHello(
-            fw_version=version, fw_hash=fw_hash.hex(),
+            fw_version=version,
+            fw_hash=fw_hash.hex(),
             points=tuple(McuPoint(n, u, fr.KIND_NAMES[k]) for n, u, k in points),
             boot_id=boot_id,
             reset_cause=RESET_CAUSES[cause] if cause < len(RESET_CAUSES) else str(cause),
-            heartbeat_ms=hb_ms, missed_max=missed_max,
-            reason="boot" if reason == fr.HELLO_BOOT else "asked", t_rx_ns=now)
+            heartbeat_ms=hb_ms,
+            missed_max=missed_max,
+            reason="boot" if reason == fr.HELLO_BOOT else "asked",
+            t_rx_ns=now,
+        )
 
     def _reset(self, hello: McuHello) -> list[Event]:
         self._counts["resets"] += 1
         events: list[Event] = []
         failed = tuple(self._s.pending)
         for seq in failed:
-            events.append(self._fail(seq, "reset", f"the MCU reset (cause {hello.reset_cause}) "
-                                     "before acknowledging; its outputs came up safe"))
+            events.append(
+                self._fail(
+                    seq,
+                    "reset",
+                    f"the MCU reset (cause {hello.reset_cause}) "
+                    "before acknowledging; its outputs came up safe",
+                )
+            )
         events.append(McuReset(hello, failed))
         if hello.reason == "boot":
             self._send_frame(fr.T_SYNC, b"")  # the new boot takes no frame before a SYNC

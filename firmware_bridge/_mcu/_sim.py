@@ -58,8 +58,13 @@ def micropython_mjs() -> Path:
 class SimulatedMcu:
     """One simulated board; a context manager, ``close()`` idempotent."""
 
-    def __init__(self, firmware_dir: Path = FIRMWARE_DIR, *, node: str | None = None,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        firmware_dir: Path = FIRMWARE_DIR,
+        *,
+        node: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
         self._firmware_dir = Path(firmware_dir)
         self._node = node or shutil.which("node")
         if not self._node:
@@ -87,18 +92,34 @@ class SimulatedMcu:
         ctl_r, ctl_w = os.pipe()
         os.set_blocking(ctl_r, False)
         self._ctl_w = ctl_w
-        args = [self._node, str(WASM_DIR / "runner.mjs"), "--mjs", str(self._mjs),
-                "--fw", str(self._firmware_dir), "--shim", str(WASM_DIR / "machine.py"),
-                "--uart-fd", str(master)]
+        args = [
+            self._node,
+            str(WASM_DIR / "runner.mjs"),
+            "--mjs",
+            str(self._mjs),
+            "--fw",
+            str(self._firmware_dir),
+            "--shim",
+            str(WASM_DIR / "machine.py"),
+            "--uart-fd",
+            str(master),
+        ]
         try:
-            self._proc = subprocess.Popen(args, stdin=ctl_r, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, pass_fds=(master,))
+            self._proc = subprocess.Popen(
+                args,
+                stdin=ctl_r,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(master,),
+            )
         finally:
             os.close(ctl_r)
-        self._reader = threading.Thread(target=self._read_events, name="mcu-sim-events",
-                                        daemon=True)
-        self._stderr_reader = threading.Thread(target=self._read_stderr, name="mcu-sim-log",
-                                               daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_events, name="mcu-sim-events", daemon=True
+        )
+        self._stderr_reader = threading.Thread(
+            target=self._read_stderr, name="mcu-sim-log", daemon=True
+        )
         self._reader.start()
         self._stderr_reader.start()
         return self
@@ -152,11 +173,15 @@ class SimulatedMcu:
                     if pred(e):
                         return e
                 left = deadline - time.monotonic()
-                if left <= 0 or (self._proc is not None and self._proc.poll() is not None
-                                 and not self._reader_alive()):
+                if left <= 0 or (
+                    self._proc is not None
+                    and self._proc.poll() is not None
+                    and not self._reader_alive()
+                ):
                     raise SimulatorError(
                         f"no matching event within {timeout_s} s; last events "
-                        f"{self._events[-5:]}; log {self._stderr[-10:]}")
+                        f"{self._events[-5:]}; log {self._stderr[-10:]}"
+                    )
                 self._cond.wait(min(left, 0.05))
 
     def _reader_alive(self) -> bool:

@@ -75,9 +75,19 @@ class Firmware:
         self.tx_seq = (self.tx_seq + 1) & 0xFFFF
 
     def hello(self, reason: int) -> None:
-        self.send(frames.T_HELLO, frames.hello_body(
-            reason, self.boot_id, self.fw_hash, FW_VERSION, self.reset_cause,
-            hal.HEARTBEAT_MS, hal.MISSED_MAX, self.points))
+        self.send(
+            frames.T_HELLO,
+            frames.hello_body(
+                reason,
+                self.boot_id,
+                self.fw_hash,
+                FW_VERSION,
+                self.reset_cause,
+                hal.HEARTBEAT_MS,
+                hal.MISSED_MAX,
+                self.points,
+            ),
+        )
 
     def ack(self, seq: int, status: int, detail: str) -> None:
         self.send(frames.T_ACK, frames.ack_body(seq, status, self.b.ticks_ms(), detail))

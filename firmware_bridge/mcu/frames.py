@@ -378,8 +378,16 @@ def _need(body: bytes, i: int, n: int) -> None:
         raise BodyError("body too short")
 
 
-def hello_body(reason: int, boot_id: int, fw_hash: bytes, fw_version: str, reset_cause: int,
-               heartbeat_ms: int, missed_max: int, points: list) -> bytes:
+def hello_body(
+    reason: int,
+    boot_id: int,
+    fw_hash: bytes,
+    fw_version: str,
+    reset_cause: int,
+    heartbeat_ms: int,
+    missed_max: int,
+    points: list,
+) -> bytes:
     """points: [(name, unit, kind), ...]"""
     if len(fw_hash) != 8:
         raise ValueError("fw_hash must be 8 bytes")
