@@ -129,6 +129,8 @@ class Device:
         action = self.profile.actions.get(name)
         if action is None and name == "safe_state" and self.profile.safe_state:
             action = ActionSpec("safe_state", self.profile.safe_state)  # the profile's values
+        if action is None and name == "alert":
+            return AckStatus.OK, "alert noted: this device maps nothing to drive for it"
         if action is None:
             self.counters["rejected"] += 1
             raise InstructionRejected(
@@ -221,8 +223,9 @@ class Device:
         return out
 
     def report_health(self) -> None:
-        if not self.agent.connected:
-            return
+        lc = self.link.counters
+        if not self.agent.connected or not (lc.get("opens") or lc.get("open_errors")):
+            return  # not before the link has tried to open: "offline" at start is no news
         try:
             self.agent.report_many(
                 [(k, v, {"bus": self.link.name}) for k, v in self.health().items()]

@@ -8,7 +8,8 @@ SIGTERM stops it (the bridge writes the PLC's safe values on the way out). The E
 bridge's process only because python-can's virtual bus is in-process; on a board it is a
 socketcan interface and the ECU is a real node.
 
-Plant: the tank heats up until the ``tank_hot`` rule opens the coolant valve (the PLC closes
+Plant: the MCU (the firmware on MicroPython's WebAssembly port over a pty, when Node.js and
+the package are installed) sees its load input rise until ``load_high`` runs its fan; the tank heats up until the ``tank_hot`` rule opens the coolant valve (the PLC closes
 it again below 50 degC); the motor revs up until ``overspeed`` sets the cruise speed, which
 the ECU confirms in DI_state.DI_cruiseSet and answers by dropping the revs.
 """
@@ -58,20 +59,28 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=read_stdin, name="demo-stdin", daemon=True).start()
     channel = f"demo-{uuid.uuid4().hex[:8]}"
     root = args.root
-    for name in ("plc.yaml", "ecu.yaml"):
+    for name in ("plc.yaml", "ecu.yaml", "mcu.yaml"):
         (root / name).write_text((EXAMPLES / name).read_text())
+    board: Any = None
+    try:
+        from .mcu_link import SimulatedMcu, SimulatorError
+
+        board = SimulatedMcu().start()
+    except (ImportError, SimulatorError) as exc:
+        _emit("note", message=f"no MCU in this demo: {exc}")
     plc = ModbusSim(units=(1,)).start()
     toml = root / "bridge.toml"
-    toml.write_text(
-        (EXAMPLES / "bridge.toml")
-        .read_text()
-        .replace("{port}", str(plc.port))
-        .replace("{channel}", channel)
-    )
+    text = (EXAMPLES / "bridge.toml").read_text()
+    if board is not None:
+        text += (
+            f'\n[[link]]\nname = "uart0"\nkind = "mcu"\nport = "{board.port}"\n'
+            '\n[[device]]\nname = "mcu-fan"\nlink = "uart0"\nprofile = "mcu.yaml"\n'
+        )
+    toml.write_text(text.replace("{port}", str(plc.port)).replace("{channel}", channel))
     cfg = load_bridge_config({"run_dir": args.run_dir}, env={}, file=toml)
     db = load_profile(root / "ecu.yaml").db
     ecu_bus = can.Bus(interface="virtual", channel=channel)
-    plant = {"temp": 60.0, "rpm": 4000.0, "commands": 0}
+    plant = {"temp": 60.0, "rpm": 4000.0, "commands": 0, "load_v": 1.0}
 
     def on_ecu_command(name: str, decoded: dict[str, Any]) -> None:
         if name == "DAS_control" and decoded.get("DAS_setSpeed", 0) > 0:
@@ -111,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                 "DI_torque1", DI_motorRPM=plant["rpm"], DI_pedalPos=min(100, plant["rpm"] / 120)
             )
             ecu.set("DI_torque2", DI_vehicleSpeed=min(179, plant["rpm"] / 100))
+            if board is not None:
+                mcu = next(d for d in bridge.devices if d.name == "mcu-fan")
+                if mcu.counters["confirmed"] > plant.get("mcu_confirmed", 0):
+                    plant["mcu_confirmed"] = mcu.counters["confirmed"]
+                    plant["load_v"] = 1.0  # the fan took the load off
+                plant["load_v"] = min(3.3, plant["load_v"] + 0.04)
+                board.set_adc(0, round(plant["load_v"] / 3.3 * 65535))
             if time.monotonic() >= next_status:
                 next_status += 1
                 _emit(
@@ -129,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         ecu_bus.shutdown()
         safe = {"pump": plc.bits(1, 0)[0], "coolant_valve": plc.registers(1, 0)[0]}
         plc.stop()
+        if board is not None:
+            board.close()
         _emit(
             "stopped",
             safe_values=safe,

@@ -9,8 +9,9 @@ measured in the same run.
   TCP link (250 registers as two merged requests); baseline: pymodbus's own synchronous client
   reading the same two blocks back to back.
 * ``e2e``: a device reading -> edged -> rule -> instruction -> the device's confirmation ->
-  Ack (edged's e2e histogram: Ack.t_done - the reading's t) for Modbus (write response) and CAN
-  (response signal), beside a plain SDK agent's e2e in the same process and run.
+  Ack (edged's e2e histogram: Ack.t_done - the reading's t) for Modbus (write response), CAN
+  (response signal) and the MCU (the firmware on MicroPython's WebAssembly port over a pty:
+  its ack frame), beside a plain SDK agent's e2e in the same process and run.
 * ``safe_state``: measured times to safe state: edged lost -> PLC safe values written (grace
   ``bridge_safe_after_ms`` included), edged lost -> last CAN alive frame, bridge shutdown ->
   safe values confirmed.
@@ -59,10 +60,21 @@ actions:
     confirm: {message: DI_state, signal: DI_cruiseSet, within: 500ms}
 alive: {message: DAS_control, signal: DAS_controlCounter, period: 20ms}
 """
+MCU = """\
+kind: mcu
+points: [{name: pot, unit: V}, {name: temp_c, unit: degC}, {name: button}, {name: relay},
+         {name: fan, unit: ratio}]
+actions:
+  throttle:
+    params: {rate: {min: 0, max: 1}}
+    command: {name: set_output, params: {fan: "{rate}"}}
+"""
 RULES = """\
 version: 1
 actions: [set_speed]
 rules:
+  - {rule_id: mcu, rule_content: pot > 3.0, action: throttle, params: {rate: 0.5},
+     priority: 9, sla_threshold: 500, agents: [bench-mcu]}
   - {rule_id: plain, rule_content: bench_plain > 0.5, action: throttle, params: {rate: 0.5},
      priority: 9, sla_threshold: 50, agents: [bench-agent]}
   - {rule_id: mb, rule_content: bench_mb > 0.5, action: set_param, params: {value: 7},
@@ -224,8 +236,30 @@ def e2e_and_safe_state(root: Path, iterations: int) -> dict[str, Any]:
     (root / "rules.yaml").write_text(RULES)
     (root / "plc.yaml").write_text(PLC)
     (root / "ecu.yaml").write_text(ECU)
+    (root / "mcu.yaml").write_text(MCU)
     channel = f"bench-{uuid.uuid4().hex[:8]}"
     out: dict[str, Any] = {}
+    board: Any = None
+    try:
+        from firmware_bridge.mcu_link import SimulatedMcu, SimulatorError
+
+        board = SimulatedMcu().start()
+    except (ImportError, SimulatorError) as exc:
+        out["mcu"] = {"count": 0, "skipped": str(exc)}
+    mcu_toml = (
+        ""
+        if board is None
+        else f"""
+[[link]]
+name = "uart"
+kind = "mcu"
+port = "{board.port}"
+[[device]]
+name = "bench-mcu"
+link = "uart"
+profile = "mcu.yaml"
+"""
+    )
     ecfg = load_config(
         {
             "run_dir": run_dir,
@@ -237,7 +271,8 @@ def e2e_and_safe_state(root: Path, iterations: int) -> dict[str, Any]:
         env={},
     )
     with ModbusSim(units=(1,)) as plc:
-        (root / "bridge.toml").write_text(f"""
+        (root / "bridge.toml").write_text(
+            f"""
 [bridge]
 bridge_tick_ms = 5
 bridge_safe_after_ms = 200
@@ -259,7 +294,9 @@ profile = "plc.yaml"
 name = "bench-ecu"
 link = "can"
 profile = "ecu.yaml"
-""")
+"""
+            + mcu_toml
+        )
         cfg = load_bridge_config({"run_dir": run_dir}, env={}, file=root / "bridge.toml")
         db = load_profile(root / "ecu.yaml").db
         ecu_bus = can.Bus(interface="virtual", channel=channel)
@@ -289,10 +326,10 @@ profile = "ecu.yaml"
                 raise RuntimeError("the bench's devices were not welcomed by edged")
             acks = lambda: edged.loop.counters["acks"]  # noqa: E731
 
-            def loop(fire: Any, rearm: Any) -> dict[str, Any]:
+            def loop(fire: Any, rearm: Any, n_iter: int = iterations) -> dict[str, Any]:
                 edged.stats.reset()
                 lost = 0
-                for _ in range(iterations):
+                for _ in range(n_iter):
                     n = acks()
                     fire()
                     if not _wait(lambda n=n: acks() > n, 2):
@@ -336,13 +373,27 @@ profile = "ecu.yaml"
                 _wait(lambda: latest("bench-ecu", "cruise") == 0)
 
             out["can"] = loop(lambda: ecu.set("DI_torque1", DI_motorRPM=1), can_rearm)
-            for kind in ("modbus", "can"):
+            if board is not None:  # the firmware samples every 100 ms: fewer loops
+                _wait(lambda: bridge.devices[2].handle.state == "run", 5)
+                out["mcu"] = loop(
+                    lambda: board.set_adc(0, 65535),
+                    lambda: (
+                        board.set_adc(0, 0),
+                        _wait(lambda: latest("bench-mcu", "pot") == 0, 2),
+                    ),
+                    max(5, iterations // 10),
+                )
+            for kind in ("modbus", "can", "mcu"):
+                if "p50" not in out.get(kind, {}):
+                    continue
                 p50, base = out[kind].get("p50"), out["plain_agent"].get("p50")
                 out[kind]["p50_ratio_to_plain_agent"] = (
                     round(p50 / base, 2) if p50 and base else None
                 )
             # safe state: edged goes away
             plc.set_bits(1, 0, [True])
+            mark = len(board.events) if board is not None else 0
+            t0_ns = time.monotonic_ns()
             t0 = time.monotonic()
             edged.close()
             ok = _wait(lambda: plc.bits(1, 0)[0] is False, 5)
@@ -353,6 +404,17 @@ profile = "ecu.yaml"
                 "modbus_grace_ms": cfg.bridge_safe_after_ms,
                 "can_alive_last_frame_after_edged_lost_ms": round((alive_seen[0] - t0) * 1000, 1),
             }
+            if board is not None and "p50" in out.get("mcu", {}):
+                try:  # the fan was left at 0.5 by the loop: safe is duty 0
+                    off = board.wait_for(
+                        lambda e: e["ev"] == "pwm" and e["pin"] == 17 and e["duty"] == 0,
+                        5,
+                        after=mark,
+                    )
+                    out["safe_state"]["mcu_edged_lost_ms"] = round((off["t_ns"] - t0_ns) / 1e6, 1)
+                except Exception as exc:  # the simulator's own error says what it saw
+                    out["safe_state"]["mcu_edged_lost_ms"] = None
+                    out["safe_state"]["mcu_error"] = str(exc)[:300]
             plc.set_bits(1, 0, [True])
             stop.set()
             tick.join(5)
@@ -370,6 +432,8 @@ profile = "ecu.yaml"
             edged.close()
             ecu.stop()
             ecu_bus.shutdown()
+            if board is not None:
+                board.close()
             import shutil
 
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -401,7 +465,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"bridge Modbus: {m['points_per_s']:,} points/s, {m['ratio_to_baseline']:.2f}x pymodbus's "
         f"client ({m['baseline_pymodbus_client_points_per_s']:,}/s)",
     ]
-    for kind in ("plain_agent", "modbus", "can"):
+    for kind in ("plain_agent", "modbus", "can", "mcu"):
         s = e.get(kind, {})
         lines.append(
             f"bridge e2e {kind}: p50 {s.get('p50')} µs, p99 {s.get('p99')} µs "
