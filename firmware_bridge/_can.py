@@ -237,7 +237,7 @@ class CanLink(Link):
                 dev.counters["rate_limited"] += 1
                 continue
             m.last_ns[i] = t
-            out.append((p, p.from_raw(float(decoded[p.signal]))))
+            out.append((p, p.from_raw(float(decoded[p.signal]))))  # type: ignore[arg-type]
         if out:
             dev.counters["decoded"] += 1
             m.on_values(out, t)

@@ -603,11 +603,8 @@ class _Checker:
             for k, v in self.mapping(pn, "params", set(_plain(pn) or {}), where).items():
                 spec = self.mapping(v, f"param {k}", {"min", "max", "default"}, where)
                 vals = {key: self.number(spec[key], f"param {k} {key}", where) for key in spec}
-                if (
-                    vals.get("min") is not None
-                    and vals.get("max") is not None
-                    and vals["min"] > vals["max"]
-                ):
+                lo, hi = vals.get("min"), vals.get("max")
+                if lo is not None and hi is not None and lo > hi:
                     self.bad(v, f"param {k}: min is above max", where=where)
                 params[k] = ParamSpec(k, vals.get("min"), vals.get("max"), vals.get("default"))
         writes: list[Write] = []
@@ -633,7 +630,7 @@ class _Checker:
             if "name" not in cm:
                 self.bad(m["command"], "command needs name:", where=where)
             else:
-                fields = ()
+                fields: tuple[tuple[str, Value], ...] = ()
                 if "params" in cm:
                     fields = tuple(self.fields(cm["params"], where, params))
                 writes = [

@@ -120,7 +120,7 @@ def encode(dtype: str, order: str, value: float | int | str, registers: int = 0)
     else:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{value} is not a {dtype}")
-        n = int(value) if isinstance(value, int) else round(value)
+        n = value if isinstance(value, int) else round(float(value))
         lo, hi = _LIMITS[code]
         if not lo <= n <= hi:
             raise ValueError(f"{n} is out of range for {dtype} ({lo}..{hi})")

@@ -76,10 +76,10 @@ class Bridge:
                     spec.name, dict(spec.options), clock=self.clock
                 )
             for d in self.cfg.devices:
-                link = self.links[d.link]
+                link: Any = self.links[d.link]
                 prof = profiles[d.name]
                 if prof.kind == "mcu" and not prof.points:  # points from the hello frame
-                    points = link.discover()  # type: ignore[attr-defined]
+                    points = link.discover()
                     prof = dataclasses.replace(prof, points=tuple(points))
                 dev = Device(
                     d,
@@ -139,12 +139,12 @@ class Bridge:
                 n = self._hb[dev.name] = (self._hb.get(dev.name, 0) + 1) % 65536
                 p = prof.point(prof.heartbeat.point)
                 try:
-                    dev.link.write(dev.handle, [(p, p.from_raw(n))], lambda ok, d, t: None)  # type: ignore[attr-defined]
+                    dev.link.write(dev.handle, [(p, p.from_raw(n))], lambda ok, d, t: None)
                     self.counters["heartbeats"] += 1
                 except EdgeError as exc:
                     log.debug("heartbeat %s: %s", dev.name, exc)
             if connected and prof.kind == "mcu":
-                dev.link.beat()  # type: ignore[attr-defined]  # the MCU goes safe without them
+                dev.link.beat()  # the MCU goes safe without them
             if (
                 connected
                 and prof.alive
@@ -177,7 +177,7 @@ class Bridge:
         values[alive.signal] = n
         if dev.link.send_frame(
             msg.frame_id,
-            msg.encode(values, strict=False),  # type: ignore[attr-defined]
+            msg.encode(values, strict=False),
             msg.is_extended_frame,
         ):
             self.counters["alive_frames"] += 1
@@ -243,19 +243,19 @@ class Bridge:
         self.close()
 
 
-def _attach(link: Link, dev: Device) -> Any:
+def _attach(link: Any, dev: Device) -> Any:
     kind = dev.profile.kind
     if kind == "modbus":
         return link.add_device(
             dev.name,
             dev.spec.unit,
-            dev.profile.points,  # type: ignore[attr-defined]
+            dev.profile.points,
             dev.profile.poll_groups,
             dev.on_values,
         )
     if kind == "can":
-        return link.add_device(dev.name, dev.profile, dev.on_values)  # type: ignore[attr-defined]
-    return link.add_device(dev.name, dev.profile, dev.on_values)  # type: ignore[attr-defined]
+        return link.add_device(dev.name, dev.profile, dev.on_values)
+    return link.add_device(dev.name, dev.profile, dev.on_values)
 
 
 def sd_notify(addr: str, msg: bytes) -> None:

@@ -128,7 +128,7 @@ class ModbusSim:
                 if self.serial_port:
                     from pymodbus import FramerType
 
-                    server = ModbusSerialServer(
+                    server: Any = ModbusSerialServer(
                         self.context,
                         framer=FramerType.RTU,
                         port=self.serial_port,
@@ -365,7 +365,7 @@ def _serve_modbus(argv: list[str]) -> int:
     import json
     import sys
 
-    units = (1,)
+    units: tuple[int, ...] = (1,)
     if "--units" in argv:
         units = tuple(int(u) for u in argv[argv.index("--units") + 1].split(","))
     with ModbusSim(units=units, size=1024) as sim:

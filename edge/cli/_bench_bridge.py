@@ -312,6 +312,8 @@ profile = "ecu.yaml"
             ),
         )
         edged = Edged(ecfg).start()
+        assert edged.loop is not None and edged.stats is not None
+        loop_, stats_ = edged.loop, edged.stats
         agent = Agent("bench-agent", ["bench_plain"], run_dir=run_dir, handler=lambda i: None)
         bridge = Bridge(cfg)
         stop = threading.Event()
@@ -324,10 +326,10 @@ profile = "ecu.yaml"
             tick.start()
             if not _wait(lambda: all(d.agent.connected for d in bridge.devices), 10):
                 raise RuntimeError("the bench's devices were not welcomed by edged")
-            acks = lambda: edged.loop.counters["acks"]  # noqa: E731
+            acks = lambda: loop_.counters["acks"]  # noqa: E731
 
             def loop(fire: Any, rearm: Any, n_iter: int = iterations) -> dict[str, Any]:
-                edged.stats.reset()
+                stats_.reset()
                 lost = 0
                 for _ in range(n_iter):
                     n = acks()
@@ -335,11 +337,11 @@ profile = "ecu.yaml"
                     if not _wait(lambda n=n: acks() > n, 2):
                         lost += 1
                     rearm()
-                snap = edged.stats.snapshot()
+                snap = stats_.snapshot()
                 return {**snap["stages_us"]["e2e"], "lost": lost}
 
             def latest(agent_id: str, name: str) -> Any:
-                rec = edged.loop.registry.by_id.get(agent_id)
+                rec = loop_.registry.by_id.get(agent_id)
                 if rec is None:
                     return None
                 return next(
@@ -358,13 +360,12 @@ profile = "ecu.yaml"
                     _wait(lambda: latest("bench-agent", "bench_plain") == 0),
                 ),
             )
-            out["modbus"] = loop(
-                lambda: plc.set_registers(1, 0, [1]),
-                lambda: (
-                    plc.set_registers(1, 0, [0]),
-                    _wait(lambda: latest("bench-plc", "bench_mb") == 0),
-                ),
-            )
+
+            def mb_rearm() -> None:
+                plc.set_registers(1, 0, [0])
+                _wait(lambda: latest("bench-plc", "bench_mb") == 0)
+
+            out["modbus"] = loop(lambda: plc.set_registers(1, 0, [1]), mb_rearm)
 
             def can_rearm() -> None:
                 ecu.set("DI_torque1", DI_motorRPM=0)

@@ -360,8 +360,8 @@ class Agent:
                 for s, _ in poller.poll(timeout):
                     if s is sock:
                         self._drain(sock)
-                    elif s is acks_in:
-                        self._forward_acks(sock, s)
+                    elif acks_in is not None and s is acks_in:
+                        self._forward_acks(sock, acks_in)
                     else:
                         if recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED:
                             # edged went away: reports drop until the next Welcome, and Hello

@@ -66,7 +66,7 @@ class SimulatedMcu:
         log: Callable[[str], None] | None = None,
     ):
         self._firmware_dir = Path(firmware_dir)
-        self._node = node or shutil.which("node")
+        self._node = node or shutil.which("node") or ""
         if not self._node:
             raise SimulatorError("Node.js is not installed (apt-get install nodejs npm)")
         self._mjs = micropython_mjs()
