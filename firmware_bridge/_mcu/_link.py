@@ -8,7 +8,8 @@ API (the bridge codes against this; names are public in firmware_bridge.mcu_link
 
     link = McuLink("/dev/ttyACM0", clock=SYSTEM_CLOCK)   # nothing opened yet
     hello = link.open()          # -> McuHello; sends SYNC and waits for the MCU's HELLO
-                                 #    (open_timeout_s), raises McuOpenError (port missing,
+                                 #    (open_timeout_s, real time: it bounds a blocking wait),
+                                 #    raises McuOpenError (port missing,
                                  #    no HELLO: the message says which and what was seen)
     link.fileno()                # the port's fd, for a selector; readable = call poll()
     link.poll(timeout_s)         # -> list of events, waits at most timeout_s (0 = never)
@@ -48,6 +49,7 @@ one taken) or arrives before the session's HELLO is counted and never produces a
 from __future__ import annotations
 
 import select
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,17 +195,19 @@ class McuLink:
 
                 self._ser = serial.Serial(self.port, self._baudrate, timeout=0,
                                           write_timeout=1.0, exclusive=True)
-            self._ser.reset_input_buffer()
         except (OSError, ValueError) as e:  # SerialException is an OSError
             self._ser = None
             raise McuOpenError(f"{self.port}: cannot open the MCU's port: {e}") from e
         self._s = _Session()
         self._deframer = fr.Deframer()
         self._send_frame(fr.T_SYNC, b"")
-        deadline = self._clock.monotonic_ns() + int(self._open_timeout_s * 1e9)
+        # bytes already waiting are not flushed: frames before this session's HELLO are
+        # dropped by the protocol itself (counted as stale_frames). The deadline is real time:
+        # it bounds a blocking wait, like the timeout of a socket connect.
+        deadline = time.monotonic() + self._open_timeout_s
         seen = 0
         while self._s.hello is None:
-            left = (deadline - self._clock.monotonic_ns()) / 1e9
+            left = deadline - time.monotonic()
             if left <= 0:
                 self.close()
                 raise McuOpenError(

@@ -222,3 +222,23 @@ class SimulatedMcu:
             if fd >= 0:
                 os.close(fd)
         self._master = self._slave = -1
+
+
+def run_micropython(code: str, files: dict[str, str] | None = None, *,
+                    timeout_s: float = 60.0) -> str:
+    """Run ``code`` once on MicroPython (wasm) with ``files`` in its root; returns what it
+    printed. Raises SimulatorError with MicroPython's traceback if it raised."""
+    import tempfile
+
+    node = shutil.which("node")
+    if not node:
+        raise SimulatorError("Node.js is not installed (apt-get install nodejs npm)")
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as job:
+        json.dump({"files": files or {}, "code": code}, job)
+        job.flush()
+        proc = subprocess.run([node, str(WASM_DIR / "run.mjs"), "--mjs", str(micropython_mjs()),
+                               "--job", job.name], capture_output=True, text=True,
+                              timeout=timeout_s)
+    if proc.returncode != 0:
+        raise SimulatorError(f"MicroPython raised:\n{proc.stderr}")
+    return proc.stdout
