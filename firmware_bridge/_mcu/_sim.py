@@ -61,9 +61,10 @@ class SimulatedMcu:
     def __init__(self, firmware_dir: Path = FIRMWARE_DIR, *, node: str | None = None,
                  log: Callable[[str], None] | None = None):
         self._firmware_dir = Path(firmware_dir)
-        self._node = node or shutil.which("node")
-        if not self._node:
+        found = node or shutil.which("node")
+        if not found:
             raise SimulatorError("Node.js is not installed (apt-get install nodejs npm)")
+        self._node: str = found
         self._mjs = micropython_mjs()
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
