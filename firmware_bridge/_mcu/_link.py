@@ -156,7 +156,7 @@ class _Pending:
 @dataclass
 class _Session:
     hello: McuHello | None = None
-    rx_last: int = -1
+    rx: fr.Receiver = field(default_factory=fr.Receiver)
     pending: dict[int, _Pending] = field(default_factory=dict)
 
 
@@ -367,7 +367,7 @@ class McuLink:
             c["frames_ok"] += 1
             self._seen(now)
             old = s.hello
-            s.rx_last = frame.seq
+            s.rx.restart(frame.seq)
             s.hello = hello
             if old is not None and (hello.reason == "boot" or hello.boot_id != old.boot_id):
                 events.extend(self._reset(hello))
@@ -380,13 +380,8 @@ class McuLink:
         if s.hello is None:
             c["stale_frames"] += 1  # from before this session's HELLO
             return
-        ahead = fr.seq_newer(frame.seq, s.rx_last)
-        if not ahead:
-            c["seq_errors"] += 1
+        if not s.rx.take(frame.seq, c):
             return
-        c["seq_lost"] += ahead - 1
-        s.rx_last = frame.seq
-        c["frames_ok"] += 1
         self._seen(now)
         if frame.ftype == fr.T_READINGS:
             t_ms, values = fr.read_readings(frame.body)

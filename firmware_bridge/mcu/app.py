@@ -55,7 +55,7 @@ class Firmware:
         for name in frames.COUNTERS:
             self.counters[name] = 0
         self.tx_seq = 0
-        self.rx_last = -1  # -1: no session (no SYNC since boot)
+        self.rx = frames.Receiver()  # no session until the host's SYNC
         self.state = frames.STATE_BOOT_SAFE
         self.last_hb = 0
         self.missed = 0
@@ -106,21 +106,13 @@ class Firmware:
     def handle(self, frame: frames.Frame, now: int) -> None:
         c = self.counters
         if frame.ftype == frames.T_SYNC:
-            self.rx_last = frame.seq
+            self.rx.restart(frame.seq)
             c["frames_ok"] += 1
             self.hello(frames.HELLO_ASKED)
             self.status_due = True
             return
-        if self.rx_last < 0:
-            c["seq_errors"] += 1  # no session yet: the host must SYNC first
+        if not self.rx.take(frame.seq, c):  # before any SYNC, every frame is refused
             return
-        ahead = frames.seq_newer(frame.seq, self.rx_last)
-        if not ahead:
-            c["seq_errors"] += 1
-            return
-        c["seq_lost"] += ahead - 1
-        self.rx_last = frame.seq
-        c["frames_ok"] += 1
         if frame.ftype == frames.T_HEARTBEAT:
             c["heartbeats"] += 1
             self.last_hb = now
