@@ -47,16 +47,12 @@ def firmware_hash(directory: Path = FIRMWARE_DIR) -> str:
 
 def stubs_dir() -> Path:
     env = os.environ.get("EDGE_MPY_STUBS")
-    for c in ([Path(env)] if env else []) + [
-        Path(sys.prefix) / "mpy-stubs",
-        FIRMWARE_DIR.parent.parent / ".venv" / "mpy-stubs",
-    ]:
+    for c in ([Path(env)] if env else []) + [Path(sys.prefix) / "mpy-stubs",
+                                             FIRMWARE_DIR.parent.parent / ".venv" / "mpy-stubs"]:
         if (c / "stdlib" / "VERSIONS").is_file() and (c / "machine.pyi").is_file():
             return c
-    raise BuildError(
-        f"the MicroPython stubs are not installed: run `make mcu-stubs` "
-        f"(pip install --target <venv>/mpy-stubs '{STUBS_SPEC}')"
-    )
+    raise BuildError(f"the MicroPython stubs are not installed: run `make mcu-stubs` "
+                     f"(pip install --target <venv>/mpy-stubs '{STUBS_SPEC}')")
 
 
 def make_typeshed(dst: Path) -> Path:
@@ -100,28 +96,11 @@ def typecheck(directory: Path = FIRMWARE_DIR) -> tuple[int, str]:
             shutil.copy(directory / n, board / n)
         (Path(tmp) / "mypy.ini").write_text("[mypy]\n")
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mypy",
-                "--custom-typeshed-dir",
-                str(typeshed),
-                "--no-site-packages",
-                "--python-version",
-                "3.11",
-                "--no-incremental",
-                "--config-file",
-                str(Path(tmp) / "mypy.ini"),
-                "--check-untyped-defs",
-                "--warn-unused-ignores",
-                "--cache-dir",
-                os.devnull,
-                *FW_FILES,
-            ],
-            capture_output=True,
-            text=True,
-            cwd=board,
-        )
+            [sys.executable, "-m", "mypy", "--custom-typeshed-dir", str(typeshed),
+             "--no-site-packages", "--python-version", "3.11", "--no-incremental",
+             "--config-file", str(Path(tmp) / "mypy.ini"), "--check-untyped-defs",
+             "--warn-unused-ignores", "--cache-dir", os.devnull, *FW_FILES],
+            capture_output=True, text=True, cwd=board)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -139,12 +118,8 @@ def compile_mpy(out: Path, directory: Path = FIRMWARE_DIR) -> list[Path]:
     shutil.copy(directory / "main.py", made[0])
     for name in FW_FILES[1:]:
         dst = out / (name[:-3] + ".mpy")
-        proc = subprocess.run(
-            [mpy_cross(), "-march=armv6m", "-o", str(dst), name],
-            capture_output=True,
-            text=True,
-            cwd=directory,
-        )
+        proc = subprocess.run([mpy_cross(), "-march=armv6m", "-o", str(dst), name],
+                              capture_output=True, text=True, cwd=directory)
         if proc.returncode != 0:
             raise BuildError(f"mpy-cross {name}: {proc.stdout}{proc.stderr}")
         made.append(dst)

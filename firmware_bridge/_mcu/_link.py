@@ -8,7 +8,8 @@ API (the bridge codes against this; names are public in firmware_bridge.mcu_link
 
     link = McuLink("/dev/ttyACM0", clock=SYSTEM_CLOCK)   # nothing opened yet
     hello = link.open()          # -> McuHello; sends SYNC and waits for the MCU's HELLO
-                                 #    (open_timeout_s), raises McuOpenError (port missing,
+                                 #    (open_timeout_s, real time: it bounds a blocking wait),
+                                 #    raises McuOpenError (port missing,
                                  #    no HELLO: the message says which and what was seen)
     link.fileno()                # the port's fd, for a selector; readable = call poll()
     link.poll(timeout_s)         # -> list of events, waits at most timeout_s (0 = never)
@@ -48,6 +49,7 @@ one taken) or arrives before the session's HELLO is counted and never produces a
 from __future__ import annotations
 
 import select
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,26 +140,10 @@ class LinkFault:
 Event = Reading | CommandAck | McuReset | McuStatus | LinkFault
 
 _HOST_COUNTERS = (
-    "frames_ok",
-    "crc_errors",
-    "cobs_errors",
-    "short_frames",
-    "version_errors",
-    "oversize",
-    "noise_bytes",
-    "seq_errors",
-    "seq_lost",
-    "bad_bodies",
-    "unknown_types",
-    "stale_frames",
-    "readings",
-    "acks",
-    "acks_unmatched",
-    "commands_sent",
-    "commands_failed",
-    "heartbeats_sent",
-    "resets",
-    "io_errors",
+    "frames_ok", "crc_errors", "cobs_errors", "short_frames", "version_errors", "oversize",
+    "noise_bytes", "seq_errors", "seq_lost", "bad_bodies", "unknown_types", "stale_frames",
+    "readings", "acks", "acks_unmatched", "commands_sent", "commands_failed",
+    "heartbeats_sent", "resets", "io_errors",
 )
 
 
@@ -170,24 +156,16 @@ class _Pending:
 @dataclass
 class _Session:
     hello: McuHello | None = None
-    rx_last: int = -1
+    rx: fr.Receiver = field(default_factory=fr.Receiver)
     pending: dict[int, _Pending] = field(default_factory=dict)
 
 
 class McuLink:
     """One MCU on one serial port. Not thread-safe: one owner thread calls every method."""
 
-    def __init__(
-        self,
-        port: str,
-        *,
-        baudrate: int = 115200,
-        clock: Clock = SYSTEM_CLOCK,
-        open_timeout_s: float = 3.0,
-        command_timeout_s: float = 1.0,
-        silence_s: float = 1.0,
-        serial_factory: Any = None,
-    ):
+    def __init__(self, port: str, *, baudrate: int = 115200, clock: Clock = SYSTEM_CLOCK,
+                 open_timeout_s: float = 3.0, command_timeout_s: float = 1.0,
+                 silence_s: float = 1.0, serial_factory: Any = None):
         self.port = port
         self._baudrate = baudrate
         self._clock = clock
@@ -215,27 +193,27 @@ class McuLink:
             else:
                 import serial  # the [serial] extra
 
-                self._ser = serial.Serial(
-                    self.port, self._baudrate, timeout=0, write_timeout=1.0, exclusive=True
-                )
-            self._ser.reset_input_buffer()
+                self._ser = serial.Serial(self.port, self._baudrate, timeout=0,
+                                          write_timeout=1.0, exclusive=True)
         except (OSError, ValueError) as e:  # SerialException is an OSError
             self._ser = None
             raise McuOpenError(f"{self.port}: cannot open the MCU's port: {e}") from e
         self._s = _Session()
         self._deframer = fr.Deframer()
         self._send_frame(fr.T_SYNC, b"")
-        deadline = self._clock.monotonic_ns() + int(self._open_timeout_s * 1e9)
+        # bytes already waiting are not flushed: frames before this session's HELLO are
+        # dropped by the protocol itself (counted as stale_frames). The deadline is real time:
+        # it bounds a blocking wait, like the timeout of a socket connect.
+        deadline = time.monotonic() + self._open_timeout_s
         seen = 0
         while self._s.hello is None:
-            left = (deadline - self._clock.monotonic_ns()) / 1e9
+            left = deadline - time.monotonic()
             if left <= 0:
                 self.close()
                 raise McuOpenError(
                     f"{self.port}: no HELLO from the MCU within {self._open_timeout_s} s "
                     f"({seen} bytes seen, counters {self._nonzero()}): is the firmware "
-                    f"running and the baud rate {self._baudrate}?"
-                )
+                    f"running and the baud rate {self._baudrate}?")
             data = self._read(min(left, 0.05))
             seen += len(data)
             for ev in self._take(data):
@@ -337,20 +315,12 @@ class McuLink:
         now = self._clock.monotonic_ns()
         for seq, p in list(self._s.pending.items()):
             if now - p.t_sent_ns > self._command_timeout_ns:
-                events.append(
-                    self._fail(
-                        seq, "timeout", f"no ack within {self._command_timeout_ns // 1_000_000} ms"
-                    )
-                )
+                events.append(self._fail(seq, "timeout",
+                                         f"no ack within {self._command_timeout_ns // 1_000_000} ms"))
         if not self._silent and now - self._last_rx_ns > self._silence_ns:
             self._silent = True
-            events.append(
-                LinkFault(
-                    "silent",
-                    f"no frame from the MCU for {(now - self._last_rx_ns) // 1_000_000} ms",
-                    now,
-                )
-            )
+            events.append(LinkFault("silent", f"no frame from the MCU for "
+                                    f"{(now - self._last_rx_ns) // 1_000_000} ms", now))
         return events
 
     def _read(self, timeout_s: float) -> bytes:
@@ -397,7 +367,7 @@ class McuLink:
             c["frames_ok"] += 1
             self._seen(now)
             old = s.hello
-            s.rx_last = frame.seq
+            s.rx.restart(frame.seq)
             s.hello = hello
             if old is not None and (hello.reason == "boot" or hello.boot_id != old.boot_id):
                 events.extend(self._reset(hello))
@@ -410,13 +380,8 @@ class McuLink:
         if s.hello is None:
             c["stale_frames"] += 1  # from before this session's HELLO
             return
-        ahead = fr.seq_newer(frame.seq, s.rx_last)
-        if not ahead:
-            c["seq_errors"] += 1
+        if not s.rx.take(frame.seq, c):
             return
-        c["seq_lost"] += ahead - 1
-        s.rx_last = frame.seq
-        c["frames_ok"] += 1
         self._seen(now)
         if frame.ftype == fr.T_READINGS:
             t_ms, values = fr.read_readings(frame.body)
@@ -438,12 +403,8 @@ class McuLink:
             events.append(CommandAck(seq, status == fr.ACK_DONE, detail, now, name, t_ms))
         elif frame.ftype == fr.T_STATUS:
             state, missed, counters = fr.read_status(frame.body)
-            st = McuStatus(
-                fr.STATE_NAMES[state] if state < len(fr.STATE_NAMES) else str(state),
-                missed,
-                counters,
-                now,
-            )
+            st = McuStatus(fr.STATE_NAMES[state] if state < len(fr.STATE_NAMES) else str(state),
+                           missed, counters, now)
             self.mcu_status = st
             events.append(st)
         else:
@@ -456,30 +417,20 @@ class McuLink:
     def _hello(self, body: bytes, now: int) -> McuHello:
         reason, boot_id, fw_hash, version, cause, hb_ms, missed_max, points = fr.read_hello(body)
         return McuHello(
-            fw_version=version,
-            fw_hash=fw_hash.hex(),
+            fw_version=version, fw_hash=fw_hash.hex(),
             points=tuple(McuPoint(n, u, fr.KIND_NAMES[k]) for n, u, k in points),
             boot_id=boot_id,
             reset_cause=RESET_CAUSES[cause] if cause < len(RESET_CAUSES) else str(cause),
-            heartbeat_ms=hb_ms,
-            missed_max=missed_max,
-            reason="boot" if reason == fr.HELLO_BOOT else "asked",
-            t_rx_ns=now,
-        )
+            heartbeat_ms=hb_ms, missed_max=missed_max,
+            reason="boot" if reason == fr.HELLO_BOOT else "asked", t_rx_ns=now)
 
     def _reset(self, hello: McuHello) -> list[Event]:
         self._counts["resets"] += 1
         events: list[Event] = []
         failed = tuple(self._s.pending)
         for seq in failed:
-            events.append(
-                self._fail(
-                    seq,
-                    "reset",
-                    f"the MCU reset (cause {hello.reset_cause}) "
-                    "before acknowledging; its outputs came up safe",
-                )
-            )
+            events.append(self._fail(seq, "reset", f"the MCU reset (cause {hello.reset_cause}) "
+                                     "before acknowledging; its outputs came up safe"))
         events.append(McuReset(hello, failed))
         if hello.reason == "boot":
             self._send_frame(fr.T_SYNC, b"")  # the new boot takes no frame before a SYNC

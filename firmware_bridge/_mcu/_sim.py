@@ -58,17 +58,13 @@ def micropython_mjs() -> Path:
 class SimulatedMcu:
     """One simulated board; a context manager, ``close()`` idempotent."""
 
-    def __init__(
-        self,
-        firmware_dir: Path = FIRMWARE_DIR,
-        *,
-        node: str | None = None,
-        log: Callable[[str], None] | None = None,
-    ):
+    def __init__(self, firmware_dir: Path = FIRMWARE_DIR, *, node: str | None = None,
+                 log: Callable[[str], None] | None = None):
         self._firmware_dir = Path(firmware_dir)
-        self._node = node or shutil.which("node") or ""
-        if not self._node:
+        found = node or shutil.which("node")
+        if not found:
             raise SimulatorError("Node.js is not installed (apt-get install nodejs npm)")
+        self._node: str = found
         self._mjs = micropython_mjs()
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
@@ -92,34 +88,18 @@ class SimulatedMcu:
         ctl_r, ctl_w = os.pipe()
         os.set_blocking(ctl_r, False)
         self._ctl_w = ctl_w
-        args = [
-            self._node,
-            str(WASM_DIR / "runner.mjs"),
-            "--mjs",
-            str(self._mjs),
-            "--fw",
-            str(self._firmware_dir),
-            "--shim",
-            str(WASM_DIR / "machine.py"),
-            "--uart-fd",
-            str(master),
-        ]
+        args = [self._node, str(WASM_DIR / "runner.mjs"), "--mjs", str(self._mjs),
+                "--fw", str(self._firmware_dir), "--shim", str(WASM_DIR / "machine.py"),
+                "--uart-fd", str(master)]
         try:
-            self._proc = subprocess.Popen(
-                args,
-                stdin=ctl_r,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(master,),
-            )
+            self._proc = subprocess.Popen(args, stdin=ctl_r, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, pass_fds=(master,))
         finally:
             os.close(ctl_r)
-        self._reader = threading.Thread(
-            target=self._read_events, name="mcu-sim-events", daemon=True
-        )
-        self._stderr_reader = threading.Thread(
-            target=self._read_stderr, name="mcu-sim-log", daemon=True
-        )
+        self._reader = threading.Thread(target=self._read_events, name="mcu-sim-events",
+                                        daemon=True)
+        self._stderr_reader = threading.Thread(target=self._read_stderr, name="mcu-sim-log",
+                                               daemon=True)
         self._reader.start()
         self._stderr_reader.start()
         return self
@@ -173,15 +153,11 @@ class SimulatedMcu:
                     if pred(e):
                         return e
                 left = deadline - time.monotonic()
-                if left <= 0 or (
-                    self._proc is not None
-                    and self._proc.poll() is not None
-                    and not self._reader_alive()
-                ):
+                if left <= 0 or (self._proc is not None and self._proc.poll() is not None
+                                 and not self._reader_alive()):
                     raise SimulatorError(
                         f"no matching event within {timeout_s} s; last events "
-                        f"{self._events[-5:]}; log {self._stderr[-10:]}"
-                    )
+                        f"{self._events[-5:]}; log {self._stderr[-10:]}")
                 self._cond.wait(min(left, 0.05))
 
     def _reader_alive(self) -> bool:
@@ -247,3 +223,23 @@ class SimulatedMcu:
             if fd >= 0:
                 os.close(fd)
         self._master = self._slave = -1
+
+
+def run_micropython(code: str, files: dict[str, str] | None = None, *,
+                    timeout_s: float = 60.0) -> str:
+    """Run ``code`` once on MicroPython (wasm) with ``files`` in its root; returns what it
+    printed. Raises SimulatorError with MicroPython's traceback if it raised."""
+    import tempfile
+
+    node = shutil.which("node")
+    if not node:
+        raise SimulatorError("Node.js is not installed (apt-get install nodejs npm)")
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as job:
+        json.dump({"files": files or {}, "code": code}, job)
+        job.flush()
+        proc = subprocess.run([node, str(WASM_DIR / "run.mjs"), "--mjs", str(micropython_mjs()),
+                               "--job", job.name], capture_output=True, text=True,
+                              timeout=timeout_s)
+    if proc.returncode != 0:
+        raise SimulatorError(f"MicroPython raised:\n{proc.stderr}")
+    return proc.stdout

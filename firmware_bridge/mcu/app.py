@@ -55,7 +55,7 @@ class Firmware:
         for name in frames.COUNTERS:
             self.counters[name] = 0
         self.tx_seq = 0
-        self.rx_last = -1  # -1: no session (no SYNC since boot)
+        self.rx = frames.Receiver()  # no session until the host's SYNC
         self.state = frames.STATE_BOOT_SAFE
         self.last_hb = 0
         self.missed = 0
@@ -75,19 +75,9 @@ class Firmware:
         self.tx_seq = (self.tx_seq + 1) & 0xFFFF
 
     def hello(self, reason: int) -> None:
-        self.send(
-            frames.T_HELLO,
-            frames.hello_body(
-                reason,
-                self.boot_id,
-                self.fw_hash,
-                FW_VERSION,
-                self.reset_cause,
-                hal.HEARTBEAT_MS,
-                hal.MISSED_MAX,
-                self.points,
-            ),
-        )
+        self.send(frames.T_HELLO, frames.hello_body(
+            reason, self.boot_id, self.fw_hash, FW_VERSION, self.reset_cause,
+            hal.HEARTBEAT_MS, hal.MISSED_MAX, self.points))
 
     def ack(self, seq: int, status: int, detail: str) -> None:
         self.send(frames.T_ACK, frames.ack_body(seq, status, self.b.ticks_ms(), detail))
@@ -116,21 +106,13 @@ class Firmware:
     def handle(self, frame: frames.Frame, now: int) -> None:
         c = self.counters
         if frame.ftype == frames.T_SYNC:
-            self.rx_last = frame.seq
+            self.rx.restart(frame.seq)
             c["frames_ok"] += 1
             self.hello(frames.HELLO_ASKED)
             self.status_due = True
             return
-        if self.rx_last < 0:
-            c["seq_errors"] += 1  # no session yet: the host must SYNC first
+        if not self.rx.take(frame.seq, c):  # before any SYNC, every frame is refused
             return
-        ahead = frames.seq_newer(frame.seq, self.rx_last)
-        if not ahead:
-            c["seq_errors"] += 1
-            return
-        c["seq_lost"] += ahead - 1
-        self.rx_last = frame.seq
-        c["frames_ok"] += 1
         if frame.ftype == frames.T_HEARTBEAT:
             c["heartbeats"] += 1
             self.last_hb = now

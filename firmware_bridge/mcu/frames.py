@@ -345,6 +345,29 @@ def seq_newer(seq: int, last: int) -> int:
     return d if 0 < d < 0x8000 else 0
 
 
+class Receiver:
+    """The receiving end's sequence rule: act only on a frame strictly newer than the last one
+    taken. ``last`` is -1 until a session starts (HELLO or SYNC: restart())."""
+
+    def __init__(self):
+        self.last = -1
+
+    def restart(self, seq: int) -> None:
+        self.last = seq
+
+    def take(self, seq: int, counters: dict) -> bool:
+        """Count the frame in ``counters`` (frames_ok, or seq_errors / seq_lost) and say
+        whether to act on it."""
+        ahead = seq_newer(seq, self.last) if self.last >= 0 else 0
+        if not ahead:
+            counters["seq_errors"] += 1
+            return False
+        counters["seq_lost"] += ahead - 1
+        counters["frames_ok"] += 1
+        self.last = seq
+        return True
+
+
 # -- bodies ----------------------------------------------------------------------------------
 
 
@@ -378,16 +401,8 @@ def _need(body: bytes, i: int, n: int) -> None:
         raise BodyError("body too short")
 
 
-def hello_body(
-    reason: int,
-    boot_id: int,
-    fw_hash: bytes,
-    fw_version: str,
-    reset_cause: int,
-    heartbeat_ms: int,
-    missed_max: int,
-    points: list,
-) -> bytes:
+def hello_body(reason: int, boot_id: int, fw_hash: bytes, fw_version: str, reset_cause: int,
+               heartbeat_ms: int, missed_max: int, points: list) -> bytes:
     """points: [(name, unit, kind), ...]"""
     if len(fw_hash) != 8:
         raise ValueError("fw_hash must be 8 bytes")

@@ -68,9 +68,8 @@ class Board:
                 self._io.append(pwm)
             self._out.append(safe)
         self._led = machine.Pin(25, machine.Pin.OUT, value=0)
-        self._uart = machine.UART(
-            UART_ID, baudrate=BAUD, tx=machine.Pin(0), rx=machine.Pin(1), rxbuf=1024, txbuf=1024
-        )
+        self._uart = machine.UART(UART_ID, baudrate=BAUD, tx=machine.Pin(0), rx=machine.Pin(1),
+                                  rxbuf=1024, txbuf=1024)
         self._wdt: machine.WDT | None = None
 
     def points(self) -> list:
