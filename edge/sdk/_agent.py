@@ -381,7 +381,8 @@ class Agent:
         finally:
             sock.disable_monitor()
             monitor.close(linger=0)
-            sock.close(linger=0)
+            # a bounded linger: the Bye (and a last Ack) still leave; nothing waits longer
+            sock.close(linger=200 if self._session else 0)
             self._session = 0
 
     def _forward_acks(self, sock: zmq.Socket[bytes], acks_in: zmq.Socket[bytes]) -> None:
