@@ -10,7 +10,7 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -233,35 +233,52 @@ def load_config(
 
     path = file or (Path(env["EDGE_CONFIG"]) if env.get("EDGE_CONFIG") else None)
     if path is not None:
-        import tomllib  # only with a file: ~0.5 MB that a board configured by flags never pays
-
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+        data = read_toml(path)
         section = data.get("edge", data)
         for key, raw in section.items():
             if key not in names:
                 raise ConfigError(f"config file {path}: unknown key {key!r}")
             values[key] = _coerce(key, hints[key], raw, f"config file {path}")
+    apply_env_and_flags(values, names, hints, env, flags)
+    cfg = EdgeConfig(**values)
+    _validate(cfg)
+    return cfg
 
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML config file's contents; ConfigError naming the file if it cannot be read or
+    parsed. tomllib is imported only here: ~0.5 MB a board configured by flags never pays."""
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def apply_env_and_flags(
+    values: dict[str, Any],
+    names: Iterable[str],
+    hints: Mapping[str, Any],
+    env: Mapping[str, str],
+    flags: Mapping[str, Any] | None,
+) -> None:
+    """Lay ``EDGE_<NAME>`` variables, then flags (None values ignored), over ``values`` (what
+    the file gave): the shared part of every component's precedence. ConfigError for an
+    unknown flag or a bad value, naming where it came from."""
+    names = set(names)
     for name in names:
         key = ENV_PREFIX + name.upper()
         if key in env:
             values[name] = _coerce(name, hints[name], env[key], f"environment {key}")
-
     for name, raw in (flags or {}).items():
         if raw is None:
             continue
         if name not in names:
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _coerce(name, hints[name], raw, f"--{name.replace('_', '-')}")
-
-    cfg = EdgeConfig(**values)
-    _validate(cfg)
-    return cfg
 
 
 def _validate(cfg: EdgeConfig) -> None:

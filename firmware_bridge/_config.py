@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edge.config import ENV_PREFIX, EdgeConfig, coerce_setting
+from edge.config import EdgeConfig, apply_env_and_flags, coerce_setting, read_toml
 from edge.errors import ConfigError
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
@@ -102,14 +102,7 @@ def load_bridge_config(
     values: dict[str, Any] = {}
     path = file or (Path(env["EDGE_BRIDGE_CONFIG"]) if env.get("EDGE_BRIDGE_CONFIG") else None)
     if path is not None:
-        import tomllib
-
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+        data = read_toml(path)
         src = f"config file {path}"
         for key in data:
             if key not in ("bridge", "link", "device"):
@@ -121,16 +114,7 @@ def load_bridge_config(
         values["links"] = _links(data.get("link", []), src)
         values["devices"] = _devices(data.get("device", []), src, path.parent, values["links"])
         values["source"] = str(path)
-    for name in _SCALARS:
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            values[name] = coerce_setting(name, hints[name], env[key], f"environment {key}")
-    for name, raw in (flags or {}).items():
-        if raw is None:
-            continue
-        if name not in _SCALARS:
-            raise ConfigError(f"unknown setting {name!r}")
-        values[name] = coerce_setting(name, hints[name], raw, f"--{name.replace('_', '-')}")
+    apply_env_and_flags(values, _SCALARS, hints, env, flags)
     cfg = BridgeConfig(**values)
     for ok, message in (
         (cfg.bridge_tick_ms > 0, "bridge_tick_ms must be > 0"),
