@@ -550,33 +550,46 @@ class _Checker:
                 self.dbc_signal(msg, m["signal"], kw["signal"], where)
 
     def dbc_message(self, db: Any, node: Any, name: str, where: str) -> Any:
-        try:
-            return db.get_message_by_name(name)
-        except KeyError:
-            import difflib
-
-            near = difflib.get_close_matches(name, [mm.name for mm in db.messages], 3)
-            self.bad(
-                node,
-                f"no message {name!r} in the DBC",
-                "did you mean " + ", ".join(near) if near else "",
-                where,
-            )
-            return None
+        return self._named(
+            db.get_message_by_name,
+            [m.name for m in db.messages],
+            node,
+            name,
+            "in the DBC",
+            "message",
+            where,
+        )
 
     def dbc_signal(self, msg: Any, node: Any, name: str, where: str) -> Any:
+        return self._named(
+            msg.get_signal_by_name,
+            [s.name for s in msg.signals],
+            node,
+            name,
+            f"in message {msg.name}",
+            "signal",
+            where,
+        )
+
+    def _named(
+        self,
+        get: Callable[[str], Any],
+        names: list[str],
+        node: Any,
+        name: str,
+        place: str,
+        what: str,
+        where: str,
+    ) -> Any:
+        """``get(name)``, or a problem "no <what> ... <place>" with the closest names."""
         try:
-            return msg.get_signal_by_name(name)
+            return get(name)
         except KeyError:
             import difflib
 
-            near = difflib.get_close_matches(name, [s.name for s in msg.signals], 3)
-            self.bad(
-                node,
-                f"no signal {name!r} in message {msg.name}",
-                "did you mean " + ", ".join(near) if near else "",
-                where,
-            )
+            near = difflib.get_close_matches(name, names, 3)
+            hint = "did you mean " + ", ".join(near) if near else ""
+            self.bad(node, f"no {what} {name!r} {place}", hint, where)
             return None
 
     # -------------------------------------------------------------- actions and writes
