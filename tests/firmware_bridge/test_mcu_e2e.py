@@ -152,3 +152,63 @@ profile = "mcu.yaml"
         wait_for(lambda: dev.agent.connected)
         rec = device_edged.loop.registry.by_id["mcu-2"]
         assert ("pot", (("bus", "uart0"), ("unit", "V"))) in [(n, lb) for _, n, lb in rec.series]
+
+
+def test_a_safe_state_instruction_latches_the_mcu_safe(
+    board: SimulatedMcu, write_file: Any, run_dir: Path, tmp_path: Path
+) -> None:
+    from edge.config import load_config
+
+    write_file("mcu.yaml", MCU_PROFILE)
+    rules = write_file(
+        "safe.yaml",
+        RULES.replace("pot_high", "pot_emergency")
+        .replace("action: throttle", "action: safe_state")
+        .replace("  params: {rate: 0.5}\n", ""),
+    )
+    toml = write_file(
+        "bridge.toml",
+        f"""
+[bridge]
+bridge_tick_ms = 10
+[[link]]
+name = "uart0"
+kind = "mcu"
+port = "{board.port}"
+[[device]]
+name = "mcu-3"
+link = "uart0"
+profile = "mcu.yaml"
+""",
+    )
+    cfg = load_bridge_config({"run_dir": run_dir}, env={}, file=toml)
+    edged = Edged(
+        load_config(
+            {
+                "run_dir": run_dir,
+                "data_dir": tmp_path / "data",
+                "rules_file": rules,
+                "metrics_addr": "",
+                "heartbeat_ms": 100,
+            },
+            env={},
+        )
+    ).start()
+    try:
+        with Bridge(cfg) as bridge:
+            stop = threading.Event()
+            t = threading.Thread(target=bridge.run, args=(stop,))
+            t.start()
+            try:
+                dev = bridge.devices[0]
+                wait_for(lambda: dev.agent.connected and dev.handle.state == "run", timeout=10)
+                board.set_adc(POT, 0)
+                wait_for(lambda: latest(edged, "mcu-3").get("pot") == 0.0, what="pot reading")
+                board.set_adc(POT, 65535)
+                wait_for(lambda: edged.loop.counters["acks_ok"] == 1, timeout=10, what="Ack")
+                wait_for(lambda: dev.handle.state == "latched_safe", what="latched safe")
+            finally:
+                stop.set()
+                t.join(5)
+    finally:
+        edged.close()
