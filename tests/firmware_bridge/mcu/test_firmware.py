@@ -159,6 +159,8 @@ def test_a_hung_loop_is_reset_by_the_watchdog_and_comes_up_safe(
     stall = sim.wait_for(lambda e: e["ev"] == "stall", 3)
     fired = sim.wait_for(lambda e: e["ev"] == "wdt_fired", 5)
     assert fired["since_feed_ms"] > WDT_MS
+    assert fired["t_ns"] < stall["t_ns"] + (WDT_MS + 1000) * 1_000_000  # during the hang
+    record("mcu_hang_to_watchdog_fired", (fired["t_ns"] - stall["t_ns"]) / 1e6)
     reset = pump.until(lambda ev: isinstance(ev, McuReset), 5)
     assert reset.hello.reset_cause == "watchdog" and reset.hello.reason == "boot"
     off = sim.wait_for(lambda e: e["ev"] == "pin" and e["pin"] == RELAY and e["value"] == 0, 2,
