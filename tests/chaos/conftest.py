@@ -65,7 +65,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     terminalreporter.section("chaos figures")
     for name, doc in tools.FIGURES.items():
-        brief = {k: v for k, v in doc.items() if k != "mode" and not isinstance(v, dict | list)}
+        brief = {k: v for k, v in doc.items() if k != "mode"}
         terminalreporter.write_line(f"{name}: {brief}")
     if any(doc["mode"] == "campaign" for doc in tools.FIGURES.values()):
         tools.write_summary()

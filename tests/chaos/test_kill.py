@@ -8,13 +8,11 @@ reused (every record seen keeps its content forever after), recovery p99 <= 1 s.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from edge.sdk import Agent
 from edge.store import Outbox, Store
 
 from . import tools
@@ -39,34 +37,6 @@ def lost_or_changed(before: Records, after: Records) -> dict[str, int]:
     }
 
 
-class Load:
-    """An agent reporting load_x 1, 0, 1, ... every ms (each 1 fires the load rule)."""
-
-    def __init__(self, run_dir: Path):
-        self.agent = Agent("load", ["load_x"], run_dir=run_dir, handler=lambda ins: None)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-load", daemon=True)
-
-    def _run(self) -> None:
-        high = False
-        while not self._stop.wait(0.001):
-            high = not high
-            try:
-                self.agent.report("load_x", 1.0 if high else 0.0)
-            except Exception:  # the agent closed under us: the round is over
-                return
-
-    def __enter__(self) -> Load:
-        self.agent.connect(10)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.agent.close()
-
-
 def test_sigkill_under_load(
     mode: str, dirs: tuple[Path, Path], chaos_rules: Path, tmp_path: Path
 ) -> None:
@@ -85,7 +55,7 @@ def test_sigkill_under_load(
             edged.start()
             if t_kill is not None:
                 recovery.append(time.monotonic() - t_kill)
-            with Load(run):
+            with tools.Load(run):
                 time.sleep(rnd.uniform(0.2, 0.6))  # the load runs: this is its duration
                 before_kill = committed(data)
                 for kind, n in lost_or_changed(seen, before_kill).items():

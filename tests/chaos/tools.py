@@ -333,6 +333,36 @@ class Probe:
         self.stop()
 
 
+class Load:
+    """An agent reporting load_x 1, 0, 1, ... every ``period_s`` (each 1 fires the load rule,
+    whose instructions it acknowledges)."""
+
+    def __init__(self, run_dir: Path, agent_id: str = "load", period_s: float = 0.001):
+        self.agent = Agent(agent_id, ["load_x"], run_dir=run_dir, handler=lambda ins: None)
+        self._period = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-load", daemon=True)
+
+    def _run(self) -> None:
+        high = False
+        while not self._stop.wait(self._period):
+            high = not high
+            try:
+                self.agent.report("load_x", 1.0 if high else 0.0)
+            except Exception:  # the agent closed under us: the round is over
+                return
+
+    def __enter__(self) -> Load:
+        self.agent.connect(10)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.agent.close()
+
+
 # --- raw peers and frames -------------------------------------------------------------------------
 
 
