@@ -258,15 +258,17 @@ def steady_rss(edged: EdgedProcess, settle_s: float = 1.0) -> int:
     return sorted(reads)[2]
 
 
-def rss_recovery(edged: EdgedProcess, steady: int, deadline_s: float) -> float | None:
-    """Seconds until edged's RSS is back within 10 % of ``steady`` (None: not within
-    ``deadline_s``)."""
+def rss_recovery(edged: EdgedProcess, steady: int, deadline_s: float) -> dict[str, Any]:
+    """Poll edged's RSS for up to ``deadline_s``: ``back_s``, the seconds until it was within
+    10 % of ``steady`` (None: not within the deadline), and ``rss_mb``, the last read."""
     t0 = time.monotonic()
+    rss = edged.rss()
     while time.monotonic() - t0 < deadline_s:
-        if edged.rss() <= steady * 1.10:
-            return round(time.monotonic() - t0, 2)
+        rss = edged.rss()
+        if rss <= steady * 1.10:
+            return {"back_s": round(time.monotonic() - t0, 2), "rss_mb": round(rss / MB, 1)}
         time.sleep(0.25)
-    return None
+    return {"back_s": None, "rss_mb": round(rss / MB, 1)}
 
 
 # --- the probe -------------------------------------------------------------------------------------
