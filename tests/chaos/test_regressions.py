@@ -26,7 +26,6 @@ from edge.wire import (
     MessageType,
     MetricDecl,
     decode_instruction,
-    decode_welcome,
     encode_ack,
     encode_hello,
     encode_metric_batch,
@@ -132,18 +131,6 @@ def test_defect2_lost_agents_free_their_slots(
 _PIPELINE = 64
 
 
-def _welcome(sock: zmq.Socket[bytes]) -> Any:
-    """The next Welcome on ``sock`` (None when a Notice refused the Hello)."""
-    while sock.poll(5000):
-        buf = sock.recv()
-        t = verify(buf)
-        if t is MessageType.WELCOME:
-            return decode_welcome(buf)
-        if t is MessageType.NOTICE:
-            return None
-    raise AssertionError("no Welcome within 5 s")
-
-
 def test_defect3_agent_churn(mode: str, edged_proc: Callable[..., tools.EdgedProcess]) -> None:
     n = tools.scaled(20_000, 100_000, mode)
     edged = edged_proc()
@@ -159,7 +146,7 @@ def test_defect3_agent_churn(mode: str, edged_proc: Callable[..., tools.EdgedPro
                 for i in range(done, done + k):
                     s.send(encode_hello(Hello(f"churn-{i}", (MetricDecl("load_x"),))))
                 for _ in range(k):
-                    w = _welcome(s)
+                    w = tools.next_welcome(s)
                     assert w is not None, f"Hello refused after {done} agents"
                     tools.bye(s, w.session)
                 done += k

@@ -36,14 +36,11 @@ from edge.wire import (
     CtlOp,
     Heartbeat,
     Hello,
-    MessageType,
     MetricDecl,
-    decode_welcome,
     encode_bye,
     encode_heartbeat,
     encode_hello,
     encode_metric_batch,
-    verify,
 )
 
 from ..support import wait_for
@@ -384,20 +381,18 @@ def hello(sock: zmq.Socket[bytes], agent_id: str, metrics: tuple[str, ...] = ("l
     """Hello on ``sock``; the Welcome (None if refused or none came)."""
     sock.send(encode_hello(Hello(agent_id, tuple(MetricDecl(m) for m in metrics),
                                  heartbeat_ms=heartbeat_ms)))
-    deadline = time.monotonic() + timeout_ms / 1000
-    while time.monotonic() < deadline:
-        if not sock.poll(max(1, int((deadline - time.monotonic()) * 1000))):
-            return None
-        buf = sock.recv()
-        try:
-            t = verify(buf)
-        except Exception:
-            continue
-        if t is MessageType.WELCOME:
-            return decode_welcome(buf)
-        if t is MessageType.NOTICE:
-            return None
-    return None
+    return next_welcome(sock, timeout_ms)
+
+
+def next_welcome(sock: zmq.Socket[bytes], timeout_ms: int = 5000) -> Any:
+    """The next Welcome on ``sock``; None when a Notice refused the Hello or none came in
+    ``timeout_ms`` (other frames are skipped)."""
+    from edge.cli._bench_sims import _await_welcome  # the bench's, for its loop
+
+    try:
+        return _await_welcome(sock, timeout_ms / 1000)
+    except TimeoutError:
+        return None
 
 
 def bye(sock: zmq.Socket[bytes], session: int) -> None:
