@@ -281,7 +281,18 @@ def apply_env_and_flags(
         values[name] = _coerce(name, hints[name], raw, f"--{name.replace('_', '-')}")
 
 
+def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]:
+    """``host:port`` (``[::1]:9108`` for IPv6) -> (host, port). Raises ConfigError naming
+    ``setting`` when it is not of that form or the port is outside 0..65535."""
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{setting} {addr!r}: expected host:port, e.g. 127.0.0.1:9108")
+    return host, int(port)
+
+
 def _validate(cfg: EdgeConfig) -> None:
+    if cfg.metrics_addr:
+        split_host_port(cfg.metrics_addr)
     checks = [
         (cfg.heartbeat_ms > 0, "heartbeat_ms must be > 0"),
         (cfg.missed_beats >= 1, "missed_beats must be >= 1"),
