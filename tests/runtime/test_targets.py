@@ -124,12 +124,13 @@ def test_fan_out_is_bounded_and_what_is_cut_is_counted(edged_t: Edged, agent_fac
         ]
         wait_for(lambda: edged_t.loop.counters["agents_registered"] == 5)
         agents[4].report("load", 2.0)
-        wait_for(lambda: edged_t.loop.counters["instructions_targets_cut"] == 2)
+        wait_for(lambda: edged_t.loop.counters["instructions_targets_cut"] >= 2)
         wait_for(lambda: sum(len(r.of("fleet")) for r in recs.values()) == 3)
         got = sorted(aid for aid, r in recs.items() if r.of("fleet"))
         assert got == ["cell-0", "cell-1", "cell-2"]  # max_targets = 3, in agent-id order
         assert all(recs[aid].of("fleet")[0].source_agent == "cell-4" for aid in got)
-    (cut,) = audit(edged_t, "instructions_targets_cut")
+    # plc_silent (target cell-*) may fire meanwhile too: look at fleet's own record
+    (cut,) = [c for c in audit(edged_t, "instructions_targets_cut") if c["rule_id"] == "fleet"]
     assert (cut["rule_id"], cut["sent"], cut["cut"]) == ("fleet", 3, 2)
 
 
