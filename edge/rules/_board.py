@@ -83,7 +83,9 @@ def bind_board(
     evaluator's ``board`` instances and relink it. Returns the board and the timers to
     schedule. ``previous``: the board before (same or previous table), whose instances of
     unchanged rules carry over. ``origin_ns``: now, which for a new table is when it becomes
-    active (under the same table as ``previous`` its origin is kept); no deadline is earlier."""
+    active (under the same table as ``previous`` its origin is kept); no deadline is earlier.
+    Links an evaluator only when its board instances change: one bound with ``link=False``
+    and left without any is the caller's to link."""
     evals = dict(agents)
     named = {sel.agent for cr in table.board_rules for sel in cr.selectors}
     if previous is not None:

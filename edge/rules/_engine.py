@@ -363,6 +363,20 @@ class CompiledTable:
         *,
         first_seen_ns: int,
         previous: AgentEval | None = None,
+        link: bool = True,
+    ) -> tuple[AgentEval, list[tuple[int, Instance, int]]]:
+        """Build an agent's evaluator (``link=False``: not linked yet, for a caller that binds
+        board rules next, which links it with its board instances, and links the rest)."""
+        return self._bind(agent, agent_id, series, first_seen_ns, previous, link)
+
+    def _bind(
+        self,
+        agent: object,
+        agent_id: str,
+        series: Sequence[SeriesDecl],
+        first_seen_ns: int,
+        previous: AgentEval | None,
+        link: bool,
     ) -> tuple[AgentEval, list[tuple[int, Instance, int]]]:
         """Build an agent's evaluator. Returns it and the absent() timers to schedule
         (``(due_ns, instance, absent index)``, see ``Timers.schedule_absent``). Safe to call
@@ -396,7 +410,8 @@ class CompiledTable:
                         inst.absent_due[k] = due
                         timers.append((due, inst, k))
                 ev.instances[key] = inst
-        ev.link()
+        if link:
+            ev.link()
         return ev, timers
 
 

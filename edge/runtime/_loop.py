@@ -964,7 +964,12 @@ class ControlLoop:
             if rec.state is AgentState.GONE or old is None:
                 continue
             ev, pending = table.bind(
-                rec, rec.agent_id, rec.series, first_seen_ns=rec.first_seen_ns, previous=old
+                rec,
+                rec.agent_id,
+                rec.series,
+                first_seen_ns=rec.first_seen_ns,
+                previous=old,
+                link=not table.board_rules,  # linked once, with the board rules, below
             )
             out[rec] = (old, ev, pending)
         if table.board_rules:
@@ -976,15 +981,22 @@ class ControlLoop:
     ) -> tuple[BoardEval, Any]:
         """``table``'s board rules over every agent seen: the evaluators in ``prepared``, else
         the current ones (a gone agent's too: its silence is what a board rule may catch)."""
-        evals = {}
+        evals, fresh = {}, []
         for rec in list(self.registry.by_id.values()):
             got = prepared.get(rec)
             ev = got[1] if got is not None else rec.eval
             if ev is not None:
                 evals[rec.agent_id] = ev
-        return bind_board(
+                if got is not None:
+                    fresh.append(rec.agent_id)
+        board, pending = bind_board(
             table, evals.items(), origin_ns=t_ns, owner=BOARD_AGENT, previous=self.board
         )
+        for aid in fresh:  # bound unlinked by prepare: link the ones bind_board did not
+            ev = evals[aid]
+            if not ev.board:
+                ev.link()
+        return board, pending
 
     def _rebind_board(self, t_ns: int) -> None:
         """Rebind the active table's board rules (on the loop thread: an agent registered)."""
