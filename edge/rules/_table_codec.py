@@ -535,6 +535,7 @@ def decode_table_with_info(
     schema = t.SchemaVersion()
     customs = tuple(_s(t.CustomActions(j)) for j in range(t.CustomActionsLength()))
     rules = []
+    rearm_texts: dict[int, str] = {}
     seen: dict[str, int] = {}
     for i in range(t.RulesLength()):
         r = t.Rules(i)
@@ -545,6 +546,12 @@ def decode_table_with_info(
             )
         seen[rid] = i
         where = f"rule #{i} {rid!r}"
+        # schema 3's fields; a schema-2 table has none of them (and must keep its hash)
+        new = schema >= 3
+        rearm = r.Rearm() if new else None
+        if rearm is not None:
+            rearm_texts[i] = _s(rearm.Text())
+        n_target = r.TargetLength() if new else 0
         rule = Rule(
             rule_id=rid,
             condition=_condition_of(where, r.Condition()),
@@ -559,16 +566,11 @@ def decode_table_with_info(
             cooldown_ns=r.CooldownNs(),
             escalate=Action(r.Escalate()),
             escalate_custom=_s(r.EscalateCustom()),
+            target=tuple(_s(r.Target(j)) for j in range(n_target)) if n_target else (),
+            board=r.Board() if new else False,
+            rearm=_condition_of(where + " rearm", rearm) if rearm is not None else None,
+            rearm_content=_s(r.RearmContent()) if rearm is not None else "",
         )
-        if schema >= 3:  # a schema-2 table has none of these (and must keep its hash)
-            rearm = r.Rearm()
-            rule = dataclasses.replace(
-                rule,
-                target=tuple(_s(r.Target(j)) for j in range(r.TargetLength())),
-                board=r.Board(),
-                rearm=_condition_of(where + " rearm", rearm) if rearm is not None else None,
-                rearm_content=_s(r.RearmContent()),
-            )
         _check_rule(i, rule, customs, schema)
         rules.append(rule)
     rs = RuleSet(
@@ -588,10 +590,10 @@ def decode_table_with_info(
     # people; that copy must say the same, or a display could hide what a rule does.
     for i, rule in enumerate(rules):
         shown = _s(t.Rules(i).Condition().Text())
-        rearm = t.Rules(i).Rearm() if schema >= 3 else None
-        if rule.rearm is not None and rearm is not None and _s(rearm.Text()) != rule.rearm.text():
+        rearm_shown = rearm_texts.get(i)
+        if rule.rearm is not None and rearm_shown != rule.rearm.text():
             raise RuleTableError(
-                f"rule #{i} {rule.rule_id!r}: the rearm's display text {_s(rearm.Text())!r} "
+                f"rule #{i} {rule.rule_id!r}: the rearm's display text {rearm_shown!r} "
                 f"does not match what it evaluates ({rule.rearm.text()!r}); the table was "
                 "edited after compiling: recompile the rule file"
             )
