@@ -9,7 +9,11 @@ MCU_MPY_VERSION := 1.27.0
 MCU_WASM  := $(VENV)/node/.installed-$(MCU_MPY_VERSION)
 MCU_STUBS := $(VENV)/mpy-stubs/.installed-$(MCU_MPY_VERSION)
 
-.PHONY: demo test bench slow hil lint regen clean setup mcu-wasm mcu-stubs mcu-firmware
+.PHONY: demo test bench slow hil lint regen clean setup mcu-wasm mcu-stubs mcu-firmware mcu-timings chaos
+# the chaos campaign: CHAOS_SCALE multiplies its counts and durations (1 = the issue's goals:
+# 10^6 fuzzed frames, 200 SIGKILLs, 100,000 churned agents; ~15-25 min on 2 cores)
+CHAOS_SCALE ?= 1
+CHAOS_OUT ?= bench-out/chaos.json
 
 setup: $(STAMP)
 
@@ -52,6 +56,12 @@ $(MCU_STUBS): | $(STAMP)
 	$(PY) -m pip install --quiet --upgrade --target $(VENV)/mpy-stubs 'micropython-rp2-rpi-pico-stubs==1.27.*'
 	@touch $@
 
+# The MCU's times to safe state on the simulated board (README "MCU firmware"), as JSON lines
+mcu-timings: $(STAMP) $(MCU_WASM)
+	@mkdir -p bench-out && rm -f bench-out/mcu-timings.jsonl
+	EDGE_MCU_TIMINGS=bench-out/mcu-timings.jsonl $(PY) -m pytest -q tests/firmware_bridge/mcu/test_firmware.py -k "missed_heartbeats or hung_loop or failing_stage"
+	@cat bench-out/mcu-timings.jsonl
+
 # The files to copy to a Pico (main.py + .mpy from mpy-cross) and the fw_hash it will report
 mcu-firmware: $(STAMP)
 	$(PY) -m firmware_bridge._mcu._build mpy build/mcu
@@ -68,6 +78,11 @@ hil: $(STAMP) $(VENV)/.hil
 $(VENV)/.hil: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,hil]'
 	@touch $@
+
+# as root for the disk-full attack (a small tmpfs); without mount it is skipped, saying why
+chaos: $(STAMP)
+	@mkdir -p $(dir $(CHAOS_OUT))
+	CHAOS_SCALE=$(CHAOS_SCALE) CHAOS_OUT=$(CHAOS_OUT) $(PY) -m pytest -q -m chaos tests/chaos
 
 bench: $(STAMP) $(VENV)/.bench
 	@mkdir -p $(dir $(BENCH_OUT))

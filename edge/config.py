@@ -80,6 +80,9 @@ class EdgeConfig:
     mem_trim_margin_bytes: int = 16 << 20
     """When RSS grows this far above its steady state (after a burst of big frames, say), the
     ctl thread returns the allocator's free memory to the kernel (malloc_trim); 0: never."""
+    max_targets: int = 64
+    """Instructions one firing of a rule with ``target`` may send (agents in id order); the
+    agents beyond are counted in ``instructions_targets_cut``."""
     max_metrics_per_agent: int = 4096
     sndhwm: int = 1000
     """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
@@ -281,7 +284,18 @@ def apply_env_and_flags(
         values[name] = _coerce(name, hints[name], raw, f"--{name.replace('_', '-')}")
 
 
+def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]:
+    """``host:port`` (``[::1]:9108`` for IPv6) -> (host, port). Raises ConfigError naming
+    ``setting`` when it is not of that form or the port is outside 0..65535."""
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{setting} {addr!r}: expected host:port, e.g. 127.0.0.1:9108")
+    return host, int(port)
+
+
 def _validate(cfg: EdgeConfig) -> None:
+    if cfg.metrics_addr:
+        split_host_port(cfg.metrics_addr)
     checks = [
         (cfg.heartbeat_ms > 0, "heartbeat_ms must be > 0"),
         (cfg.missed_beats >= 1, "missed_beats must be >= 1"),
@@ -296,6 +310,7 @@ def _validate(cfg: EdgeConfig) -> None:
         (0 <= cfg.gc_interval_ms <= 60_000, "gc_interval_ms must be within 0..60000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
+        (1 <= cfg.max_targets <= 65_536, "max_targets must be within 1..65536"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),
         (1 <= cfg.sched_queue <= 1_000_000, "sched_queue must be within 1..1000000"),

@@ -44,11 +44,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import EdgeError
+from ..sim import Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
 from ._bench_goals import goal_lines, goal_rows
 from ._bench_rules import ACTIVATION_RULES, activation_table, eval_cost, memory_per_rule
 from ._bench_scenarios import SCENARIOS, run_scenarios, scenario_config, write_latency_plot
 from ._bench_scenarios import summary_lines as scenario_summary_lines
-from ..sim import Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
 
 STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute")
 PROBE_METRIC = "bench_probe"

@@ -309,9 +309,9 @@ def demo(duration: float, rules_file: Path | None, live: bool | None, devices: b
          upstream: bool | None) -> None:
     """Run edged with simulated agents and show the loop live: firings, Acks, latency, SLA."""
     from ..rules import RuleFileError, load_rule_file
+    from ..sim import Rig, sigterm_as_interrupt
     from ..wire import CtlOp
     from ._client import CtlClient
-    from ..sim import Rig, sigterm_as_interrupt
 
     console = Console(highlight=False)
     if duration <= 0:

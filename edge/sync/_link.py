@@ -31,6 +31,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from ..clock import Backoff as Backoff
 from ..config import EdgeConfig
+from ..errors import ConfigError
 
 log = logging.getLogger("edge.sync")
 
@@ -98,6 +99,45 @@ def tls_context(cfg: EdgeConfig) -> ssl.SSLContext | None:
             str(cfg.upstream_tls_key) if cfg.upstream_tls_key else None,
         )
     return ctx
+
+
+_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def check_upstream_config(cfg: EdgeConfig) -> None:
+    """What edge-sync can tell is wrong before its first connect: every URL of
+    ``upstream_url`` (scheme, port) and every credential or TLS file (readable, loadable).
+    An unreachable or unresolvable server is not checked: a board starts offline. Raises
+    ConfigError naming the setting and what to do."""
+    from urllib.parse import urlsplit
+
+    for url in (u.strip() for u in cfg.upstream_url.split(",")):
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigError(f"upstream_url {url!r}: the port is not a number") from None
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ConfigError(
+                f"upstream_url {url!r}: expected {'|'.join(_SCHEMES)}://host[:port], "
+                "comma-separated for a cluster"
+            )
+    for name in ("upstream_creds", "upstream_nkey", "upstream_tls_ca", "upstream_tls_cert",
+                 "upstream_tls_key"):
+        path = getattr(cfg, name)
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"{name} {path}: {exc.strerror}; provide the file or unset {name}"
+            ) from None
+    try:
+        tls_context(cfg)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"upstream_tls_*: cannot load: {exc}") from None
 
 
 def connect_options(cfg: EdgeConfig, opts: LinkOptions) -> dict[str, Any]:

@@ -180,6 +180,7 @@ class McuLink:
         self._tx_seq = 0
         self._last_rx_ns = 0
         self._silent = False
+        self._io_fault = ""  # the last read/write failure, reported by the next poll()
         self.mcu_status: McuStatus | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -275,8 +276,8 @@ class McuLink:
         except ValueError as e:
             raise McuCommandError(f"command {name!r}: {e}") from e
         seq = self._tx_seq
+        self._send_frame(fr.T_COMMAND, body)  # a failed write is reported by poll()
         self._s.pending[seq] = _Pending(name, self._clock.monotonic_ns())
-        self._send_frame(fr.T_COMMAND, body)
         self._counts["commands_sent"] += 1
         return seq
 
@@ -298,8 +299,6 @@ class McuLink:
             self._counts["io_errors"] += 1
             self._io_fault = f"write: {e}"
 
-    _io_fault = ""
-
     # -- receiving ---------------------------------------------------------------------------
 
     def poll(self, timeout_s: float = 0.0) -> list[Event]:
@@ -308,10 +307,10 @@ class McuLink:
         if self._ser is None:
             raise McuError(f"{self.port}: not open")
         events: list[Event] = []
-        if self._io_fault:
-            events.append(self._fault_io(self._io_fault))
-        else:
+        if not self._io_fault:
             events.extend(self._take(self._read(timeout_s)))
+        if self._io_fault:
+            events.extend(self._fault_io(self._io_fault))
         now = self._clock.monotonic_ns()
         for seq, p in list(self._s.pending.items()):
             if now - p.t_sent_ns > self._command_timeout_ns:
@@ -327,7 +326,9 @@ class McuLink:
         ser = self._ser
         try:
             if timeout_s > 0 and not ser.in_waiting:
-                select.select([ser.fileno()], [], [], timeout_s)
+                ready = select.select([ser.fileno()], [], [], timeout_s)[0]
+                if ready and not ser.in_waiting:  # readable, nothing to read: gone?
+                    return bytes(ser.read(1))  # pyserial raises if the device went away
             n = ser.in_waiting
             return bytes(ser.read(n)) if n else b""
         except OSError as e:
@@ -335,12 +336,13 @@ class McuLink:
             self._io_fault = f"read: {e}"
             return b""
 
-    def _fault_io(self, detail: str) -> LinkFault:
+    def _fault_io(self, detail: str) -> list[Event]:
         self._io_fault = ""
-        now = self._clock.monotonic_ns()
-        for seq in list(self._s.pending):
+        events: list[Event] = [
             self._fail(seq, "io", f"the port failed before the MCU acked ({detail})")
-        return LinkFault("io", f"{self.port}: {detail}", now)
+            for seq in list(self._s.pending)]
+        events.append(LinkFault("io", f"{self.port}: {detail}", self._clock.monotonic_ns()))
+        return events
 
     def _fail(self, seq: int, status: str, detail: str) -> CommandAck:
         self._s.pending.pop(seq, None)

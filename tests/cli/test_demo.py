@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.sim import Rig
 from edge.errors import RuntimeStateError
+from edge.sim import Rig
 
 pytestmark = pytest.mark.integration
 

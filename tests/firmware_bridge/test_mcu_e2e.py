@@ -59,38 +59,11 @@ def board() -> Any:
 def test_mcu_reading_rule_command_ack_and_safe_on_edged_loss(
     board: SimulatedMcu, write_file: Any, run_dir: Path, tmp_path: Path
 ) -> None:
-    from edge.config import load_config
 
     write_file("mcu.yaml", MCU_PROFILE)
     rules = write_file("mcu-rules.yaml", RULES)
-    toml = write_file(
-        "bridge.toml",
-        f"""
-[bridge]
-bridge_tick_ms = 10
-[[link]]
-name = "uart0"
-kind = "mcu"
-port = "{board.port}"
-[[device]]
-name = "mcu-1"
-link = "uart0"
-profile = "mcu.yaml"
-""",
-    )
-    cfg = load_bridge_config({"run_dir": run_dir}, env={}, file=toml)
-    edged = Edged(
-        load_config(
-            {
-                "run_dir": run_dir,
-                "data_dir": tmp_path / "data",
-                "rules_file": rules,
-                "metrics_addr": "",
-                "heartbeat_ms": 100,
-            },
-            env={},
-        )
-    ).start()
+    cfg = _bridge_cfg(write_file, board, "mcu-1", run_dir)
+    edged = _edged(run_dir, tmp_path, rules)
     try:
         with Bridge(cfg) as bridge:
             stop = threading.Event()
@@ -152,3 +125,64 @@ profile = "mcu.yaml"
         wait_for(lambda: dev.agent.connected)
         rec = device_edged.loop.registry.by_id["mcu-2"]
         assert ("pot", (("bus", "uart0"), ("unit", "V"))) in [(n, lb) for _, n, lb in rec.series]
+
+
+def test_a_safe_state_instruction_latches_the_mcu_safe(
+    board: SimulatedMcu, write_file: Any, run_dir: Path, tmp_path: Path
+) -> None:
+
+    write_file("mcu.yaml", MCU_PROFILE)
+    rules = write_file(
+        "safe.yaml",
+        RULES.replace("pot_high", "pot_emergency")
+        .replace("action: throttle", "action: safe_state")
+        .replace("  params: {rate: 0.5}\n", ""),
+    )
+    cfg = _bridge_cfg(write_file, board, "mcu-3", run_dir)
+    edged = _edged(run_dir, tmp_path, rules)
+    try:
+        with Bridge(cfg) as bridge:
+            stop = threading.Event()
+            t = threading.Thread(target=bridge.run, args=(stop,))
+            t.start()
+            try:
+                dev = bridge.devices[0]
+                wait_for(lambda: dev.agent.connected and dev.handle.state == "run", timeout=10)
+                board.set_adc(POT, 0)
+                wait_for(lambda: latest(edged, "mcu-3").get("pot") == 0.0, what="pot reading")
+                board.set_adc(POT, 65535)
+                wait_for(lambda: edged.loop.counters["acks_ok"] == 1, timeout=10, what="Ack")
+                wait_for(lambda: dev.handle.state == "latched_safe", what="latched safe")
+            finally:
+                stop.set()
+                t.join(5)
+    finally:
+        edged.close()
+
+
+def _bridge_cfg(write_file: Any, board: SimulatedMcu, device: str, run_dir: Path) -> Any:
+    """A bridge with one MCU device on the simulated board's pty."""
+    toml = write_file(
+        "bridge.toml",
+        f"""
+[bridge]
+bridge_tick_ms = 10
+[[link]]
+name = "uart0"
+kind = "mcu"
+port = "{board.port}"
+[[device]]
+name = "{device}"
+link = "uart0"
+profile = "mcu.yaml"
+""",
+    )
+    return load_bridge_config({"run_dir": run_dir}, env={}, file=toml)
+
+
+def _edged(run_dir: Path, tmp_path: Path, rules: Path) -> Edged:
+    from edge.config import load_config
+
+    flags = {"run_dir": run_dir, "data_dir": tmp_path / "data", "rules_file": rules,
+             "metrics_addr": "", "heartbeat_ms": 100}
+    return Edged(load_config(flags, env={})).start()

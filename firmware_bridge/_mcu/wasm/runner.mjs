@@ -23,6 +23,7 @@
 import fs from "fs";
 import path from "path";
 import { pathToFileURL } from "url";
+import { Worker } from "worker_threads";
 
 const argv = process.argv.slice(2);
 const opt = {};
@@ -41,6 +42,30 @@ function emit(ev) {
   ev.t_ns = String(nowNs());
   fs.writeSync(1, JSON.stringify(ev) + "\n");
 }
+
+// The watchdog's clock runs in a thread of its own, as the RP2040's does: it sees the firing
+// on time even while the firmware is stuck in a call (the reset itself can only happen once
+// that call returns, at the next call into the shim). Shared: [0] timeout ms (0 = stopped),
+// [1] last feed (ms since T0), [2] fired (the first side to set it reports it).
+const T0 = nowMs();
+const wd = new Int32Array(new SharedArrayBuffer(12));
+const watchdog = new Worker(`
+  const { workerData } = require("worker_threads");
+  const fs = require("fs");
+  const wd = new Int32Array(workerData.sab);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    Atomics.wait(pause, 0, 0, 2);
+    const timeout = Atomics.load(wd, 0);
+    if (!timeout) continue;
+    const since = Number(process.hrtime.bigint() / 1000000n) - workerData.t0 - Atomics.load(wd, 1);
+    if (since > timeout && Atomics.compareExchange(wd, 2, 0, 1) === 0) {
+      fs.writeSync(1, JSON.stringify({ ev: "wdt_fired", since_feed_ms: since, timeout_ms: timeout,
+        by: "watchdog thread", t_ns: String(process.hrtime.bigint()) }) + "\\n");
+    }
+  }`, { eval: true, workerData: { sab: wd.buffer, t0: T0 } });
+watchdog.on("error", (e) => process.stderr.write("watchdog thread failed: " + e + "\n"));
+watchdog.unref();
 
 const PWRON_RESET = 1;
 const WDT_RESET = 3;
@@ -129,8 +154,10 @@ function control(c) {
 function wdtExpired() {
   if (!wdt || pendingReset) return false;
   const since = nowMs() - wdt.lastFeed;
-  if (since <= wdt.timeout) return false;
-  emit({ ev: "wdt_fired", since_feed_ms: since, timeout_ms: wdt.timeout, feeds: wdt.feeds });
+  if (since <= wdt.timeout && !Atomics.load(wd, 2)) return false;
+  if (Atomics.compareExchange(wd, 2, 0, 1) === 0) {
+    emit({ ev: "wdt_fired", since_feed_ms: since, timeout_ms: wdt.timeout, feeds: wdt.feeds });
+  }
   pendingReset = { cause: WDT_RESET, why: "watchdog" };
   return true;
 }
@@ -196,9 +223,15 @@ const shim = {
   },
   wdt_start: (timeout) => {
     wdt = { timeout, lastFeed: nowMs(), feeds: 0 };
+    Atomics.store(wd, 1, wdt.lastFeed - T0);
+    Atomics.store(wd, 0, timeout);
     emit({ ev: "wdt_start", timeout_ms: timeout });
   },
-  wdt_feed: () => { wdt.lastFeed = nowMs(); wdt.feeds += 1; },
+  wdt_feed: () => {
+    wdt.lastFeed = nowMs();
+    wdt.feeds += 1;
+    Atomics.store(wd, 1, wdt.lastFeed - T0);
+  },
 };
 
 const sources = FW_FILES.map((name) => [name, fs.readFileSync(path.join(opt.fw, name))]);
@@ -207,6 +240,8 @@ const shimSource = fs.readFileSync(opt.shim);
 while (!stopping) {
   boots += 1;
   wdt = null;
+  Atomics.store(wd, 0, 0); // a reset stops the watchdog until the firmware starts it again
+  Atomics.store(wd, 2, 0);
   pendingReset = null;
   rx = [];
   rxLen = 0;

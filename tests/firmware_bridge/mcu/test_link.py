@@ -192,3 +192,19 @@ def test_open_says_what_it_saw_when_no_hello_comes(mcu: ScriptedMcu) -> None:
 def test_open_on_a_missing_port() -> None:
     with pytest.raises(McuOpenError, match="cannot open the MCU's port"):
         McuLink("/dev/does-not-exist").open()
+
+
+def test_a_port_that_goes_away_fails_pending_commands_and_reports_io(mcu: ScriptedMcu,
+                                                                     link: McuLink) -> None:
+    seq = link.send_command("set_output", {"relay": 1})
+    os.close(mcu.master)  # the USB-serial adapter unplugged
+    mcu.master = os.open(os.devnull, os.O_RDONLY)  # so that close() has something to close
+    events: list = []
+    for _ in range(100):
+        events += link.poll(0.02)
+        if any(isinstance(e, LinkFault) for e in events):
+            break
+    ack, fault = events[-2:]
+    assert isinstance(ack, CommandAck) and (ack.seq, ack.status) == (seq, "io")
+    assert isinstance(fault, LinkFault) and fault.reason == "io"
+    assert link.counters["io_errors"] >= 1 and link.pending == ()
