@@ -387,7 +387,7 @@ def hello(sock: zmq.Socket[bytes], agent_id: str, metrics: tuple[str, ...] = ("l
 def next_welcome(sock: zmq.Socket[bytes], timeout_ms: int = 5000) -> Any:
     """The next Welcome on ``sock``; None when a Notice refused the Hello or none came in
     ``timeout_ms`` (other frames are skipped)."""
-    from edge.cli._bench_sims import _await_welcome  # the bench's, for its loop
+    from edge.sim._bench_sims import _await_welcome  # the bench's, for its loop
 
     try:
         return _await_welcome(sock, timeout_ms / 1000)
