@@ -4,7 +4,8 @@
   one end of a pty pair) with one or more unit ids, run on its own thread and event loop;
   registers and coils are read and set from the test's thread. ``silent_units`` never answer
   (an offline device behind a gateway), ``exception_units`` answer every request with
-  exception 4 (device failure).
+  exception 4 (device failure), and ``delay_s`` > 0 holds every answer that long (a slow
+  device; the server answers nothing else meanwhile).
 * :class:`CanEcu` -- an ECU on a python-can bus (the virtual bus in tests) speaking a DBC with
   cantools: it sends its messages cyclically with signal values the test sets, and answers
   a command message by echoing a signal into a status message (a response signal).
@@ -48,6 +49,7 @@ class ModbusSim:
         self.units = tuple(units)
         self.silent = set(silent_units)
         self.exceptions = set(exception_units)
+        self.delay_s = 0.0
         self.context = [
             SimDevice(id=u, simdata=(block(bits), block(bits), block(regs), block(regs)))
             for u in self.units
@@ -121,6 +123,8 @@ class ModbusSim:
         def trace_packet(sending: bool, data: bytes) -> bytes:
             if sending and sim.silent and self._unit_of(data) in sim.silent:
                 return b""
+            if sending and sim.delay_s > 0:
+                time.sleep(sim.delay_s)  # the slow device: its one thread answers late
             return data
 
         async def main() -> None:

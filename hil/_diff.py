@@ -21,7 +21,7 @@ from edge.rules import load_rule_file, read_trace, replay
 def rig_firings(events: Path) -> list[dict[str, Any]]:
     with open(events, newline="", encoding="utf-8") as fh:
         return [{"t_ms": float(r["t_sample_ms"]), "rule_id": r["rule_id"], "agent_id": r["agent_id"],
-                 "action": r["action"]} for r in csv.DictReader(fh) if r["kind"] == "instruction"]
+                 "action": r["action"]} for r in csv.DictReader(fh) if r["kind"] == "instruction" and r["t_sample_ms"]]
 
 
 def diff(recording: Path, candidate: Path, *, tol_ms: float = 1.0,

@@ -11,12 +11,15 @@ Signal faults change what an agent reports (the plant's truth is recorded unchan
     quantise   rounded to a multiple of ``step``
     delay      the value of ``ms`` milliseconds ago
 
-Process faults act on the rig's processes:
+Process faults act on the rig's processes (``edged``, ``bridge``: the edge-bridge child):
 
-    sigstop    SIGSTOP edged for the duration, then SIGCONT
-    sigkill    SIGKILL edged; restarted after the duration (no duration: stays dead)
+    sigstop    SIGSTOP the process for the duration, then SIGCONT
+    sigkill    SIGKILL the process; restarted after the duration (no duration: stays dead)
     agent_kill an agent's connection is dropped (close, no Bye wait); reconnects after the duration
     cpu_hog    ``procs`` busy-looping processes (default 1) for the duration
+
+Link faults act between a simulated device and edge-bridge (hil/_devices.py has the details):
+bus (CAN), serial (the MCU's UART), modbus, and device_offline for any device.
 """
 
 from __future__ import annotations
@@ -40,8 +43,23 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "sigkill": ("process", False, ()),
     "agent_kill": ("process", True, ()),
     "cpu_hog": ("process", True, ("procs",)),
+    "can_drop": ("bus", True, ("rate",)),
+    "can_delay": ("bus", True, ("ms",)),
+    "can_corrupt": ("bus", True, ("rate",)),
+    "can_error_frames": ("bus", True, ("rate",)),
+    "can_bus_off": ("bus", True, ()),
+    "serial_drop": ("serial", True, ("rate",)),
+    "serial_flip": ("serial", True, ("rate",)),
+    "serial_garbage": ("serial", False, ("bytes",)),
+    "line_break": ("serial", True, ()),
+    "modbus_timeout": ("modbus", True, ()),
+    "modbus_exception": ("modbus", True, ()),
+    "modbus_slow": ("modbus", True, ("ms",)),
+    "device_offline": ("device", True, ()),
 }
-PROCESS_TARGETS = ("edged", "rig")
+PROCESS_TARGETS = ("edged", "bridge", "rig")
+LINK_LAYERS = {"bus": "can", "serial": "mcu", "modbus": "modbus", "device": ""}
+"""A link fault's layer -> the device kind it needs ("" any)."""
 
 
 class SignalFaults:

@@ -29,7 +29,8 @@ from ._runner import RunResult
 def _e2e(res: RunResult) -> dict[str, dict[str, Any]]:
     by: dict[str, list[float]] = {}
     for i in res.recording.instructions:
-        by.setdefault(i["rule_id"], []).append(i["e2e_ms"])
+        if i["e2e_ms"] is not None:  # None: to a bridge device (seen in edged's tail)
+            by.setdefault(i["rule_id"], []).append(i["e2e_ms"])
     out = {}
     for rule, xs in by.items():
         xs.sort()
@@ -87,7 +88,7 @@ def _write_csv(res: RunResult, out: Path) -> dict[str, str]:
         w.writerow(["t_ms", "kind", "agent_id", "rule_id", "action", "t_sample_ms", "e2e_ms"])
         for i in rec.instructions:
             w.writerow([f"{i['t_ms']:.3f}", "instruction", i["agent_id"], i["rule_id"], i["action"],
-                        f"{i['t_sample_ms']:.3f}", f"{i['e2e_ms']:.3f}"])
+                        _ms(i["t_sample_ms"]), _ms(i["e2e_ms"])])
             w.writerow([f"{i['t_ms']:.3f}", f"ack:{i['ack']}", i["agent_id"], i["rule_id"], i["action"], "", ""])
         for f in rec.faults:
             w.writerow([f"{f['start_ms']:.3f}", f"fault_start:{f['kind']}", f["target"], f["id"], "", "", ""])
@@ -100,6 +101,10 @@ def _write_csv(res: RunResult, out: Path) -> dict[str, str]:
             w.writerow([f"{rec.signals[names[0]][j][0]:.3f}", *(repr(rec.signals[n][j][1]) for n in names)])
     return {"recording": str(out / "recording.csv"), "events": str(out / "events.csv"),
             "signals": str(out / "signals.csv")}
+
+
+def _ms(x: float | None) -> str:
+    return "" if x is None else f"{x:.3f}"
 
 
 def _write_mdf4(res: RunResult, path: Path) -> str:
@@ -122,9 +127,10 @@ def _write_mdf4(res: RunResult, path: Path) -> str:
     mdf = MDF(version="4.10")
     if sigs:
         mdf.append(sigs, comment="hil signals")
-    if rec.instructions:
-        ts = np.array([i["t_ms"] / 1000 for i in rec.instructions])
-        mdf.append([Signal(np.array([i["e2e_ms"] for i in rec.instructions]), ts, name="instruction.e2e_ms", unit="ms")],
+    timed = [i for i in rec.instructions if i["e2e_ms"] is not None]
+    if timed:
+        ts = np.array([i["t_ms"] / 1000 for i in timed])
+        mdf.append([Signal(np.array([i["e2e_ms"] for i in timed]), ts, name="instruction.e2e_ms", unit="ms")],
                    comment="instructions")
     mdf.save(str(path), overwrite=True)
     mdf.close()
@@ -171,7 +177,8 @@ def _write_plots(res: RunResult, out: Path) -> dict[str, str]:
         files["signals_png"] = str(out / "signals.png")
     e2e: dict[str, list[float]] = {}
     for i in rec.instructions:
-        e2e.setdefault(i["rule_id"], []).append(i["e2e_ms"])
+        if i["e2e_ms"] is not None:
+            e2e.setdefault(i["rule_id"], []).append(i["e2e_ms"])
     if e2e:
         fig, ax = plt.subplots(figsize=(6, 3))
         ax.hist(list(e2e.values()), bins=30, label=list(e2e), stacked=False)

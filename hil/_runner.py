@@ -30,7 +30,7 @@ from edge.errors import EdgeError
 from edge.sim import Rig, new_hist, record_ns, summary_us
 
 from ._errors import HilError, PlantError, RigTimeoutError
-from ._faults import FAULTS, SignalFaults
+from ._faults import FAULTS, LINK_LAYERS, SignalFaults
 from ._plants import Plant, make_plant
 from ._scenario import AgentSpec, Scenario
 
@@ -144,6 +144,13 @@ class _Run:
         self.errors: list[str] = []
         self.edged_stopped = False
         self.edged_dead = False
+        self.bench: Any = None  # the devices and edge-bridge (hil/_devices.py), if any
+        self.device_counters: dict[str, Any] = {}
+        self.bridge_stopped = False
+        self.bridge_dead = False
+        self._tail: threading.Thread | None = None
+        self._tail_stop = threading.Event()
+        self._t0_wall_ms = 0.0
 
     # -------------------------------------------------------------- phases
 
@@ -169,6 +176,81 @@ class _Run:
                 a.connect(timeout=sc.start_timeout_s)
             except EdgeError as exc:
                 raise HilError(f"agent {spec.id} would not connect: {exc}") from exc
+        if sc.devices:
+            from ._devices import Bench
+
+            self.bench = Bench(sc.devices, self.rig, sc.seed)
+            self.bench.start(sc.start_timeout_s, self.plant.values())
+
+    # -------------------------------------------------------------- devices
+
+    def _tail_loop(self) -> None:
+        """Instructions to the bridge's devices and their Acks, as edged reports them (its
+        event tail over ctl.sock, polled): the rig does not see those instructions itself."""
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        from ._devices import link_name
+
+        devices = set(self.bench.by_id)
+        buses = {k: f"bus={link_name(d)}" for k, d in self.bench.by_id.items()}
+        cursor, open_ins = 0, {}
+        client: Any = None
+        n = 0
+        while not self._tail_stop.wait(0.02):
+            n += 1
+            try:
+                if client is None:
+                    client = CtlClient(self.rig.run_dir, timeout=0.5)
+                if n % 10 == 0:  # the devices' health as the bridge reports it, 5 per second
+                    t_ms = (time.monotonic_ns() - self.t0) / 1e6
+                    for a in client.request(CtlOp.AGENTS)["agents"]:
+                        if a["agent_id"] in devices:
+                            for k, v in sorted((a.get("health") or {}).items()):
+                                self.rec.samples.append((t_ms, a["agent_id"], f"health_{k}",
+                                                         float(v), buses[a["agent_id"]]))
+                r = client.request(CtlOp.TAIL, {"after": cursor})
+            except Exception:  # edged stopped, killed or restarting: try again
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close()
+                client, cursor = None, 0
+                continue
+            if r["last"] < cursor:  # a new edged: its events start again
+                cursor = 0
+                continue
+            cursor = r["last"]
+            for ev in r["events"]:
+                if ev.get("agent_id") not in devices:
+                    continue
+                t_ms = ev["wall_ms"] - self._t0_wall_ms
+                if ev["kind"] == "instruction":
+                    rec = {"t_ms": t_ms, "agent_id": ev["agent_id"], "rule_id": ev["rule_id"],
+                           "action": ev["detail"], "params": {}, "t_sample_ms": None,
+                           "e2e_ms": None, "ack": "pending", "applied_ms": None}
+                    open_ins[ev["instruction_id"]] = rec
+                    self.rec.instructions.append(rec)
+                elif ev["kind"] == "ack" and ev["instruction_id"] in open_ins:
+                    ins = open_ins.pop(ev["instruction_id"])
+                    ins["ack"] = ev["detail"]
+                    ins["applied_ms"] = t_ms
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _devices_step(self, values: dict[str, float] | None) -> None:
+        """Device outputs -> plant inputs (``values`` None), or plant values -> devices."""
+        plant = self.plant
+        assert plant is not None
+        for d in self.bench.devices:
+            try:
+                if values is None:
+                    for k, v in d.drive().items():
+                        plant.set(k, v)
+                else:
+                    d.sense(values)
+            except Exception as exc:  # a simulator that fails is the rig's problem
+                raise HilError(f"device {d.spec.id}: its simulator failed: {exc}") from exc
 
     def loop(self) -> None:
         sc, plant, rec = self.sc, self.plant, self.rec
@@ -176,10 +258,15 @@ class _Run:
         step, dt = sc.step_ns, sc.step_ns / 1e9
         n_steps = sc.duration_ns // step
         stim_state: dict[int, dict[str, float]] = {}
-        faults = sorted((f for f in sc.faults if FAULTS[f.kind][0] == "process"), key=lambda f: f.start_ns)
+        faults = sorted((f for f in sc.faults if FAULTS[f.kind][0] in ("process", *LINK_LAYERS)),
+                        key=lambda f: f.start_ns)
         started: set[str] = set()
         ended: set[str] = set()
         self.t0 = time.monotonic_ns()
+        self._t0_wall_ms = time.time() * 1000.0 - (time.monotonic_ns() - self.t0) / 1e6
+        if self.bench is not None:
+            self._tail = threading.Thread(target=self._tail_loop, name="hil-tail", daemon=True)
+            self._tail.start()
         give_up = self.t0 + sc.duration_ns + int(RUN_SLACK_S * 1e9)
         for k in range(n_steps + 1):
             t_ns = k * step
@@ -200,9 +287,13 @@ class _Run:
                 if f.id in started and f.id not in ended and f.duration_ns and t_ns >= f.start_ns + f.duration_ns:
                     ended.add(f.id)
                     self._fault_end(f)
+            if self.bench is not None:
+                self._devices_step(None)
             if k:
                 plant.step(t_ns / 1e9, dt)
             values = plant.values()
+            if self.bench is not None:
+                self._devices_step(values)
             sent = time.monotonic_ns()
             t_ms = (sent - self.t0) / 1e6  # when the step's samples leave (late steps stay honest)
             for name, v in values.items():
@@ -285,7 +376,17 @@ class _Run:
         return e.pid if e is not None and e.alive() else None
 
     def _fault_start(self, f: Any, t_ns: int) -> None:
-        if f.kind == "sigstop":
+        if FAULTS[f.kind][0] in LINK_LAYERS:
+            self.bench.by_id[f.target].fault_start(f.kind, f.params)
+        elif f.target == "bridge":
+            b = self.bench.bridge
+            if f.kind == "sigstop" and b.alive():
+                os.kill(b.pid, signal.SIGSTOP)
+                self.bridge_stopped = True
+            elif f.kind == "sigkill":
+                self.bench.kill_bridge()
+                self.bridge_dead = True
+        elif f.kind == "sigstop":
             pid = self._edged_pid()
             if pid:
                 os.kill(pid, signal.SIGSTOP)
@@ -304,7 +405,20 @@ class _Run:
                                                   start_new_session=True))
 
     def _fault_end(self, f: Any) -> None:
-        if f.kind == "sigstop" and self.edged_stopped:
+        if FAULTS[f.kind][0] in LINK_LAYERS:
+            self.bench.by_id[f.target].fault_end(f.kind)
+        elif f.target == "bridge":
+            if f.kind == "sigstop" and self.bridge_stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.bench.bridge.pid, signal.SIGCONT)
+                self.bridge_stopped = False
+            elif f.kind == "sigkill" and self.bridge_dead:
+                def restart() -> None:
+                    self.bench.start_bridge(self.sc.start_timeout_s)
+                    self.bridge_dead = False
+
+                self._in_background(f"restart edge-bridge after {f.id}", restart)
+        elif f.kind == "sigstop" and self.edged_stopped:
             pid = self._edged_pid()
             if pid:
                 os.kill(pid, signal.SIGCONT)
@@ -359,6 +473,15 @@ class _Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
         self._stop_hogs()
+        self._tail_stop.set()
+        if self._tail is not None:
+            self._tail.join(5)
+        if self.bench is not None:
+            if self.bridge_stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.bench.bridge.pid, signal.SIGCONT)
+            self.device_counters = self.bench.counters()
+            problems += self.bench.close()
         for a in self.agents.values():
             try:
                 a.close()
@@ -411,6 +534,8 @@ def run_scenario(sc: Scenario) -> RunResult:
         inj, obs = summary_us(run.injection), summary_us(run.observation)
         res.rig = {"injection_us": inj, "observation_us": obs, "tolerance_ms": sc.tolerance_ms,
                    "teardown_problems": problems}
+        if run.bench is not None:
+            res.rig["devices"] = run.device_counters
     if res.verdict == "PASS" and problems:
         res.verdict, res.reason = "ERROR", "teardown: " + "; ".join(problems)
     if res.verdict == "PASS" and inj.get("p99", 0) / 1000 > sc.tolerance_ms:

@@ -6,7 +6,11 @@ problem_at), so a scenario's errors read like a rule file's. Layout::
     meta:      {id, title, requirements: [..], seed, duration: 5s, skip: "why"}
     rig:       {rules: FILE, tolerance_ms: 20, edged: {log_level, start_timeout},
                 agents: [{id, kind, report: {metric: signal}, labels: {metric: {k: v}},
-                          actions: {action: {set: {input: value}}}, every: 20ms}]}
+                          actions: {action: {set: {input: value}}}, every: 20ms}],
+                devices: [{id, kind: modbus|can|mcu, profile: FILE (the bridge's device
+                           profile), unit: 1, sense: {signal: AT | {at: AT, scale: k}},
+                           drive: {input: AT | {at, scale}}, echo: {Msg.Sig: Msg.Sig},
+                           period: 10ms}]}
     plant:     {model: motor|tank|vehicle|fmu, fmu: FILE, step: 10ms, params: {..},
                 initial: {input: value}, limits: {signal: [lo, hi]}}
     stimulus:  [{at: 1s, set: {input: v}} | {at, ramp: {input: v}, over: 2s} | {at, profile: CSV}]
@@ -32,7 +36,7 @@ from edge.rules import NodeChecker, Problem, RuleFileError, compose_source, read
 from edge.rules import plain_value as _plain
 
 from ._errors import ScenarioError
-from ._faults import FAULTS, PROCESS_TARGETS
+from ._faults import FAULTS, LINK_LAYERS, PROCESS_TARGETS
 from ._plants import MODELS
 
 FORMATS = ("json", "junit", "html", "csv", "mdf4")
@@ -65,6 +69,33 @@ class AgentSpec:
     labels: dict[str, dict[str, str]]
     actions: dict[str, dict[str, float]]  # action -> {plant input: value}
     every_ns: int  # 0: every plant step
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """A simulated device on a real link behind edge-bridge (hil/_devices.py)."""
+
+    id: str
+    kind: str  # modbus | can | mcu
+    profile: Path
+    unit: int
+    sense: dict[str, tuple[str, float]]  # plant signal -> (where on the device, scale)
+    drive: dict[str, tuple[str, float]]  # plant input <- (where on the device, scale)
+    echo: dict[str, str]  # can: a received Msg.Sig copied into a sent Msg.Sig
+    period_ns: int  # can: the ECU's cycle
+
+
+# the health series edge-bridge reports for each device (firmware_bridge/_device.py); the rig
+# records them from edged's agents table as DEVICE.health_*
+DEVICE_HEALTH = ("health_online", "health_errors", "health_timeouts", "health_out_of_range",
+                 "health_rejected", "health_link_reopens")
+CAN_HEALTH = ("health_bus_off", "health_error_passive")
+
+_AT = {"modbus": re.compile(r"(hr|ir|co|di):[0-9]{1,5}\Z"),
+       "can": re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z"),
+       "mcu": re.compile(r"(adc|pin|pwm):[0-9]{1,2}\Z")}
+_AT_HINT = {"modbus": "hr:N, ir:N, co:N or di:N", "can": "Message.Signal of the DBC",
+            "mcu": "adc:N (sense), pin:N or pwm:N (drive)"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,6 +136,7 @@ class Assertion:
     expect: Cond | None = None  # within: a signal condition becoming true ...
     expect_instruction: str = ""  # ... or an instruction with this action
     expect_agent: str = ""
+    expect_ack: str = ""  # count: only instructions acked with this status (ok, failed, ...)
     within_ns: int = 0
     window: tuple[int, int] = (0, -1)  # ns from start; -1: the end
     rule: str = ""  # count/e2e_p99
@@ -126,6 +158,7 @@ class Scenario:
     edged_log_level: str
     start_timeout_s: float
     agents: tuple[AgentSpec, ...]
+    devices: tuple[DeviceSpec, ...]
     model: str
     fmu: Path | None
     step_ns: int
@@ -266,7 +299,7 @@ class _Checker(NodeChecker):
             if known_model and k not in outputs | inputs:
                 self.bad(n, f"limits: {k!r} is not a signal of the plant")
 
-        rig = self.mapping(top.get("rig"), "rig", {"rules", "tolerance_ms", "edged", "agents"})
+        rig = self.mapping(top.get("rig"), "rig", {"rules", "tolerance_ms", "edged", "agents", "devices"})
         rules_file = None
         if "rules" in rig:
             rules_file = self.file(rig["rules"], "rules")
@@ -292,9 +325,18 @@ class _Checker(NodeChecker):
                 if any(x.id == a.id for x in agents):
                     self.bad(n, f"duplicate agent {a.id!r}")
                 agents.append(a)
+        devices: list[DeviceSpec] = []
+        for i, n in enumerate(self.seq(rig.get("devices"), "devices")):
+            d = self.device(n, i, inputs, outputs | inputs, known_model)
+            if d is not None:
+                if any(x.id == d.id for x in devices) or any(x.id == d.id for x in agents):
+                    self.bad(n, f"duplicate agent or device id {d.id!r}")
+                devices.append(d)
         signals = set(outputs | inputs)
         for a in agents:
             signals |= {f"{a.id}.{m}" for m, _ in a.report}
+        for d in devices:
+            signals |= {f"{d.id}.{h}" for h in DEVICE_HEALTH + (CAN_HEALTH if d.kind == "can" else ())}
         if not known_model:
             signals = _Anything()  # type: ignore[assignment]
 
@@ -302,7 +344,8 @@ class _Checker(NodeChecker):
                     if (s := self.stimulus(n, i, inputs, known_model)) is not None]
         faults: list[Fault] = []
         for i, n in enumerate(self.seq(top.get("faults"), "faults")):
-            f = self.fault(n, i, {a.id for a in agents}, signals, duration)
+            f = self.fault(n, i, {a.id for a in agents}, signals, duration,
+                           {d.id: d.kind for d in devices})
             if f is not None:
                 if any(x.id == f.id for x in faults):
                     self.bad(n, f"duplicate fault id {f.id!r}")
@@ -323,7 +366,7 @@ class _Checker(NodeChecker):
             return None
         assert rules_file is not None
         return Scenario(path, sid, title, reqs, seed, duration, skip, rules_file, tolerance,
-                        log_level, start_timeout, tuple(agents), model, fmu, step, params, initial,
+                        log_level, start_timeout, tuple(agents), tuple(devices), model, fmu, step, params, initial,
                         limits, tuple(stimulus), tuple(faults), tuple(assertions), formats)
 
     def _fmu_io(self, fmu: Path, node: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -366,6 +409,71 @@ class _Checker(NodeChecker):
         every = self.duration(m["every"], "every", where) if "every" in m else 0
         kind = self.text(m["kind"], "kind", where) if "kind" in m else "hil-agent"
         return AgentSpec(aid, kind, tuple(report), labels, actions, every)
+
+    def device(self, n: Any, i: int, inputs: set[str], signals: set[str], known: bool) -> DeviceSpec | None:
+        where = f"device #{i}"
+        m = self.mapping(n, "a device", {"id", "kind", "profile", "unit", "sense", "drive", "echo",
+                                         "period"}, where)
+        for need in ("id", "kind", "profile"):
+            if need not in m:
+                self.bad(n, f"missing {need}:", where=where)
+        if any(k not in m for k in ("id", "kind", "profile")):
+            return None
+        did = self.text(m["id"], "device id", where)
+        where = f"device {did}"
+        if did and not _ID_RE.match(did):
+            self.bad(m["id"], f"device id {did!r}: letters, digits, _.:- only", where=where)
+        kind = self.text(m["kind"], "kind", where)
+        if kind not in _AT:
+            self.bad(m["kind"], f"unknown device kind {kind!r}", "kinds: " + ", ".join(_AT), where)
+            return None
+        profile = self.file(m["profile"], "profile", where)
+        if profile is not None:
+            from firmware_bridge import ProfileError, load_profile
+
+            try:
+                prof = load_profile(profile)
+                if prof.kind != kind:
+                    self.bad(m["profile"], f"the profile is for kind {prof.kind!r}, the device is {kind!r}",
+                             where=where)
+            except ProfileError as exc:
+                self.bad(m["profile"], f"the device profile has mistakes: {exc}", where=where)
+        unit = int(self.number(m["unit"], "unit", where, integer=True)) if "unit" in m else 1
+
+        def wiring(key: str, allowed: set[str], what: str) -> dict[str, tuple[str, float]]:
+            out: dict[str, tuple[str, float]] = {}
+            for name, wn in self.mapping(m.get(key), key, None, where).items():
+                if known and name not in allowed:
+                    self.bad(wn, f"{key}: {name!r} is not {what} of the plant",
+                             f"{what}s: " + ", ".join(sorted(allowed)), where)
+                scale = 1.0
+                if wn.tag == "tag:yaml.org,2002:map":
+                    wm = self.mapping(wn, f"{key} {name}", {"at", "scale"}, where)
+                    at = self.text(wm["at"], "at", where) if "at" in wm else ""
+                    if "scale" in wm:
+                        scale = self.number(wm["scale"], "scale", where)
+                    if not at:
+                        self.bad(wn, f"{key} {name}: needs at:", where=where)
+                else:
+                    at = self.text(wn, f"{key} {name}", where)
+                if at and not _AT[kind].match(at):
+                    self.bad(wn, f"{key} {name}: {at!r} is not a place on a {kind} device",
+                             _AT_HINT[kind], where)
+                elif at and kind == "mcu" and (at.startswith("adc") != (key == "sense")):
+                    self.bad(wn, f"{key} {name}: {at!r}: sense sets adc:N, drive reads pin:N or pwm:N",
+                             where=where)
+                if not scale:
+                    self.bad(wn, f"{key} {name}: scale must not be 0", where=where)
+                out[name] = (at, scale or 1.0)
+            return out
+
+        sense = wiring("sense", signals, "a signal")
+        drive = wiring("drive", inputs, "an input")
+        echo = {k: self.text(v, f"echo {k}", where) for k, v in self.mapping(m.get("echo"), "echo", None, where).items()}
+        if echo and kind != "can":
+            self.bad(m["echo"], "echo: is for kind: can", where=where)
+        period = self.duration(m["period"], "period", where) if "period" in m else 10_000_000
+        return DeviceSpec(did, kind, profile or Path(), unit, sense, drive, echo, period)
 
     def stimulus(self, n: Any, i: int, inputs: set[str], known: bool) -> Stimulus | None:
         where = f"stimulus #{i}"
@@ -423,7 +531,8 @@ class _Checker(NodeChecker):
             out.append((vals[0], dict(zip(names, vals[1:], strict=True))))
         return tuple(out)
 
-    def fault(self, n: Any, i: int, agents: set[str], signals: set[str], duration: int) -> Fault | None:
+    def fault(self, n: Any, i: int, agents: set[str], signals: set[str], duration: int,
+              devices: dict[str, str]) -> Fault | None:
         where = f"fault #{i}"
         m = self.mapping(n, "a fault", {"id", "kind", "target", "start", "duration", "params"}, where)
         for need in ("kind", "target", "start"):
@@ -452,6 +561,14 @@ class _Checker(NodeChecker):
                          "targets: " + ", ".join([*PROCESS_TARGETS, *sorted(agents)]), where)
             elif target in agents and kind in ("sigstop",):
                 self.bad(m["target"], f"{kind} is for edged; an agent runs inside the rig (use agent_kill)", where=where)
+            elif target == "bridge" and not devices:
+                self.bad(m["target"], "the rig has no bridge: it has no devices", where=where)
+        elif layer in LINK_LAYERS:
+            need = LINK_LAYERS[layer]
+            ok = [d for d, k in devices.items() if not need or k == need]
+            if target not in ok:
+                self.bad(m["target"], f"the rig has no {need or 'simulated'} device {target!r} to aim {kind} at",
+                         "targets: " + (", ".join(sorted(ok)) or f"none (add a {need or ''} device)"), where)
         if needs_duration and not dur:
             self.bad(n, f"a {kind} fault needs duration:", where=where)
         for k in params:
@@ -526,7 +643,8 @@ class _Checker(NodeChecker):
             if val is None:
                 self.bad(n, f"{check}: needs a validator ({', '.join(VALIDATORS)})", where=where)
         elif check == "count":
-            cm = self.mapping(node, "count", {"instruction", "rule", "agent"}, where)
+            cm = self.mapping(node, "count", {"instruction", "rule", "agent", "ack"}, where)
+            kw["expect_ack"] = self.text(cm["ack"], "ack", where) if "ack" in cm else ""
             kw["expect_instruction"] = self.text(cm["instruction"], "instruction", where) if "instruction" in cm else ""
             kw["rule"] = self.text(cm["rule"], "rule", where) if "rule" in cm else ""
             kw["expect_agent"] = self.text(cm["agent"], "agent", where) if "agent" in cm else ""

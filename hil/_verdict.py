@@ -3,7 +3,7 @@
     within X after EVENT   every rising edge of EVENT (a condition, or a fault's start) is
                            followed within X by EXPECT (an instruction, or a condition true)
     always / never COND    over the window, on every recorded value of the signal
-    count                  instructions (by action, rule, agent) in the window -> validator
+    count                  instructions (by action, rule, agent, ack status) in the window -> validator
     e2e_p99 RULE           p99 of sample -> instruction handled, ms, of RULE -> validator
     final / max / min SIG  the signal's last / largest / smallest value in the window -> validator
 
@@ -103,10 +103,12 @@ def _one(sc: Scenario, rec: Recording, a: Assertion) -> tuple[bool, bool, Any, s
         x = float(sum(1 for i in rec.instructions if _in(a.window, rec.end_ms, i["t_ms"])
                       and (not a.expect_instruction or i["action"] == a.expect_instruction)
                       and (not a.rule or i["rule_id"] == a.rule)
-                      and (not a.expect_agent or i["agent_id"] == a.expect_agent)))
+                      and (not a.expect_agent or i["agent_id"] == a.expect_agent)
+                      and (not a.expect_ack or i["ack"] == a.expect_ack)))
     else:  # e2e_p99
         assert a.validator is not None
-        e2e = sorted(i["e2e_ms"] for i in rec.instructions if i["rule_id"] == a.rule)
+        e2e = sorted(i["e2e_ms"] for i in rec.instructions
+                     if i["rule_id"] == a.rule and i["e2e_ms"] is not None)
         if not e2e:
             return False, False, None, f"rule {a.rule} never fired"
         x = e2e[min(len(e2e) - 1, math.ceil(0.99 * len(e2e)) - 1)]

@@ -1,0 +1,618 @@
+"""Devices on real links behind a real ``edge-bridge`` process, wired to the plant, and the
+fault layers of those links.
+
+::
+
+    plant --sense--> simulated device ==link (faults)==> edge-bridge (child) --SDK--> edged
+    plant <--drive-- simulated device <==link (faults)== edge-bridge <-- instruction --'
+
+    modbus   a pymodbus server (firmware_bridge.sim.ModbusSim) on a loopback TCP port; sense
+             writes registers/coils (``ir:0``, ``hr:3``, ``co:0``, ``di:1``), drive reads them
+    can      a cantools ECU (firmware_bridge.sim.CanEcu) on python-can's ``udp_multicast``
+             interface (a bus between processes: the virtual bus is in-process only), on a
+             port of its own per run; sense sets ``Message.Signal`` values it sends cyclically,
+             drive takes the command frames it receives
+    mcu      the MCU firmware on MicroPython (SimulatedMcu) behind a serial relay: the bridge
+             opens the relay's pty, the relay carries the bytes to the MCU's pty; sense sets
+             ADC channels (``adc:4`` the temperature sensor, others volts), drive follows the
+             pins and PWM duties the firmware drives (``pin:16``, ``pwm:17``)
+
+Fault layers (``FAULTS`` in _faults.py), aimed at a device by its id:
+
+    bus      can_drop (rate), can_delay (ms), can_corrupt (rate: a payload byte inverted),
+             can_error_frames (rate per s, error-passive frames), can_bus_off (an error frame
+             with the bus-off bit, then nothing on the bus for the duration)
+    serial   serial_drop (rate of bytes), serial_flip (rate of bytes with one bit flipped),
+             serial_garbage (``bytes`` random bytes to the host at the start), line_break
+             (nothing crosses the line for the duration)
+    modbus   modbus_timeout (the unit does not answer), modbus_exception (exception 4, device
+             failure, to every request), modbus_slow (each answer ``ms`` late)
+    any      device_offline: Modbus silent, the ECU silent and deaf, the MCU's line cut
+
+Every random choice draws from the run's seeded generator: the same seed, the same faults.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import random
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tty
+from pathlib import Path
+from typing import Any
+
+from ._errors import HilError
+
+_ADC_FULL = 65535.0
+_VREF = 3.3
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Active:
+    """The device-layer faults in force on one device: kind -> params (set by the loop)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.on: dict[str, dict[str, float]] = {}
+        self.rng = rng
+        self.lock = threading.Lock()
+
+    def get(self, kind: str) -> dict[str, float] | None:
+        return self.on.get(kind)
+
+    def chance(self, kind: str) -> bool:
+        p = self.on.get(kind)
+        if p is None:
+            return False
+        with self.lock:
+            return self.rng.random() < p.get("rate", 1.0)
+
+    @property
+    def offline(self) -> bool:
+        return "device_offline" in self.on
+
+
+class Device:
+    """One simulated device: ``start()``, then per plant step ``sense(values)`` and
+    ``drive() -> {input: value}``; ``fault_start/fault_end``; ``close()`` idempotent."""
+
+    kind = ""
+
+    def __init__(self, spec: Any, root: Path, rng: random.Random):
+        self.spec = spec
+        self.root = root
+        self.faults = _Active(rng)
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    def link_toml(self) -> str:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def prime(self, values: dict[str, float]) -> None:
+        """Before the bridge starts: the device's outputs at the plant's initial inputs."""
+
+    def sense(self, values: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def drive(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def fault_start(self, kind: str, params: dict[str, float]) -> None:
+        self.faults.on[kind] = params
+
+    def fault_end(self, kind: str) -> None:
+        self.faults.on.pop(kind, None)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------ Modbus
+
+
+class ModbusDevice(Device):
+    kind = "modbus"
+
+    def __init__(self, spec: Any, root: Path, rng: random.Random):
+        super().__init__(spec, root, rng)
+        self.sim: Any = None
+        self._last: dict[str, int] = {}
+
+    def link_toml(self) -> str:
+        return (f'[[link]]\nname = "mb-{self.spec.id}"\nkind = "modbus_tcp"\nhost = "127.0.0.1"\n'
+                f'port = {self.sim.port}\ntimeout = "100ms"\n')
+
+    def start(self) -> None:
+        import logging
+
+        from firmware_bridge.sim import ModbusSim
+
+        # the simulated PLC's server logs an ERROR with its last frames whenever a fault the rig
+        # injected breaks a request (a silent unit, the bridge's reconnect): expected here
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        self.sim = ModbusSim(units=(self.spec.unit,)).start()
+
+    @staticmethod
+    def _where(at: str) -> tuple[str, int]:
+        area, _, addr = at.partition(":")
+        return area, int(addr)
+
+    def sense(self, values: dict[str, float]) -> None:
+        u = self.spec.unit
+        for sig, (at, scale) in self.spec.sense.items():
+            area, addr = self._where(at)
+            raw = round(values[sig] / scale) if area in ("hr", "ir") else int(values[sig] > 0.5)
+            if self._last.get(at) == raw:
+                continue  # the server's datastore is set only on a change
+            self._last[at] = raw
+            if area in ("hr", "ir"):
+                self.sim.set_registers(u, addr, [raw & 0xFFFF], area=area)
+            else:
+                self.sim.set_bits(u, addr, [bool(raw)], area=area)
+
+    def prime(self, values: dict[str, float]) -> None:
+        u = self.spec.unit
+        for inp, (at, scale) in self.spec.drive.items():
+            area, addr = self._where(at)
+            if area in ("hr", "ir"):
+                self.sim.set_registers(u, addr, [round(values[inp] / scale) & 0xFFFF], area=area)
+            else:
+                self.sim.set_bits(u, addr, [values[inp] / scale > 0.5], area=area)
+
+    def drive(self) -> dict[str, float]:
+        out = {}
+        u = self.spec.unit
+        for inp, (at, scale) in self.spec.drive.items():
+            area, addr = self._where(at)
+            if area in ("hr", "ir"):
+                raw = self.sim.registers(u, addr, area=area)[0]
+                out[inp] = (raw - 0x10000 if raw >= 0x8000 else raw) * scale
+            else:
+                out[inp] = float(self.sim.bits(u, addr, area=area)[0]) * scale
+        return out
+
+    def fault_start(self, kind: str, params: dict[str, float]) -> None:
+        super().fault_start(kind, params)
+        if kind in ("modbus_timeout", "device_offline"):
+            self.sim.silent.add(self.spec.unit)
+        elif kind == "modbus_exception":
+            self.sim.exceptions.add(self.spec.unit)
+        elif kind == "modbus_slow":
+            self.sim.delay_s = params.get("ms", 200.0) / 1000.0
+
+    def fault_end(self, kind: str) -> None:
+        super().fault_end(kind)
+        if kind in ("modbus_timeout", "device_offline") and not (
+                {"modbus_timeout", "device_offline"} & set(self.faults.on)):
+            self.sim.silent.discard(self.spec.unit)
+        elif kind == "modbus_exception":
+            self.sim.exceptions.discard(self.spec.unit)
+        elif kind == "modbus_slow":
+            self.sim.delay_s = 0.0
+
+    def close(self) -> None:
+        sim, self.sim = self.sim, None
+        if sim is not None:
+            sim.stop()
+
+
+# ------------------------------------------------------------------ CAN
+
+
+class _FaultyBus:
+    """The ECU's side of the bus: a python-can bus with the bus faults applied to what the
+    ECU sends and receives, and the ECU's own frames (looped back by multicast) left out."""
+
+    def __init__(self, bus: Any, own_ids: set[int], faults: _Active):
+        self.bus = bus
+        self.own = own_ids
+        self.faults = faults
+        self.out: collections.deque[tuple[float, Any]] = collections.deque()
+        self.inq: collections.deque[tuple[float, Any]] = collections.deque()
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    def _mangle(self, msg: Any, due: float) -> Any:
+        """None to drop ``msg``; else the frame (maybe corrupted) to pass at ``due``."""
+        f = self.faults
+        if f.offline or "can_bus_off" in f.on or f.chance("can_drop"):
+            self.counters["dropped"] += 1
+            return None
+        if f.chance("can_corrupt") and len(msg.data):
+            data = bytearray(msg.data)
+            with f.lock:
+                i = f.rng.randrange(len(data))
+            data[i] ^= 0xFF
+            msg.data = data
+            self.counters["corrupted"] += 1
+        return msg
+
+    def _delay_s(self) -> float:
+        p = self.faults.get("can_delay")
+        return p.get("ms", 50.0) / 1000.0 if p else 0.0
+
+    def send(self, msg: Any, timeout: float | None = None) -> None:
+        now = time.monotonic()
+        m = self._mangle(msg, now)
+        if m is None:
+            return
+        d = self._delay_s()
+        if d:
+            self.out.append((now + d, m))
+            self.counters["delayed"] += 1
+        else:
+            self.bus.send(m)
+        self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        while self.out and self.out[0][0] <= now:
+            self.bus.send(self.out.popleft()[1])
+
+    def recv(self, timeout: float | None = None) -> Any:
+        deadline = time.monotonic() + (timeout or 0.0)
+        while True:
+            now = time.monotonic()
+            self._flush(now)
+            if self.inq and self.inq[0][0] <= now:
+                return self.inq.popleft()[1]
+            left = deadline - now
+            if left <= 0:
+                return None
+            msg = self.bus.recv(timeout=min(left, 0.005))
+            if msg is None or msg.is_error_frame or msg.arbitration_id in self.own:
+                continue
+            m = self._mangle(msg, now)
+            if m is None:
+                continue
+            d = self._delay_s()
+            if d:
+                self.inq.append((now + d, m))
+                self.counters["delayed"] += 1
+                continue
+            return m
+
+    def error_frame(self, can_id: int, data: bytes) -> None:
+        import can
+
+        self.bus.send(can.Message(arbitration_id=can_id, data=data, is_error_frame=True))
+        self.counters["error_frames"] += 1
+
+
+class CanDevice(Device):
+    kind = "can"
+
+    def __init__(self, spec: Any, root: Path, rng: random.Random):
+        super().__init__(spec, root, rng)
+        from can.interfaces.udp_multicast import UdpMulticastBus
+
+        self.group = UdpMulticastBus.DEFAULT_GROUP_IPv4
+        self.port = _free_udp_port()
+        self.bus: Any = None
+        self.fbus: _FaultyBus | None = None
+        self.ecu: Any = None
+        self.received: dict[str, float] = {}
+        self._next_err = 0.0
+
+    def link_toml(self) -> str:
+        return (f'[[link]]\nname = "can-{self.spec.id}"\nkind = "can"\n'
+                f'interface = "udp_multicast"\nchannel = "{self.group}"\nport = {self.port}\n')
+
+    def start(self) -> None:
+        import can
+
+        from firmware_bridge import load_profile
+        from firmware_bridge.sim import CanEcu
+
+        db = load_profile(self.spec.profile).db
+        sends = sorted({at.partition(".")[0] for at, _ in self.spec.sense.values()}
+                       | {t.partition(".")[0] for t in self.spec.echo.values()})
+        own = {db.get_message_by_name(n).frame_id for n in sends}
+        self.bus = can.Bus(interface="udp_multicast", channel=self.group, port=self.port)
+        self.fbus = _FaultyBus(self.bus, own, self.faults)
+        echo = {tuple(k.split(".", 1)): tuple(v.split(".", 1)) for k, v in self.spec.echo.items()}
+        self.ecu = CanEcu(self.fbus, db, sends, period_s=self.spec.period_ns / 1e9,
+                          echo=echo, on_receive=self._on_receive)  # type: ignore[arg-type]
+        self.ecu.start()
+
+    def _on_receive(self, message: str, decoded: dict[str, Any]) -> None:
+        for k, v in decoded.items():
+            self.received[f"{message}.{k}"] = float(v)
+
+    def sense(self, values: dict[str, float]) -> None:
+        for sig, (at, scale) in self.spec.sense.items():
+            msg, _, name = at.partition(".")
+            self.ecu.values[msg][name] = values[sig] * scale
+        p = self.faults.get("can_error_frames")
+        now = time.monotonic()
+        if p and now >= self._next_err and self.fbus is not None:
+            self.fbus.error_frame(0x004, bytes([0, 0x30, 0, 0, 0, 0, 0, 0]))  # CRTL: rx/tx passive
+            self._next_err = now + 1.0 / max(p.get("rate", 10.0), 0.1)
+
+    def prime(self, values: dict[str, float]) -> None:
+        for inp, (at, scale) in self.spec.drive.items():
+            self.received[at] = values[inp] / scale
+
+    def drive(self) -> dict[str, float]:
+        return {inp: self.received[at] * scale for inp, (at, scale) in self.spec.drive.items()
+                if at in self.received}
+
+    def fault_start(self, kind: str, params: dict[str, float]) -> None:
+        super().fault_start(kind, params)
+        if kind == "can_bus_off" and self.fbus is not None:
+            self.fbus.error_frame(0x040, bytes(8))  # CAN_ERR_BUSOFF
+
+    def close(self) -> None:
+        ecu, self.ecu = self.ecu, None
+        if ecu is not None:
+            ecu.stop()
+        bus, self.bus = self.bus, None
+        if bus is not None:
+            bus.shutdown()
+
+    @property
+    def link_counters(self) -> dict[str, int]:
+        return dict(self.fbus.counters) if self.fbus else {}
+
+
+# ------------------------------------------------------------------ MCU over a serial relay
+
+
+class SerialRelay:
+    """The serial line between the bridge and the MCU: the bridge opens ``port`` (a pty of
+    the relay's), the relay carries bytes to and from the MCU's pty, applying the serial
+    faults in both directions."""
+
+    def __init__(self, mcu_port: str, faults: _Active):
+        self.faults = faults
+        self._mcu = os.open(mcu_port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self._mcu)
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.port = os.ttyname(self._slave)
+        self._stop_r, self._stop_w = os.pipe()
+        self.inject = b""
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._thread = threading.Thread(target=self._run, name="hil-serial", daemon=True)
+        self._thread.start()
+
+    def _mangle(self, data: bytes) -> bytes:
+        f = self.faults
+        if f.offline or "line_break" in f.on:
+            self.counters["bytes_lost"] += len(data)
+            return b""
+        drop, flip = f.get("serial_drop"), f.get("serial_flip")
+        if not drop and not flip:
+            return data
+        out = bytearray()
+        with f.lock:
+            for b in data:
+                if drop and f.rng.random() < drop.get("rate", 0.01):
+                    self.counters["bytes_dropped"] += 1
+                    continue
+                if flip and f.rng.random() < flip.get("rate", 0.01):
+                    b ^= 1 << f.rng.randrange(8)
+                    self.counters["bytes_flipped"] += 1
+                out.append(b)
+        return bytes(out)
+
+    def _run(self) -> None:
+        while True:
+            if self.inject:
+                data, self.inject = self.inject, b""
+                with contextlib.suppress(OSError):
+                    os.write(self._master, data)
+            try:
+                r, _, _ = select.select([self._mcu, self._master, self._stop_r], [], [], 0.01)
+            except (OSError, ValueError):
+                return
+            if self._stop_r in r:
+                return
+            for src, dst, key in ((self._mcu, self._master, "up"), (self._master, self._mcu, "down")):
+                if src not in r:
+                    continue
+                try:
+                    data = os.read(src, 4096)
+                except BlockingIOError:
+                    continue
+                except OSError:  # the other end closed (the bridge reopening): keep relaying
+                    continue
+                self.counters[f"bytes_{key}"] += len(data)
+                data = self._mangle(data)
+                if data:
+                    with contextlib.suppress(OSError):
+                        os.write(dst, data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+        self._thread.join(5)
+        for fd in (self._mcu, self._master, self._slave, self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class McuDevice(Device):
+    kind = "mcu"
+
+    def __init__(self, spec: Any, root: Path, rng: random.Random):
+        super().__init__(spec, root, rng)
+        self.sim: Any = None
+        self.relay: SerialRelay | None = None
+        self._seen = 0
+        self.outputs: dict[str, float] = {}
+        self._last: dict[int, int] = {}
+
+    def link_toml(self) -> str:
+        assert self.relay is not None
+        return f'[[link]]\nname = "uart-{self.spec.id}"\nkind = "mcu"\nport = "{self.relay.port}"\n'
+
+    def start(self) -> None:
+        from firmware_bridge.mcu_link import SimulatedMcu, SimulatorError
+
+        try:
+            self.sim = SimulatedMcu().start()
+        except SimulatorError as exc:
+            raise HilError(f"device {self.spec.id}: the MCU simulator would not start: {exc}") from exc
+        self.relay = SerialRelay(self.sim.port, self.faults)
+
+    def sense(self, values: dict[str, float]) -> None:
+        for sig, (at, scale) in self.spec.sense.items():
+            ch = int(at.partition(":")[2])
+            v = values[sig] * scale
+            volts = (27.0 - v) * 0.001721 + 0.706 if ch == 4 else v
+            raw = max(0, min(65535, round(volts / _VREF * _ADC_FULL)))
+            if self._last.get(ch) != raw:
+                self._last[ch] = raw
+                self.sim.set_adc(ch, raw)
+
+    def drive(self) -> dict[str, float]:
+        events = self.sim.events
+        for e in events[self._seen:]:
+            if e["ev"] == "pin":
+                self.outputs[f"pin:{e['pin']}"] = float(e["value"])
+            elif e["ev"] == "pwm":
+                self.outputs[f"pwm:{e['pin']}"] = float(e["duty"]) / _ADC_FULL
+            elif e["ev"] == "boot":
+                self.counters["boots"] += 1
+        self._seen = len(events)
+        return {inp: self.outputs.get(at, 0.0) * scale for inp, (at, scale) in self.spec.drive.items()}
+
+    def fault_start(self, kind: str, params: dict[str, float]) -> None:
+        super().fault_start(kind, params)
+        if kind == "serial_garbage" and self.relay is not None:
+            with self.faults.lock:
+                self.relay.inject += bytes(self.faults.rng.randrange(256)
+                                           for _ in range(int(params.get("bytes", 64))))
+
+    def close(self) -> None:
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            relay.close()
+        sim, self.sim = self.sim, None
+        if sim is not None:
+            sim.close()
+
+    @property
+    def link_counters(self) -> dict[str, int]:
+        return dict(self.relay.counters) if self.relay else {}
+
+
+DEVICE_KINDS: dict[str, type[Device]] = {"modbus": ModbusDevice, "can": CanDevice, "mcu": McuDevice}
+
+
+# ------------------------------------------------------------------ the bridge
+
+
+class Bench:
+    """Every device of a scenario and the ``edge-bridge`` child that connects them to edged."""
+
+    def __init__(self, specs: Any, rig: Any, seed: int):
+        self.rig = rig
+        self.devices = [DEVICE_KINDS[s.kind](s, rig.root, random.Random(seed * 7919 + i))
+                        for i, s in enumerate(specs)]
+        self.bridge: Any = None
+        self.by_id = {d.spec.id: d for d in self.devices}
+
+    def start(self, timeout: float, initial: dict[str, float]) -> None:
+        for d in self.devices:
+            try:
+                d.start()
+                d.prime(initial)
+            except HilError:
+                raise
+            except Exception as exc:
+                raise HilError(f"device {d.spec.id}: its simulator would not start: {exc}") from exc
+        self.start_bridge(timeout)
+
+    def write_config(self) -> Path:
+        parts = ["[bridge]", "bridge_tick_ms = 10", "bridge_safe_after_ms = 300",
+                 "bridge_health_ms = 200", ""]
+        for d in self.devices:
+            parts.append(d.link_toml())
+            lines = [f'[[device]]\nname = "{d.spec.id}"\nlink = "{link_name(d)}"',
+                     f'profile = "{d.spec.profile}"']
+            if d.kind == "modbus":
+                lines.append(f"unit = {d.spec.unit}")
+            parts.append("\n".join(lines) + "\n")
+        path = self.rig.root / "bridge.toml"
+        path.write_text("\n".join(parts))
+        return path
+
+    def start_bridge(self, timeout: float) -> None:
+        cfg = self.write_config()
+        exe = Path(sys.executable).with_name("edge-bridge")
+        argv = ([str(exe)] if exe.exists() else [sys.executable, "-c",
+                                                  "from firmware_bridge import main; main()"])
+        argv += ["--config", str(cfg), "--run-dir", str(self.rig.run_dir), "--log-level", "WARNING"]
+        self.bridge = self.rig.spawn_command("edge-bridge", argv)
+        self.wait_connected(timeout)
+
+    def wait_connected(self, timeout: float) -> None:
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        want = set(self.by_id)
+        deadline = time.monotonic() + timeout
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            if not self.bridge.alive():
+                raise HilError(f"edge-bridge exited with code {self.bridge.proc.returncode}; "
+                               f"{self.bridge.log_tail()}")
+            with contextlib.suppress(Exception):
+                with CtlClient(self.rig.run_dir, timeout=1.0) as c:
+                    agents = c.request(CtlOp.AGENTS)["agents"]
+                seen = {a["agent_id"] for a in agents if a.get("state") == "active"}
+                if want <= seen:
+                    return
+            time.sleep(0.05)  # polling a child process coming up
+        raise HilError(f"the bridge's devices {sorted(want - seen)} did not reach edged within "
+                       f"{timeout:g} s; {self.bridge.log_tail()}")
+
+    def kill_bridge(self) -> None:
+        b = self.bridge
+        if b is not None and b.alive():
+            b.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                b.proc.wait(10)
+
+    def bridge_alive(self) -> bool:
+        return self.bridge is not None and self.bridge.alive()
+
+    def close(self) -> list[str]:
+        problems = []
+        if self.bridge is not None:
+            try:
+                self.bridge.stop()
+            except Exception as exc:
+                problems.append(f"edge-bridge: {exc}")
+        for d in self.devices:
+            try:
+                d.close()
+            except Exception as exc:
+                problems.append(f"device {d.spec.id}: {exc}")
+        return problems
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for d in self.devices:
+            c = dict(d.counters)
+            c.update(getattr(d, "link_counters", {}))
+            out[d.spec.id] = c
+        return out
+
+
+def link_name(d: Device) -> str:
+    return {"modbus": "mb", "can": "can", "mcu": "uart"}[d.kind] + "-" + d.spec.id
