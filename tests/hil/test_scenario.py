@@ -33,7 +33,7 @@ stimulus:
   - {{at: 1s, set: {{load: 1}}, ramp: {{load: 2}}}}
 faults:
   - {{kind: offset, target: a9.temp, start: 1s, duration: 1s}}
-  - {{kind: bus_off, target: can0, start: 1s}}
+  - {{kind: can_bus_off, target: can0, start: 1s, duration: 1s}}
   - {{kind: sigkill, target: bridge, start: 1s}}
 assertions:
   - {{id: x, within: 10ms, after: "temp_c >> 3", expect: {{instruction: throttle}}}}
@@ -61,13 +61,52 @@ def test_every_mistake_at_once_with_its_place(tmp_path: Path) -> None:
         (2, "meta id 'bad one'"), (3, "seed must be a number"), (4, "has no unit"),
         (9, "'no_such_signal' is not a signal of the plant"), (10, "'nozzle' is not an input"),
         (13, "no parameter 'wattage'"), (15, "a ramp needs over:"), (16, "exactly one of"),
-        (18, "no reported signal 'a9.temp'"), (19, "unknown fault kind 'bus_off'"),
-        (20, "no process 'bridge'"), (22, "is not SIGNAL OP NUMBER"), (23, "unknown signal 'nope'"),
+        (18, "no reported signal 'a9.temp'"), (19, "the rig has no can device 'can0'"),
+        (20, "the rig has no bridge"), (22, "is not SIGNAL OP NUMBER"), (23, "unknown signal 'nope'"),
         (24, "count: needs a validator"), (25, "in_range: [low, high]"),
     ]
     for line, msg in want:
         assert any(p.line == line and msg in p.message for p in ei.value.problems), (line, msg, text)
     assert all(p.file == str(f) and p.col >= 1 for p in ei.value.problems)
+
+
+BAD_DEVICES = """\
+meta: {{id: bad-devices, duration: 5s}}
+rig:
+  rules: {rules}
+  devices:
+    - {{id: plc, kind: modbus, profile: {lib}/devices/tank_plc.yaml, sense: {{level: "xx:1"}},
+       drive: {{overflow: "co:0"}}}}
+    - {{id: ecu, kind: can, profile: {lib}/devices/tank_plc.yaml}}
+    - {{id: mcu, kind: mcu, profile: {lib}/devices/drive_mcu.yaml, drive: {{pump: "adc:4"}},
+       echo: {{A.b: C.d}}}}
+    - {{id: thing, kind: zigbee, profile: x.yaml}}
+plant: {{model: tank}}
+faults:
+  - {{kind: line_break, target: plc, start: 1s, duration: 1s}}
+  - {{kind: modbus_timeout, target: plc, start: 1s}}
+  - {{kind: device_offline, target: nowhere, start: 1s, duration: 1s}}
+assertions:
+  - {{id: a, max: plc.health_nope, in_range: [0, 1]}}
+"""
+
+
+def test_device_mistakes_at_once(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD_DEVICES.format(rules=LIB / "rules" / "tank_plc.yaml", lib=LIB))
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(f)
+    text = str(ei.value)
+    want = [
+        (5, "'xx:1' is not a place on a modbus device"), (6, "'overflow' is not an input"),
+        (7, "the profile is for kind 'modbus', the device is 'can'"),
+        (8, "sense sets adc:N, drive reads pin:N or pwm:N"), (9, "echo: is for kind: can"),
+        (10, "unknown device kind 'zigbee'"), (13, "the rig has no mcu device 'plc'"),
+        (14, "a modbus_timeout fault needs duration:"), (15, "no simulated device 'nowhere'"),
+        (17, "unknown signal 'plc.health_nope'"),
+    ]
+    for line, msg in want:
+        assert any(p.line == line and msg in p.message for p in ei.value.problems), (line, msg, text)
 
 
 def test_check_command_lists_problems_and_exits_2(tmp_path: Path) -> None:
