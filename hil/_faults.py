@@ -20,6 +20,11 @@ Process faults act on the rig's processes (``edged``, ``bridge``: the edge-bridg
 
 Link faults act between a simulated device and edge-bridge (hil/_devices.py has the details):
 bus (CAN), serial (the MCU's UART), modbus, and device_offline for any device.
+
+Network faults act on the uplink (target ``uplink``: edge-sync -> fault proxy -> nats-server,
+hil/_uplink.py): uplink_blackhole (connections stay up, nothing crosses, both ways),
+uplink_refuse (every connection reset, new ones refused), uplink_reset (every connection reset
+once).
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "modbus_exception": ("modbus", True, ()),
     "modbus_slow": ("modbus", True, ("ms",)),
     "device_offline": ("device", True, ()),
+    "uplink_blackhole": ("network", True, ()),
+    "uplink_refuse": ("network", True, ()),
+    "uplink_reset": ("network", False, ()),
 }
 PROCESS_TARGETS = ("edged", "bridge", "rig")
 LINK_LAYERS = {"bus": "can", "serial": "mcu", "modbus": "modbus", "device": ""}

@@ -45,12 +45,16 @@ class Recording:
     samples: list[tuple[float, str, str, float, str]] = dataclasses.field(default_factory=list)
     instructions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     faults: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    extra: dict[str, list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
+    """The rig's own observations on their own times (``uplink.*``)."""
     end_ms: float = 0.0
 
     def series(self, name: str) -> list[tuple[float, float]]:
-        """A plant signal, or ``agent.metric`` as reported."""
+        """A plant signal, an observation of the rig, or ``agent.metric`` as reported."""
         if name in self.signals:
             return self.signals[name]
+        if name in self.extra:
+            return self.extra[name]
         agent, _, metric = name.partition(".")
         return [(t, v) for t, a, m, v, _ in self.samples if a == agent and m == metric]
 
@@ -146,6 +150,8 @@ class _Run:
         self.edged_dead = False
         self.bench: Any = None  # the devices and edge-bridge (hil/_devices.py), if any
         self.device_counters: dict[str, Any] = {}
+        self.uplink: Any = None  # edge-sync, the fault proxy and nats-server (hil/_uplink.py)
+        self.edged_config: Any = None
         self.bridge_stopped = False
         self.bridge_dead = False
         self._tail: threading.Thread | None = None
@@ -165,10 +171,18 @@ class _Run:
         for k, v in sc.initial.items():
             self.plant.set(k, v)
         self.rig = Rig()
+        if sc.uplink is not None:
+            from ._uplink import Uplink
+
+            self.uplink = Uplink(self.rig, f"hil-{sc.id}", sc.uplink[0])
+            self.edged_config = self.uplink.start_server()
         try:
-            self.rig.start_edged(sc.rules_file, timeout=sc.start_timeout_s, log_level=sc.edged_log_level)
+            self.rig.start_edged(sc.rules_file, timeout=sc.start_timeout_s, log_level=sc.edged_log_level,
+                                 config_file=self.edged_config)
         except EdgeError as exc:
             raise HilError(f"edged would not start: {exc}") from exc
+        if self.uplink is not None:
+            self.uplink.start_sync(sc.start_timeout_s)
         for spec in sc.agents:
             a = _SimAgent(spec, self)
             self.agents[spec.id] = a
@@ -192,13 +206,22 @@ class _Run:
 
         from ._devices import link_name
 
-        devices = set(self.bench.by_id)
-        buses = {k: f"bus={link_name(d)}" for k, d in self.bench.by_id.items()}
+        by_id = self.bench.by_id if self.bench is not None else {}
+        devices = set(by_id)
+        buses = {k: f"bus={link_name(d)}" for k, d in by_id.items()}
         cursor, open_ins = 0, {}
         client: Any = None
         n = 0
         while not self._tail_stop.wait(0.02):
             n += 1
+            if self.uplink is not None and n % 5 == 0:
+                got = self.uplink.sample()
+                if got is not None:
+                    t_ms = (time.monotonic_ns() - self.t0) / 1e6
+                    self.rec.extra.setdefault("uplink.link_up", []).append((t_ms, got[0]))
+                    self.rec.extra.setdefault("uplink.outbox", []).append((t_ms, got[1]))
+            if not devices:
+                continue
             try:
                 if client is None:
                     client = CtlClient(self.rig.run_dir, timeout=0.5)
@@ -258,13 +281,13 @@ class _Run:
         step, dt = sc.step_ns, sc.step_ns / 1e9
         n_steps = sc.duration_ns // step
         stim_state: dict[int, dict[str, float]] = {}
-        faults = sorted((f for f in sc.faults if FAULTS[f.kind][0] in ("process", *LINK_LAYERS)),
+        faults = sorted((f for f in sc.faults if FAULTS[f.kind][0] in ("process", "network", *LINK_LAYERS)),
                         key=lambda f: f.start_ns)
         started: set[str] = set()
         ended: set[str] = set()
         self.t0 = time.monotonic_ns()
         self._t0_wall_ms = time.time() * 1000.0 - (time.monotonic_ns() - self.t0) / 1e6
-        if self.bench is not None:
+        if self.bench is not None or self.uplink is not None:
             self._tail = threading.Thread(target=self._tail_loop, name="hil-tail", daemon=True)
             self._tail.start()
         give_up = self.t0 + sc.duration_ns + int(RUN_SLACK_S * 1e9)
@@ -311,6 +334,9 @@ class _Run:
         for f in faults:
             if f.id in started and f.id not in ended:
                 self._fault_end(f)
+        if self.uplink is not None:  # delivered exactly once afterwards?
+            for k, v in self.uplink.drain(sc.uplink[1]).items():
+                rec.extra[f"uplink.{k}"] = [(rec.end_ms, v)]
         for f in sc.faults:
             end = f.start_ns + f.duration_ns if f.duration_ns else sc.duration_ns
             rec.faults.append({"id": f.id, "kind": f.kind, "layer": FAULTS[f.kind][0],
@@ -376,7 +402,9 @@ class _Run:
         return e.pid if e is not None and e.alive() else None
 
     def _fault_start(self, f: Any, t_ns: int) -> None:
-        if FAULTS[f.kind][0] in LINK_LAYERS:
+        if FAULTS[f.kind][0] == "network":
+            self.uplink.fault_start(f.kind)
+        elif FAULTS[f.kind][0] in LINK_LAYERS:
             self.bench.by_id[f.target].fault_start(f.kind, f.params)
         elif f.target == "bridge":
             b = self.bench.bridge
@@ -405,7 +433,9 @@ class _Run:
                                                   start_new_session=True))
 
     def _fault_end(self, f: Any) -> None:
-        if FAULTS[f.kind][0] in LINK_LAYERS:
+        if FAULTS[f.kind][0] == "network":
+            self.uplink.fault_end(f.kind)
+        elif FAULTS[f.kind][0] in LINK_LAYERS:
             self.bench.by_id[f.target].fault_end(f.kind)
         elif f.target == "bridge":
             if f.kind == "sigstop" and self.bridge_stopped:
@@ -435,7 +465,7 @@ class _Run:
     def _restart_edged(self) -> None:
         self.rig.edged_exit = None
         self.rig.start_edged(self.sc.rules_file, timeout=self.sc.start_timeout_s,
-                             log_level=self.sc.edged_log_level)
+                             log_level=self.sc.edged_log_level, config_file=self.edged_config)
         self.edged_dead = False
 
     def _in_background(self, what: str, fn: Any) -> None:
@@ -487,6 +517,8 @@ class _Run:
                 a.close()
             except Exception as exc:
                 problems.append(f"agent {a.spec.id}: {exc}")
+        if self.uplink is not None:
+            problems += self.uplink.close()
         if self.rig is not None:
             try:
                 self.rig.close()

@@ -10,7 +10,8 @@ problem_at), so a scenario's errors read like a rule file's. Layout::
                 devices: [{id, kind: modbus|can|mcu, profile: FILE (the bridge's device
                            profile), unit: 1, sense: {signal: AT | {at: AT, scale: k}},
                            drive: {input: AT | {at, scale}}, echo: {Msg.Sig: Msg.Sig},
-                           period: 10ms}]}
+                           period: 10ms}],
+                uplink: {agg_window: 1s, drain_timeout: 30s}}   (edge-sync + nats-server)
     plant:     {model: motor|tank|vehicle|fmu, fmu: FILE, step: 10ms, params: {..},
                 initial: {input: value}, limits: {signal: [lo, hi]}}
     stimulus:  [{at: 1s, set: {input: v}} | {at, ramp: {input: v}, over: 2s} | {at, profile: CSV}]
@@ -90,6 +91,9 @@ class DeviceSpec:
 DEVICE_HEALTH = ("health_online", "health_errors", "health_timeouts", "health_out_of_range",
                  "health_rejected", "health_link_reopens")
 CAN_HEALTH = ("health_bus_off", "health_error_passive")
+# the uplink's signals (hil/_uplink.py): during the run, then once after the drain
+UPLINK_SIGNALS = ("link_up", "outbox", "produced", "delivered", "duplicates", "dropped", "lost",
+                  "outbox_left", "drain_s")
 
 _AT = {"modbus": re.compile(r"(hr|ir|co|di):[0-9]{1,5}\Z"),
        "can": re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z"),
@@ -159,6 +163,7 @@ class Scenario:
     start_timeout_s: float
     agents: tuple[AgentSpec, ...]
     devices: tuple[DeviceSpec, ...]
+    uplink: tuple[float, float] | None  # (aggregation window s, drain timeout s)
     model: str
     fmu: Path | None
     step_ns: int
@@ -299,7 +304,13 @@ class _Checker(NodeChecker):
             if known_model and k not in outputs | inputs:
                 self.bad(n, f"limits: {k!r} is not a signal of the plant")
 
-        rig = self.mapping(top.get("rig"), "rig", {"rules", "tolerance_ms", "edged", "agents", "devices"})
+        rig = self.mapping(top.get("rig"), "rig", {"rules", "tolerance_ms", "edged", "agents", "devices",
+                                                   "uplink"})
+        uplink = None
+        if "rig" in top and "uplink" in rig:
+            um = self.mapping(rig["uplink"], "uplink", {"agg_window", "drain_timeout"})
+            uplink = (self.duration(um["agg_window"], "agg_window") / 1e9 if "agg_window" in um else 1.0,
+                      self.duration(um["drain_timeout"], "drain_timeout") / 1e9 if "drain_timeout" in um else 30.0)
         rules_file = None
         if "rules" in rig:
             rules_file = self.file(rig["rules"], "rules")
@@ -337,6 +348,8 @@ class _Checker(NodeChecker):
             signals |= {f"{a.id}.{m}" for m, _ in a.report}
         for d in devices:
             signals |= {f"{d.id}.{h}" for h in DEVICE_HEALTH + (CAN_HEALTH if d.kind == "can" else ())}
+        if uplink is not None:
+            signals |= {f"uplink.{k}" for k in UPLINK_SIGNALS}
         if not known_model:
             signals = _Anything()  # type: ignore[assignment]
 
@@ -345,7 +358,7 @@ class _Checker(NodeChecker):
         faults: list[Fault] = []
         for i, n in enumerate(self.seq(top.get("faults"), "faults")):
             f = self.fault(n, i, {a.id for a in agents}, signals, duration,
-                           {d.id: d.kind for d in devices})
+                           {d.id: d.kind for d in devices}, uplink is not None)
             if f is not None:
                 if any(x.id == f.id for x in faults):
                     self.bad(n, f"duplicate fault id {f.id!r}")
@@ -366,7 +379,7 @@ class _Checker(NodeChecker):
             return None
         assert rules_file is not None
         return Scenario(path, sid, title, reqs, seed, duration, skip, rules_file, tolerance,
-                        log_level, start_timeout, tuple(agents), tuple(devices), model, fmu, step, params, initial,
+                        log_level, start_timeout, tuple(agents), tuple(devices), uplink, model, fmu, step, params, initial,
                         limits, tuple(stimulus), tuple(faults), tuple(assertions), formats)
 
     def _fmu_io(self, fmu: Path, node: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -532,7 +545,7 @@ class _Checker(NodeChecker):
         return tuple(out)
 
     def fault(self, n: Any, i: int, agents: set[str], signals: set[str], duration: int,
-              devices: dict[str, str]) -> Fault | None:
+              devices: dict[str, str], uplink: bool) -> Fault | None:
         where = f"fault #{i}"
         m = self.mapping(n, "a fault", {"id", "kind", "target", "start", "duration", "params"}, where)
         for need in ("kind", "target", "start"):
@@ -563,6 +576,10 @@ class _Checker(NodeChecker):
                 self.bad(m["target"], f"{kind} is for edged; an agent runs inside the rig (use agent_kill)", where=where)
             elif target == "bridge" and not devices:
                 self.bad(m["target"], "the rig has no bridge: it has no devices", where=where)
+        elif layer == "network":
+            if target != "uplink" or not uplink:
+                self.bad(m["target"], f"the rig has no {target!r} to aim {kind} at",
+                         "target: uplink (with rig: uplink:)", where)
         elif layer in LINK_LAYERS:
             need = LINK_LAYERS[layer]
             ok = [d for d, k in devices.items() if not need or k == need]

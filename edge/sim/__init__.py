@@ -3,9 +3,11 @@ agent fleet and the bench's load generators. Used by ``edgectl bench``/``demo`` 
 hardware-in-the-loop rig (``hil``); sits above ``sdk`` and below ``cli``.
 
 The agent roles run as child processes: ``python -m edge.sim._sim ROLE`` (probe, load, pong,
-fleet) and ``python -m edge.sim._bench_sims ROLE`` (blast, sink, swarm).
+fleet) and ``python -m edge.sim._bench_sims ROLE`` (blast, sink, swarm). ``FaultProxy`` is a
+TCP proxy whose wire a test or the rig breaks on purpose (delay, blackhole, reset).
 """
 
+from ._faultproxy import FaultProxy as FaultProxy
 from ._sim import HIST_MAX_NS as HIST_MAX_NS
 from ._sim import Child as Child
 from ._sim import Rig as Rig
