@@ -7,6 +7,7 @@ records, logs, upstream). Tests pass a MockClock and move time by hand.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -31,6 +32,49 @@ class SystemClock:
     @staticmethod
     def wall_ms() -> int:
         return time.time_ns() // 1_000_000
+
+
+class SteppedWallClock(SystemClock):
+    """The system's clocks with wall time moved from outside, for test rigs (edge-hil's clock
+    faults): CLOCK_MONOTONIC is unchanged (the board's shared clock, which no process can
+    step), wall time is the system's + ``offset_ms`` + ``skew_ppm`` of the time since the
+    control file last changed. The file holds ``offset_ms skew_ppm`` (text); it is looked at
+    no more than every 50 ms; a missing or unreadable file means no offset."""
+
+    _CHECK_NS = 50_000_000
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._next_check = 0
+        self._mtime = -1
+        self._offset_ms = 0.0
+        self._skew_ppm = 0.0
+        self._since_ms = 0
+        self._lock = threading.Lock()
+
+    def _reload(self, now_ms: int) -> None:
+        try:
+            st = os.stat(self.path)
+            if st.st_mtime_ns == self._mtime:
+                return
+            with open(self.path, encoding="ascii") as fh:
+                fields = fh.read().split()
+            offset, skew = float(fields[0]), float(fields[1]) if len(fields) > 1 else 0.0
+        except (OSError, ValueError, IndexError):
+            return  # keep the last good setting: a half-written file is not a clock step
+        self._mtime = st.st_mtime_ns
+        # the file's offset is absolute: whoever writes it folds a finished skew into it
+        self._offset_ms, self._skew_ppm, self._since_ms = offset, skew, now_ms
+
+    def wall_ms(self) -> int:
+        real = time.time_ns() // 1_000_000
+        mono = time.monotonic_ns()
+        with self._lock:
+            if mono >= self._next_check:
+                self._next_check = mono + self._CHECK_NS
+                self._reload(real)
+            skewed = (real - self._since_ms) * self._skew_ppm / 1e6 if self._since_ms else 0.0
+            return int(real + self._offset_ms + skewed)
 
 
 class MockClock:

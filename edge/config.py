@@ -177,6 +177,9 @@ class EdgeConfig:
     log_level: str = "INFO"
     log_rate_per_s: float = 5.0
     """Per-kind log rate for bad input (the rest is counted and summarised)."""
+    wall_clock_file: Path | None = None
+    """Test rigs only (edge-hil's clock faults): edged's wall time is the system's moved by the
+    ``offset_ms skew_ppm`` this file holds (edge.clock.SteppedWallClock). None: the system's."""
 
 
 def coerce_setting(name: str, hint: Any, raw: Any, source: str) -> Any:

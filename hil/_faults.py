@@ -25,6 +25,11 @@ Network faults act on the uplink (target ``uplink``: edge-sync -> fault proxy ->
 hil/_uplink.py): uplink_blackhole (connections stay up, nothing crosses, both ways),
 uplink_refuse (every connection reset, new ones refused), uplink_reset (every connection reset
 once).
+
+Clock faults act on edged's wall clock (target ``edged``; edge.clock.SteppedWallClock through
+its ``wall_clock_file``): clock_step moves it by ``ms`` (undone at the end when it has a
+duration), clock_skew runs it ``ppm`` fast (or slow, negative) for the duration. Its monotonic
+clock, which every timing decision uses, is CLOCK_MONOTONIC shared by the board: not faulted.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "uplink_blackhole": ("network", True, ()),
     "uplink_refuse": ("network", True, ()),
     "uplink_reset": ("network", False, ()),
+    "clock_step": ("clock", False, ("ms",)),
+    "clock_skew": ("clock", True, ("ppm",)),
 }
 PROCESS_TARGETS = ("edged", "bridge", "rig")
 LINK_LAYERS = {"bus": "can", "serial": "mcu", "modbus": "modbus", "device": ""}

@@ -152,6 +152,10 @@ class _Run:
         self.device_counters: dict[str, Any] = {}
         self.uplink: Any = None  # edge-sync, the fault proxy and nats-server (hil/_uplink.py)
         self.edged_config: Any = None
+        self.clock_file: Any = None  # edged's wall_clock_file (clock faults)
+        self.wall_offset_ms = 0.0
+        self.wall_skew_ppm = 0.0
+        self._skew_since = 0
         self.bridge_stopped = False
         self.bridge_dead = False
         self._tail: threading.Thread | None = None
@@ -176,6 +180,7 @@ class _Run:
 
             self.uplink = Uplink(self.rig, f"hil-{sc.id}", sc.uplink[0])
             self.edged_config = self.uplink.start_server()
+        self._clock_config()
         try:
             self.rig.start_edged(sc.rules_file, timeout=sc.start_timeout_s, log_level=sc.edged_log_level,
                                  config_file=self.edged_config)
@@ -195,6 +200,36 @@ class _Run:
 
             self.bench = Bench(sc.devices, self.rig, sc.seed)
             self.bench.start(sc.start_timeout_s, self.plant.values())
+
+    def _clock_config(self) -> None:
+        """edged's wall clock under the rig's control when a scenario faults it."""
+        if not any(FAULTS[f.kind][0] == "clock" for f in self.sc.faults):
+            return
+        self.clock_file = self.rig.root / "wall-clock"
+        self._write_clock()
+        if self.edged_config is None:
+            self.edged_config = self.rig.root / "edged.toml"
+            self.edged_config.write_text("", encoding="utf-8")
+        with open(self.edged_config, "a", encoding="utf-8") as fh:
+            fh.write(f'wall_clock_file = "{self.clock_file}"\n')
+
+    def _write_clock(self) -> None:
+        tmp = self.clock_file.with_suffix(".tmp")
+        tmp.write_text(f"{self.wall_offset_ms:.3f} {self.wall_skew_ppm:g}\n", encoding="ascii")
+        os.replace(tmp, self.clock_file)  # edged never reads half a file
+
+    def _clock_fault(self, f: Any, start: bool) -> None:
+        if not start and f.kind == "clock_step" and not f.duration_ns:
+            return  # a step for good
+        now = time.monotonic_ns()
+        if self.wall_skew_ppm:  # fold the skew run so far into the offset
+            self.wall_offset_ms += (now - self._skew_since) / 1e6 * self.wall_skew_ppm / 1e6
+        self._skew_since = now
+        if f.kind == "clock_step":
+            self.wall_offset_ms += f.params.get("ms", 0.0) * (1 if start else -1)
+        else:
+            self.wall_skew_ppm = f.params.get("ppm", 0.0) if start else 0.0
+        self._write_clock()
 
     # -------------------------------------------------------------- devices
 
@@ -246,7 +281,7 @@ class _Run:
             for ev in r["events"]:
                 if ev.get("agent_id") not in devices:
                     continue
-                t_ms = ev["wall_ms"] - self._t0_wall_ms
+                t_ms = ev["wall_ms"] - self._t0_wall_ms - self.wall_offset_ms  # edged's wall clock
                 if ev["kind"] == "instruction":
                     rec = {"t_ms": t_ms, "agent_id": ev["agent_id"], "rule_id": ev["rule_id"],
                            "action": ev["detail"], "params": {}, "t_sample_ms": None,
@@ -281,7 +316,8 @@ class _Run:
         step, dt = sc.step_ns, sc.step_ns / 1e9
         n_steps = sc.duration_ns // step
         stim_state: dict[int, dict[str, float]] = {}
-        faults = sorted((f for f in sc.faults if FAULTS[f.kind][0] in ("process", "network", *LINK_LAYERS)),
+        faults = sorted((f for f in sc.faults
+                         if FAULTS[f.kind][0] in ("process", "network", "clock", *LINK_LAYERS)),
                         key=lambda f: f.start_ns)
         started: set[str] = set()
         ended: set[str] = set()
@@ -402,7 +438,9 @@ class _Run:
         return e.pid if e is not None and e.alive() else None
 
     def _fault_start(self, f: Any, t_ns: int) -> None:
-        if FAULTS[f.kind][0] == "network":
+        if FAULTS[f.kind][0] == "clock":
+            self._clock_fault(f, True)
+        elif FAULTS[f.kind][0] == "network":
             self.uplink.fault_start(f.kind)
         elif FAULTS[f.kind][0] in LINK_LAYERS:
             self.bench.by_id[f.target].fault_start(f.kind, f.params)
@@ -433,7 +471,9 @@ class _Run:
                                                   start_new_session=True))
 
     def _fault_end(self, f: Any) -> None:
-        if FAULTS[f.kind][0] == "network":
+        if FAULTS[f.kind][0] == "clock":
+            self._clock_fault(f, False)
+        elif FAULTS[f.kind][0] == "network":
             self.uplink.fault_end(f.kind)
         elif FAULTS[f.kind][0] in LINK_LAYERS:
             self.bench.by_id[f.target].fault_end(f.kind)

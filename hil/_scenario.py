@@ -93,7 +93,7 @@ DEVICE_HEALTH = ("health_online", "health_errors", "health_timeouts", "health_ou
 CAN_HEALTH = ("health_bus_off", "health_error_passive")
 # the uplink's signals (hil/_uplink.py): during the run, then once after the drain
 UPLINK_SIGNALS = ("link_up", "outbox", "produced", "delivered", "duplicates", "dropped", "lost",
-                  "outbox_left", "drain_s")
+                  "outbox_left", "drain_s", "wall_span_s")
 
 _AT = {"modbus": re.compile(r"(hr|ir|co|di):[0-9]{1,5}\Z"),
        "can": re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z"),
@@ -576,6 +576,9 @@ class _Checker(NodeChecker):
                 self.bad(m["target"], f"{kind} is for edged; an agent runs inside the rig (use agent_kill)", where=where)
             elif target == "bridge" and not devices:
                 self.bad(m["target"], "the rig has no bridge: it has no devices", where=where)
+        elif layer == "clock":
+            if target != "edged":
+                self.bad(m["target"], f"{kind} is for edged's wall clock", "target: edged", where)
         elif layer == "network":
             if target != "uplink" or not uplink:
                 self.bad(m["target"], f"the rig has no {target!r} to aim {kind} at",

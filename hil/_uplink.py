@@ -11,7 +11,8 @@ outbox is empty, then reads the device's aggregates back from the stream: ``upli
 (edged's outbox sequence), ``uplink.delivered`` (distinct Edge-Seq in the stream),
 ``uplink.duplicates`` (extra copies of one Edge-Seq), ``uplink.dropped`` (the outbox's
 policy drops), ``uplink.lost`` (produced - delivered - dropped), ``uplink.outbox_left``,
-``uplink.drain_s``; during the run ``uplink.link_up`` (1/0) and ``uplink.outbox`` (depth)
+``uplink.drain_s``, ``uplink.wall_span_s`` (last minus first aggregate window start, edged's
+wall clock: shows a clock step); during the run ``uplink.link_up`` (1/0) and ``uplink.outbox`` (depth)
 from edge-sync's status file.
 """
 
@@ -114,23 +115,28 @@ class Uplink:
         drain_s = time.monotonic() - t0
         ob = (self.status() or {}).get("outbox") or {}
         produced = float(ob.get("next_seq", 1)) - 1
-        seqs = self.stored_seqs()
+        lines = self.stored()
+        seqs = [ln["seq"] for ln in lines]
+        starts = [ln["aggregate"]["window_start_unix_ns"] / 1e9 for ln in lines
+                  if isinstance(ln.get("aggregate"), dict) and "window_start_unix_ns" in ln["aggregate"]]
         # edged goes on aggregating while the stream is read: count what it had made by then
         delivered = float(len({q for q in seqs if q <= produced}))
         return {"produced": produced, "delivered": delivered,
                 "duplicates": float(len(seqs) - len(set(seqs))),
                 "dropped": float(ob.get("dropped", 0)),
                 "lost": produced - delivered - float(ob.get("dropped", 0)),
-                "outbox_left": left, "drain_s": round(drain_s, 3)}
+                "outbox_left": left, "drain_s": round(drain_s, 3),
+                "wall_span_s": round(max(starts) - min(starts), 3) if starts else 0.0}
 
-    def stored_seqs(self) -> list[int]:
-        """Every Edge-Seq of this device in the stream (``edgectl fleet aggregates``)."""
+    def stored(self) -> list[dict[str, Any]]:
+        """Every aggregate of this device in the stream (``edgectl fleet aggregates``): its
+        Edge-Seq (``seq``) and the decoded Aggregate."""
         r = subprocess.run([sys.executable, "-c", "from edge.cli import main; main()", "fleet",
                             "--url", self.server.url, "aggregates", "--device", self.device_id],
                            capture_output=True, text=True, timeout=60, check=False)
         if r.returncode != 0:
             raise HilError(f"reading the uplink's stream failed: {r.stderr.strip()[-300:]}")
-        return [json.loads(line)["seq"] for line in r.stdout.splitlines() if line.strip()]
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
     def close(self) -> list[str]:
         problems = []

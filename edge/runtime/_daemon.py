@@ -746,7 +746,12 @@ def _run(config_file: Path | None, flags: dict[str, Any]) -> None:
     # A background thread holding the GIL can delay the loop's wake-up by up to the switch
     # interval (5 ms by default); 250 µs bounds that cost.
     sys.setswitchinterval(0.00025)
-    daemon = Edged(cfg)
+    clock: Clock = SYSTEM_CLOCK
+    if cfg.wall_clock_file is not None:
+        from ..clock import SteppedWallClock
+
+        clock = SteppedWallClock(cfg.wall_clock_file)
+    daemon = Edged(cfg, clock=clock)
     try:
         daemon.open()  # on any failure it has closed what it opened before raising
     except AlreadyRunningError as exc:
