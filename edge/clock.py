@@ -34,7 +34,7 @@ class SystemClock:
         return time.time_ns() // 1_000_000
 
 
-class SteppedWallClock(SystemClock):
+class SteppedWallClock:
     """The system's clocks with wall time moved from outside, for test rigs (edge-hil's clock
     faults): CLOCK_MONOTONIC is unchanged (the board's shared clock, which no process can
     step), wall time is the system's + ``offset_ms`` + ``skew_ppm`` of the time since the
@@ -42,6 +42,7 @@ class SteppedWallClock(SystemClock):
     no more than every 50 ms; a missing or unreadable file means no offset."""
 
     _CHECK_NS = 50_000_000
+    monotonic_ns = staticmethod(time.monotonic_ns)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)

@@ -370,7 +370,7 @@ class _Run:
         for f in faults:
             if f.id in started and f.id not in ended:
                 self._fault_end(f)
-        if self.uplink is not None:  # delivered exactly once afterwards?
+        if self.uplink is not None and sc.uplink is not None:  # delivered exactly once afterwards?
             for k, v in self.uplink.drain(sc.uplink[1]).items():
                 rec.extra[f"uplink.{k}"] = [(rec.end_ms, v)]
         for f in sc.faults:

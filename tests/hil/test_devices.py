@@ -1,6 +1,6 @@
-"""Devices on real links behind a real edge-bridge: the fault layers on their own (a real pty
-relay, a real udp_multicast CAN bus), the fast Modbus scenario end to end in make test, the
-CAN and MCU ones under ``hil``. The autouse leak check fails a test that leaves the bridge, a
+"""Devices on real links behind a real edge-bridge, and the uplink: the fault layers on their
+own (a real pty relay, a real udp_multicast CAN bus), the fast Modbus scenario and the uplink
+one end to end in make test, the CAN, MCU, process, network and clock ones under ``hil``. The autouse leak check fails a test that leaves the bridge, a
 simulator or a socket behind."""
 
 from __future__ import annotations
@@ -166,7 +166,22 @@ def test_the_tank_behind_a_real_modbus_plc_and_edge_bridge(tmp_path: Path) -> No
 
 DEVICE_SCENARIOS = ["modbus_plc_exception.yaml", "modbus_plc_offline.yaml",
                     "vehicle_can_safe_stop.yaml", "can_bus_off_recovery.yaml",
-                    "can_frames_delayed_dropped.yaml", "mcu_line_cut.yaml", "mcu_serial_noise.yaml"]
+                    "can_frames_delayed_dropped.yaml", "mcu_line_cut.yaml", "mcu_serial_noise.yaml",
+                    "mcu_edged_killed.yaml", "mcu_bridge_killed.yaml", "uplink_flapping.yaml",
+                    "wall_clock_step.yaml"]
+
+
+@pytest.mark.integration
+def test_uplink_lost_for_the_whole_run_then_delivered_exactly_once() -> None:
+    """make test's uplink smoke: nats-server, the fault proxy blackholing, a real edge-sync;
+    after the run every aggregate edged made is in the stream once."""
+    res = run_scenario(load_scenario(LIB / "uplink_lost_whole_run.yaml"))
+    assert res.verdict == "PASS", (res.reason, res.assertions)
+    rec = res.recording
+    produced = rec.series("uplink.produced")[-1][1]
+    assert produced >= 3 and rec.series("uplink.delivered")[-1][1] == produced
+    assert max(v for _, v in rec.series("uplink.outbox")) >= 2  # they waited while it was down
+    assert res.rig["teardown_problems"] == []
 
 
 @pytest.mark.hil

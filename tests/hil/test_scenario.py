@@ -86,6 +86,8 @@ faults:
   - {{kind: line_break, target: plc, start: 1s, duration: 1s}}
   - {{kind: modbus_timeout, target: plc, start: 1s}}
   - {{kind: device_offline, target: nowhere, start: 1s, duration: 1s}}
+  - {{kind: uplink_reset, target: uplink, start: 1s}}
+  - {{kind: clock_step, target: bridge, start: 1s, params: {{ms: 10}}}}
 assertions:
   - {{id: a, max: plc.health_nope, in_range: [0, 1]}}
 """
@@ -103,7 +105,8 @@ def test_device_mistakes_at_once(tmp_path: Path) -> None:
         (8, "sense sets adc:N, drive reads pin:N or pwm:N"), (9, "echo: is for kind: can"),
         (10, "unknown device kind 'zigbee'"), (13, "the rig has no mcu device 'plc'"),
         (14, "a modbus_timeout fault needs duration:"), (15, "no simulated device 'nowhere'"),
-        (17, "unknown signal 'plc.health_nope'"),
+        (16, "the rig has no 'uplink' to aim uplink_reset at"),
+        (17, "clock_step is for edged's wall clock"), (19, "unknown signal 'plc.health_nope'"),
     ]
     for line, msg in want:
         assert any(p.line == line and msg in p.message for p in ei.value.problems), (line, msg, text)
