@@ -21,7 +21,8 @@ Fault layers (``FAULTS`` in _faults.py), aimed at a device by its id:
 
     bus      can_drop (rate), can_delay (ms), can_corrupt (rate: a payload byte inverted),
              can_error_frames (rate per s, error-passive frames), can_bus_off (an error frame
-             with the bus-off bit, then nothing on the bus for the duration)
+             with the bus-off bit, then nothing on the bus for the duration), can_flood (rate
+             per s of id-0x001 frames, a babbling node: the bridge counts them as unknown ids)
     serial   serial_drop (rate of bytes), serial_flip (rate of bytes with one bit flipped),
              serial_garbage (``bytes`` random bytes to the host at the start), line_break
              (nothing crosses the line for the duration)
@@ -304,6 +305,8 @@ class CanDevice(Device):
         self.ecu: Any = None
         self.received: dict[str, float] = {}
         self._next_err = 0.0
+        self._flood_at = 0.0
+        self._flooded = 0
 
     def link_toml(self) -> str:
         return (f'[[link]]\nname = "can-{self.spec.id}"\nkind = "can"\n'
@@ -334,8 +337,21 @@ class CanDevice(Device):
         for sig, (at, scale) in self.spec.sense.items():
             msg, _, name = at.partition(".")
             self.ecu.values[msg][name] = values[sig] * scale
-        p = self.faults.get("can_error_frames")
         now = time.monotonic()
+        flood = self.faults.get("can_flood")
+        if flood and self.fbus is not None:  # a babbling node: top-priority junk frames
+            import can
+
+            if not self._flood_at:
+                self._flood_at = now
+            due = int((now - self._flood_at) * flood.get("rate", 2000.0)) - self._flooded
+            for _ in range(max(0, min(due, 500))):
+                self.fbus.bus.send(can.Message(arbitration_id=0x001, data=bytes(8), is_extended_id=False))
+                self._flooded += 1
+                self.fbus.counters["flood_frames"] += 1
+        else:
+            self._flood_at, self._flooded = 0.0, 0
+        p = self.faults.get("can_error_frames")
         if p and now >= self._next_err and self.fbus is not None:
             self.fbus.error_frame(0x004, bytes([0, 0x30, 0, 0, 0, 0, 0, 0]))  # CRTL: rx/tx passive
             self._next_err = now + 1.0 / max(p.get("rate", 10.0), 0.1)

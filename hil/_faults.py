@@ -26,6 +26,9 @@ hil/_uplink.py): uplink_blackhole (connections stay up, nothing crosses, both wa
 uplink_refuse (every connection reset, new ones refused), uplink_reset (every connection reset
 once).
 
+A rules_swap (target: a rule file, relative to the scenario) compiles it and pushes it to the
+running edged over ctl.sock at its start: a hot swap of the table under test.
+
 Clock faults act on edged's wall clock (target ``edged``; edge.clock.SteppedWallClock through
 its ``wall_clock_file``): clock_step moves it by ``ms`` (undone at the end when it has a
 duration), clock_skew runs it ``ppm`` fast (or slow, negative) for the duration. Its monotonic
@@ -58,6 +61,7 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "can_corrupt": ("bus", True, ("rate",)),
     "can_error_frames": ("bus", True, ("rate",)),
     "can_bus_off": ("bus", True, ()),
+    "can_flood": ("bus", True, ("rate",)),
     "serial_drop": ("serial", True, ("rate",)),
     "serial_flip": ("serial", True, ("rate",)),
     "serial_garbage": ("serial", False, ("bytes",)),
@@ -69,6 +73,7 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "uplink_blackhole": ("network", True, ()),
     "uplink_refuse": ("network", True, ()),
     "uplink_reset": ("network", False, ()),
+    "rules_swap": ("rules", False, ()),
     "clock_step": ("clock", False, ("ms",)),
     "clock_skew": ("clock", True, ("ppm",)),
 }

@@ -82,6 +82,8 @@ class _SimAgent:
         self.run = run
         self.agent: Any = None
         self.next_ns = 0
+        self.session = 0
+        self.sent = 0  # samples the SDK took in the current session (edged counts the same)
         self.faults = {m: SignalFaults([f for f in run.sc.faults if FAULTS[f.kind][0] == "signal"
                                         and f.target == f"{spec.id}.{m}"], run.sc.seed ^ hash(m) & 0xFFFF)
                        for m, _ in spec.report}
@@ -120,7 +122,9 @@ class _SimAgent:
             self.run.rec.samples.append((t_ms, self.spec.id, metric, v, _labels(lab)))
         if items:
             with contextlib.suppress(EdgeError):
-                self.agent.report_many(items, t_ns=now_ns)
+                if self.agent.session != self.session:
+                    self.session, self.sent = self.agent.session, 0
+                self.sent += self.agent.report_many(items, t_ns=now_ns)
 
     def close(self) -> None:
         a, self.agent = self.agent, None
@@ -317,7 +321,7 @@ class _Run:
         n_steps = sc.duration_ns // step
         stim_state: dict[int, dict[str, float]] = {}
         faults = sorted((f for f in sc.faults
-                         if FAULTS[f.kind][0] in ("process", "network", "clock", *LINK_LAYERS)),
+                         if FAULTS[f.kind][0] != "signal"),
                         key=lambda f: f.start_ns)
         started: set[str] = set()
         ended: set[str] = set()
@@ -370,6 +374,11 @@ class _Run:
         for f in faults:
             if f.id in started and f.id not in ended:
                 self._fault_end(f)
+        for th in self.threads:  # a hot swap or a restart still under way
+            th.join(self.sc.start_timeout_s)
+        if self.errors:
+            raise HilError("; ".join(self.errors))
+        self.samples_check()
         if self.uplink is not None and sc.uplink is not None:  # delivered exactly once afterwards?
             for k, v in self.uplink.drain(sc.uplink[1]).items():
                 rec.extra[f"uplink.{k}"] = [(rec.end_ms, v)]
@@ -444,6 +453,8 @@ class _Run:
             self.uplink.fault_start(f.kind)
         elif FAULTS[f.kind][0] in LINK_LAYERS:
             self.bench.by_id[f.target].fault_start(f.kind, f.params)
+        elif f.kind == "rules_swap":
+            self._in_background(f"rules_swap {f.id}", lambda: self._push_rules(f.target))
         elif f.target == "bridge":
             b = self.bench.bridge
             if f.kind == "sigstop" and b.alive():
@@ -501,6 +512,41 @@ class _Run:
                                 lambda: a.connect(timeout=self.sc.start_timeout_s))
         elif f.kind == "cpu_hog":
             self._stop_hogs()
+
+    def _push_rules(self, path: str) -> None:
+        from pathlib import Path
+
+        from edge.rules import encode_rule_table, load_rule_file
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        blob = encode_rule_table(load_rule_file(Path(path)), created_at_unix_ms=int(time.time() * 1000))
+        with CtlClient(self.rig.run_dir, timeout=5.0) as c:
+            c.request(CtlOp.RULES_PUSH, blob=blob)
+
+    def samples_check(self) -> None:
+        """Per SDK agent: the samples it handed to the SDK in its session against what edged
+        counted for that session (``AGENT.samples_sent``, ``AGENT.samples_lost``)."""
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        if not self.agents or self.edged_dead:
+            return
+        t_ms = self.rec.end_ms  # a value of the run's end
+        deadline = time.monotonic() + 3.0
+        lost: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            with CtlClient(self.rig.run_dir, timeout=2.0) as c:
+                counted = {a["agent_id"]: a.get("samples", 0) for a in c.request(CtlOp.AGENTS)["agents"]
+                           if a.get("state") == "active"}
+            lost = {k: float(a.sent - counted[k]) for k, a in self.agents.items()
+                    if a.agent is not None and k in counted}
+            if not any(lost.values()):
+                break
+            time.sleep(0.05)  # samples still in the socket: polling edged's count
+        for k, v in lost.items():
+            self.rec.extra[f"{k}.samples_sent"] = [(t_ms, float(self.agents[k].sent))]
+            self.rec.extra[f"{k}.samples_lost"] = [(t_ms, v)]
 
     def _restart_edged(self) -> None:
         self.rig.edged_exit = None

@@ -346,6 +346,7 @@ class _Checker(NodeChecker):
         signals = set(outputs | inputs)
         for a in agents:
             signals |= {f"{a.id}.{m}" for m, _ in a.report}
+            signals |= {f"{a.id}.samples_sent", f"{a.id}.samples_lost"}
         for d in devices:
             signals |= {f"{d.id}.{h}" for h in DEVICE_HEALTH + (CAN_HEALTH if d.kind == "can" else ())}
         if uplink is not None:
@@ -576,6 +577,19 @@ class _Checker(NodeChecker):
                 self.bad(m["target"], f"{kind} is for edged; an agent runs inside the rig (use agent_kill)", where=where)
             elif target == "bridge" and not devices:
                 self.bad(m["target"], "the rig has no bridge: it has no devices", where=where)
+        elif layer == "rules":
+            p = (self.base / target).resolve()
+            if not p.is_file():
+                self.bad(m["target"], f"rules_swap: no such rule file {str(p)!r}", where=where)
+            else:
+                from edge.rules import load_rule_file
+
+                try:
+                    load_rule_file(p)
+                except RuleFileError as exc:
+                    self.bad(m["target"], "rules_swap: the rule table has mistakes:\n    "
+                             + "\n    ".join(pr.render() for pr in exc.problems), where=where)
+                target = str(p)
         elif layer == "clock":
             if target != "edged":
                 self.bad(m["target"], f"{kind} is for edged's wall clock", "target: edged", where)

@@ -168,7 +168,7 @@ DEVICE_SCENARIOS = ["modbus_plc_exception.yaml", "modbus_plc_offline.yaml",
                     "vehicle_can_safe_stop.yaml", "can_bus_off_recovery.yaml",
                     "can_frames_delayed_dropped.yaml", "mcu_line_cut.yaml", "mcu_serial_noise.yaml",
                     "mcu_edged_killed.yaml", "mcu_bridge_killed.yaml", "uplink_flapping.yaml",
-                    "wall_clock_step.yaml"]
+                    "wall_clock_step.yaml", "rules_hot_swap.yaml"]
 
 
 @pytest.mark.integration

@@ -88,6 +88,7 @@ faults:
   - {{kind: device_offline, target: nowhere, start: 1s, duration: 1s}}
   - {{kind: uplink_reset, target: uplink, start: 1s}}
   - {{kind: clock_step, target: bridge, start: 1s, params: {{ms: 10}}}}
+  - {{kind: rules_swap, target: no-such-rules.yaml, start: 1s}}
 assertions:
   - {{id: a, max: plc.health_nope, in_range: [0, 1]}}
 """
@@ -106,7 +107,8 @@ def test_device_mistakes_at_once(tmp_path: Path) -> None:
         (10, "unknown device kind 'zigbee'"), (13, "the rig has no mcu device 'plc'"),
         (14, "a modbus_timeout fault needs duration:"), (15, "no simulated device 'nowhere'"),
         (16, "the rig has no 'uplink' to aim uplink_reset at"),
-        (17, "clock_step is for edged's wall clock"), (19, "unknown signal 'plc.health_nope'"),
+        (17, "clock_step is for edged's wall clock"), (18, "rules_swap: no such rule file"),
+        (20, "unknown signal 'plc.health_nope'"),
     ]
     for line, msg in want:
         assert any(p.line == line and msg in p.message for p in ei.value.problems), (line, msg, text)
