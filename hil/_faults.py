@@ -26,6 +26,10 @@ hil/_uplink.py): uplink_blackhole (connections stay up, nothing crosses, both wa
 uplink_refuse (every connection reset, new ones refused), uplink_reset (every connection reset
 once).
 
+A metric_flood (target ``edged``) runs ``procs`` load agents (edge.sim's ``load`` role, the
+bench's) for the duration, each sending ``rate`` samples/s in batches of ``batch`` over
+``series`` series (``load_value{ch=N}``); the offered rate is ``load.offered_per_s``.
+
 A rules_swap (target: a rule file, relative to the scenario) compiles it and pushes it to the
 running edged over ctl.sock at its start: a hot swap of the table under test.
 
@@ -74,6 +78,7 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "uplink_refuse": ("network", True, ()),
     "uplink_reset": ("network", False, ()),
     "rules_swap": ("rules", False, ()),
+    "metric_flood": ("load", True, ("rate", "batch", "series", "procs")),
     "clock_step": ("clock", False, ("ms",)),
     "clock_skew": ("clock", True, ("ppm",)),
 }

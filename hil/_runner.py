@@ -157,6 +157,7 @@ class _Run:
         self.uplink: Any = None  # edge-sync, the fault proxy and nats-server (hil/_uplink.py)
         self.edged_config: Any = None
         self.clock_file: Any = None  # edged's wall_clock_file (clock faults)
+        self.floods: dict[str, list[Any]] = {}  # metric_flood id -> its load children
         self.wall_offset_ms = 0.0
         self.wall_skew_ppm = 0.0
         self._skew_since = 0
@@ -379,6 +380,7 @@ class _Run:
         if self.errors:
             raise HilError("; ".join(self.errors))
         self.samples_check()
+        self.edged_counters()
         if self.uplink is not None and sc.uplink is not None:  # delivered exactly once afterwards?
             for k, v in self.uplink.drain(sc.uplink[1]).items():
                 rec.extra[f"uplink.{k}"] = [(rec.end_ms, v)]
@@ -453,6 +455,8 @@ class _Run:
             self.uplink.fault_start(f.kind)
         elif FAULTS[f.kind][0] in LINK_LAYERS:
             self.bench.by_id[f.target].fault_start(f.kind, f.params)
+        elif f.kind == "metric_flood":
+            self._in_background(f"metric_flood {f.id}", lambda: self._flood_start(f))
         elif f.kind == "rules_swap":
             self._in_background(f"rules_swap {f.id}", lambda: self._push_rules(f.target))
         elif f.target == "bridge":
@@ -482,7 +486,9 @@ class _Run:
                                                   start_new_session=True))
 
     def _fault_end(self, f: Any) -> None:
-        if FAULTS[f.kind][0] == "clock":
+        if f.kind == "metric_flood":
+            self._in_background(f"metric_flood {f.id} end", lambda: self._flood_end(f))
+        elif FAULTS[f.kind][0] == "clock":
             self._clock_fault(f, False)
         elif FAULTS[f.kind][0] == "network":
             self.uplink.fault_end(f.kind)
@@ -512,6 +518,30 @@ class _Run:
                                 lambda: a.connect(timeout=self.sc.start_timeout_s))
         elif f.kind == "cpu_hog":
             self._stop_hogs()
+
+    def _flood_start(self, f: Any) -> None:
+        p = f.params
+        kids = []
+        for i in range(int(p.get("procs", 1))):
+            kids.append(self.rig.spawn("load", "--run-dir", str(self.rig.run_dir), "--agent-id",
+                                       f"hil-load-{f.id}-{i}", "--rate", str(p.get("rate", 20000.0)),
+                                       "--batch", str(int(p.get("batch", 100))),
+                                       "--series", str(int(p.get("series", 16)))))
+        for k in kids:
+            k.expect("ready", timeout=self.sc.start_timeout_s)
+        for k in kids:
+            k.send("run")
+        self.floods[f.id] = kids
+
+    def _flood_end(self, f: Any) -> None:
+        offered = 0.0
+        for k in self.floods.pop(f.id, []):
+            k.send("report")
+            with contextlib.suppress(Exception):
+                offered += k.expect("report", timeout=5.0)["sent_per_s"]
+            k.stop()
+        t_ms = (time.monotonic_ns() - self.t0) / 1e6
+        self.rec.extra.setdefault("load.offered_per_s", []).append((t_ms, round(offered, 1)))
 
     def _push_rules(self, path: str) -> None:
         from pathlib import Path
@@ -547,6 +577,19 @@ class _Run:
         for k, v in lost.items():
             self.rec.extra[f"{k}.samples_sent"] = [(t_ms, float(self.agents[k].sent))]
             self.rec.extra[f"{k}.samples_lost"] = [(t_ms, v)]
+
+    def edged_counters(self) -> None:
+        """edged's loop counters at the run's end, as ``edged.NAME`` signals."""
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        if self.edged_dead:
+            return
+        with CtlClient(self.rig.run_dir, timeout=5.0) as c:
+            counters = c.request(CtlOp.STATUS).get("counters", {})
+        for k, v in counters.items():
+            if isinstance(v, int | float):
+                self.rec.extra[f"edged.{k}"] = [(self.rec.end_ms, float(v))]
 
     def _restart_edged(self) -> None:
         self.rig.edged_exit = None

@@ -351,6 +351,7 @@ class _Checker(NodeChecker):
             signals |= {f"{d.id}.{h}" for h in DEVICE_HEALTH + (CAN_HEALTH if d.kind == "can" else ())}
         if uplink is not None:
             signals |= {f"uplink.{k}" for k in UPLINK_SIGNALS}
+        signals = _WithEdged(signals | {"load.offered_per_s"})
         if not known_model:
             signals = _Anything()  # type: ignore[assignment]
 
@@ -577,6 +578,9 @@ class _Checker(NodeChecker):
                 self.bad(m["target"], f"{kind} is for edged; an agent runs inside the rig (use agent_kill)", where=where)
             elif target == "bridge" and not devices:
                 self.bad(m["target"], "the rig has no bridge: it has no devices", where=where)
+        elif layer == "load":
+            if target != "edged":
+                self.bad(m["target"], f"{kind} loads edged", "target: edged", where)
         elif layer == "rules":
             p = (self.base / target).resolve()
             if not p.is_file():
@@ -725,6 +729,14 @@ class _Checker(NodeChecker):
         t, pc = self.number(wm["target"], "target", where), self.number(wm["percent"], "percent", where)
         d = abs(t) * pc / 100.0
         return Validator(kind, t - d, t + d, marginal)
+
+
+class _WithEdged(set):  # type: ignore[type-arg]
+    """The signal set plus ``edged.COUNTER``: edged's loop counters at the run's end (the
+    names of ``edgectl stats``)."""
+
+    def __contains__(self, item: object) -> bool:
+        return (isinstance(item, str) and item.startswith("edged.") and len(item) > 6) or super().__contains__(item)
 
 
 class _Anything(set):  # type: ignore[type-arg]
