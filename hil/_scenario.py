@@ -199,6 +199,13 @@ class _Checker(NodeChecker):
         v = super().number(node, what, where, integer=integer)
         return 0.0 if v is None else float(v)
 
+    def has_all(self, node: Any, m: dict[str, Any], keys: tuple[str, ...], where: str) -> bool:
+        """Whether mapping ``m`` (of ``node``) has every key; each missing one is a problem."""
+        missing = [k for k in keys if k not in m]
+        for k in missing:
+            self.bad(node, f"missing {k}:", where=where)
+        return not missing
+
     def numbers(self, node: Any, what: str, where: str = "") -> dict[str, float]:
         return {k: self.number(v, f"{what} {k!r}", where) for k, v in self.mapping(node, what, None, where).items()}
 
@@ -429,10 +436,7 @@ class _Checker(NodeChecker):
         where = f"device #{i}"
         m = self.mapping(n, "a device", {"id", "kind", "profile", "unit", "sense", "drive", "echo",
                                          "period"}, where)
-        for need in ("id", "kind", "profile"):
-            if need not in m:
-                self.bad(n, f"missing {need}:", where=where)
-        if any(k not in m for k in ("id", "kind", "profile")):
+        if not self.has_all(n, m, ("id", "kind", "profile"), where):
             return None
         did = self.text(m["id"], "device id", where)
         where = f"device {did}"
@@ -550,10 +554,7 @@ class _Checker(NodeChecker):
               devices: dict[str, str], uplink: bool) -> Fault | None:
         where = f"fault #{i}"
         m = self.mapping(n, "a fault", {"id", "kind", "target", "start", "duration", "params"}, where)
-        for need in ("kind", "target", "start"):
-            if need not in m:
-                self.bad(n, f"missing {need}:", where=where)
-        if any(k not in m for k in ("kind", "target", "start")):
+        if not self.has_all(n, m, ("kind", "target", "start"), where):
             return None
         kind = self.text(m["kind"], "kind", where)
         fid = self.text(m["id"], "fault id", where) if "id" in m else f"{kind}#{i}"
