@@ -27,7 +27,9 @@ Fault layers (``FAULTS`` in _faults.py), aimed at a device by its id:
              serial_garbage (``bytes`` random bytes to the host at the start), line_break
              (nothing crosses the line for the duration)
     modbus   modbus_timeout (the unit does not answer), modbus_exception (exception 4, device
-             failure, to every request), modbus_slow (each answer ``ms`` late)
+             failure, to every request), modbus_slow (each answer ``ms`` late; the server's
+             one loop also updates its datastore late: the rig reads and writes it from a
+             thread of its own, so the plant's step never waits)
     any      device_offline: Modbus silent, the ECU silent and deaf, the MCU's line cut
 
 Every random choice draws from the run's seeded generator: the same seed, the same faults.
@@ -131,6 +133,13 @@ class ModbusDevice(Device):
         super().__init__(spec, root, rng)
         self.sim: Any = None
         self._last: dict[str, int] = {}
+        self._want: dict[str, int] = {}
+        self._outputs: dict[str, float] = {}
+        self._io_lock = threading.Lock()
+        self._io_wake = threading.Event()
+        self._io_stop = threading.Event()
+        self._io: threading.Thread | None = None
+        self.error = ""
 
     def link_toml(self) -> str:
         return (f'[[link]]\nname = "mb-{self.spec.id}"\nkind = "modbus_tcp"\nhost = "127.0.0.1"\n'
@@ -152,19 +161,19 @@ class ModbusDevice(Device):
         return area, int(addr)
 
     def sense(self, values: dict[str, float]) -> None:
-        u = self.spec.unit
+        """Hand the plant's values to the I/O thread (the server's datastore is set there: a
+        slow device's loop must not stall the plant's step)."""
+        raws = {}
         for sig, (at, scale) in self.spec.sense.items():
-            area, addr = self._where(at)
-            raw = round(values[sig] / scale) if area in ("hr", "ir") else int(values[sig] > 0.5)
-            if self._last.get(at) == raw:
-                continue  # the server's datastore is set only on a change
-            self._last[at] = raw
-            if area in ("hr", "ir"):
-                self.sim.set_registers(u, addr, [raw & 0xFFFF], area=area)
-            else:
-                self.sim.set_bits(u, addr, [bool(raw)], area=area)
+            area = at.partition(":")[0]
+            raws[at] = round(values[sig] / scale) if area in ("hr", "ir") else int(values[sig] > 0.5)
+        with self._io_lock:
+            self._want.update(raws)
+        self._io_wake.set()
 
     def prime(self, values: dict[str, float]) -> None:
+        """The drive places at the plant's initial inputs (before the bridge starts), and the
+        I/O thread that keeps the datastore and the plant in step from then on."""
         u = self.spec.unit
         for inp, (at, scale) in self.spec.drive.items():
             area, addr = self._where(at)
@@ -172,18 +181,46 @@ class ModbusDevice(Device):
                 self.sim.set_registers(u, addr, [round(values[inp] / scale) & 0xFFFF], area=area)
             else:
                 self.sim.set_bits(u, addr, [values[inp] / scale > 0.5], area=area)
+            self._outputs[inp] = values[inp]
+        self._io = threading.Thread(target=self._io_loop, name=f"hil-modbus-{self.spec.id}", daemon=True)
+        self._io.start()
+
+    def _io_loop(self) -> None:
+        u = self.spec.unit
+        while not self._io_stop.is_set():
+            self._io_wake.wait(0.01)
+            self._io_wake.clear()
+            try:
+                with self._io_lock:
+                    want, self._want = self._want, {}
+                for at, raw in want.items():
+                    if self._last.get(at) == raw:
+                        continue  # the datastore is set only on a change
+                    self._last[at] = raw
+                    area, addr = self._where(at)
+                    if area in ("hr", "ir"):
+                        self.sim.set_registers(u, addr, [raw & 0xFFFF], area=area)
+                    else:
+                        self.sim.set_bits(u, addr, [bool(raw)], area=area)
+                out = {}
+                for inp, (at, scale) in self.spec.drive.items():
+                    area, addr = self._where(at)
+                    if area in ("hr", "ir"):
+                        raw = self.sim.registers(u, addr, area=area)[0]
+                        out[inp] = (raw - 0x10000 if raw >= 0x8000 else raw) * scale
+                    else:
+                        out[inp] = float(self.sim.bits(u, addr, area=area)[0]) * scale
+                with self._io_lock:
+                    self._outputs.update(out)
+            except Exception as exc:  # the simulator broke: the loop raises it as the rig's ERROR
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
 
     def drive(self) -> dict[str, float]:
-        out = {}
-        u = self.spec.unit
-        for inp, (at, scale) in self.spec.drive.items():
-            area, addr = self._where(at)
-            if area in ("hr", "ir"):
-                raw = self.sim.registers(u, addr, area=area)[0]
-                out[inp] = (raw - 0x10000 if raw >= 0x8000 else raw) * scale
-            else:
-                out[inp] = float(self.sim.bits(u, addr, area=area)[0]) * scale
-        return out
+        if self.error:
+            raise HilError(f"the Modbus simulator's I/O failed: {self.error}")
+        with self._io_lock:
+            return dict(self._outputs)
 
     def fault_start(self, kind: str, params: dict[str, float]) -> None:
         super().fault_start(kind, params)
@@ -205,6 +242,10 @@ class ModbusDevice(Device):
             self.sim.delay_s = 0.0
 
     def close(self) -> None:
+        self._io_stop.set()
+        if self._io is not None:
+            self._io.join(10)  # a slow device's answer still in the way: bounded by its delay
+            self._io = None
         sim, self.sim = self.sim, None
         if sim is not None:
             sim.stop()

@@ -164,7 +164,7 @@ def test_the_tank_behind_a_real_modbus_plc_and_edge_bridge(tmp_path: Path) -> No
     assert res.rig["teardown_problems"] == []
 
 
-DEVICE_SCENARIOS = ["modbus_plc_exception.yaml", "modbus_plc_offline.yaml",
+DEVICE_SCENARIOS = ["modbus_plc_exception.yaml", "modbus_plc_offline.yaml", "modbus_plc_slow.yaml",
                     "vehicle_can_safe_stop.yaml", "can_bus_off_recovery.yaml",
                     "can_frames_delayed_dropped.yaml", "mcu_line_cut.yaml", "mcu_serial_noise.yaml",
                     "mcu_edged_killed.yaml", "mcu_bridge_killed.yaml", "uplink_flapping.yaml",
