@@ -25,7 +25,8 @@ Fault layers (``FAULTS`` in _faults.py), aimed at a device by its id:
              per s of id-0x001 frames, a babbling node: the bridge counts them as unknown ids)
     serial   serial_drop (rate of bytes), serial_flip (rate of bytes with one bit flipped),
              serial_garbage (``bytes`` random bytes to the host at the start), line_break
-             (nothing crosses the line for the duration)
+             (nothing crosses the line for the duration), mcu_reset (the board resets, as a
+             brown-out: it boots again with its outputs safe)
     modbus   modbus_timeout (the unit does not answer), modbus_exception (exception 4, device
              failure, to every request), modbus_slow (each answer ``ms`` late; the server's
              one loop also updates its datastore late: the rig reads and writes it from a
@@ -549,7 +550,9 @@ class McuDevice(Device):
 
     def fault_start(self, kind: str, params: dict[str, float]) -> None:
         super().fault_start(kind, params)
-        if kind == "serial_garbage" and self.relay is not None:
+        if kind == "mcu_reset":
+            self.sim.reset()
+        elif kind == "serial_garbage" and self.relay is not None:
             with self.faults.lock:
                 self.relay.inject += bytes(self.faults.rng.randrange(256)
                                            for _ in range(int(params.get("bytes", 64))))

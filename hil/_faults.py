@@ -70,6 +70,7 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "serial_flip": ("serial", True, ("rate",)),
     "serial_garbage": ("serial", False, ("bytes",)),
     "line_break": ("serial", True, ()),
+    "mcu_reset": ("serial", False, ()),
     "modbus_timeout": ("modbus", True, ()),
     "modbus_exception": ("modbus", True, ()),
     "modbus_slow": ("modbus", True, ("ms",)),

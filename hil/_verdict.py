@@ -62,7 +62,8 @@ def _one(sc: Scenario, rec: Recording, a: Assertion) -> tuple[bool, bool, Any, s
         for ev in events:
             if a.expect is not None:
                 ser = rec.series(a.expect.signal)
-                hit = next((t for t, v in ser if t >= ev - step_ms and a.expect.holds(v)), None)
+                # from the event's own sample on: a value from before it says nothing
+                hit = next((t for t, v in ser if t >= ev and a.expect.holds(v)), None)
             else:
                 hit = next((i["t_ms"] for i in rec.instructions
                             if i["t_ms"] >= ev - step_ms and i["action"] == a.expect_instruction

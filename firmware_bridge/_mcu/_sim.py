@@ -127,6 +127,11 @@ class SimulatedMcu:
         """Reset the board (as a brown-out) when the firmware next drives ``pin`` to ``level``."""
         self._send({"op": "reset_on_write", "pin": pin, "value": level})
 
+    def reset(self) -> None:
+        """Reset the board now (as a brown-out or a reset button), at its next call into
+        ``machine``: it boots again with outputs safe, ``reset_cause() == PWRON_RESET``."""
+        self._send({"op": "reset"})
+
     def query(self, timeout_s: float = 5.0) -> Event:
         """The runner's view now: pins, pwm, watchdog feeds and ms since the last feed, boots."""
         self._query_id += 1

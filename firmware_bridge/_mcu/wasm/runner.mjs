@@ -15,6 +15,7 @@
 //   {"op":"adc_fail","ch":0,"mode":"oserror"}   mode oserror | raise | stall (+"ms") | null
 //   {"op":"pin_in","pin":15,"value":0}          level of an input pin
 //   {"op":"reset_on_write","pin":16,"value":1}  reset (as a brown-out) when that write happens
+//   {"op":"reset"}                              reset (as a brown-out) at the next call into the shim
 //   {"op":"query","id":7}                       answer with a "state" event
 //   {"op":"stop"}
 // Events (stdout, one JSON object a line, each with t_ns = CLOCK_MONOTONIC ns, the clock of
@@ -139,6 +140,7 @@ function control(c) {
       break;
     case "pin_in": inputs.set(c.pin, c.value); break;
     case "reset_on_write": resetOnWrite = { pin: c.pin, value: c.value }; break;
+    case "reset": pendingReset = { cause: PWRON_RESET, why: "reset by the host" }; break;
     case "query":
       emit({
         ev: "state", id: c.id, boots, pins: Object.fromEntries(pins), pwm: Object.fromEntries(pwm),
