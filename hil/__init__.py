@@ -3,9 +3,13 @@ in edge imports it.
 
     _errors      HilError, ScenarioError, PlantError, RigTimeoutError
     _plants      plant models (motor, tank, vehicle; an FMI 2.0 FMU through FMPy)
-    _faults      the fault vocabulary and the signal faults
+    _faults      the fault vocabulary (signal, process, bus, serial, modbus, network, clock,
+                 load, rules) and the signal faults
+    _devices     simulated devices on real links behind an edge-bridge child; the link faults
+    _uplink      nats-server, the fault proxy and edge-sync; the network faults
     _scenario    the scenario format, checked like rule files (file:line:col, all at once)
-    _runner      one run: edged, agents, the plant in real time, faults, teardown
+    _runner      one run: edged, agents, devices, the uplink, the plant in real time, faults,
+                 teardown
     _verdict     assertions and validators -> PASS / FAIL (+ MARGINAL)
     _report      result.json, junit.xml, report.html + PNGs, recording.csv, MDF4
     _diff        a recording against a candidate rule table

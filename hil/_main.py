@@ -33,7 +33,8 @@ def check(files: tuple[Path, ...]) -> None:
             bad += 1
             click.echo(str(exc), err=True)
             continue
-        click.echo(f"{f}: ok ({sc.id}: {len(sc.agents)} agents, {len(sc.faults)} faults, "
+        click.echo(f"{f}: ok ({sc.id}: {len(sc.agents)} agents, {len(sc.devices)} devices, "
+                   f"{'an uplink, ' if sc.uplink else ''}{len(sc.faults)} faults, "
                    f"{len(sc.assertions)} assertions, {sc.duration_ns / 1e9:g} s)")
     sys.exit(2 if bad else 0)
 
