@@ -11,7 +11,8 @@ Signal faults change what an agent reports (the plant's truth is recorded unchan
     quantise   rounded to a multiple of ``step``
     delay      the value of ``ms`` milliseconds ago
 
-Process faults act on the rig's processes (``edged``, ``bridge``: the edge-bridge child):
+Process faults act on the rig's processes (``edged``; ``bridge``, the edge-bridge child;
+``sync``, the edge-sync child):
 
     sigstop    SIGSTOP the process for the duration, then SIGCONT
     sigkill    SIGKILL the process; restarted after the duration (no duration: stays dead)
@@ -83,7 +84,7 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "clock_step": ("clock", False, ("ms",)),
     "clock_skew": ("clock", True, ("ppm",)),
 }
-PROCESS_TARGETS = ("edged", "bridge", "rig")
+PROCESS_TARGETS = ("edged", "bridge", "sync", "rig")
 LINK_LAYERS = {"bus": "can", "serial": "mcu", "modbus": "modbus", "device": ""}
 """A link fault's layer -> the device kind it needs ("" any)."""
 

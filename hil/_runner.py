@@ -163,6 +163,8 @@ class _Run:
         self._skew_since = 0
         self.bridge_stopped = False
         self.bridge_dead = False
+        self.sync_stopped = False
+        self.sync_dead = False
         self._tail: threading.Thread | None = None
         self._tail_stop = threading.Event()
         self._t0_wall_ms = 0.0
@@ -459,6 +461,15 @@ class _Run:
             self._in_background(f"metric_flood {f.id}", lambda: self._flood_start(f))
         elif f.kind == "rules_swap":
             self._in_background(f"rules_swap {f.id}", lambda: self._push_rules(f.target))
+        elif f.target == "sync":
+            c = self.uplink.sync
+            if f.kind == "sigstop" and c.alive():
+                os.kill(c.pid, signal.SIGSTOP)
+                self.sync_stopped = True
+            elif f.kind == "sigkill" and c.alive():
+                c.proc.kill()
+                c.proc.wait(10)
+                self.sync_dead = True
         elif f.target == "bridge":
             b = self.bench.bridge
             if f.kind == "sigstop" and b.alive():
@@ -494,6 +505,17 @@ class _Run:
             self.uplink.fault_end(f.kind)
         elif FAULTS[f.kind][0] in LINK_LAYERS:
             self.bench.by_id[f.target].fault_end(f.kind)
+        elif f.target == "sync":
+            if f.kind == "sigstop" and self.sync_stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.uplink.sync.pid, signal.SIGCONT)
+                self.sync_stopped = False
+            elif f.kind == "sigkill" and self.sync_dead:
+                def restart_sync() -> None:
+                    self.uplink.start_sync(self.sc.start_timeout_s)
+                    self.sync_dead = False
+
+                self._in_background(f"restart edge-sync after {f.id}", restart_sync)
         elif f.target == "bridge":
             if f.kind == "sigstop" and self.bridge_stopped:
                 with contextlib.suppress(ProcessLookupError):
@@ -647,6 +669,9 @@ class _Run:
             except Exception as exc:
                 problems.append(f"agent {a.spec.id}: {exc}")
         if self.uplink is not None:
+            if self.sync_stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.uplink.sync.pid, signal.SIGCONT)
             problems += self.uplink.close()
         if self.rig is not None:
             try:

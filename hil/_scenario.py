@@ -579,6 +579,8 @@ class _Checker(NodeChecker):
                 self.bad(m["target"], f"{kind} is for edged; an agent runs inside the rig (use agent_kill)", where=where)
             elif target == "bridge" and not devices:
                 self.bad(m["target"], "the rig has no bridge: it has no devices", where=where)
+            elif target == "sync" and not uplink:
+                self.bad(m["target"], "the rig has no edge-sync: it has no uplink", where=where)
         elif layer == "load":
             if target != "edged":
                 self.bad(m["target"], f"{kind} loads edged", "target: edged", where)

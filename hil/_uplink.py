@@ -60,6 +60,10 @@ class Uplink:
         argv = [sys.executable, "-c", "from edge.sync import main; main()",
                 "--config", str(self.config), "--run-dir", str(self.rig.run_dir),
                 "--data-dir", str(self.rig.data_dir), "--log-level", "warning"]
+        from edge.sync import STATUS_FILE
+
+        with contextlib.suppress(FileNotFoundError):  # a killed one's last word is not "up"
+            (self.rig.run_dir / STATUS_FILE).unlink()
         self.sync = self.rig.spawn_command("edge-sync", argv)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

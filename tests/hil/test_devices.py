@@ -167,7 +167,7 @@ def test_the_tank_behind_a_real_modbus_plc_and_edge_bridge(tmp_path: Path) -> No
 DEVICE_SCENARIOS = ["modbus_plc_exception.yaml", "modbus_plc_offline.yaml", "modbus_plc_slow.yaml",
                     "vehicle_can_safe_stop.yaml", "can_bus_off_recovery.yaml",
                     "can_frames_delayed_dropped.yaml", "mcu_line_cut.yaml", "mcu_serial_noise.yaml",
-                    "mcu_edged_killed.yaml", "mcu_bridge_killed.yaml", "mcu_reset.yaml", "uplink_flapping.yaml",
+                    "mcu_edged_killed.yaml", "mcu_bridge_killed.yaml", "mcu_reset.yaml", "uplink_flapping.yaml", "uplink_sync_killed.yaml",
                     "wall_clock_step.yaml", "rules_hot_swap.yaml"]
 
 
