@@ -411,6 +411,12 @@ class CanDevice(Device):
         if kind == "can_bus_off" and self.fbus is not None:
             self.fbus.error_frame(0x040, bytes(8))  # CAN_ERR_BUSOFF
 
+    def fault_end(self, kind: str) -> None:
+        super().fault_end(kind)
+        if kind == "can_error_frames" and self.fbus is not None:
+            # the controller's error counters fall again: SocketCAN says "error active"
+            self.fbus.error_frame(0x004, bytes([0, 0x40, 0, 0, 0, 0, 0, 0]))
+
     def close(self) -> None:
         ecu, self.ecu = self.ecu, None
         if ecu is not None:

@@ -148,9 +148,30 @@ def _write_plots(res: RunResult, out: Path) -> dict[str, str]:
     rec = res.recording
     files = {}
     names = [n for n, s in rec.signals.items() if s]
-    if names:
-        fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.7 * len(names) + 0.6), sharex=True, squeeze=False)
-        for ax, name in zip(axes[:, 0], names, strict=True):
+    devices = [d.id for d in res.scenario.devices]
+    health = {d: {m: [(t, v) for t, a, mm, v, _ in rec.samples if a == d and mm == m]
+                  for m in sorted({mm for _, a, mm, _, _ in rec.samples if a == d})}
+              for d in devices}
+    health = {d: {m: ser for m, ser in hs.items() if m == "health_online" or any(v for _, v in ser)}
+              for d, hs in health.items() if hs}
+    panels = len(names) + len(health)
+    if panels:
+        fig, axes = plt.subplots(panels, 1, figsize=(9, 1.7 * panels + 0.6), sharex=True, squeeze=False)
+        for ax, (dev, hs) in zip(axes[len(names):, 0], health.items(), strict=True):
+            for m, ser in hs.items():  # the bridge's view of the device, as edged got it
+                ax.step([t / 1000 for t, _ in ser], [v for _, v in ser], where="post", lw=1.0,
+                        label=m.removeprefix("health_"))
+            for f in rec.faults:
+                if f["target"] == dev:
+                    ax.axvspan(f["start_ms"] / 1000, max(f["end_ms"], f["start_ms"] + 20) / 1000,
+                               color="tab:red", alpha=0.15)
+            for i in rec.instructions:
+                if i["agent_id"] == dev:
+                    ax.axvline(i["t_ms"] / 1000, color="tab:green", lw=0.8, alpha=0.7)
+            ax.set_ylabel(f"{dev}\nhealth", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=6, loc="upper right")
+        for ax, name in zip(axes[: len(names), 0], names, strict=True):
             ser = rec.signals[name]
             ax.plot([t / 1000 for t, _ in ser], [v for _, v in ser], lw=1.2, label=f"plant {name}")
             for a_id in {s[1] for s in rec.samples}:
