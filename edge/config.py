@@ -46,7 +46,8 @@ class EdgeConfig:
     run_dir_group: str | None = None
     """Group that may reach the sockets (run dir chgrp'd to it, mode 0750). None: the user's."""
     rules_file: Path | None = None
-    """A rule file (YAML/JSON) to activate at start when the store holds no active table."""
+    """A rule file (YAML/JSON) to run: at start it becomes a new version when its rules differ
+    from the stored table's, unless that table is signed (kept, with a warning)."""
     device_groups: str = ""
     """Comma-separated groups this board belongs to (a rule table's scope may name them)."""
     rules_trusted_keys: str = ""

@@ -200,11 +200,21 @@ class Edged:
         return ruleset, info
 
     def _recover_table(self) -> CompiledTable:
-        """The active table from the store, else last-known-good, else the rules file, else
+        """The table to run at start, and one log line saying which and why.
+
+        Without a rules file: the active table from the store, else last-known-good, else
         none. A stored table that no longer verifies (a key removed from the trust list, an
         older schema) is skipped with an error in the log, never a failed start. Expiry is not
-        checked here: a board keeps controlling with the table it has."""
+        checked here: a board keeps controlling with the table it has.
+
+        With a rules file (``--rules``) the file wins: when its rules differ from the stored
+        table's they are activated as a new version (the stored one becomes last-known-good,
+        so ``edgectl rules rollback`` brings it back). The one exception is a stored table
+        that is signed (the fleet path, a signed push): it keeps running, and a warning names
+        the conflict; a local file must not undo what the fleet decided.
+        """
         assert self.store is not None
+        recovered: tuple[str, RuleSet, TableInfo] | None = None
         for which, stored in (
             ("active", self.store.active_rule_table()),
             ("last-known-good", self.store.lkg_rule_table()),
@@ -218,21 +228,71 @@ class Edged:
                 log.error("stored %s rule table %d refused: %s", which, version, exc)
                 continue
             self._infos[ruleset.version] = info
-            log.info(
-                "recovered %s rule table version %d (%d rules)", which, version, len(ruleset.rules)
-            )
-            return CompiledTable(ruleset)
+            recovered = (which, ruleset, info)
+            break
         if self.cfg.rules_file is not None:
-            from ..rules import load_rule_file  # the text compiler, only for a text file
+            return self._table_from_file(self.cfg.rules_file, recovered)
+        if recovered is None:
+            log.info("no rule table: none stored and no --rules file (edgectl rules push FILE)")
+            return CompiledTable(RuleSet(()))
+        which, ruleset, _ = recovered
+        log.info(
+            "running the stored %s rule table version %d (%d rules)",
+            which,
+            ruleset.version,
+            len(ruleset.rules),
+        )
+        return CompiledTable(ruleset)
 
-            ruleset = load_rule_file(self.cfg.rules_file)
-            ruleset = _with_version(ruleset, max(ruleset.version, 1))
-            blob = encode_rule_table(ruleset)
-            self._infos[ruleset.version] = self._decode(blob, check_applies=False)[1]
-            self.store.put_rule_table(ruleset.version, blob, activate=True)
-            log.info("activated %s as rule table version %d", self.cfg.rules_file, ruleset.version)
-            return CompiledTable(ruleset)
-        return CompiledTable(RuleSet(()))
+    def _table_from_file(
+        self, path: Path, recovered: tuple[str, RuleSet, TableInfo] | None
+    ) -> CompiledTable:
+        """``--rules FILE`` at start: see :meth:`_recover_table`. A file with mistakes is a
+        failed start (RuleFileError, every mistake listed), never a silent fallback."""
+        assert self.store is not None
+        from ..rules import load_rule_file  # the text compiler, only for a text file
+
+        ruleset = load_rule_file(path)
+        if recovered is not None:
+            which, stored, info = recovered
+            if stored.content_hash == ruleset.content_hash:
+                log.info(
+                    "running the stored %s rule table version %d: the same rules as %s",
+                    which,
+                    stored.version,
+                    path,
+                )
+                return CompiledTable(stored)
+            if info.key_id is not None:
+                log.warning(
+                    "%s differs from the stored %s rule table version %d, which is signed "
+                    "(key %s): running the signed table and ignoring the file; drop --rules, "
+                    "or push a signed table of the file (edgectl rules compile --sign, "
+                    "edgectl fleet push)",
+                    path,
+                    which,
+                    stored.version,
+                    info.key_id.hex()[:16],
+                )
+                return CompiledTable(stored)
+        # above every stored version (a rollback leaves newer ones stored): versions are immutable
+        floor = max((row["version"] for row in self.store.list_rule_tables()), default=0) + 1
+        ruleset = _with_version(ruleset, max(ruleset.version, floor))
+        blob = encode_rule_table(ruleset)
+        self._infos[ruleset.version] = self._decode(blob, check_applies=False)[1]
+        self.store.put_rule_table(ruleset.version, blob, activate=True)
+        if recovered is None:
+            log.info("activated %s as rule table version %d", path, ruleset.version)
+        else:
+            log.info(
+                "activated %s as rule table version %d: its rules differ from the stored %s "
+                "table version %d (now last-known-good: edgectl rules rollback brings it back)",
+                path,
+                ruleset.version,
+                recovered[0],
+                recovered[1].version,
+            )
+        return CompiledTable(ruleset)
 
     def start(self) -> Edged:
         """Open (if needed) and run the loop on a thread; returns once it is polling."""
@@ -560,7 +620,8 @@ class Edged:
         info = self._infos.get(table.version)
         return {
             "active": table.version,
-            "lkg": loop.lkg_table.version if loop.lkg_table else None,
+            # from the store, what rollback uses: the loop's own pointer is empty after a restart
+            "lkg": lkg[0] if (lkg := self.store.lkg_rule_table()) is not None else None,
             "hash": table.ruleset.content_hash.hex(),
             "table": info.to_json() if info is not None else None,
             "rules": [rule_json(r) for r in table.ruleset.rules],
@@ -624,7 +685,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="LMDB state (default ~/.local/state/edge).")
     p.add_argument("--device-id", metavar="TEXT", help="This board's id (default: hostname).")
     p.add_argument("--rules", dest="rules_file", metavar="FILE", type=_path("file"),
-                   help="Rule file to activate when the store has no active table.")
+                   help="Rule file to run: activated as a new version when its rules differ "
+                   "from the stored table (unless that one is signed: see the log).")
     p.add_argument("--metrics-addr", metavar="TEXT",
                    help="host:port for /metrics; '' disables (default 127.0.0.1:9108).")
     p.add_argument("--heartbeat-ms", metavar="INTEGER", type=int,
