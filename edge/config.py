@@ -111,8 +111,10 @@ class EdgeConfig:
     gc_interval_ms instead (generation 1 every 10th time, 2 every 600th), so a collection no
     longer lands in the middle of the loop handling a message; 0 keeps Python's automatic GC."""
     # -- upstream sync (edge-sync; see README "Upstream sync") --------------------------------
-    upstream_url: str = "nats://127.0.0.1:4222"
-    """NATS server(s) edge-sync connects to; comma-separated for a cluster."""
+    upstream_url: str = ""
+    """NATS server(s) edge-sync connects to; comma-separated for a cluster. Empty: no
+    upstream is configured, so edged keeps no aggregates (nothing would ever send them) and
+    edge-sync refuses to start."""
     upstream_creds: Path | None = None
     """NATS credentials file (JWT + NKey seed), or None."""
     upstream_nkey: Path | None = None
@@ -126,7 +128,8 @@ class EdgeConfig:
     """Create the stream EDGE_AGG and the buckets EDGE_RULES / EDGE_DEVICES when absent (demo,
     tests). False when the central team owns them."""
     agg_window_s: float = 10.0
-    """Seconds per aggregate window that edged appends to the outbox; 0 turns aggregates off."""
+    """Seconds per aggregate window that edged appends to the outbox; 0 turns aggregates off.
+    They are off too while no upstream_url is configured."""
     agg_max_samples: int = 50_000
     """Samples per window summarised per series (count/min/max/mean/last/p99) off the loop,
     taken evenly over the window; beyond it samples are still counted, not summarised (bounds
@@ -175,6 +178,11 @@ class EdgeConfig:
     log_level: str = "INFO"
     log_rate_per_s: float = 5.0
     """Per-kind log rate for bad input (the rest is counted and summarised)."""
+
+    @property
+    def aggregating(self) -> bool:
+        """edged keeps aggregates only for an upstream: upstream_url set and agg_window_s > 0."""
+        return bool(self.upstream_url.strip()) and self.agg_window_s > 0
 
 
 def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:

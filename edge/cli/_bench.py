@@ -48,7 +48,7 @@ from ._bench_goals import goal_lines, goal_rows
 from ._bench_rules import ACTIVATION_RULES, activation_table, eval_cost, memory_per_rule
 from ._bench_scenarios import SCENARIOS, run_scenarios, scenario_config, write_latency_plot
 from ._bench_scenarios import summary_lines as scenario_summary_lines
-from ._sim import Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
+from ._sim import WITH_UPSTREAM, Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
 
 STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute")
 PROBE_METRIC = "bench_probe"
@@ -231,7 +231,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
     sizes = _message_sizes()
     started = datetime.datetime.now(datetime.UTC)
     machine = machine_info()
-    with Rig() as rig:
+    with Rig(edged_env=WITH_UPSTREAM) as rig:
         say(f"run directory {rig.root} (removed afterwards)")
         rules = rig.root / "bench_rules.yaml"
         rules.write_text(_rules_yaml(cfg["sla_ms"]), encoding="utf-8")

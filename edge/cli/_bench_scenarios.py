@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RuntimeStateError
-from ._sim import Child, Rig, edged_command
+from ._sim import WITH_UPSTREAM, Child, Rig, edged_command
 
 SCENARIOS = ("latency", "ingest", "footprint", "coldstart", "overload")
 INGEST_SERIES = 100
@@ -49,6 +49,9 @@ Say = Callable[[str], None]
 
 class ScenarioRig(Rig):
     """The rig, plus children from ``_bench_sims`` (stopped with the others)."""
+
+    def __init__(self) -> None:
+        super().__init__(edged_env=WITH_UPSTREAM)
 
     def __enter__(self) -> ScenarioRig:
         return self

@@ -62,6 +62,8 @@ def fleet(ctx: click.Context, **flags: Any) -> None:
     aggregates. Options default to EDGE_UPSTREAM_* and the config file."""
     root = ctx.find_root()
     cfg = load_config(flags, file=root.params.get("config_file"))
+    if not cfg.upstream_url.strip():
+        _fail("no upstream: give --url nats://HOST:4222 (or upstream_url, EDGE_UPSTREAM_URL)", 2)
     ctx.obj = FleetCtx(cfg, float(root.params.get("timeout") or 5.0))
 
 

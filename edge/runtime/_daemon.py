@@ -148,12 +148,23 @@ class Edged:
                 utilisation=self._utilisation,
             )
             self.loop.registry.known = self.store.load_agents()
+            aggregating = cfg.aggregating
             self.stats = StatsView(
                 lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh)),
-                windowed=cfg.agg_window_s > 0,
+                windowed=aggregating,
             )
-            if cfg.agg_window_s > 0:
+            if aggregating:
                 self.agg = self._make_aggregator(self.loop)
+                log.info(
+                    "aggregates every %g s into the outbox for edge-sync (upstream %s)",
+                    cfg.agg_window_s,
+                    cfg.upstream_url,
+                )
+            else:
+                log.info(
+                    "aggregates off: %s", "agg_window_s = 0" if cfg.upstream_url else
+                    "no upstream configured (set upstream_url to keep them for edge-sync)"
+                )
             self.ctl = CtlServer(
                 self._ctx, cfg.run_dir, self._handlers(), tick=self._tick, tick_ms=_TICK_MS
             )

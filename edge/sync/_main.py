@@ -54,6 +54,14 @@ def main(config_file: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         click.echo(f"edge-sync: configuration error: {exc}", err=True)
         sys.exit(2)
+    if not cfg.upstream_url.strip():
+        click.echo(
+            "edge-sync: configuration error: no upstream configured: set upstream_url "
+            '(upstream_url = "nats://HOST:4222" in the config file edged reads too, '
+            "EDGE_UPSTREAM_URL, or --upstream-url)",
+            err=True,
+        )
+        sys.exit(2)
     configure_logging(cfg.log_level)
     from ._service import serve
 
