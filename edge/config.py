@@ -7,6 +7,8 @@ $XDG_RUNTIME_DIR or /tmp, the data directory (LMDB) under $XDG_STATE_HOME or ~/.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import types
 import typing
@@ -185,36 +187,57 @@ class EdgeConfig:
         return bool(self.upstream_url.strip()) and self.agg_window_s > 0
 
 
-def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:
+def _coerce(name: str, hint: Any, raw: Any) -> Any:
+    """``raw`` (TOML value, or text from the environment or a flag) as the field's type.
+    Raises ValueError with a message for a person (never Python's own wording)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
             return None
         hint = args[0]
-    try:
-        if hint is Path:
-            return Path(os.path.expanduser(str(raw)))
-        if hint is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"not a boolean: {raw!r}")
-        if hint is int:
-            if isinstance(raw, bool):
-                raise ValueError("a boolean is not an integer")
-            return int(raw)
-        if hint is float:
+    if hint is Path:
+        if not isinstance(raw, str | Path):
+            raise ValueError(f"expected a path, got {raw!r}")
+        return Path(os.path.expanduser(str(raw)))
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if hint is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        text = raw.strip().replace("_", "") if isinstance(raw, str) else None
+        if text is not None and text.lstrip("+-").isdigit():
+            return int(text)
+        raise ValueError(f"expected a whole number, got {raw!r}")
+    if hint is float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
             return float(raw)
-        if hint is str:
-            return str(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} from {source}: {exc}") from None
+        if isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(value):
+                    return value
+        raise ValueError(f"expected a number, got {raw!r}")
+    if hint is str:
+        if isinstance(raw, str):
+            return raw
+        raise ValueError(f'expected text (in quotes in TOML: "..."), got {raw!r}')
     raise ConfigError(f"{name}: unsupported type {hint!r}")  # pragma: no cover - a coding error
+
+
+def _did_you_mean(key: str, names: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def load_config(
@@ -226,13 +249,21 @@ def load_config(
     """Build the config: flags (None values ignored) > ``EDGE_<NAME>`` env > TOML file > defaults.
 
     The TOML file is ``file``, else ``$EDGE_CONFIG``, else none. Its keys are the field
-    names, at top level or under ``[edge]``. Unknown keys and bad values raise ConfigError
-    naming the key and where it came from.
+    names, at top level or under ``[edge]``. Raises one ConfigError listing every mistake
+    (unknown keys with the closest known one, values of the wrong type, values out of range),
+    each naming the key and where it came from.
     """
     env = os.environ if env is None else env
     hints = typing.get_type_hints(EdgeConfig)
     names = {f.name for f in dataclasses.fields(EdgeConfig)}
     values: dict[str, Any] = {}
+    problems: list[str] = []
+
+    def put(name: str, raw: Any, source: str) -> None:
+        try:
+            values[name] = _coerce(name, hints[name], raw)
+        except ValueError as exc:
+            problems.append(f"{name} from {source}: {exc}")
 
     path = file or (Path(env["EDGE_CONFIG"]) if env.get("EDGE_CONFIG") else None)
     if path is not None:
@@ -241,33 +272,51 @@ def load_config(
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+            raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        section = data.get("edge", data)
+            raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+        section: dict[str, Any] = data
+        if isinstance(data.get("edge"), dict):
+            section = dict(data["edge"])
+            for key in data.keys() - {"edge"}:  # would be ignored: say so
+                problems.append(
+                    f"config file {path}: {key!r} is outside [edge]: move it under [edge]"
+                    if key in names
+                    else f"config file {path}: unknown key {key!r}{_did_you_mean(key, names)}"
+                )
         for key, raw in section.items():
             if key not in names:
-                raise ConfigError(f"config file {path}: unknown key {key!r}")
-            values[key] = _coerce(key, hints[key], raw, f"config file {path}")
+                problems.append(
+                    f"config file {path}: unknown key {key!r}{_did_you_mean(key, names)}"
+                )
+            else:
+                put(key, raw, f"config file {path}")
 
     for name in names:
         key = ENV_PREFIX + name.upper()
         if key in env:
-            values[name] = _coerce(name, hints[name], env[key], f"environment {key}")
+            put(name, env[key], f"environment {key}")
 
     for name, raw in (flags or {}).items():
         if raw is None:
             continue
         if name not in names:
-            raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _coerce(name, hints[name], raw, f"--{name.replace('_', '-')}")
+            problems.append(f"unknown setting {name!r}{_did_you_mean(name, names)}")
+            continue
+        put(name, raw, f"--{name.replace('_', '-')}")
 
     cfg = EdgeConfig(**values)
-    _validate(cfg)
+    problems += _problems(cfg)
+    if problems:
+        head = f"{len(problems)} problems:\n  " if len(problems) > 1 else ""
+        raise ConfigError(head + "\n  ".join(problems))
     return cfg
 
 
-def _validate(cfg: EdgeConfig) -> None:
+def _problems(cfg: EdgeConfig) -> list[str]:
+    """Every range or consistency check ``cfg`` fails, as messages."""
     checks = [
         (cfg.heartbeat_ms > 0, "heartbeat_ms must be > 0"),
         (cfg.missed_beats >= 1, "missed_beats must be >= 1"),
@@ -312,6 +361,4 @@ def _validate(cfg: EdgeConfig) -> None:
         (cfg.upstream_ack_timeout_s > 0, "upstream_ack_timeout_s must be > 0"),
         (cfg.upstream_backoff_max_s >= 0.1, "upstream_backoff_max_s must be >= 0.1"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    return [message for ok, message in checks if not ok]
