@@ -277,7 +277,7 @@ def demo(duration: float, rules_file: Path | None, live: bool | None,
         n_rules = len(load_rule_file(rules_file).rules)
     except RuleFileError as exc:
         console.print(str(exc), markup=False)
-        console.print(f"[bold red]demo:[/] {rules_file} has {len(exc.problems)} problem(s)")
+        console.print(f"[bold red]demo:[/] {rules_file} has {len(exc.problems)} problem{'' if len(exc.problems) == 1 else 's'}")
         sys.exit(1)
     use_live = console.is_terminal if live is None else live
     if upstream is None:

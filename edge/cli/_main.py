@@ -44,7 +44,7 @@ def handles_errors(fn: F) -> F:
             # soft_wrap: a caret must stay under its column however narrow the terminal
             err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
             outcome = "; nothing was pushed" if fn.__name__ == "rules_push" else ""
-            _fail(f"{len(exc.problems)} problem(s){outcome}", 1)
+            _fail(f"{len(exc.problems)} problem{'' if len(exc.problems) == 1 else 's'}{outcome}", 1)
         except CtlRefused as exc:
             _fail(f"edged refused: {exc}", 4)
         except (ConfigError, EdgeError) as exc:

@@ -115,7 +115,7 @@ def test_check_reports_every_problem(write: Callable[[str, str], Path]) -> None:
     bad = write("bad.yaml", BAD)
     r = invoke("rules", "check", str(bad))
     assert r.exit_code == 1
-    assert f"{bad}:1:" in r.output and f"{bad}:2:" in r.output and "2 problem(s)" in r.output
+    assert f"{bad}:1:" in r.output and f"{bad}:2:" in r.output and "2 problems" in r.output
     r = invoke("rules", "check", "--json", str(bad))
     assert r.exit_code == 1
     doc = json.loads(r.output)
@@ -178,7 +178,7 @@ def test_compile_refusals_write_nothing(
     r = invoke("rules", "compile", str(src), "-o", str(out), "--expires-in", "30")
     assert r.exit_code == 2 and "duration" in r.output
     r = invoke("rules", "compile", str(write("bad.yaml", BAD)), "-o", str(out))
-    assert r.exit_code == 1 and "2 problem(s)" in r.output
+    assert r.exit_code == 1 and "2 problems" in r.output
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
