@@ -36,6 +36,7 @@ from ..rules import (
 from ..rules import encode_rule_table as _encode
 from ..wire import MessageType, decode_aggregate, fb, message_type
 from ._main import _emit_json, _fail, console, handles_errors
+from ._rules_cmds import lifetime_ms, scope_names
 
 _T = TypeVar("_T")
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -177,12 +178,13 @@ def describe_value(value: bytes) -> TableInfo | None:
 @click.option(
     "--expires-in",
     metavar="DURATION",
-    help="Boards refuse the table this long after the push, e.g. 720h (default: never).",
+    help="Boards refuse the table this long after the push, e.g. 30d or 720h (default: never).",
 )
 @click.option(
     "--scope",
     multiple=True,
-    metavar="ID",
+    callback=scope_names,
+    metavar="ID[,ID...]",
     help="Device ids / groups the table is for (repeatable; default: the target device or "
     "group, so the table cannot be replayed under another key).",
 )
@@ -278,14 +280,8 @@ def _check_key_name(kv_key: str) -> None:
 
 
 def _expires_ms(expires_in: str | None) -> int:
-    if not expires_in:
-        return 0
-    from ..rules import parse_duration
-
-    try:
-        return int(time.time() * 1000) + parse_duration(expires_in) // 1_000_000
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--expires-in") from None
+    lifetime = lifetime_ms(expires_in)
+    return int(time.time() * 1000) + lifetime if lifetime else 0
 
 
 async def _current(kv: Any, kv_key: str) -> tuple[TableInfo | None, int | None]:

@@ -136,13 +136,42 @@ def _fmt_wall(unix_ms: int) -> str:
         return f"{unix_ms} ms after the epoch"
 
 
-def _expires_in(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
-    if value is None:
+_DAY_MS = 86_400_000
+
+
+def lifetime_ms(value: str | None, param_hint: str = "--expires-in") -> int:
+    """A table's lifetime (``30d``, ``2w``, or a rule duration: ``720h``, ``90m``) in ms;
+    0 for none. Raises click.BadParameter."""
+    if not value:
         return 0
+    text = value.strip()
+    for unit, ms in (("d", _DAY_MS), ("w", 7 * _DAY_MS)):
+        number = text.removesuffix(unit)
+        if number != text and number.replace(".", "", 1).isdigit():
+            return round(float(number) * ms)
     try:
-        return parse_duration(value) // 1_000_000
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        return parse_duration(text) // 1_000_000
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a duration: use a number with ms, s, m, h, d or w (e.g. 30d)",
+            param_hint=param_hint,
+        ) from None
+
+
+def _expires_in(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
+    return lifetime_ms(value)
+
+
+def scope_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """``--scope a,b --scope c`` -> ("a", "b", "c"): a comma separates scopes (a device id or
+    group never holds one). Raises click.BadParameter for an empty name."""
+    names = tuple(part.strip() for item in value for part in item.split(","))
+    if any(not n or any(c.isspace() for c in n) for n in names):
+        raise click.BadParameter(
+            f"{', '.join(map(repr, value))}: a scope is a device id or group name, without "
+            "spaces; separate several with commas or repeat --scope"
+        )
+    return names
 
 
 # --- edgectl rules -----------------------------------------------------------------------------
@@ -217,13 +246,15 @@ def rules_check(file: Path, as_json: bool) -> None:
     "--expires-in",
     callback=_expires_in,
     metavar="DURATION",
-    help="Refuse activation this long after compiling, e.g. 720h (default: never).",
+    help="Refuse activation this long after compiling, e.g. 30d or 720h (default: never).",
 )
 @click.option(
     "--scope",
     multiple=True,
-    metavar="ID",
-    help="A device id or group name the table is for (repeatable; default: any device).",
+    callback=scope_names,
+    metavar="ID[,ID...]",
+    help="Device ids or group names the table is for (comma-separated or repeated; "
+    "default: any device).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 @handles_errors

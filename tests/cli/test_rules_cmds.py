@@ -169,6 +169,22 @@ def test_compile_signed_with_version_expiry_and_scope(
     assert info.expires_at_unix_ms - info.created_at_unix_ms == 720 * 3600 * 1000
 
 
+def test_the_docs_example_works_as_written(
+    write: Callable[[str, str], Path], tmp_path: Path, keypair: tuple[Path, Path]
+) -> None:
+    """docs/rules.md: --expires-in 30d, and --scope plc-3,line-3 as two scopes."""
+    out = tmp_path / "t.bin"
+    args = ["-o", str(out), "--version", "12", "--sign", str(keypair[0])]
+    r = invoke("rules", "compile", str(write("a.yaml", RULES_A)), *args,
+               "--expires-in", "30d", "--scope", "plc-3,line-3")
+    assert r.exit_code == 0, r.output
+    _, info = decode_table_with_info(out.read_bytes(), trusted_keys=load_trusted_keys([keypair[1]]))
+    assert info.scope == ("plc-3", "line-3")
+    assert info.expires_at_unix_ms - info.created_at_unix_ms == 30 * 86_400_000
+    r = invoke("rules", "compile", str(write("b.yaml", RULES_A)), *args, "--scope", "plc 3")
+    assert r.exit_code == 2 and "without spaces" in r.output
+
+
 def test_compile_refusals_write_nothing(
     write: Callable[[str, str], Path], tmp_path: Path, keypair: tuple[Path, Path]
 ) -> None:
