@@ -33,6 +33,7 @@ from ..rules import (
     replay,
     rule_json,
     sign_table,
+    unmatched_series,
     write_key_pair,
 )
 from ..wire import CtlOp, MessageType, message_type
@@ -453,8 +454,15 @@ def rules_replay(rules_file: Path, trace: Path, end_ms: float | None) -> None:
     virtual clock, with the engine edged runs; print one JSON object per firing."""
     import json
 
-    for firing in replay(load_rule_file(rules_file), read_trace(trace), end_ms=end_ms):
+    ruleset, rows = load_rule_file(rules_file), read_trace(trace)
+    for text in unmatched_series(ruleset, rows):
+        click.echo(f"warning: {trace}: series {text} is matched by no rule's selector", err=True)
+    fired = replay(ruleset, rows, end_ms=end_ms)
+    for firing in fired:
         click.echo(json.dumps(firing, sort_keys=True))
+    if not fired:
+        rows_text = f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
+        click.echo(f"replay: no rule fired over {rows_text} of {trace}", err=True)
 
 
 # --- edgectl keys ------------------------------------------------------------------------------
