@@ -7,7 +7,6 @@ $XDG_RUNTIME_DIR or /tmp, the data directory (LMDB) under $XDG_STATE_HOME or ~/.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import types
@@ -19,6 +18,9 @@ from typing import Any
 from .errors import ConfigError
 
 ENV_PREFIX = "EDGE_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""log_level's values, in any case (edged and edge-sync show them alike)."""
+LOG_LEVEL_HELP = "debug, info, warning or error, in any case (default: info)."
 
 
 def _default_run_dir() -> Path:
@@ -212,9 +214,9 @@ def _coerce(name: str, hint: Any, raw: Any) -> Any:
     if hint is int:
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
-        text = raw.strip().replace("_", "") if isinstance(raw, str) else None
-        if text is not None and text.lstrip("+-").isdigit():
-            return int(text)
+        digits = raw.strip().replace("_", "") if isinstance(raw, str) else ""
+        if digits.lstrip("+-").isdigit():
+            return int(digits)
         raise ValueError(f"expected a whole number, got {raw!r}")
     if hint is float:
         if isinstance(raw, int | float) and not isinstance(raw, bool):
@@ -236,6 +238,8 @@ def _coerce(name: str, hint: Any, raw: Any) -> Any:
 
 
 def _did_you_mean(key: str, names: set[str]) -> str:
+    import difflib  # only for a mistake: edged does not load it otherwise
+
     close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -337,6 +341,7 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (0.0 <= cfg.sched_shed_threshold <= 1.0, "sched_shed_threshold must be within 0..1"),
         (0.0 <= cfg.sched_shed_below <= 1.0, "sched_shed_below must be within 0..1"),
         (cfg.sched_probe in ("lag", "cpu"), "sched_probe must be 'lag' or 'cpu'"),
+        (cfg.log_level.lower() in LOG_LEVELS, "log_level must be " + " / ".join(LOG_LEVELS)),
         (0.0 < cfg.sched_lag_ms <= 60_000.0, "sched_lag_ms must be within 0..60000 (exclusive 0)"),
         (len(str(cfg.run_dir / "agents.sock")) < 100, "run_dir is too long for an AF_UNIX path"),
         (cfg.agg_window_s >= 0, "agg_window_s must be >= 0 (0 turns aggregates off)"),

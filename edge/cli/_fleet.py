@@ -35,7 +35,7 @@ from ..rules import (
 )
 from ..rules import encode_rule_table as _encode
 from ..wire import MessageType, decode_aggregate, fb, message_type
-from ._main import _emit_json, _fail, console, handles_errors
+from ._main import HelpGroup, _emit_json, _fail, console, handles_errors, json_option
 from ._rules_cmds import lifetime_ms, scope_names
 
 _T = TypeVar("_T")
@@ -49,7 +49,7 @@ class FleetCtx:
     timeout: float
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 @click.option("--url", "upstream_url", help="NATS server URL(s), comma-separated (upstream_url).")
 @click.option("--creds", "upstream_creds", type=_file, help="NATS credentials file (.creds).")
 @click.option("--nkey", "upstream_nkey", type=_file, help="NKey seed file.")
@@ -193,7 +193,7 @@ def describe_value(value: bytes) -> TableInfo | None:
     is_flag=True,
     help="Publish a table signed by a key other than --key, or not newer than the key's.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def fleet_push(

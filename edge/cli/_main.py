@@ -31,23 +31,44 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON instead of a table (errors too)."
+)
+"""The ``--json`` flag of every read command."""
+
+
+def _fail_json(kind: str, message: str, code: int) -> None:
+    """With --json an error is a JSON object on stdout too, so a script parses every outcome;
+    the exit code is the one the text form has."""
+    _emit_json({"ok": False, "error": kind, "message": message, "exit_code": code})
+    sys.exit(code)
+
+
 def handles_errors(fn: F) -> F:
-    """Turn our errors into one clear line and an exit code; never a traceback."""
+    """Turn our errors into one clear line and an exit code; never a traceback. With
+    ``--json`` the line is a JSON object (``ok``, ``error``, ``message``, ``exit_code``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except NotRunningError as exc:
+            if as_json:
+                _fail_json("not_running", str(exc), 3)
             _fail(str(exc), 3)
+        except CtlRefused as exc:
+            if as_json:
+                _fail_json("refused", f"edged refused: {exc}", 4)
+            _fail(f"edged refused: {exc}", 4)
         except RuleFileError as exc:
             # soft_wrap: a caret must stay under its column however narrow the terminal
             err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
             outcome = "; nothing was pushed" if fn.__name__ == "rules_push" else ""
             _fail(f"{len(exc.problems)} problem{'' if len(exc.problems) == 1 else 's'}{outcome}", 1)
-        except CtlRefused as exc:
-            _fail(f"edged refused: {exc}", 4)
         except (ConfigError, EdgeError) as exc:
+            if as_json:
+                _fail_json(type(exc).__name__, str(exc), 1)
             _fail(str(exc), 1)
 
     return wrapper  # type: ignore[return-value]
@@ -72,7 +93,22 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-class LazyGroup(click.Group):
+class HelpGroup(click.Group):
+    """A group whose command list shows each command's whole first sentence, wrapped to the
+    terminal, instead of cutting it with "..."."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class LazyGroup(HelpGroup):
     """Subcommands that pull in heavy modules (bench, demo; rules and keys: the compiler and
     PyNaCl) are imported when used."""
 
@@ -138,7 +174,7 @@ def _memory_row(m: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_obj
 @handles_errors
 def status(obj: Ctx, as_json: bool) -> None:
@@ -193,7 +229,7 @@ def status(obj: Ctx, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def agents(obj: Ctx, as_json: bool) -> None:
@@ -279,7 +315,7 @@ def rules_sla_table(stats: dict[str, Any]) -> Table:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.option("--reset", is_flag=True, help="Zero histograms and counters after reading.")
 @click.pass_obj
 @handles_errors
@@ -303,8 +339,25 @@ def stats(obj: Ctx, as_json: bool, reset: bool) -> None:
     console.print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(nz.items())))
 
 
+def _tail_line(e: dict[str, Any]) -> str:
+    ts = time.strftime("%H:%M:%S", time.localtime(e["wall_ms"] / 1000))
+    iid = f"#{e['instruction_id']}" if e.get("instruction_id") else ""
+    who = " ".join(x for x in (e["agent_id"], e["rule_id"], iid) if x)
+    return f"{ts}.{e['wall_ms'] % 1000:03d} {e['kind']:<12} {who} {e['detail']}".rstrip()
+
+
+def _wait_for_edged(client: CtlClient, interval: float) -> int:
+    """Poll until an edged answers at the run dir again; its pid."""
+    while True:
+        try:
+            return int(client.request(CtlOp.STATUS)["pid"])
+        except NotRunningError:
+            client.close()
+            time.sleep(interval)  # polling for another process to come up
+
+
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (notes on stderr).")
 @click.option("--follow/--no-follow", default=True, show_default=True)
 @click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
 @click.option(
@@ -313,25 +366,41 @@ def stats(obj: Ctx, as_json: bool, reset: bool) -> None:
 @click.pass_obj
 @handles_errors
 def tail(obj: Ctx, as_json: bool, follow: bool, interval: float, history: bool) -> None:
-    """Instructions, acks and agent events as they happen (Ctrl-C to stop)."""
+    """Instructions (with the sample that fired them), acks (with their e2e latency) and agent
+    events as they happen (Ctrl-C to stop). Follows edged across restarts."""
+
+    def note(text: str) -> None:
+        if as_json:  # stdout stays one event per line
+            err_console.print(f"edgectl tail: {text}", highlight=False, markup=False)
+        else:
+            console.print(f"-- {text}", highlight=False, markup=False, style="dim")
+
     with CtlClient(obj.run_dir, obj.timeout) as client:
         cursor = (
             0 if history else client.request(CtlOp.TAIL, {"after": 0, "from_end": True})["last"]
         )
         try:
             while True:
-                r = client.request(CtlOp.TAIL, {"after": cursor})
+                try:
+                    r = client.request(CtlOp.TAIL, {"after": cursor})
+                except NotRunningError as exc:
+                    if not follow:
+                        raise
+                    client.close()
+                    note(f"lost edged ({exc}); waiting for it to come back")
+                    pid = _wait_for_edged(client, interval)
+                    note(f"edged is back (pid {pid}): following its events from its start")
+                    cursor = 0
+                    continue
+                if r.get("newest", cursor) < cursor:  # a new edged numbers events from 1 again
+                    note("edged restarted: following its events from its start")
+                    cursor = 0
+                    continue
                 for e in r["events"]:
                     if as_json:
                         click.echo(json.dumps(e, sort_keys=True))
                     else:
-                        ts = time.strftime("%H:%M:%S", time.localtime(e["wall_ms"] / 1000))
-                        console.print(
-                            f"{ts}.{e['wall_ms'] % 1000:03d} [bold]{e['kind']:<16}[/] "
-                            f"{e['agent_id']:<20} {e['rule_id']:<16} "
-                            f"{e['instruction_id'] or '':>8} {e['detail']}",
-                            highlight=False,
-                        )
+                        console.print(_tail_line(e), highlight=False, markup=False)
                 cursor = r["last"]
                 if not follow:
                     return

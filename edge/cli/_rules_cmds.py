@@ -37,7 +37,7 @@ from ..rules import (
     write_key_pair,
 )
 from ..wire import CtlOp, MessageType, message_type
-from ._main import Ctx, _emit_json, _fail, console, handles_errors
+from ._main import Ctx, HelpGroup, _emit_json, _fail, console, handles_errors, json_option
 
 # RulesList fields compared by `diff`, in display order (rule_id is the key, not a field).
 DIFF_FIELDS = (
@@ -178,7 +178,7 @@ def scope_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 # --- edgectl rules -----------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def rules() -> None:
     """Check, compile, sign, push, inspect, compare and roll back rule tables."""
 
@@ -311,7 +311,7 @@ def rules_compile(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Sign with this secret key file before sending (a rule file or an unsigned table).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_push(obj: Ctx, source: Path, key_file: Path | None, as_json: bool) -> None:
@@ -337,7 +337,7 @@ def rules_push(obj: Ctx, source: Path, key_file: Path | None, as_json: bool) -> 
 
 
 @rules.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_list(obj: Ctx, as_json: bool) -> None:
@@ -345,7 +345,8 @@ def rules_list(obj: Ctx, as_json: bool) -> None:
     r = obj.request(CtlOp.RULES_LIST)
     if as_json:
         return _emit_json(r)
-    t = Table(title=f"rule table version {r['active']} (last-known-good {r['lkg']})")
+    lkg = "none" if r["lkg"] is None else f"version {r['lkg']}"
+    t = Table(title=f"rule table version {r['active']} (last-known-good: {lkg})")
     for col in ("prio", "rule", "condition", "action", "SLA ms", "agents"):
         t.add_column(col)
     for rule in sorted(r["rules"], key=lambda x: -x["priority"]):
@@ -362,7 +363,7 @@ def rules_list(obj: Ctx, as_json: bool) -> None:
 
 @rules.command("show")
 @click.argument("rule_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_show(obj: Ctx, rule_id: str, as_json: bool) -> None:
@@ -400,18 +401,20 @@ def rules_show(obj: Ctx, rule_id: str, as_json: bool) -> None:
 
 @rules.command("diff")
 @click.argument("file", type=_existing_file)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_diff(obj: Ctx, file: Path, as_json: bool) -> None:
-    """Compare a rule file with the active table: rules added, removed and changed."""
+    """Compare a rule file with the active table: rules added, removed and changed. Exits 0
+    when they are the same, 1 when they differ (like diff)."""
     _, decoded, info = _compiled(load_rule_file(file))
     r = obj.request(CtlOp.RULES_LIST)
     d = diff_rules([rule_json(x) for x in decoded.rules], r["rules"])
     same_hash = info.content_hash.hex() == r.get("hash")
     doc = {"file": str(file), "active": r["active"], "same": same_hash, **d}
     if as_json:
-        return _emit_json(doc)
+        _emit_json(doc)
+        sys.exit(0 if same_hash else 1)
     console.print(f"{file} against active table version {r['active']}:", highlight=False)
     for x in d["added"]:
         console.print(f"[green]+ {x['rule_id']}[/]: {x['condition']}", highlight=False)
@@ -428,10 +431,11 @@ def rules_diff(obj: Ctx, file: Path, as_json: bool) -> None:
             "the rules match field by field, but the content hashes differ: the custom actions "
             "differ, or fields this edged does not report"
         )
+    sys.exit(0 if same_hash else 1)
 
 
 @rules.command("rollback")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_rollback(obj: Ctx, as_json: bool) -> None:
@@ -468,7 +472,7 @@ def rules_replay(rules_file: Path, trace: Path, end_ms: float | None) -> None:
 # --- edgectl keys ------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def keys() -> None:
     """Ed25519 key pairs that sign rule tables."""
 
@@ -481,7 +485,7 @@ def keys() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Writes PREFIX.key (secret, mode 0600) and PREFIX.pub.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @handles_errors
 def keys_gen(prefix: Path, as_json: bool) -> None:
     """Make a signing key pair: PREFIX.key signs (`rules compile --sign`), PREFIX.pub goes to

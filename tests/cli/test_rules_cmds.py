@@ -241,7 +241,9 @@ def test_push_list_show_diff(
     assert same.exit_code == 0 and "no differences" in same.output
     assert json.loads(invoke("rules", "diff", str(a), "--json", run_dir=run_dir).output)["same"]
 
-    d = json.loads(invoke("rules", "diff", str(b), "--json", run_dir=run_dir).output)
+    differs = invoke("rules", "diff", str(b), "--json", run_dir=run_dir)
+    assert differs.exit_code == 1  # like diff(1): 1 when there are differences
+    d = json.loads(differs.output)
     assert d["active"] == pushed["version"] and not d["same"]
     assert d["added"] == [{"rule_id": "new", "condition": "rate(flow, 10s) < -1"}]
     assert d["removed"] == [{"rule_id": "old", "condition": "temp > 80"}]
@@ -251,7 +253,9 @@ def test_push_list_show_diff(
         'avg(pressure{line="3"}, 5s) > 7.5 and not absent(valve, 2s)',
         'max(pressure{line="3"}, 5s) >= 8 and not absent(valve, 2s)',
     ]
-    text = invoke("rules", "diff", str(b), run_dir=run_dir).output
+    r = invoke("rules", "diff", str(b), run_dir=run_dir)
+    text = r.output
+    assert r.exit_code == 1
     assert "+ new: rate(flow, 10s) < -1" in text and "- old: temp > 80" in text
     assert "~ cpu_hot" in text and "priority: 8 -> 9" in text
 

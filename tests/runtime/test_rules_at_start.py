@@ -45,6 +45,9 @@ def test_an_edited_file_becomes_a_new_version_and_the_log_says_why(
     active, lkg, text = _start(cfg, caplog)
     assert (active, lkg) == (1, None) and f"activated {rules_file} as rule table version 1" in text
     active, lkg, text = _start(cfg, caplog)  # same file again: the stored table, said so
+    assert (active, lkg) == (1, None) and f"{rules_file} is unchanged" in text
+    rules_file.write_text("# a comment changes the bytes, not the rules\n" + rules_file.read_text())
+    active, lkg, text = _start(cfg, caplog)
     assert (active, lkg) == (1, None) and "the same rules as" in text
     rules_file.write_text(EDITED)
     active, lkg, text = _start(cfg, caplog)
