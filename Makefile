@@ -9,6 +9,7 @@ BENCH_OUT ?= bench-out/bench.json
 .PHONY: demo test bench slow lint regen clean setup
 
 setup: $(STAMP)
+	@echo "edged, edgectl and edge-sync are in $(VENV)/bin: run '. $(VENV)/bin/activate' to put them on PATH"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: run with PYTHON=python3.11")'
