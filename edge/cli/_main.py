@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -228,6 +228,42 @@ def status(obj: Ctx, as_json: bool) -> None:
     console.print(t)
 
 
+def human_duration(ms: float) -> str:
+    """``274407`` -> ``4m34s``: short enough for an 80-column table."""
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    s = ms / 1000
+    if s < 60:
+        return f"{s:.1f}s" if s < 10 else f"{s:.0f}s"
+    m, sec = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{sec:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def human_count(n: Any) -> str:
+    """``1234567`` -> ``1.2M``; small numbers as they are."""
+    if not isinstance(n, int):
+        return "" if n is None else str(n)
+    for above, scale, unit in ((10**9, 10**9, "G"), (10**6, 10**6, "M"), (10**4, 10**3, "k")):
+        if abs(n) >= above:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def compact_table(title: str) -> Table:
+    """A table for serial consoles: no vertical rules, one space between columns."""
+    from rich import box
+
+    return Table(
+        title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True
+    )
+
+
 @cli.command()
 @json_option
 @click.pass_obj
@@ -237,41 +273,30 @@ def agents(obj: Ctx, as_json: bool) -> None:
     data = obj.request(CtlOp.AGENTS)["agents"]
     if as_json:
         return _emit_json(data)
-    t = Table(title="agents")
-    for col in (
-        "agent",
-        "state",
-        "kind",
-        "pid",
-        "series",
-        "last seen",
-        "samples",
-        "instr",
-        "acks",
-        "rules",
-    ):
-        # agent ids stay whole (they are copied into other commands); the rest may fold
-        t.add_column(
-            col,
-            justify="right" if col not in ("agent", "state", "kind") else "left",
-            no_wrap=col == "agent",
-            overflow="fold",
-        )
+    t = compact_table("agents")
+    # agent ids stay whole (they are copied into other commands); the other columns are short
+    t.add_column("agent", no_wrap=True, min_width=max((len(a["agent_id"]) for a in data), default=5))
+    t.add_column("state", no_wrap=True)
+    if any(a.get("kind") for a in data):
+        t.add_column("kind", overflow="ellipsis", max_width=12, no_wrap=True)
+    for col in ("pid", "series", "seen", "samples", "ins/ack", "rules"):
+        t.add_column(col, justify="right", no_wrap=True)
     colours = {"active": "green", "lost": "yellow", "gone": "dim", "known": "dim"}
     for a in data:
         seen = a.get("last_seen_ms_ago")
-        t.add_row(
-            a["agent_id"],
-            f"[{colours.get(a['state'], '')}]{a['state']}[/]",
-            a.get("kind", ""),
+        row = [a["agent_id"], f"[{colours.get(a['state'], '')}]{a['state']}[/]"]
+        if len(t.columns) == 9:
+            row.append(a.get("kind", ""))
+        instr = a.get("instructions")
+        row += [
             str(a.get("pid", "")),
             str(a.get("series", "")),
-            "" if seen is None else f"{seen:.0f} ms ago",
-            str(a.get("samples", "")),
-            str(a.get("instructions", "")),
-            str(a.get("acks", "")),
+            "" if seen is None else f"{human_duration(seen)} ago",
+            human_count(a.get("samples")),
+            "" if instr is None else f"{human_count(instr)}/{human_count(a.get('acks'))}",
             str(a.get("rules_bound", "")),
-        )
+        ]
+        t.add_row(*row)
     console.print(t)
 
 
@@ -279,27 +304,38 @@ def _fmt_us(v: Any) -> str:
     return "" if v is None else (f"{v:.1f}" if v < 1000 else f"{v:,.0f}")
 
 
+# a percentile from fewer samples than this says nothing: left blank
+_MIN_N = {"p90": 10, "p99": 100, "p999": 1000}
+STAGE_LEGEND = (
+    "collect: sample taken -> batch sent (agent); trans1: -> edged received; compute: verify, "
+    "decode, lookup; rule: evaluate, decide; trans2: -> agent received the instruction; "
+    "execute: the agent's handler; e2e: sample -> handler done (the SLA is judged on it); "
+    "ack: handler done -> edged received the Ack (not part of e2e). A percentile is blank "
+    "below n = 10 (p90), 100 (p99), 1000 (p99.9)."
+)
+
+
 def stage_table(stats: dict[str, Any], title: str = "latency (µs)") -> Table:
-    t = Table(title=title)
-    for col in ("stage", "count", "p50", "p90", "p99", "p99.9", "max"):
-        t.add_column(col, justify="left" if col == "stage" else "right")
+    t = compact_table(title)
+    for col in ("stage", "n", "p50", "p90", "p99", "p99.9", "max"):
+        t.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for stage, s in stats["stages_us"].items():
-        t.add_row(
-            stage,
-            str(s.get("count", 0)),
-            _fmt_us(s.get("p50")),
-            _fmt_us(s.get("p90")),
-            _fmt_us(s.get("p99")),
-            _fmt_us(s.get("p999")),
-            _fmt_us(s.get("max")),
-        )
+        n = s.get("count", 0) or 0
+        pct = [
+            _fmt_us(s.get(k)) if n >= _MIN_N.get(k, 1) else "" for k in ("p50", "p90", "p99", "p999")
+        ]
+        t.add_row(stage, human_count(n), *pct, _fmt_us(s.get("max")))
     return t
 
 
-def rules_sla_table(stats: dict[str, Any]) -> Table:
-    t = Table(title="rules")
+def rules_sla_table(stats: dict[str, Any], rule_ids: Sequence[str] = ()) -> Table:
+    """Outcomes per rule; ``rule_ids``: rules of the table that fired nothing, shown too."""
+    t = compact_table("rules")
     for col in ("rule", "ok", "failed", "rejected", "timeout", "undeliv.", "SLA met"):
-        t.add_column(col, justify="left" if col == "rule" else "right")
+        t.add_column(col, justify="left" if col == "rule" else "right", no_wrap=col != "rule")
+    for rid in rule_ids:
+        if rid not in stats["rules"]:
+            t.add_row(rid, "0", "0", "0", "0", "0", "did not fire", style="dim")
     for rid, r in stats["rules"].items():
         rate = r["sla_rate"]
         t.add_row(
@@ -327,7 +363,9 @@ def stats(obj: Ctx, as_json: bool, reset: bool) -> None:
     if as_json:
         return _emit_json(s)
     console.print(stage_table(s))
-    console.print(rules_sla_table(s))
+    console.print(STAGE_LEGEND, style="dim", highlight=False)
+    table_rules = [r["rule_id"] for r in obj.request(CtlOp.RULES_LIST)["rules"]]
+    console.print(rules_sla_table(s, table_rules))
     jitter = s["jitter_pct"]
     sla = s["sla_rate"]
     console.print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import subprocess
 import sys
@@ -154,3 +155,36 @@ def test_tail_follows_edged_across_a_restart_and_shows_trigger_and_latency(
         tail.stderr.close()  # type: ignore[union-attr]
         d.close()
 
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [(412, "412ms"), (1500, "1.5s"), (42_000, "42s"), (274_407, "4m34s"), (7_380_000, "2h03m"),
+     (90_000_000, "1d01h")],
+)
+def test_durations_read_like_a_person_writes_them(ms: float, text: str) -> None:
+    from edge.cli._main import human_duration
+
+    assert human_duration(ms) == text
+
+
+def test_agents_and_stats_fit_a_serial_console(
+    edged: Edged, agent_factory: Callable[..., Any]
+) -> None:
+    got: list[Any] = []
+    with agent_factory("perception-long-name-1", ["cpu_usage"], handler=got.append) as agent:
+        agent.report("cpu_usage", 0.99)
+        wait_for(lambda: got, what="an instruction")
+        for cmd in (["agents"], ["stats"]):
+            r = CliRunner().invoke(
+                cli, ["--run-dir", str(edged.cfg.run_dir), *cmd], terminal_width=80,
+                env={"COLUMNS": "80"},
+            )
+            assert r.exit_code == 0, r.output
+            lines = r.output.splitlines()
+            assert max(len(x) for x in lines) <= 80
+            if cmd == ["agents"]:
+                rows = [x for x in lines if "perception-long-name-1" in x]
+                assert len(rows) == 1, r.output  # one line, the id whole
+                row = rows[0]
+                assert re.search(r"\d+(ms|\.\ds|s) ago", row) and "1/1" in row
