@@ -102,6 +102,8 @@ class Edged:
         self._trusted: TrustedKeys = {}
         self._groups = tuple(g.strip() for g in cfg.device_groups.split(",") if g.strip())
         self._infos: dict[int, TableInfo] = {}
+        self._counter_base: dict[str, int] = {}
+        """The loop's counters at the operator's last reset (edgectl stats --reset)."""
         self._closed = False
         self.started_wall_ms = clock.wall_ms()
 
@@ -467,7 +469,7 @@ class Edged:
     def _stats_doc(self, refresh: bool = True) -> dict[str, Any]:
         assert self.stats is not None and self.loop is not None
         doc = self.stats.snapshot(refresh=refresh)
-        doc["counters"], doc["scheduler"] = self._counts()
+        doc["counters"], doc["scheduler"] = self._counts(since_reset=True)
         doc["wall_ms"] = self.clock.wall_ms()
         doc["rules_version"] = self.loop.table.version
         return doc
@@ -475,10 +477,12 @@ class Edged:
     def _metrics_read(self) -> dict[str, Any]:
         loop = self._require_loop()
         assert self.stats is not None and self.writer is not None
+        # since start, whatever an operator reset: Prometheus's counters only ever grow
         return {
             "counters": dict(loop.counters),
             "agents": loop.registry.counts(),
-            "stats": self.stats.snapshot(),
+            "stats": self.stats.snapshot(since_reset=False),
+            "histograms": self.stats.prometheus(),
             "store": self.writer.counters,
         }
 
@@ -500,7 +504,7 @@ class Edged:
         loop = self._require_loop()
         assert self.writer is not None and self.store is not None
         table = loop.table
-        counters, scheduler = self._counts()
+        counters, scheduler = self._counts(since_reset=True)
         return {
             "device_id": self.cfg.device_id,
             "version": __version__,
@@ -538,20 +542,27 @@ class Edged:
             "outbox": self.outbox.stats() if self.outbox is not None else None,
         }
 
-    def _counts(self) -> tuple[dict[str, int], dict[str, Any]]:
+    def _counts(self, *, since_reset: bool = False) -> tuple[dict[str, int], dict[str, Any]]:
         """The loop's counters and the scheduler's counts, copied together on the loop thread
-        (between two iterations) so that they agree; directly once the loop has stopped."""
+        (between two iterations) so that they agree; directly once the loop has stopped.
+        ``since_reset``: the counters since the operator's last ``edgectl stats --reset``
+        (the loop's own never go back: Prometheus and the aggregates read them)."""
         loop = self._require_loop()
 
         def read() -> tuple[dict[str, int], dict[str, Any]]:
             return dict(loop.counters), self._scheduler_status()
 
+        result: tuple[dict[str, int], dict[str, Any]]
         if loop.stopped.is_set() or not loop.ready.is_set():
-            return read()
-        try:
-            result: tuple[dict[str, int], dict[str, Any]] = loop.call(read)
-        except RuntimeStateError:  # stopping meanwhile
-            return read()
+            result = read()
+        else:
+            try:
+                result = loop.call(read)
+            except RuntimeStateError:  # stopping meanwhile
+                result = read()
+        if since_reset and self._counter_base:
+            base = self._counter_base
+            return {k: v - base.get(k, 0) for k, v in result[0].items()}, result[1]
         return result
 
     def _scheduler_status(self) -> dict[str, Any]:
@@ -565,11 +576,14 @@ class Edged:
 
     def _ctl_stats_reset(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
         assert self.stats is not None
+        # the operator's view only: stats and status count from here, Prometheus and the
+        # upstream aggregates keep counting from the start (a client must not reset them)
         self.stats.reset()
         self.gcwatch.reset()
         loop = self._require_loop()
+
         def reset() -> None:
-            loop.counters.update(dict.fromkeys(loop.counters, 0))
+            self._counter_base = dict(loop.counters)
             if loop.overload is not None:
                 loop.overload.reset_counts()
 
