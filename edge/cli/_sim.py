@@ -79,6 +79,16 @@ def summary_us(hist: Any) -> dict[str, Any]:
 WITH_UPSTREAM = {"EDGE_UPSTREAM_URL": "nats://127.0.0.1:1"}
 
 
+def psi_cpu_some_us() -> int | None:
+    """Linux pressure stall information: total µs some runnable task waited for a CPU (None
+    without PSI). Two readings over a window say how busy the machine was meanwhile."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first.rsplit("total=", 1)[1])
+
+
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_DROP)}
     env["PYTHONUNBUFFERED"] = "1"
