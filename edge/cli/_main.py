@@ -352,7 +352,9 @@ def rules_sla_table(stats: dict[str, Any], rule_ids: Sequence[str] = ()) -> Tabl
 
 @cli.command()
 @json_option
-@click.option("--reset", is_flag=True, help="Zero histograms and counters after reading.")
+@click.option("--reset", is_flag=True,
+              help="After reading, count stats and status from zero again (this view only: "
+              "Prometheus and the upstream aggregates keep counting).")
 @click.pass_obj
 @handles_errors
 def stats(obj: Ctx, as_json: bool, reset: bool) -> None:
