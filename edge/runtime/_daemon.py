@@ -753,8 +753,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-ms", metavar="INTEGER", type=int,
                    help="Heartbeat interval agents are told to use.")
     p.add_argument("--run-dir-group", metavar="TEXT", help="Group allowed to reach the sockets.")
-    p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, metavar="LEVEL",
-                   help=LOG_LEVEL_HELP)
+    p.add_argument("--log-level", type=str.upper, choices=[v.upper() for v in LOG_LEVELS],
+                   metavar="LEVEL", help=LOG_LEVEL_HELP)
     p.add_argument("--version", action="version", version=f"edged, version {__version__}",
                    help="Show the version and exit.")
     return p
