@@ -37,7 +37,16 @@ from ..rules import (
     write_key_pair,
 )
 from ..wire import CtlOp, MessageType, message_type
-from ._main import Ctx, HelpGroup, _emit_json, _fail, console, handles_errors, json_option
+from ._main import (
+    Ctx,
+    HelpGroup,
+    _emit_json,
+    _fail,
+    compact_table,
+    console,
+    handles_errors,
+    json_option,
+)
 
 # RulesList fields compared by `diff`, in display order (rule_id is the key, not a field).
 DIFF_FIELDS = (
@@ -346,7 +355,7 @@ def rules_list(obj: Ctx, as_json: bool) -> None:
     if as_json:
         return _emit_json(r)
     lkg = "none" if r["lkg"] is None else f"version {r['lkg']}"
-    t = Table(title=f"rule table version {r['active']} (last-known-good: {lkg})")
+    t = compact_table(f"rule table version {r['active']} (last-known-good: {lkg})")
     for col in ("prio", "rule", "condition", "action", "SLA ms", "agents"):
         t.add_column(col)
     for rule in sorted(r["rules"], key=lambda x: -x["priority"]):
