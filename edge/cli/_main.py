@@ -175,11 +175,21 @@ def _memory_row(m: dict[str, Any]) -> str:
 
 @cli.command()
 @json_option
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=0.0, metavar="SECONDS",
+              help="Wait up to SECONDS for edged to answer (it is starting); then as without.")
 @click.pass_obj
 @handles_errors
-def status(obj: Ctx, as_json: bool) -> None:
+def status(obj: Ctx, as_json: bool, wait_s: float) -> None:
     """Is edged up; what it runs; headline counters."""
-    s = obj.request(CtlOp.STATUS)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            s = obj.request(CtlOp.STATUS)
+            break
+        except NotRunningError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)  # polling for another process to come up
     if as_json:
         return _emit_json(s)
     t = Table(title=f"edged on {s['device_id']}", show_header=False)

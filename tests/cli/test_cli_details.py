@@ -188,3 +188,22 @@ def test_agents_and_stats_fit_a_serial_console(
                 assert len(rows) == 1, r.output  # one line, the id whole
                 row = rows[0]
                 assert re.search(r"\d+(ms|\.\ds|s) ago", row) and "1/1" in row
+
+
+def test_status_wait_waits_for_a_starting_edged(make_cfg: Callable[..., Any]) -> None:
+    import threading
+
+    cfg = make_cfg()
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(CliRunner().invoke(
+        cli, ["--run-dir", str(cfg.run_dir), "status", "--wait", "20", "--json"])))
+    t.start()
+    d = Edged(cfg).start()
+    try:
+        t.join(30)
+    finally:
+        d.close()
+    assert result and result[0].exit_code == 0, result
+    assert json.loads(result[0].stdout)["pid"] == os.getpid()
+    r = CliRunner().invoke(cli, ["--run-dir", str(cfg.run_dir), "status", "--wait", "0.2"])
+    assert r.exit_code == 3  # and gives up after the wait
