@@ -421,9 +421,11 @@ def tail(obj: Ctx, as_json: bool, follow: bool, interval: float, history: bool) 
 
     def note(text: str) -> None:
         if as_json:  # stdout stays one event per line
-            err_console.print(f"edgectl tail: {text}", highlight=False, markup=False)
+            err_console.print(f"edgectl tail: {text}", highlight=False, markup=False,
+                              soft_wrap=True)
         else:
-            console.print(f"-- {text}", highlight=False, markup=False, style="dim")
+            console.print(f"-- {text}", highlight=False, markup=False, style="dim",
+                          soft_wrap=True)
 
     with CtlClient(obj.run_dir, obj.timeout) as client:
         cursor = (
