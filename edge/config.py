@@ -11,7 +11,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,9 @@ class EdgeConfig:
     mem_trim_margin_bytes: int = 16 << 20
     """When RSS grows this far above its steady state (after a burst of big frames, say), the
     ctl thread returns the allocator's free memory to the kernel (malloc_trim); 0: never."""
+    max_targets: int = 64
+    """Instructions one firing of a rule with ``target`` may send (agents in id order); the
+    agents beyond are counted in ``instructions_targets_cut``."""
     max_metrics_per_agent: int = 4096
     sndhwm: int = 1000
     """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
@@ -190,8 +193,9 @@ class EdgeConfig:
 
 
 def _coerce(name: str, hint: Any, raw: Any) -> Any:
-    """``raw`` (TOML value, or text from the environment or a flag) as the field's type.
-    Raises ValueError with a message for a person (never Python's own wording)."""
+    """``raw`` (TOML value, or text from the environment or a flag) as the field's type
+    (Path, bool, int, float, str, or ``X | None``). Raises ValueError with a message for a
+    person (never Python's own wording)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -237,11 +241,29 @@ def _coerce(name: str, hint: Any, raw: Any) -> Any:
     raise ConfigError(f"{name}: unsupported type {hint!r}")  # pragma: no cover - a coding error
 
 
-def _did_you_mean(key: str, names: set[str]) -> str:
+def coerce_setting(name: str, hint: Any, raw: Any, source: str) -> Any:
+    """``raw`` (from a file, the environment or a flag) as the type ``hint``; ConfigError
+    names ``name`` and ``source``. For a loader that stops at its first mistake; load_config
+    and the bridge's collect them all (``apply_env_and_flags``)."""
+    try:
+        return _coerce(name, hint, raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} from {source}: {exc}") from None
+
+
+def did_you_mean(key: str, names: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the known name closest to a misspelt ``key``, else ``""``."""
     import difflib  # only for a mistake: edged does not load it otherwise
 
     close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def raise_problems(problems: list[str]) -> None:
+    """One ConfigError listing every problem (``N problems:`` first when more than one)."""
+    if problems:
+        head = f"{len(problems)} problems:\n  " if len(problems) > 1 else ""
+        raise ConfigError(head + "\n  ".join(problems))
 
 
 def load_config(
@@ -263,24 +285,9 @@ def load_config(
     values: dict[str, Any] = {}
     problems: list[str] = []
 
-    def put(name: str, raw: Any, source: str) -> None:
-        try:
-            values[name] = _coerce(name, hints[name], raw)
-        except ValueError as exc:
-            problems.append(f"{name} from {source}: {exc}")
-
     path = file or (Path(env["EDGE_CONFIG"]) if env.get("EDGE_CONFIG") else None)
     if path is not None:
-        import tomllib  # only with a file: ~0.5 MB that a board configured by flags never pays
-
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path}: not UTF-8 text") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+        data = read_toml(path)
         section: dict[str, Any] = data
         if isinstance(data.get("edge"), dict):
             section = dict(data["edge"])
@@ -288,39 +295,101 @@ def load_config(
                 problems.append(
                     f"config file {path}: {key!r} is outside [edge]: move it under [edge]"
                     if key in names
-                    else f"config file {path}: unknown key {key!r}{_did_you_mean(key, names)}"
+                    else f"config file {path}: unknown key {key!r}{did_you_mean(key, names)}"
                 )
-        for key, raw in section.items():
-            if key not in names:
-                problems.append(
-                    f"config file {path}: unknown key {key!r}{_did_you_mean(key, names)}"
-                )
-            else:
-                put(key, raw, f"config file {path}")
+        put_all(values, section, names, hints, f"config file {path}", problems)
+    apply_env_and_flags(values, names, hints, env, flags, problems)
+    cfg = EdgeConfig(**values)
+    problems += _problems(cfg)
+    raise_problems(problems)
+    return cfg
 
-    for name in names:
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML config file's contents; ConfigError naming the file if it cannot be read or
+    parsed. tomllib is imported only here: ~0.5 MB a board configured by flags never pays."""
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+
+
+def put_all(
+    values: dict[str, Any],
+    section: Mapping[str, Any],
+    names: Iterable[str],
+    hints: Mapping[str, Any],
+    source: str,
+    problems: list[str],
+    where: str = "",
+) -> None:
+    """A file section's settings into ``values``; each unknown key (with the closest known
+    one) and each value of the wrong type appended to ``problems``. ``where``: `` in [x]``."""
+    names = set(names)
+    for key, raw in section.items():
+        if key not in names:
+            problems.append(f"{source}: unknown key {key!r}{where}{did_you_mean(key, names)}")
+            continue
+        try:
+            values[key] = _coerce(key, hints[key], raw)
+        except ValueError as exc:
+            problems.append(f"{key} from {source}: {exc}")
+
+
+def apply_env_and_flags(
+    values: dict[str, Any],
+    names: Iterable[str],
+    hints: Mapping[str, Any],
+    env: Mapping[str, str],
+    flags: Mapping[str, Any] | None,
+    problems: list[str],
+) -> None:
+    """Lay ``EDGE_<NAME>`` variables, then flags (None values ignored), over ``values`` (what
+    the file gave): the shared part of every component's precedence. An unknown flag or a bad
+    value is appended to ``problems``, naming where it came from."""
+    names = set(names)
+    for name in sorted(names):
         key = ENV_PREFIX + name.upper()
         if key in env:
-            put(name, env[key], f"environment {key}")
-
+            try:
+                values[name] = _coerce(name, hints[name], env[key])
+            except ValueError as exc:
+                problems.append(f"{name} from environment {key}: {exc}")
     for name, raw in (flags or {}).items():
         if raw is None:
             continue
         if name not in names:
-            problems.append(f"unknown setting {name!r}{_did_you_mean(name, names)}")
+            problems.append(f"unknown setting {name!r}{did_you_mean(name, names)}")
             continue
-        put(name, raw, f"--{name.replace('_', '-')}")
+        try:
+            values[name] = _coerce(name, hints[name], raw)
+        except ValueError as exc:
+            problems.append(f"{name} from --{name.replace('_', '-')}: {exc}")
 
-    cfg = EdgeConfig(**values)
-    problems += _problems(cfg)
-    if problems:
-        head = f"{len(problems)} problems:\n  " if len(problems) > 1 else ""
-        raise ConfigError(head + "\n  ".join(problems))
-    return cfg
+
+def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]:
+    """``host:port`` (``[::1]:9108`` for IPv6) -> (host, port). Raises ConfigError naming
+    ``setting`` when it is not of that form or the port is outside 0..65535."""
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{setting} {addr!r}: expected host:port, e.g. 127.0.0.1:9108")
+    return host, int(port)
 
 
 def _problems(cfg: EdgeConfig) -> list[str]:
     """Every range or consistency check ``cfg`` fails, as messages."""
+    problems: list[str] = []
+    if cfg.metrics_addr:
+        try:
+            split_host_port(cfg.metrics_addr)
+        except ConfigError as exc:
+            problems.append(str(exc))
     checks = [
         (cfg.heartbeat_ms > 0, "heartbeat_ms must be > 0"),
         (cfg.missed_beats >= 1, "missed_beats must be >= 1"),
@@ -335,6 +404,7 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (0 <= cfg.gc_interval_ms <= 60_000, "gc_interval_ms must be within 0..60000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
+        (1 <= cfg.max_targets <= 65_536, "max_targets must be within 1..65536"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),
         (1 <= cfg.sched_queue <= 1_000_000, "sched_queue must be within 1..1000000"),
@@ -366,4 +436,4 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (cfg.upstream_ack_timeout_s > 0, "upstream_ack_timeout_s must be > 0"),
         (cfg.upstream_backoff_max_s >= 0.1, "upstream_backoff_max_s must be >= 0.1"),
     ]
-    return [message for ok, message in checks if not ok]
+    return problems + [message for ok, message in checks if not ok]

@@ -112,3 +112,20 @@ def test_a_key_outside_the_edge_table_is_not_silently_ignored(tmp_path: Path) ->
 def test_missing_file_says_cannot_read(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no.toml: cannot read: No such file"):
         load_config(env={}, file=tmp_path / "no.toml")
+
+
+def test_settings_added_since_get_the_same_checks(tmp_path: Path) -> None:
+    """max_targets (rule targets) and metrics_addr's host:port check join the one list of
+    problems, with did-you-mean for a misspelling, like every older key."""
+    f = tmp_path / "edge.toml"
+    f.write_text('[edge]\nmax_target = 8\nmax_targets = "lots"\nmetrics_addr = "9108"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config({"max_targetz": 3}, env={}, file=f)
+    text = str(info.value)
+    assert text.startswith("4 problems:"), text
+    assert "unknown key 'max_target' (did you mean max_targets?)" in text
+    assert "max_targets from config file" in text and "expected a whole number, got 'lots'" in text
+    assert "metrics_addr '9108': expected host:port" in text
+    assert "unknown setting 'max_targetz' (did you mean max_targets?)" in text
+    with pytest.raises(ConfigError, match="max_targets must be within 1..65536"):
+        load_config({"max_targets": 0}, env={})

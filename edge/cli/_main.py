@@ -119,6 +119,7 @@ class LazyGroup(HelpGroup):
         "keys": "edge.cli._rules_cmds:keys",
         "sync": "edge.cli._sync_cmds:sync",
         "fleet": "edge.cli._fleet:fleet",
+        "bridge": "edge.cli._bridge_cmds:bridge",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -287,15 +288,19 @@ def agents(obj: Ctx, as_json: bool) -> None:
     # agent ids stay whole (they are copied into other commands); the other columns are short
     t.add_column("agent", no_wrap=True, min_width=max((len(a["agent_id"]) for a in data), default=5))
     t.add_column("state", no_wrap=True)
-    if any(a.get("kind") for a in data):
+    kinds = any(a.get("kind") for a in data)
+    if kinds:
         t.add_column("kind", overflow="ellipsis", max_width=12, no_wrap=True)
     for col in ("pid", "series", "seen", "samples", "ins/ack", "rules"):
         t.add_column(col, justify="right", no_wrap=True)
+    healths = any(a.get("health") for a in data)  # bridged devices report health_* series
+    if healths:
+        t.add_column("health", overflow="fold")
     colours = {"active": "green", "lost": "yellow", "gone": "dim", "known": "dim"}
     for a in data:
         seen = a.get("last_seen_ms_ago")
         row = [a["agent_id"], f"[{colours.get(a['state'], '')}]{a['state']}[/]"]
-        if len(t.columns) == 9:
+        if kinds:
             row.append(a.get("kind", ""))
         instr = a.get("instructions")
         row += [
@@ -306,8 +311,19 @@ def agents(obj: Ctx, as_json: bool) -> None:
             "" if instr is None else f"{human_count(instr)}/{human_count(a.get('acks'))}",
             str(a.get("rules_bound", "")),
         ]
+        if healths:
+            row.append(_health(a.get("health") or {}))
         t.add_row(*row)
     console.print(t)
+
+
+def _health(h: dict[str, float]) -> str:
+    """An agent's health_* series: offline in red, any non-zero counter named."""
+    if not h:
+        return ""
+    parts = [] if h.get("online", 1.0) else ["[red]offline[/]"]
+    parts += [f"{k} {v:g}" for k, v in sorted(h.items()) if k != "online" and v]
+    return ", ".join(parts) or "[green]ok[/]"
 
 
 def _fmt_us(v: Any) -> str:

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..errors import EdgeError, RuleTableError
 from ..rules import (
+    MAX_TARGETS,
     RuleFileError,
     RuleSet,
     TableInfo,
@@ -51,6 +52,9 @@ from ._main import (
 # RulesList fields compared by `diff`, in display order (rule_id is the key, not a field).
 DIFF_FIELDS = (
     "condition",
+    "board",
+    "target",
+    "rearm",
     "action",
     "priority",
     "sla_threshold",
@@ -399,7 +403,8 @@ def rules_show(obj: Ctx, rule_id: str, as_json: bool) -> None:
         if key == "cooldown_ns":
             key, value = "cooldown", _fmt_ns(value)
         elif isinstance(value, list):
-            value = ", ".join(map(str, value)) or ("every agent" if key == "agents" else "")
+            empty = {"agents": "every agent", "target": "the agent that fired"}.get(key, "")
+            value = ", ".join(map(str, value)) or empty
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v!r}" for k, v in value.items())
         elif value is None:
@@ -470,9 +475,16 @@ def rules_replay(rules_file: Path, trace: Path, end_ms: float | None) -> None:
     ruleset, rows = load_rule_file(rules_file), read_trace(trace)
     for text in unmatched_series(ruleset, rows):
         click.echo(f"warning: {trace}: series {text} is matched by no rule's selector", err=True)
-    fired = replay(ruleset, rows, end_ms=end_ms)
+    counts: dict[str, int] = {}
+    fired = replay(ruleset, rows, end_ms, counts)
     for firing in fired:
         click.echo(json.dumps(firing, sort_keys=True))
+    if counts.get("targets_cut"):
+        click.echo(
+            f"edgectl: {counts['targets_cut']} instruction(s) not sent: a firing's target "
+            f"matched more than {MAX_TARGETS} agents (the fan-out cap)",
+            err=True,
+        )
     if not fired:
         rows_text = f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
         click.echo(f"replay: no rule fired over {rows_text} of {trace}", err=True)
