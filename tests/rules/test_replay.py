@@ -117,3 +117,19 @@ def test_labels_in_the_documented_form_and_series_no_selector_matches() -> None:
     assert rows[0].labels == (("line", "3"), ("zone", "drive"))
     assert unmatched_series(rules, rows) == ['temp{zone="cab"}', 'tmp{zone="drive"}']
     assert [f["t_ms"] for f in replay(rules, rows)] == [0]
+
+
+def test_series_a_board_rule_names_are_matched_for_their_agent_only() -> None:
+    """A board rule's selector carries the reserved agent label: the series it names are not
+    'matched by no rule', and the same series of another agent is."""
+    rules = parse_rule_text(
+        "- {rule_id: plc_silent, board: true, rule_content: 'absent(cycle_ms{agent=\"plc-3\"}, 2s)',"
+        " target: cell-1, action: safe_state, priority: 9, sla_threshold: 5}\n"
+    )
+    rows = parse_trace(
+        "t_ms,agent_id,metric,value\n0,plc-3,cycle_ms,10\n1,plc-3,cycle_ms,10\n"
+        "2,cell-1,cycle_ms,10\n3,cell-1,temp,1\n"
+    )
+    assert unmatched_series(rules, rows) == ["temp"]
+    only_other = parse_trace("t_ms,agent_id,metric,value\n0,plc-4,cycle_ms,10\n")
+    assert unmatched_series(rules, only_other) == ["cycle_ms"]
