@@ -816,7 +816,8 @@ def _parser() -> argparse.ArgumentParser:
                    "from the stored table (unless that one is signed: see the log).")
     p.add_argument("--metrics-addr", metavar="TEXT",
                    help="host:port for /metrics; '' disables (default 127.0.0.1:9108).")
-    p.add_argument("--heartbeat-ms", metavar="INTEGER", type=int,
+    # the value is checked by load_config, with the file's and environment's mistakes
+    p.add_argument("--heartbeat-ms", metavar="INTEGER",
                    help="Heartbeat interval agents are told to use.")
     p.add_argument("--run-dir-group", metavar="TEXT", help="Group allowed to reach the sockets.")
     p.add_argument("--log-level", type=str.upper, choices=[v.upper() for v in LOG_LEVELS],
