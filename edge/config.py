@@ -335,11 +335,8 @@ def put_all(
     for key, raw in section.items():
         if key not in names:
             problems.append(f"{source}: unknown key {key!r}{where}{did_you_mean(key, names)}")
-            continue
-        try:
-            values[key] = _coerce(key, hints[key], raw)
-        except ValueError as exc:
-            problems.append(f"{key} from {source}: {exc}")
+        else:
+            _put(values, hints, key, raw, source, problems)
 
 
 def apply_env_and_flags(
@@ -357,20 +354,28 @@ def apply_env_and_flags(
     for name in sorted(names):
         key = ENV_PREFIX + name.upper()
         if key in env:
-            try:
-                values[name] = _coerce(name, hints[name], env[key])
-            except ValueError as exc:
-                problems.append(f"{name} from environment {key}: {exc}")
+            _put(values, hints, name, env[key], f"environment {key}", problems)
     for name, raw in (flags or {}).items():
         if raw is None:
             continue
         if name not in names:
             problems.append(f"unknown setting {name!r}{did_you_mean(name, names)}")
-            continue
-        try:
-            values[name] = _coerce(name, hints[name], raw)
-        except ValueError as exc:
-            problems.append(f"{name} from --{name.replace('_', '-')}: {exc}")
+        else:
+            _put(values, hints, name, raw, f"--{name.replace('_', '-')}", problems)
+
+
+def _put(
+    values: dict[str, Any],
+    hints: Mapping[str, Any],
+    name: str,
+    raw: Any,
+    source: str,
+    problems: list[str],
+) -> None:
+    try:
+        values[name] = _coerce(name, hints[name], raw)
+    except ValueError as exc:
+        problems.append(f"{name} from {source}: {exc}")
 
 
 def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]:
