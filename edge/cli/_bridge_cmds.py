@@ -11,12 +11,12 @@ from pathlib import Path
 
 import click
 
-from ._main import _emit_json, _fail, console, err_console, handles_errors
+from ._main import HelpGroup, _emit_json, _fail, console, err_console, handles_errors
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def bridge() -> None:
     """The firmware bridge's device profiles."""
 

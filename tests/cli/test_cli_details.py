@@ -45,7 +45,7 @@ def test_every_option_of_every_command_has_help() -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("group", [[], ["rules"], ["fleet"], ["sync"], ["keys"]])
+@pytest.mark.parametrize("group", [[], ["rules"], ["fleet"], ["sync"], ["keys"], ["bridge"]])
 def test_group_help_never_cuts_a_sentence(group: list[str]) -> None:
     r = CliRunner().invoke(cli, [*group, "--help"], terminal_width=80, env={"COLUMNS": "80"})
     assert r.exit_code == 0
@@ -72,8 +72,9 @@ def _help(*argv: str) -> str:
 def test_edged_help_lists_exit_codes_and_log_levels_match_edge_sync() -> None:
     edged = _help("from edge.runtime import main; main()")
     sync = _help("from edge.sync._main import main; main()")
+    bridge = _help("from firmware_bridge import main; main()")
     assert "exit codes: 0 stopped cleanly" in edged and "3 another edged" in edged.replace("\n", " ")
-    for text in (edged, sync):
+    for text in (edged, sync, bridge):
         assert "--log-level LEVEL" in text and "debug, info, warning or error" in text
 
 
