@@ -30,7 +30,7 @@ from ..errors import EdgeError, RuntimeStateError
 from ._demo_upstream import AGG_WINDOW_S as DEMO_AGG_WINDOW_S
 from ._demo_upstream import DEVICE_ID as DEMO_DEVICE
 from ._demo_upstream import DemoUpstream
-from ._main import STAGE_LEGEND, rules_sla_table, stage_table
+from ._main import STAGE_LEGEND, problems_text, rules_sla_table, stage_table
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "examples" / "demo_rules.yaml"
 DEVICE_EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bridge"
@@ -356,7 +356,7 @@ def demo(duration: float, rules_file: Path | None, live: bool | None, devices: b
         n_rules = len(rule_ids)
     except RuleFileError as exc:
         console.print(str(exc), markup=False)
-        console.print(f"[bold red]demo:[/] {rules_file} has {len(exc.problems)} problem{'' if len(exc.problems) == 1 else 's'}")
+        console.print(f"[bold red]demo:[/] {rules_file} has {problems_text(len(exc.problems))}")
         sys.exit(1)
     use_live = console.is_terminal if live is None else live
     if devices is None:

@@ -65,7 +65,7 @@ def handles_errors(fn: F) -> F:
             # soft_wrap: a caret must stay under its column however narrow the terminal
             err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
             outcome = "; nothing was pushed" if fn.__name__ == "rules_push" else ""
-            _fail(f"{len(exc.problems)} problem{'' if len(exc.problems) == 1 else 's'}{outcome}", 1)
+            _fail(problems_text(len(exc.problems)) + outcome, 1)
         except (ConfigError, EdgeError) as exc:
             if as_json:
                 _fail_json(type(exc).__name__, str(exc), 1)
@@ -87,6 +87,11 @@ class Ctx:
     ) -> dict[str, Any]:
         with CtlClient(self.run_dir, self.timeout) as client:
             return client.request(op, args, blob)
+
+
+def problems_text(n: int) -> str:
+    """``1 problem`` / ``N problems``."""
+    return f"{n} problem{'' if n == 1 else 's'}"
 
 
 def _emit_json(data: Any) -> None:
