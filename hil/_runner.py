@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from ._plants import Plant, make_plant
 from ._scenario import AgentSpec, Scenario
 
 RUN_SLACK_S = 30.0
+_E2E_RE = re.compile(r"e2e ([0-9,.]+) µs")
 
 
 @dataclasses.dataclass
@@ -282,7 +284,7 @@ class _Run:
                         client.close()
                 client, cursor = None, 0
                 continue
-            if r["last"] < cursor:  # a new edged: its events start again
+            if r.get("newest", r["last"]) < cursor:  # a new edged: its events start again
                 cursor = 0
                 continue
             cursor = r["last"]
@@ -290,16 +292,21 @@ class _Run:
                 if ev.get("agent_id") not in devices:
                     continue
                 t_ms = ev["wall_ms"] - self._t0_wall_ms - self.wall_offset_ms  # edged's wall clock
-                if ev["kind"] == "instruction":
+                if ev["kind"] == "instruction":  # detail: "ACTION (metric = value)"
                     rec = {"t_ms": t_ms, "agent_id": ev["agent_id"], "rule_id": ev["rule_id"],
-                           "action": ev["detail"], "params": {}, "t_sample_ms": None,
-                           "e2e_ms": None, "ack": "pending", "applied_ms": None}
+                           "action": ev["detail"].split(" (", 1)[0], "params": {},
+                           "t_sample_ms": None, "e2e_ms": None, "ack": "pending",
+                           "applied_ms": None}
                     open_ins[ev["instruction_id"]] = rec
                     self.rec.instructions.append(rec)
                 elif ev["kind"] == "ack" and ev["instruction_id"] in open_ins:
-                    ins = open_ins.pop(ev["instruction_id"])
-                    ins["ack"] = ev["detail"]
+                    ins = open_ins.pop(ev["instruction_id"])  # detail: "STATUS, e2e N µs"
+                    ins["ack"] = ev["detail"].split(",", 1)[0].strip()
                     ins["applied_ms"] = t_ms
+                    m = _E2E_RE.search(ev["detail"])
+                    if m:  # sample -> the device's confirmation, as edged measured it
+                        ins["e2e_ms"] = float(m.group(1).replace(",", "")) / 1000.0
+                        ins["t_sample_ms"] = t_ms - ins["e2e_ms"]
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from ._replay import parse_trace as parse_trace
     from ._replay import read_trace as read_trace
     from ._replay import replay as replay
+    from ._replay import unmatched_series as unmatched_series
     from ._source import Problem as Problem
     from ._source import RuleFileError as RuleFileError
     from ._source import compose_source as compose_source
@@ -82,6 +83,7 @@ _LAZY = {
     "replay": "_replay",
     "NodeChecker": "_nodes",
     "plain_value": "_nodes",
+    "unmatched_series": "_replay",
     "Problem": "_source",
     "RuleFileError": "_source",
     "load_rule_file": "_source",

@@ -159,6 +159,7 @@ def test_the_tank_behind_a_real_modbus_plc_and_edge_bridge(tmp_path: Path) -> No
     assert res.verdict == "PASS", (res.reason, res.assertions)
     ins = [i for i in res.recording.instructions if i["agent_id"] == "tank-plc"]
     assert [i["action"] for i in ins] == ["safe_state"] and ins[0]["ack"] == "ok"
+    assert 0 < ins[0]["e2e_ms"] < 1000  # sample -> the PLC's write response, from edged's Ack
     assert any(m == "health_online" and v == 1.0 for _, a, m, v, _ in res.recording.samples if a == "tank-plc")
     assert "ack:ok,tank-plc,tank_high" in Path(files["events"]).read_text()
     assert res.rig["teardown_problems"] == []
