@@ -51,6 +51,7 @@ from ..wire import (
     encode_heartbeat,
     encode_hello,
     encode_metric_batch,
+    lean_instruction,
     verify,
 )
 
@@ -423,6 +424,10 @@ class Agent:
             except zmq.Again:
                 return
             t_delivered = self._clock.monotonic_ns()
+            ins = lean_instruction(buf)  # our encoder's layout: checked and decoded at once
+            if ins is not None:
+                self._execute(sock, ins, t_delivered)
+                continue
             try:
                 mtype = verify(buf)
             except EdgeError as exc:
@@ -460,17 +465,18 @@ class Agent:
             status, detail = AckStatus.REJECTED, "this agent has no instruction handler"
         else:
             # registered before the handler runs: the device may confirm (ack()) before the
-            # handler has returned DEFERRED
-            with self._send_lock:
-                self._deferred[ins.instruction_id] = (self._session, t_delivered)
+            # handler has returned DEFERRED. Whoever pops the entry answers: dict operations
+            # are atomic, so no lock is taken on this path (ack() holds one for its send).
+            deferred = self._deferred
+            iid = ins.instruction_id
+            deferred[iid] = (self._session, t_delivered)
             try:
                 result = self._handler(ins)
                 if result is DEFERRED:
                     self.counters["deferred"] += 1
                     return
-                with self._send_lock:
-                    if self._deferred.pop(ins.instruction_id, None) is None:
-                        return  # answered by ack() already
+                if deferred.pop(iid, None) is None:
+                    return  # answered by ack() already
                 if result is False:
                     status = AckStatus.FAILED
                 elif isinstance(result, AckStatus):
@@ -478,10 +484,10 @@ class Agent:
                 elif isinstance(result, tuple):
                     status, detail = AckStatus(result[0]), str(result[1])
             except InstructionRejected as exc:
-                self._deferred.pop(ins.instruction_id, None)
+                deferred.pop(iid, None)
                 status, detail = AckStatus.REJECTED, str(exc)
             except Exception as exc:
-                self._deferred.pop(ins.instruction_id, None)
+                deferred.pop(iid, None)
                 self.counters["handler_errors"] += 1
                 status, detail = AckStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500]
         t_done = self._clock.monotonic_ns()
