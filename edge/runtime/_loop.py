@@ -25,6 +25,7 @@ from typing import Any, cast
 import zmq
 
 from .._log import RateLimiter
+from .._rt import apply_to_current_thread, apply_to_zmq_threads
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig
 from ..errors import RuntimeStateError, TooLargeError, VerifyError
@@ -65,7 +66,6 @@ from ._lifecycle import AgentState
 from ._overload import COUNTERS as SCHED_COUNTERS
 from ._overload import OverloadControl
 from ._registry import AGENT_ID_RE, FORGET, LIVENESS, METRIC_NAME_RE, AgentRecord, Registry
-from ._rt import apply_to_current_thread, apply_to_zmq_threads
 from ._stats import StatsBook
 
 log = logging.getLogger("edge.loop")

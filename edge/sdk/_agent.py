@@ -22,6 +22,7 @@ from typing import Any, cast
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from .._rt import apply_rt_profile, parse_rt
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import load_config
 from ..errors import (
@@ -98,6 +99,13 @@ class Agent:
             agent.report("cpu_usage", 0.93)
 
     ``run_dir`` defaults to edged's (EDGE_RUN_DIR / config); ``endpoint`` overrides it.
+
+    ``rt="CPU[:PRIO]"`` (e.g. ``"1:80"``) is the real-time profile: the I/O thread, which runs
+    the handler and sends its Ack, and libzmq's I/O threads are pinned to that CPU at
+    SCHED_FIFO, memory locked where permitted; each refusal (no CAP_SYS_NICE, a small
+    RLIMIT_MEMLOCK) is a warning and the agent runs without it (``rt_applied`` tells). The
+    handler runs on the I/O thread between receipt and Ack, with no thread hand-off: a handler
+    whose work takes longer returns :data:`DEFERRED` and calls :meth:`ack` when done.
     """
 
     def __init__(
@@ -113,7 +121,10 @@ class Agent:
         connect_timeout: float = 5.0,
         clock: Clock = SYSTEM_CLOCK,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        rt: str | None = None,
     ):
+        if rt is not None:
+            parse_rt(rt)  # a malformed profile is the caller's mistake: raise it here
         self.agent_id = agent_id
         self.decls = tuple(_decl(m) for m in metrics)
         if endpoint is None:
@@ -125,6 +136,9 @@ class Agent:
         self._heartbeat_ms = heartbeat_ms
         self._connect_timeout = connect_timeout
         self._clock = clock
+        self._rt = rt
+        self.rt_applied: dict[str, Any] = {}
+        """What the real-time profile (``rt=``) took, once the I/O thread runs."""
         # many agents in one process (a bridge's devices) may share one context and its
         # I/O thread; an agent terms only a context it made
         self._own_ctx = context is None
@@ -326,6 +340,8 @@ class Agent:
     # ------------------------------------------------------------ I/O thread
 
     def _io(self) -> None:
+        if self._rt is not None:  # this thread and libzmq's, pinned at SCHED_FIFO
+            self.rt_applied = {"thread": threading.get_native_id(), **apply_rt_profile(self._rt)}
         nonce = secrets.token_hex(4)
         sock = make_dealer(self._ctx, self.endpoint, identity=f"{self.agent_id}#{nonce}".encode())
         monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edge.runtime import Edged
-from edge.runtime._rt import apply_to_current_thread, parse_cpus
+from edge._rt import apply_to_current_thread, parse_cpus
 
 from ..support import wait_for
 
@@ -60,7 +60,7 @@ def test_busy_poll_window_keeps_the_loop_polling(make_cfg: Any, agent_factory: A
 
 def test_libzmq_io_threads_get_the_loops_cpu_set(make_cfg: Any) -> None:
     """The socket work happens on libzmq's I/O thread: the switches reach it too."""
-    from edge.runtime._rt import zmq_io_threads
+    from edge._rt import zmq_io_threads
 
     cpu = max(os.sched_getaffinity(0))
     with Edged(make_cfg(cpu_affinity=str(cpu))) as d:
