@@ -415,10 +415,12 @@ def probe(run_dir: Path, agent_id: str, metric: str, rate: float, high: float, l
 
     def on_instruction(ins: Any) -> None:
         last[0] = (ins.t_sample_ns, now(), ins.instruction_id)
-        got.set()
+
+    def acked(ins: Any, status: Any) -> None:
+        got.set()  # after the Ack: waking the loop thread is not part of the execute stage
 
     with _reported_errors(), Agent(agent_id, [metric], handler=on_instruction, run_dir=run_dir,
-                                   kind="bench-probe") as agent:
+                                   kind="bench-probe", after_ack=acked) as agent:
         mid = agent.metric_id(metric)
         period_ns = int(1e9 / rate) if rate > 0 else 0
         wait_s = timeout_ms / 1000.0

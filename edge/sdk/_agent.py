@@ -106,6 +106,9 @@ class Agent:
     RLIMIT_MEMLOCK) is a warning and the agent runs without it (``rt_applied`` tells). The
     handler runs on the I/O thread between receipt and Ack, with no thread hand-off: a handler
     whose work takes longer returns :data:`DEFERRED` and calls :meth:`ack` when done.
+    ``after_ack(instruction, status)``, when given, runs on the I/O thread once the Ack has
+    left: the place for work that must not count in the execute stage (logging, waking
+    another thread).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class Agent:
         clock: Clock = SYSTEM_CLOCK,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         rt: str | None = None,
+        after_ack: Callable[[Instruction, AckStatus], Any] | None = None,
     ):
         if rt is not None:
             parse_rt(rt)  # a malformed profile is the caller's mistake: raise it here
@@ -137,6 +141,7 @@ class Agent:
         self._connect_timeout = connect_timeout
         self._clock = clock
         self._rt = rt
+        self._after_ack = after_ack
         self.rt_applied: dict[str, Any] = {}
         """What the real-time profile (``rt=``) took, once the I/O thread runs."""
         # many agents in one process (a bridge's devices) may share one context and its
@@ -517,3 +522,9 @@ class Agent:
                 self.agent_id,
                 ins.instruction_id,
             )
+        if self._after_ack is not None:
+            try:
+                self._after_ack(ins, status)
+            except Exception:
+                self.counters["handler_errors"] += 1
+                log.exception("agent %s: after_ack failed", self.agent_id)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from edge.runtime import Edged
 from edge._rt import apply_to_current_thread, parse_cpus
+from edge.runtime import Edged
 
 from ..support import wait_for
 

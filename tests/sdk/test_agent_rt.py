@@ -91,7 +91,9 @@ def test_lean_and_full_paths_run_the_same_handler(tmp_path: Path) -> None:
     ep = f"ipc://{tmp_path}/a.sock"
     router.bind(ep)
     seen: list[Instruction] = []
-    agent = Agent("lean-1", ["cpu"], endpoint=ep, handler=seen.append, context=ctx).start()
+    after: list[tuple[int, AckStatus]] = []
+    agent = Agent("lean-1", ["cpu"], endpoint=ep, handler=seen.append, context=ctx,
+                  after_ack=lambda i, st: after.append((i.instruction_id, st))).start()
     try:
         assert router.poll(10_000), "no Hello"
         rid, _ = router.recv_multipart()
@@ -114,6 +116,8 @@ def test_lean_and_full_paths_run_the_same_handler(tmp_path: Path) -> None:
         assert [a.status for a in acks] == [AckStatus.OK, AckStatus.OK]
         assert seen == [decode_instruction(lean)] * 2
         assert agent.counters["instructions"] == 2
+        wait_for(lambda: len(after) == 2, what="after_ack twice")
+        assert after == [(77, AckStatus.OK)] * 2  # called once each Ack had left
     finally:
         agent.close()
         router.close(0)
