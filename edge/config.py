@@ -84,6 +84,13 @@ class EdgeConfig:
     """Instructions one firing of a rule with ``target`` may send (agents in id order); the
     agents beyond are counted in ``instructions_targets_cut``."""
     max_metrics_per_agent: int = 4096
+    fast_lane: bool = True
+    """Offer the fast lane: the same protocol over AF_UNIX SOCK_SEQPACKET on
+    ``<run_dir>/agents.seq`` beside ZeroMQ, for agents that ask for it (docs/protocol.md)."""
+    fast_lane_max_conns: int = 256
+    """Fast-lane connections at once; more are closed as they come (``seq_refused_full``)."""
+    fast_lane_hello_ms: int = 5000
+    """A fast-lane connection that sends nothing this long is closed (``seq_silent_closed``)."""
     sndhwm: int = 1000
     """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
     ack_timeout_ms: int = 5000
@@ -311,6 +318,8 @@ def _validate(cfg: EdgeConfig) -> None:
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
         (1 <= cfg.max_targets <= 65_536, "max_targets must be within 1..65536"),
+        (1 <= cfg.fast_lane_max_conns <= 65_536, "fast_lane_max_conns must be within 1..65536"),
+        (cfg.fast_lane_hello_ms > 0, "fast_lane_hello_ms must be > 0"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),
         (1 <= cfg.sched_queue <= 1_000_000, "sched_queue must be within 1..1000000"),

@@ -66,6 +66,9 @@ from ._lifecycle import AgentState
 from ._overload import COUNTERS as SCHED_COUNTERS
 from ._overload import OverloadControl
 from ._registry import AGENT_ID_RE, FORGET, LIVENESS, METRIC_NAME_RE, AgentRecord, Registry
+from ._seqlane import COUNTERS as SEQ_COUNTERS
+from ._seqlane import RID_PREFIX as LANE_RID_PREFIX
+from ._seqlane import SeqLane
 from ._stats import StatsBook
 
 log = logging.getLogger("edge.loop")
@@ -75,6 +78,8 @@ _BUDGET = 256  # frames per drain before timers and housekeeping get a turn
 _HOUSEKEEPING_NS = 50_000_000
 _MAX_IDLE_MS = 100  # bounds how long a stop request waits
 _SESSIONS = SystemRandom()  # what `secrets` uses, without its hmac -> OpenSSL import (~3.5 MB)
+
+_LANE_RID = LANE_RID_PREFIX
 
 COUNTERS = (
     "frames_in",
@@ -124,6 +129,7 @@ COUNTERS = (
     "loop_iterations",
     "busy_polls",
     *SCHED_COUNTERS,
+    *SEQ_COUNTERS,
 )
 
 
@@ -158,6 +164,23 @@ class ControlLoop:
             rcvhwm=rcv_hwm(cfg.rcv_conn_bytes, cap),
         )
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.lane: SeqLane | None = None
+        """The fast lane (AF_UNIX SOCK_SEQPACKET, edge.runtime._seqlane); None: not offered."""
+        if cfg.fast_lane:
+            try:
+                self.lane = SeqLane(
+                    cfg.run_dir,
+                    max_bytes=cfg.max_msg_bytes,
+                    max_conns=cfg.fast_lane_max_conns,
+                    hello_timeout_ns=cfg.fast_lane_hello_ms * 1_000_000,
+                    counters=self.counters,
+                )
+            except OSError:
+                self.sock.close(linger=0)
+                os.close(self._wake_fd)
+                raise
+        self._poller = zmq.Poller()
         self._calls: collections.deque[tuple[Callable[[], Any], Future[Any]]] = collections.deque()
         self.registry = Registry(
             forget_ns=int(cfg.agent_forget_s * 1e9), keep_gone_ns=int(cfg.agent_keep_gone_s * 1e9)
@@ -177,7 +200,6 @@ class ControlLoop:
         self.book = StatsBook()
         self.tap: BatchTap | None = None
         """Set by edged when upstream aggregation is on: batches handed to the digest."""
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=4096)
         self.event_seq = 0
         self._limiter = RateLimiter(cfg.log_rate_per_s)
@@ -208,9 +230,12 @@ class ControlLoop:
     def run(self) -> None:
         """Run until ``stop()``. Call from the thread that will own the loop."""
         self._thread = threading.current_thread()
-        poller = zmq.Poller()
+        poller = self._poller
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self._wake_fd, zmq.POLLIN)
+        wake_fd = self._wake_fd
+        if self.lane is not None:
+            poller.register(self.lane.fileno(), zmq.POLLIN)
         sock = self.sock
         now_ns = self.clock.monotonic_ns
         counters = self.counters
@@ -246,8 +271,10 @@ class ControlLoop:
                     if s is sock:
                         self._drain()
                         drained = True
-                    else:
+                    elif s == wake_fd:
                         self._run_calls()
+                    else:
+                        self._lane_event(s)
                 if not drained and ov is not None and ov.pending:
                     ov.drain()
                 if events and busy_ns:
@@ -277,6 +304,8 @@ class ControlLoop:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+        if self.lane is not None:
+            self.lane.close()
         os.close(self._wake_fd)
         path = self.endpoint[len("ipc://") :]
         try:
@@ -390,6 +419,74 @@ class ControlLoop:
             handler(rid, buf, t_recv)
         except Exception as exc:  # a bug must not take control down with it
             self._handler_failed(exc, mtype, rid, t_recv)
+
+    # ---------------------------------------------------------------- the fast lane
+
+    def _lane_event(self, fd: int) -> None:
+        lane = self.lane
+        if lane is None:
+            return
+        now = self.clock.monotonic_ns()
+        if fd == lane.fileno():
+            for new in lane.accept(now):
+                self._poller.register(new.sock.fileno(), zmq.POLLIN)
+            return
+        c = lane.conns.get(fd)
+        if c is None:
+            self._poller.unregister(fd)
+            return
+        bufs, ended = lane.recv(c, _BUDGET)
+        t_recv = self.clock.monotonic_ns()
+        for buf in bufs:
+            self._take(c.rid, buf, t_recv)
+        if ended:
+            self._lane_closed(c, "the fast-lane connection closed")
+
+    def _lane_closed(self, c: Any, why: str) -> None:
+        """A fast-lane connection ended: its agent, if still registered on it, is lost at once
+        (no beats need to be missed: the kernel says so), and comes back with a new Hello."""
+        assert self.lane is not None
+        self._poller.unregister(c.sock.fileno())
+        self.lane.close_conn(c)
+        for rec in list(self.registry.by_session.values()):
+            if rec.routing_id == c.rid and rec.state is AgentState.ACTIVE:
+                now = self.clock.monotonic_ns()
+                self.registry.set_state(rec, AgentState.LOST, now)
+                self.counters["agents_lost"] += 1
+                self._event("agent_lost", rec.agent_id, "", 0, why)
+                self._audit("agent_lost", agent_id=rec.agent_id, reason=why)
+                log.warning("agent %s lost: %s", rec.agent_id, why)
+
+    def _take(self, rid: bytes, buf: bytes, t_recv: int) -> None:
+        """One fast-lane message: what ``_drain`` does for a ZeroMQ frame (the overload
+        scheduler takes over ZeroMQ batches only)."""
+        self.counters["frames_in"] += 1
+        mtype = lean_type(buf, self.cfg.max_msg_bytes)
+        if mtype is None:
+            try:
+                mtype = verify(buf, max_bytes=self.cfg.max_msg_bytes)
+            except TooLargeError as exc:
+                self._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
+                return
+            except VerifyError as exc:
+                self._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
+                return
+        handler = self._handlers.get(mtype)
+        if handler is None:
+            self._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
+            return
+        try:
+            handler(rid, buf, t_recv)
+        except Exception as exc:  # a bug must not take control down with it
+            self._handler_failed(exc, mtype, rid, t_recv)
+
+    def _send(self, rid: bytes, buf: bytes) -> None:
+        """Send to a peer of either transport; raises zmq.Again (full) or zmq.ZMQError
+        EHOSTUNREACH (gone), as the ROUTER does."""
+        if rid[:4] == _LANE_RID and self.lane is not None:
+            self.lane.send(rid, buf)
+        else:
+            self.sock.send_multipart((rid, buf), zmq.NOBLOCK)
 
     def _handler_failed(self, exc: Exception, mtype: MessageType, rid: bytes, t: int) -> None:
         self.counters["handler_errors"] += 1
@@ -558,7 +655,7 @@ class ControlLoop:
             )
         )
         try:
-            self.sock.send_multipart((rec.routing_id, buf), zmq.NOBLOCK)
+            self._send(rec.routing_id, buf)
         except zmq.Again:
             self._undeliverable(
                 rec,
@@ -846,7 +943,7 @@ class ControlLoop:
             )
         )
         try:
-            self.sock.send_multipart((rec.routing_id, probe), zmq.NOBLOCK)
+            self._send(rec.routing_id, probe)
         except zmq.Again:
             return True
         except zmq.ZMQError as exc:
@@ -921,6 +1018,11 @@ class ControlLoop:
                 status="timeout",
                 detail=f"no Ack within {self.cfg.ack_timeout_ms} ms",
             )
+        lane = self.lane
+        if lane is not None and lane.conns:
+            for c in lane.silent(now):
+                self.counters["seq_silent_closed"] += 1
+                self._lane_closed(c, "said nothing")
         # Liveness and forgetting, off the registry's deadline heap: only records whose
         # deadline passed are touched, however many agents ever connected.
         reg = self.registry
@@ -1108,7 +1210,7 @@ class ControlLoop:
 
     def _send_control(self, rid: bytes, buf: bytes) -> None:
         try:
-            self.sock.send_multipart((rid, buf), zmq.NOBLOCK)
+            self._send(rid, buf)
             self.counters["notices_sent"] += 1
         except zmq.ZMQError:  # gone or not reading: the refusal is counted already
             self.counters["notices_dropped"] += 1
@@ -1127,7 +1229,14 @@ class ControlLoop:
 
     def agents_snapshot(self) -> list[dict[str, Any]]:
         now = self.clock.monotonic_ns()
-        out = [rec.describe(now) for rec in list(self.registry.by_id.values())]
+        lane = self.lane
+        out = []
+        for r in list(self.registry.by_id.values()):
+            row = r.describe(now)
+            peer = lane.peer(r.routing_id) if lane is not None else None
+            if peer is not None:  # a fast-lane agent: its transport and peer credentials
+                row.update(peer)
+            out.append(row)
         for agent_id, rec in list(self.registry.known.items()):
             out.append(
                 {
@@ -1172,4 +1281,6 @@ def _session_agent(registry: Registry, session: int) -> str:
 
 
 def _peer(rid: bytes) -> str:
+    if rid[:4] == _LANE_RID:
+        return f"fast-lane connection {int.from_bytes(rid[4:], 'big')}"
     return rid.decode("utf-8", "replace")[:160] if rid else "?"

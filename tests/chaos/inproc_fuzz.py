@@ -107,7 +107,7 @@ class Checker:
             self.lean_taken += 1
             if (lean_t or self._instruction) is not t:
                 self._finding(data, f"a lean check took a {t.name} as {lean_t}")
-            elif lean_ins is not None and lean_ins != self._decode(data):
+            elif lean_ins is not None and repr(lean_ins) != repr(self._decode(data)):
                 self._finding(data, "lean_instruction decoded differently")
         if bytes(data[4:8]) in RULE_TYPES:
             try:
