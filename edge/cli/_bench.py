@@ -46,11 +46,21 @@ from rich.table import Table
 from ..errors import EdgeError
 from ._bench_goals import goal_lines, goal_rows
 from ._bench_rules import ACTIVATION_RULES, activation_table, eval_cost, memory_per_rule
-from ._bench_scenarios import SCENARIOS, run_scenarios, scenario_config, write_latency_plot
+from ._bench_scenarios import (
+    SCENARIOS,
+    ScenarioRig,
+    run_scenarios,
+    scenario_config,
+    write_latency_plot,
+)
 from ._bench_scenarios import summary_lines as scenario_summary_lines
-from ._sim import Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
+from ._sim import new_hist, record_ns, sigterm_as_interrupt, summary_us
 
 STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute")
+PROBES = {"zmq": "bench-probe", "seqpacket": "bench-probe-seq"}
+"""One probe agent per transport: the ZeroMQ default and the fast lane."""
+_INTERLEAVED = ("interleaved with the loop's segments in the same window; the same background "
+                "load sent to the pong process (over ZeroMQ, as edged gets it) meanwhile")
 PROBE_METRIC = "bench_probe"
 PROBE_RULE = f"{PROBE_METRIC} > 0.5"
 LOAD_RULE = "load_value > 1000000"
@@ -70,7 +80,7 @@ def _rules_yaml(sla_ms: float) -> str:
         "  params: {rate: 0.5}\n"
         "  priority: 9\n"
         f"  sla_threshold: {sla_ms:g}\n"
-        "  agents: [bench-probe]\n"
+        "  agents: [bench-probe*]\n"
         "- rule_id: bench_load_guard\n"
         "  rule_name: background series guard (evaluated on every sample, never fires)\n"
         f'  rule_content: "{LOAD_RULE}"\n'
@@ -116,37 +126,68 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def pingpong(
-    endpoint: str, request_bytes: int, seconds: float, rate: float, sla_ns: int = 1_000_000
-) -> dict[str, Any]:
-    """Round trips DEALER -> ROUTER (another process) -> DEALER, paced at ``rate``/s like the
-    loop; µs summary plus ``lost`` (no answer within 1 s), the seed's jitter of the round trips
-    and the share of them within ``sla_ns`` (what the transport alone would attain)."""
+def pingpong_into(
+    hist: Any, target: str, request_bytes: int, seconds: float, rate: float
+) -> int:
+    """Round trips to the pong process (another process), paced at ``rate``/s like the loop,
+    recorded into ``hist`` (ns); returns how many got no answer within 1 s. ``target`` is an
+    ``ipc://`` endpoint (DEALER -> ROUTER) or ``seqpacket:PATH`` (AF_UNIX SOCK_SEQPACKET, the
+    fast lane's floor)."""
+    import select
+    import socket
+
     import zmq
 
-    from ..runtime._stats import jitter_pct, share_at_or_below
-
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    hist = new_hist()
-    lost = 0
     payload = bytes(request_bytes)
     now = time.monotonic_ns
     period = int(1e9 / rate) if rate > 0 else 0
-    try:
-        sock.connect(endpoint)
-        for _ in range(200):  # connect and warm both sides up; not recorded
+    lost = 0
+    if target.startswith("seqpacket:"):
+        lane = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        lane.connect(target[len("seqpacket:") :])
+        poll = select.poll()
+        poll.register(lane.fileno(), select.POLLIN)
+
+        def send() -> None:
+            lane.send(payload)
+
+        def answered(timeout_ms: int) -> bool:
+            if not poll.poll(timeout_ms):
+                return False
+            lane.recv(1 << 16)
+            return True
+
+        def close() -> None:
+            lane.close()
+    else:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(target)
+
+        def send() -> None:
             sock.send(payload)
-            if sock.poll(2000):
-                sock.recv()
+
+        def answered(timeout_ms: int) -> bool:
+            if not sock.poll(timeout_ms):
+                return False
+            sock.recv()
+            return True
+
+        def close() -> None:
+            sock.close(linger=0)
+            ctx.term()
+
+    try:
+        for _ in range(50):  # connect and warm both sides up; not recorded
+            send()
+            answered(2000)
         end = now() + int(seconds * 1e9)
         next_ns = now()
         while now() < end:
             t0 = now()
-            sock.send(payload)
-            if sock.poll(1000):
-                sock.recv()
+            send()
+            if answered(1000):
                 record_ns(hist, now() - t0)
             else:
                 lost += 1
@@ -158,8 +199,15 @@ def pingpong(
                 else:
                     next_ns = now()
     finally:
-        sock.close(linger=0)
-        ctx.term()
+        close()
+    return lost
+
+
+def hist_summary(hist: Any, lost: int, sla_ns: int) -> dict[str, Any]:
+    """µs summary of a ns histogram plus ``lost``, the seed's jitter and the share within
+    ``sla_ns``."""
+    from ..runtime._stats import jitter_pct, share_at_or_below
+
     within = share_at_or_below(hist, sla_ns)
     return {
         **summary_us(hist),
@@ -167,6 +215,15 @@ def pingpong(
         "jitter_pct": jitter_pct(hist),
         "within_sla_pct": None if within is None else round(within * 100, 4),
     }
+
+
+def pingpong(
+    endpoint: str, request_bytes: int, seconds: float, rate: float, sla_ns: int = 1_000_000
+) -> dict[str, Any]:
+    """One run of ``pingpong_into``, summarised (µs, lost, jitter, share within ``sla_ns``)."""
+    hist = new_hist()
+    lost = pingpong_into(hist, endpoint, request_bytes, seconds, rate)
+    return hist_summary(hist, lost, sla_ns)
 
 
 def _psi_cpu_some_us() -> int | None:
@@ -231,70 +288,106 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
     sizes = _message_sizes()
     started = datetime.datetime.now(datetime.UTC)
     machine = machine_info()
-    with Rig() as rig:
+    with ScenarioRig() as rig:
         say(f"run directory {rig.root} (removed afterwards)")
         rules = rig.root / "bench_rules.yaml"
         rules.write_text(_rules_yaml(cfg["sla_ms"]), encoding="utf-8")
 
-        # 1. the baseline on a quiet machine (no edged yet)
+        # 1. the baselines on a quiet machine (no edged yet): ZeroMQ and SEQPACKET round trips
         pong_ep = f"ipc://{rig.root / 'pong.sock'}"
-        pong = rig.spawn("pong", "--endpoint", pong_ep, "--reply-bytes", str(sizes["instruction"]))
+        pong_seq = f"seqpacket:{rig.root / 'pong.seq'}"
+        pong = rig.spawn("pong", "--endpoint", pong_ep, "--seq-path", str(rig.root / "pong.seq"),
+                         "--reply-bytes", str(sizes["instruction"]))  # fmt: skip
         pong.expect("ready")
-        say(f"baseline ping-pong, idle machine, {cfg['baseline_s']:g} s")
+        say(f"baseline ping-pong, idle machine, {cfg['baseline_s']:g} s per transport")
         sla_ns = int(cfg["sla_ms"] * 1e6)
-        base_idle = pingpong(
-            pong_ep, sizes["metric_batch_1"], cfg["baseline_s"], cfg["loop_rate"], sla_ns
-        )
+        req = sizes["metric_batch_1"]
+        base_idle = pingpong(pong_ep, req, cfg["baseline_s"], cfg["loop_rate"], sla_ns)
+        base_idle_seq = pingpong(pong_seq, req, cfg["baseline_s"], cfg["loop_rate"], sla_ns)
 
-        # 2. edged, the background load and the probe
+        # 2. edged, the background load, a probe per transport, and the pong's own load
         say("starting edged and the agents")
         edged = rig.start_edged(rules, log_level="WARNING", config_file=cfg["edged_config"])
         rd = str(rig.run_dir)
-        load = rig.spawn("load", "--run-dir", rd, "--rate", str(cfg["background_rate"] or 1),
+        bg_rate = cfg["background_rate"] or 1
+        load = rig.spawn("load", "--run-dir", rd, "--rate", str(bg_rate),
                          "--batch", str(cfg["background_batch"]), "--series", str(LOAD_SERIES))
-        probe = rig.spawn("probe", "--run-dir", rd, "--rate", str(cfg["loop_rate"]))
-        load.expect("ready")
-        probe.expect("ready")
-        if not cfg["background_rate"]:
-            load.stop()  # --background-rate 0: the loop alone
+        probes = {
+            lane: rig.spawn("probe", "--run-dir", rd, "--rate", str(cfg["loop_rate"]),
+                            "--agent-id", agent_id, "--transport", lane)
+            for lane, agent_id in PROBES.items()
+        }  # fmt: skip
+        # the ping-pong's peer gets the same background load as edged, over ZeroMQ as edged does
+        pong_load = rig.spawn_bench("blast", "--endpoint", pong_ep, "--raw", "--series",
+                                    str(LOAD_SERIES), "--batch", str(cfg["background_batch"]),
+                                    "--rate", str(bg_rate), tag="-pong")  # fmt: skip
+        for child in (load, *probes.values(), pong_load):
+            child.expect("ready")
+        loads = [c for c in (load, pong_load) if cfg["background_rate"]]
+        segments = cfg["segments"]
+        seg_s = cfg["duration_s"] / segments
+        pp_hists = {lane: new_hist() for lane in PROBES}
+        pp_lost = dict.fromkeys(PROBES, 0)
+        targets = {"zmq": pong_ep, "seqpacket": pong_seq}
         with CtlClient(rig.run_dir, timeout=10.0) as ctl:
-            load.send("run")
-            probe.send("run")
-            say(f"warm-up {cfg['warmup_s']:g} s")
-            time.sleep(cfg["warmup_s"])  # the warm-up runs in the children meanwhile
-            probe.send("pause")
-            probe.expect("paused")
+            if cfg["background_rate"]:
+                load.send("run")
+            say(f"warm-up {cfg['warmup_s']:g} s per transport")
+            for p in probes.values():
+                p.send("run")
+                time.sleep(cfg["warmup_s"])  # the warm-up runs in the children meanwhile
+                p.send("pause")
+                p.expect("paused")
 
-            # 3. the measured window
+            # 3. the measured window: segments of each loop and each baseline, alternating
             ctl.request(CtlOp.STATS_RESET)
-            if load.alive():
-                load.send("mark")
-                load.expect("marked")
-            cpu = _CpuMeter({c.name: c.pid for c in (edged, load, probe) if c.alive()})
+            for c in (*loads, *probes.values()):
+                c.send("mark")
+                c.expect("marked")
+            pids = {"edged": edged.pid, "load": load.pid, "pong": pong.pid,
+                    "pong_load": pong_load.pid}  # fmt: skip
+            pids.update({f"probe_{lane}": p.pid for lane, p in probes.items()})
+            cpu = _CpuMeter(pids)
             cpu.start()
             t0 = time.monotonic()
-            probe.send("run")
-            say(f"closed loop {cfg['duration_s']:g} s at {cfg['loop_rate']:g}/s under "
-                f"{cfg['background_rate']:g} metrics/s")
-            time.sleep(cfg["duration_s"])  # measuring: the children do the work
-            probe.send("pause")
-            probe.expect("paused")
+            say(f"closed loop and baselines interleaved: {segments} segments of {seg_s:g} s "
+                f"each, per transport, at {cfg['loop_rate']:g}/s under "
+                f"{cfg['background_rate']:g} metrics/s")  # fmt: skip
+            for _ in range(segments):
+                for p in probes.values():  # the loops: the load goes to edged
+                    p.send("run")
+                    time.sleep(seg_s)  # measuring: the children do the work
+                    p.send("pause")
+                    p.expect("paused")
+                if cfg["background_rate"]:  # the baselines: the same load goes to the pong
+                    load.send("pause")
+                    load.expect("paused")
+                    pong_load.send("run")
+                for lane, target in targets.items():
+                    pp_lost[lane] += pingpong_into(pp_hists[lane], target, req, seg_s,
+                                                   cfg["loop_rate"])  # fmt: skip
+                if cfg["background_rate"]:
+                    pong_load.send("pause")
+                    pong_load.expect("paused")
+                    load.send("run")
             stats = ctl.request(CtlOp.STATS)
             window = time.monotonic() - t0
             gc_window = ctl.request(CtlOp.STATUS).get("gc")  # reset with the stats
             cpu_pct = cpu.stop()
             machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
             load_rep: dict[str, Any] = {}
-            if load.alive():
+            if cfg["background_rate"]:
                 load.send("report")
                 load_rep = load.expect("report")
-            probe.send("report")
-            probe_rep = probe.expect("report")
+            probe_reps = {}
+            for lane, p in probes.items():
+                p.send("report")
+                probe_reps[lane] = p.expect("report")
+            probe_rep = probe_reps["zmq"]
 
-        # 4. the baseline again, under the same background load (edged still evaluating it)
-        say(f"baseline ping-pong under the background load, {cfg['baseline_s']:g} s")
-        base_loaded = pingpong(pong_ep, sizes["metric_batch_1"], cfg["baseline_s"],
-                               cfg["loop_rate"], sla_ns)
+        # 4. the baselines' figures: measured in the same window, under the same load
+        bases = {lane: hist_summary(pp_hists[lane], pp_lost[lane], sla_ns) for lane in PROBES}
+        base_loaded = bases["zmq"]
         # 5. activation: a 10,000-rule table, all bound to the probe's series
         say(f"activation of a {ACTIVATION_RULES:,}-rule table on the live edged")
         with CtlClient(rig.run_dir, timeout=60.0) as ctl:
@@ -315,8 +408,23 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
     }
 
     counters = stats.get("counters", {})
-    probe_samples = int(probe_rep.get("samples_sent", 0))
+    probe_samples = sum(int(r.get("samples_sent", 0)) for r in probe_reps.values())
     bg_received = max(0, int(counters.get("samples", 0)) - probe_samples)
+    load_s = float(load_rep.get("elapsed_s") or window)  # the load pauses for the baselines
+    lanes = {}
+    for lane, rep in probe_reps.items():
+        p_e2e = rep.get("e2e_us") or {}
+        lanes[lane] = {
+            "transport": rep.get("transport"),
+            "e2e_us": p_e2e,
+            "rtt_us": rep.get("rtt_us"),
+            "sla_1ms_pct": rep.get("e2e_within_1ms_pct"),
+            "jitter_pct": rep.get("e2e_jitter_pct"),
+            "baseline_pingpong_us": bases[lane],
+            "ratio_p99": _ratio(p_e2e.get("p99"), bases[lane].get("p99")),
+            "ratio_p999": _ratio(p_e2e.get("p999"), bases[lane].get("p999")),
+            "probe": {k: rep.get(k, 0) for k in _PROBE_COUNTS},
+        }
     e2e = stats["e2e_us"]
     base_p99 = base_loaded.get("p99")
     doc: dict[str, Any] = {
@@ -335,11 +443,16 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         "probe_e2e_us": probe_rep.get("e2e_us"),
         "probe_rtt_us": probe_rep.get("rtt_us"),
         "probe": {k: probe_rep.get(k, 0) for k in _PROBE_COUNTS},
-        "baseline_pingpong_us": {**base_loaded, "conditions": "background load on, edged running"},
+        "baseline_pingpong_us": {**base_loaded, "conditions": _INTERLEAVED},
         "baseline_pingpong_idle_us": {**base_idle, "conditions": "idle machine, no edged"},
+        "baseline_seqpacket_idle_us": {**base_idle_seq, "conditions": "idle machine, no edged"},
+        "lanes": lanes,
+        "lanes_note": "per transport, from the probe agents (sample t_ns to the end of the "
+                      "handler, same clock); e2e_us/stages_us above are edged's, over both",
+        "segments": {"count": cfg["segments"], "seconds_each": seg_s},
         "ratio_p99": _ratio(e2e.get("p99"), base_p99),
         "ratio_p99_idle": _ratio(e2e.get("p99"), base_idle.get("p99")),
-        "background_metrics_per_s": round(bg_received / window, 1) if window > 0 else 0.0,
+        "background_metrics_per_s": round(bg_received / load_s, 1) if load_s > 0 else 0.0,
         "background_sent_per_s": round(float(load_rep.get("sent_per_s", 0.0)), 1),
         "background_late_batches": load_rep.get("late", 0),
         "window_s": round(window, 3),
@@ -494,6 +607,7 @@ def bench(json_path: Path | None, duration: float | None, warmup: float | None,
         "duration_s": duration if duration is not None else (2.0 if quick else 20.0),
         "warmup_s": warmup if warmup is not None else (0.5 if quick else 3.0),
         "baseline_s": baseline_s if baseline_s is not None else (0.5 if quick else 3.0),
+        "segments": 4 if quick else 10,
         "background_rate": background_rate,
         "background_batch": background_batch,
         "loop_rate": loop_rate,

@@ -55,6 +55,15 @@ def test_quick_bench_writes_every_required_key(tmp_path: Path) -> None:
         # what the transport alone attains, the evidence for the SLA and jitter goals
         assert 0.0 <= base["within_sla_pct"] <= 100.0 and base["jitter_pct"] >= 0.0
 
+    # both transports, each against its own floor measured in interleaved segments
+    assert set(doc["lanes"]) == {"zmq", "seqpacket"}
+    for name, lane in doc["lanes"].items():
+        assert lane["transport"] == name  # the fast lane was taken, not fallen back from
+        _summary(lane["e2e_us"])
+        _summary(lane["baseline_pingpong_us"])
+        assert lane["ratio_p99"] > 0 and lane["probe"]["answered"] > 0
+    _summary(doc["baseline_seqpacket_idle_us"])
+    assert doc["segments"]["count"] >= 4
     assert isinstance(doc["instructions"], int) and doc["instructions"] > 0
     assert isinstance(doc["acks"], int) and doc["acks"] > 0
     assert abs(doc["instructions"] - doc["acks"]) <= 2  # one may be in flight at the cut
