@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._rt import parse_rt
 from .errors import ConfigError
 
 ENV_PREFIX = "EDGE_"
@@ -112,6 +113,10 @@ class EdgeConfig:
     """SCHED_FIFO priority (1-99) for the loop's thread; 0 leaves the normal scheduler."""
     mlock: bool = False
     """mlockall(MCL_CURRENT | MCL_FUTURE): no page faults to disk on the control path."""
+    rt: str = ""
+    """The real-time profile in one switch, ``CPU[:PRIO]`` (e.g. "1:80"; PRIO defaults to 50):
+    the loop's thread and libzmq's I/O threads pinned to CPU at SCHED_FIFO PRIO, and mlock.
+    Sets cpu_affinity, rt_priority and mlock; empty: those three as given."""
     gc_freeze: bool = True
     """Move every object alive after start-up into the GC's permanent generation, so a full
     collection on the loop thread never walks the ~100k objects of the imported libraries."""
@@ -252,6 +257,9 @@ def load_config(
     apply_env_and_flags(values, names, hints, env, flags)
     cfg = EdgeConfig(**values)
     _validate(cfg)
+    if cfg.rt:
+        cpus, prio = parse_rt(cfg.rt)
+        cfg = dataclasses.replace(cfg, cpu_affinity=cpus, rt_priority=prio, mlock=True)
     return cfg
 
 
@@ -301,6 +309,11 @@ def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]
 
 
 def _validate(cfg: EdgeConfig) -> None:
+    if cfg.rt:
+        try:
+            parse_rt(cfg.rt)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if cfg.metrics_addr:
         split_host_port(cfg.metrics_addr)
     checks = [

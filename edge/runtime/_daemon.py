@@ -699,6 +699,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-ms", metavar="INTEGER", type=int,
                    help="Heartbeat interval agents are told to use.")
     p.add_argument("--run-dir-group", metavar="TEXT", help="Group allowed to reach the sockets.")
+    p.add_argument("--rt", metavar="CPU[:PRIO]",
+                   help="Real-time profile: the loop and libzmq's threads pinned to CPU at "
+                        "SCHED_FIFO PRIO (default 50), memory locked.")
     p.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"edged, version {__version__}",
                    help="Show the version and exit.")

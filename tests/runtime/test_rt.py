@@ -71,3 +71,17 @@ def test_libzmq_io_threads_get_the_loops_cpu_set(make_cfg: Any) -> None:
         for tid in zio["threads"]:
             assert os.sched_getaffinity(tid) == {cpu}
     assert zmq_io_threads("/nonexistent") == []
+
+
+def test_the_rt_switch_sets_the_three_real_time_settings(make_cfg: Any) -> None:
+    """``rt = "CPU[:PRIO]"`` (edged --rt) is cpu_affinity + rt_priority + mlock in one."""
+    from edge.errors import ConfigError
+
+    cfg = make_cfg(rt="1:70")
+    assert (cfg.cpu_affinity, cfg.rt_priority, cfg.mlock) == ("1", 70, True)
+    assert make_cfg(rt="0").rt_priority == 50
+    assert make_cfg().mlock is False
+    with pytest.raises(ConfigError, match=r"expected CPU\[:PRIO\]"):
+        make_cfg(rt="fast")
+    with pytest.raises(ConfigError, match="1 to 99"):
+        make_cfg(rt="1:200")
