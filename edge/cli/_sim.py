@@ -572,7 +572,8 @@ def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, ba
 @click.option("--seq-path", type=click.Path(path_type=Path), default=None,
               help="Also answer on an AF_UNIX SOCK_SEQPACKET socket bound here (the fast lane's "
                    "floor).")
-def pong(endpoint: str, reply_bytes: int, seq_path: Path | None) -> None:
+@click.option("--rt", default=None, help="The real-time profile, CPU[:PRIO], for this process.")
+def pong(endpoint: str, reply_bytes: int, seq_path: Path | None, rt: str | None) -> None:
     """Answer each frame with ``reply-bytes`` bytes, the way edged's loop reads: poll, then
     recv NOBLOCK until empty, send NOBLOCK; on both transports, like edged. MetricBatch
     frames (a background load sent to this peer, as edged gets one) are read and dropped."""
@@ -580,11 +581,15 @@ def pong(endpoint: str, reply_bytes: int, seq_path: Path | None) -> None:
 
     import zmq
 
+    from .._rt import apply_rt_profile
+
     cmds = Commands()
     reply = bytes(reply_bytes)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    if rt:  # after the socket: libzmq's I/O thread exists
+        apply_rt_profile(rt)
     lane: socket.socket | None = None
     conns: dict[int, socket.socket] = {}
     batch = b"EMBT"
