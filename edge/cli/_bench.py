@@ -481,8 +481,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         # 2.-4. the measured window, default profile
         targets = {"zmq": pong_ep, "seqpacket": pong_seq}
         w = _loop_window(rig, rules, cfg, say, targets, pong, req, None, cfg["edged_config"])
-        edged, stats, window, gc_window, cpu_pct = (w["edged"], w["stats"], w["window"], w["gc"],
-                                                    w["cpu_pct"])  # fmt: skip
+        stats, window, gc_window, cpu_pct = w["stats"], w["window"], w["gc"], w["cpu_pct"]
         load_rep, probe_reps, bases, seg_s = w["load_rep"], w["probe_reps"], w["bases"], w["seg_s"]
         probe_rep = probe_reps["zmq"]
         base_loaded = bases["zmq"]
