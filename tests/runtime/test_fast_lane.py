@@ -190,3 +190,14 @@ def test_a_lane_agent_reconnects_when_edged_restarts(
         finally:
             a.close()
             d.close()
+
+
+def test_a_duplicate_agent_id_across_transports_is_refused(edged: Edged, run_dir: Path) -> None:
+    with Agent("dup-1", ["cpu_usage"], run_dir=run_dir):  # on ZeroMQ, alive
+        s = _raw(run_dir)
+        s.send(encode_hello(Hello("dup-1", (MetricDecl("cpu_usage"),), pid=2)))
+        assert decode_notice(s.recv(65536)).code is NoticeCode.DUPLICATE_AGENT
+        assert edged.loop.counters["duplicate_agent"] == 1
+        s.send(b"\x00" * 12)  # truncated: refused, the connection stays usable
+        assert decode_notice(s.recv(65536)).code is NoticeCode.MALFORMED
+        s.close()
