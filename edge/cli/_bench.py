@@ -472,7 +472,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
     sizes = _message_sizes()
     started = datetime.datetime.now(datetime.UTC)
     machine = machine_info()
-    with ScenarioRig() as rig:  # edged with WITH_UPSTREAM, as Rig(edged_env=...) gives
+    with ScenarioRig() as rig:  # its edged has WITH_UPSTREAM in its environment
         say(f"run directory {rig.root} (removed afterwards)")
         rules = rig.root / "bench_rules.yaml"
         rules.write_text(_rules_yaml(cfg["sla_ms"]), encoding="utf-8")
