@@ -381,16 +381,9 @@ class ControlLoop:
                 continue
             rid, buf = frames
             # the agents' own encoders' layouts are checked in ~1 µs; anything else is walked
-            mtype = lean_type(buf, max_bytes)
+            mtype = lean_type(buf, max_bytes) or self._verified(rid, buf)
             if mtype is None:
-                try:
-                    mtype = verify(buf, max_bytes=max_bytes)
-                except TooLargeError as exc:
-                    self._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
-                    continue
-                except VerifyError as exc:
-                    self._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
-                    continue
+                continue
             if not budget_end:
                 budget_end = t_recv + budget_ns
             elif t_recv >= budget_end and mtype is MessageType.METRIC_BATCH and ov is not None:
@@ -406,6 +399,25 @@ class ControlLoop:
                 handler(rid, buf, t_recv)
             except Exception as exc:  # a bug must not take control down with it
                 self._handler_failed(exc, mtype, rid, t_recv)
+
+    def _verified(self, rid: bytes, buf: bytes) -> MessageType | None:
+        """verify() for a frame the lean checks did not take: its type, or None when it is
+        refused (counted and answered)."""
+        try:
+            return verify(buf, max_bytes=self.cfg.max_msg_bytes)
+        except TooLargeError as exc:
+            self._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
+        except VerifyError as exc:
+            self._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
+        return None
+
+    def _handle_any(self, mtype: MessageType, rid: bytes, buf: bytes, t_recv: int) -> None:
+        """Run a verified message's handler (a type agents do not send is refused)."""
+        handler = self._handlers.get(mtype)
+        if handler is None:
+            self._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
+            return
+        self._handle(handler, mtype, rid, buf, t_recv)
 
     def _handle(
         self,
@@ -462,24 +474,9 @@ class ControlLoop:
         """One fast-lane message: what ``_drain`` does for a ZeroMQ frame (the overload
         scheduler takes over ZeroMQ batches only)."""
         self.counters["frames_in"] += 1
-        mtype = lean_type(buf, self.cfg.max_msg_bytes)
-        if mtype is None:
-            try:
-                mtype = verify(buf, max_bytes=self.cfg.max_msg_bytes)
-            except TooLargeError as exc:
-                self._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
-                return
-            except VerifyError as exc:
-                self._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
-                return
-        handler = self._handlers.get(mtype)
-        if handler is None:
-            self._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
-            return
-        try:
-            handler(rid, buf, t_recv)
-        except Exception as exc:  # a bug must not take control down with it
-            self._handler_failed(exc, mtype, rid, t_recv)
+        mtype = lean_type(buf, self.cfg.max_msg_bytes) or self._verified(rid, buf)
+        if mtype is not None:
+            self._handle_any(mtype, rid, buf, t_recv)
 
     def _send(self, rid: bytes, buf: bytes) -> None:
         """Send to a peer of either transport; raises zmq.Again (full) or zmq.ZMQError

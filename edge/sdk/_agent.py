@@ -490,15 +490,9 @@ class Agent:
                             self._session = 0
                             hello_due = 0
                             self.counters["reconnects"] += 1
-            if self._session:
-                try:
-                    sock.send(encode_bye(Bye(self._session, "closed")), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
+            self._say_bye(send)
         except Exception:
-            log.exception("agent %s I/O thread failed", self.agent_id)
-            self._refusal = self._refusal or "the SDK's I/O thread failed (see log)"
-            self._welcomed.set()
+            self._io_failed()
         finally:
             sock.disable_monitor()
             monitor.close(linger=0)
@@ -569,17 +563,23 @@ class Agent:
                         self._session = 0
                         reconnect_due = 0
                         self.counters["reconnects"] += 1
-            if self._session:
-                try:
-                    send(encode_bye(Bye(self._session, "closed")))
-                except (zmq.Again, OSError):
-                    pass
+            self._say_bye(send)
         except Exception:
-            log.exception("agent %s I/O thread failed", self.agent_id)
-            self._refusal = self._refusal or "the SDK's I/O thread failed (see log)"
-            self._welcomed.set()
+            self._io_failed()
         finally:
             self._session = 0
+
+    def _say_bye(self, send: Callable[[bytes], None]) -> None:
+        if self._session:
+            try:
+                send(encode_bye(Bye(self._session, "closed")))
+            except (zmq.ZMQError, OSError):
+                pass  # edged is gone or not reading: it will see the connection end
+
+    def _io_failed(self) -> None:
+        log.exception("agent %s I/O thread failed", self.agent_id)
+        self._refusal = self._refusal or "the SDK's I/O thread failed (see log)"
+        self._welcomed.set()
 
     def _lane_drain(self, send: Callable[[bytes], None]) -> bool:
         """Every datagram waiting on the lane; True when the connection has ended."""

@@ -61,13 +61,16 @@ _PARAM_BODY = struct.Struct("<BIId").unpack_from  # at +7: kind, key, text, numb
 _I32 = struct.Struct("<i").unpack_from
 
 
+def _target(buf: bytes, at: int) -> int:
+    """Where the uoffset at `at` points; -1 when verify() refuses the uoffset (0 or >= 2**31)."""
+    o = _U32(buf, at)[0]
+    return -1 if o == 0 or o >= 0x80000000 else at + o
+
+
 def _string(buf: bytes, n: int, at: int) -> str | None:
     """The string whose uoffset is at `at`, checked as verify() checks it; None if it fails."""
-    o = _U32(buf, at)[0]
-    if o == 0 or o >= 0x80000000:
-        return None
-    s = at + o
-    if s & 3 or s + 4 > n:
+    s = _target(buf, at)
+    if s < 0 or s & 3 or s + 4 > n:
         return None
     end = s + 4 + _U32(buf, s)[0]
     if end >= n or buf[end] != 0:
@@ -142,7 +145,7 @@ def lean_instruction(buf: bytes) -> Instruction | None:
         return None
     if n < 36 + buf[12]:  # the table size the vtable gives (60 or 64)
         return None
-    (action, priority, rule_at, custom_at, params_at, metric_id, source_at, iid, deadline_ns,
+    (action, priority, _rule, _custom, _params, metric_id, _source, iid, deadline_ns,
      value, t_sample_ns) = _INS_BODY(buf, 42)  # fmt: skip
     act = _ACTION.get(action)
     if act is None:
@@ -153,23 +156,17 @@ def lean_instruction(buf: bytes) -> Instruction | None:
     if rule_id is None or custom is None or source is None:
         return None
     # params: a vector of 4-byte uoffsets, each to a Param table
-    o = params_at
-    if o == 0 or o >= 0x80000000:
-        return None
-    v = 52 + o
-    if v & 3 or v + 4 > n:
+    v = _target(buf, 52)  # params_at, as a position
+    if v < 0 or v & 3 or v + 4 > n:
         return None
     count = _U32(buf, v)[0]
     if count > MAX_LEAN_PARAMS or v + 4 + 4 * count > n:
         return None
     params = []
     for at in range(v + 4, v + 4 + 4 * count, 4):
-        o = _U32(buf, at)[0]
-        if o == 0 or o >= 0x80000000:
-            return None
-        p = at + o
+        p = _target(buf, at)
         # the table 8-aligned (so `number` at +16 is), its vtable the lean one
-        if p & 7 or p + 4 > n:
+        if p < 0 or p & 7 or p + 4 > n:
             return None
         vt = p - _I32(buf, p)[0]
         if vt < 0 or vt & 1 or vt + 12 > n or buf[vt : vt + 12] not in _PARAM_VT:

@@ -90,20 +90,22 @@ def test_bad_input_on_the_lane_is_counted_and_answered(
     make_cfg: Callable[..., EdgeConfig], run_dir: Path
 ) -> None:
     edged = Edged(make_cfg(max_msg_bytes=65536, max_batch=1024)).start()
-    s = _raw(run_dir)
-    counters = edged.loop.counters
-    s.send(b"\x00" * 40)  # not a FlatBuffer
-    assert decode_notice(s.recv(65536)).code is NoticeCode.MALFORMED
-    s.send(encode_metric_batch(12345, 1, 1, [(0, 1.0, 1)]))  # unknown session
-    assert decode_notice(s.recv(65536)).code is NoticeCode.HELLO_REQUIRED
-    s.send(b"x" * (edged.cfg.max_msg_bytes + 100))  # over the limit: truncated and refused
-    assert decode_notice(s.recv(65536)).code is NoticeCode.TOO_LARGE
-    s.send(b"")  # an empty datagram is not a message; edged reads it as the end
-    assert s.recv(10) == b""
-    assert (counters["bad_malformed"], counters["bad_unknown_session"],
-            counters["bad_too_large"]) == (1, 1, 1)  # fmt: skip
-    s.close()
-    edged.close()
+    try:
+        s = _raw(run_dir)
+        counters = edged.loop.counters
+        s.send(b"\x00" * 40)  # not a FlatBuffer
+        assert decode_notice(s.recv(65536)).code is NoticeCode.MALFORMED
+        s.send(encode_metric_batch(12345, 1, 1, [(0, 1.0, 1)]))  # unknown session
+        assert decode_notice(s.recv(65536)).code is NoticeCode.HELLO_REQUIRED
+        s.send(b"x" * (edged.cfg.max_msg_bytes + 100))  # over the limit: truncated and refused
+        assert decode_notice(s.recv(65536)).code is NoticeCode.TOO_LARGE
+        s.send(b"")  # an empty datagram is not a message; edged reads it as the end
+        assert s.recv(10) == b""
+        assert (counters["bad_malformed"], counters["bad_unknown_session"],
+                counters["bad_too_large"]) == (1, 1, 1)  # fmt: skip
+        s.close()
+    finally:
+        edged.close()
 
 
 def test_a_connection_that_never_speaks_is_closed(
