@@ -229,6 +229,67 @@ def test_memory_watch_trims_only_above_steady_plus_margin() -> None:
     assert snap["trims"] == 1 and snap["rss_bytes"] == 130 and snap["trim_margin_bytes"] == 50
 
 
+def test_memory_watch_releases_file_pages_above_their_own_margin() -> None:
+    files = iter([10, 10, 8, 11, 13, 9, 9])
+    released: list[int] = []
+    m = MemoryWatch(0, file_margin=4, release_files=lambda: released.append(1) or 1,
+                    read_rss=lambda: 100, read_file_rss=lambda: next(files), trim=lambda _: 0)
+    m.tick()  # 10
+    m.tick()  # 8: its steady state follows it down
+    m.tick()  # 11: within 8 + 4
+    assert m.file_steady == 8 and not released
+    m.tick()  # 13 > 12: released, and what is left (9) is the new steady state
+    assert released == [1] and m.file_releases == 1 and m.file_steady == 9
+    assert m.file_released_bytes == 4 and m.snapshot()["file_releases"] == 1
+
+
+def _mapped_rss(path: Path) -> int:
+    """Resident bytes of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, mine = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):
+                mine = line.rstrip("\n").endswith(str(path))
+            elif mine and first == "Rss:":
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_the_stores_pages_leave_rss_when_released(tmp_path: Path) -> None:
+    """What grew RSS with every agent that ever came and went: each page of the audit log
+    LMDB read stays mapped. Released, the mapping holds (almost) nothing; read again, it works."""
+    from edge.store import Store, StoreWriter
+
+    with Store.open(tmp_path / "state") as store:
+        w = StoreWriter(store)
+        w.start()
+        for i in range(20_000):
+            w.audit("agent_registered", agent_id=f"churn-{i}", pid=i, series=1)
+        assert w.flush(30)
+        w.close()
+        assert sum(1 for _ in store.iter_audit(kind="agent_registered")) == 20_000
+        data = store.path / "data.mdb"
+        before = _mapped_rss(data)
+        assert before > 1 << 20  # the log was read through the map
+        assert store.release_resident() > 0
+        assert _mapped_rss(data) < before // 10
+        assert sum(1 for _ in store.iter_audit(kind="agent_registered")) == 20_000
+
+
+def test_churn_gives_the_stores_pages_back(make_cfg: Any, run_dir: Path) -> None:
+    with Edged(make_cfg(mem_file_margin_bytes=256 << 10)) as d:
+        p = RawPeer(run_dir, b"churn#2")
+        try:
+            for i in range(1500):
+                w = p.hello(f"churn-{i}")
+                p.send(encode_bye(Bye(w.session, "done")))
+            wait_for(lambda: d.memory.file_releases >= 1, timeout=20,
+                     what="the store's pages to be released")
+        finally:
+            p.close()
+
+
 def test_memory_watch_margin_zero_never_trims() -> None:
     m = MemoryWatch(0, read_rss=lambda: 10**9, trim=lambda pad: pytest.fail("trimmed"))
     m.tick()
@@ -255,9 +316,10 @@ def test_stats_refreshes_leave_no_histograms_behind(make_cfg: Any) -> None:
     once a minute. With collection off, the histograms alive stay those of the live books."""
     import gc
 
+    from hdrh.histogram import HdrHistogram
+
     from edge.runtime import CtlClient
     from edge.wire import CtlOp
-    from hdrh.histogram import HdrHistogram
 
     def histograms() -> int:
         return sum(isinstance(o, HdrHistogram) for o in gc.get_objects())
