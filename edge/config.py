@@ -92,6 +92,11 @@ class EdgeConfig:
     """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
     ack_timeout_ms: int = 5000
     """After this, an unacknowledged instruction is closed as timed out (and an SLA miss)."""
+    stall_after_timeouts: int = 8
+    """An agent whose instructions time out this many times in a row (no Ack between), or
+    whose queue is full, is *stalled*: its instructions are counted
+    (``instructions_suppressed_stalled``) instead of sent, for a back-off of 0.1 s doubling
+    to 5 s, then one goes out as a probe; its Ack ends the stall. 0: only a full queue."""
     commit_interval_ms: float = 5.0
     """Group-commit period of the store writer."""
     map_size: int = 64 << 20
@@ -311,6 +316,7 @@ def _validate(cfg: EdgeConfig) -> None:
         (4096 <= cfg.max_msg_bytes <= 64 << 20, "max_msg_bytes must be within 4 KiB..64 MiB"),
         (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),
+        (cfg.stall_after_timeouts >= 0, "stall_after_timeouts must be >= 0"),
         (0 <= cfg.busy_poll_us <= 1_000_000, "busy_poll_us must be within 0..1000000"),
         (0 <= cfg.gc_interval_ms <= 60_000, "gc_interval_ms must be within 0..60000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),

@@ -174,6 +174,53 @@ def test_hello_bye_churn_leaves_nothing_behind(edged: Edged, run_dir: Path) -> N
         p.close()
 
 
+# ---------------------------------------------------------------- a stalled agent
+
+
+def _fire(p: RawPeer, session: int, n: int, seq0: int = 0) -> None:
+    """``n`` rising edges of cpu_usage: ``n`` firings of cpu_hot."""
+    for i in range(n):
+        p.send(encode_metric_batch(session, seq0 + i, 0, [(0, 0.1, 1), (0, 0.99, 2)]))
+
+
+def test_an_agent_that_stops_acking_is_stalled_not_flooded(make_cfg: Any, run_dir: Path) -> None:
+    """What a stuck agent cost its neighbours: every instruction encoded, sent and then timed
+    out (an audit record and an event each). After stall_after_timeouts in a row it is
+    stalled: its instructions are counted and suppressed (one audit record per stall), one
+    probe goes out per back-off, and its first Ack ends the stall."""
+    with Edged(make_cfg(ack_timeout_ms=100, stall_after_timeouts=3)) as d:
+        p = RawPeer(run_dir, b"deaf#1")
+        try:
+            w = p.hello("deaf-1")
+            c = d.loop.counters
+            _fire(p, w.session, 5)  # read, never acked
+            wait_for(lambda: c["agents_stalled"] == 1, what="the stall")
+            sent = c["instructions_sent"]
+            _fire(p, w.session, 200, seq0=5)
+            wait_for(lambda: c["instructions_suppressed_stalled"] >= 150, what="suppression")
+            assert c["instructions_sent"] - sent <= 5  # a probe per back-off at most
+            rec = d.loop.registry.by_id["deaf-1"]
+            assert rec.describe(0)["stalled"] and rec.suppressed >= 150
+            # it reads again: its Ack of whatever it got (the probe, once one is out) ends it
+            seq = iter(range(1000, 10**6, 2))
+            wait_for(lambda: _fire(p, w.session, 1, next(seq)) or rec.stall_probe, timeout=10,
+                     what="a probe once the back-off is over")
+            ins = _instruction(p)
+            while ins.instruction_id != rec.stall_probe:
+                ins = _instruction(p)
+            p.send(encode_ack(Ack(w.session, ins.instruction_id, AckStatus.OK, 1, 2)))
+            wait_for(lambda: not rec.describe(0)["stalled"], what="the stall to end")
+            (end,) = _audit(d, "agent_unstalled", agent_id="deaf-1")
+            assert end["suppressed"] >= 150
+            assert len(_audit(d, "agent_stalled", agent_id="deaf-1")) == 1
+            assert d.stats.snapshot()["rules"]["cpu_hot"]["undeliverable"] >= 150
+            before = c["instructions_sent"]
+            _fire(p, w.session, 3, seq0=300)
+            wait_for(lambda: c["instructions_sent"] == before + 3, what="sending again")
+        finally:
+            p.close()
+
+
 # ---------------------------------------------------------------- 3. bounded receive path
 
 
