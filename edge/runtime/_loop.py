@@ -850,7 +850,15 @@ class ControlLoop:
         )
         if self.writer is not None:
             self.writer.put_agent(rec.agent_id, rec.persistent())
-        log.info("agent %s registered (%d series, pid %d)", rec.agent_id, len(series), rec.pid)
+        self._log_agent(
+            logging.INFO,
+            "agents_registered",
+            t_recv,
+            "agent %s registered (%d series, pid %d)",
+            rec.agent_id,
+            len(series),
+            rec.pid,
+        )
 
     def _check_hello(self, hello: Any) -> str:
         if not AGENT_ID_RE.match(hello.agent_id):
@@ -906,7 +914,7 @@ class ControlLoop:
             self.counters["agents_recovered"] += 1
             self._event("agent_recovered", rec.agent_id, "", 0, "")
             self._audit("agent_recovered", agent_id=rec.agent_id)
-            log.info("agent %s is back", rec.agent_id)
+            self._log_agent(logging.INFO, "agents_recovered", now, "agent %s is back", rec.agent_id)
 
     def _gone(self, rec: AgentRecord, reason: str) -> None:
         self.registry.set_state(rec, AgentState.GONE, self.clock.monotonic_ns())
@@ -915,7 +923,14 @@ class ControlLoop:
             rec.eval.retire()
         self._event("agent_gone", rec.agent_id, "", 0, reason)
         self._audit("agent_gone", agent_id=rec.agent_id, reason=reason)
-        log.info("agent %s left: %s", rec.agent_id, reason)
+        self._log_agent(
+            logging.INFO,
+            "agents_gone",
+            self.clock.monotonic_ns(),
+            "agent %s left: %s",
+            rec.agent_id,
+            reason,
+        )
         if self.cfg.agent_keep_gone_s:
             if self.writer is not None:
                 self.writer.put_agent(rec.agent_id, rec.persistent())
@@ -936,6 +951,18 @@ class ControlLoop:
         if self.writer is not None:
             self.writer.forget_agent(rec.agent_id)
         self.counters["agents_forgotten"] += 1
+
+    def _log_agent(self, level: int, kind: str, now: int, msg: str, *args: Any) -> None:
+        """An agent's lifecycle line, at the log rate (each one is audited anyway): agents
+        that come and go by the thousand would otherwise queue a LogRecord per event (the
+        queue holds up to 10,000, ~1 KB each) and cost the loop a record's making each."""
+        lim = self._limiter
+        if not lim.allow(kind, now):
+            return
+        more = lim.take_suppressed(kind)
+        if more:
+            msg += f" ({more} more like it since the last one: see the audit log)"
+        log.log(level, msg, *args)
 
     def _grace_ns(self, rec: AgentRecord) -> int:
         return rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats
@@ -994,7 +1021,14 @@ class ControlLoop:
             silent_ms = (now - rec.last_seen_ns) / 1e6
             self._event("agent_lost", rec.agent_id, "", 0, f"no message for {silent_ms:.0f} ms")
             self._audit("agent_lost", agent_id=rec.agent_id, silent_ms=round(silent_ms, 1))
-            log.warning("agent %s lost: %d beats missed", rec.agent_id, self.cfg.missed_beats)
+            self._log_agent(
+                logging.WARNING,
+                "agents_lost",
+                now,
+                "agent %s lost: %d beats missed",
+                rec.agent_id,
+                self.cfg.missed_beats,
+            )
         # Agents recovered from the store that never came back are forgotten after the grace.
         if reg.known and now - self.started_ns >= reg.forget_ns:
             for agent_id in list(reg.known):
