@@ -86,6 +86,10 @@ class EdgeConfig:
     mem_trim_margin_bytes: int = 16 << 20
     """When RSS grows this far above its steady state (after a burst of big frames, say), the
     ctl thread returns the allocator's free memory to the kernel (malloc_trim); 0: never."""
+    mem_file_margin_bytes: int = 2 << 20
+    """When the file-backed part of RSS (the store's pages LMDB has read) grows this far above
+    its steady state, the ctl thread unmaps them (MADV_DONTNEED: they stay in the page cache);
+    0: never."""
     max_targets: int = 64
     """Instructions one firing of a rule with ``target`` may send (agents in id order); the
     agents beyond are counted in ``instructions_targets_cut``."""
@@ -101,6 +105,11 @@ class EdgeConfig:
     """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
     ack_timeout_ms: int = 5000
     """After this, an unacknowledged instruction is closed as timed out (and an SLA miss)."""
+    stall_after_timeouts: int = 8
+    """An agent whose instructions time out this many times in a row (no Ack between), or
+    whose queue is full, is *stalled*: its instructions are counted
+    (``instructions_suppressed_stalled``) instead of sent, for a back-off of 0.1 s doubling
+    to 5 s, then one goes out as a probe; its Ack ends the stall. 0: only a full queue."""
     commit_interval_ms: float = 5.0
     """Group-commit period of the store writer."""
     map_size: int = 64 << 20
@@ -422,9 +431,11 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (cfg.agent_keep_gone_s >= 0, "agent_keep_gone_s must be >= 0"),
         (cfg.rcv_conn_bytes >= 1 << 20, "rcv_conn_bytes must be >= 1 MiB"),
         (cfg.mem_trim_margin_bytes >= 0, "mem_trim_margin_bytes must be >= 0"),
+        (cfg.mem_file_margin_bytes >= 0, "mem_file_margin_bytes must be >= 0"),
         (4096 <= cfg.max_msg_bytes <= 64 << 20, "max_msg_bytes must be within 4 KiB..64 MiB"),
         (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),
+        (cfg.stall_after_timeouts >= 0, "stall_after_timeouts must be >= 0"),
         (0 <= cfg.busy_poll_us <= 1_000_000, "busy_poll_us must be within 0..1000000"),
         (0 <= cfg.gc_interval_ms <= 60_000, "gc_interval_ms must be within 0..60000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),

@@ -93,7 +93,7 @@ class Edged:
         self.stats: StatsView | None = None
         self.agg: Aggregator | None = None
         self.gcwatch = GcWatch()
-        self.memory = MemoryWatch(cfg.mem_trim_margin_bytes)
+        self.memory = MemoryWatch(cfg.mem_trim_margin_bytes, file_margin=cfg.mem_file_margin_bytes)
         """RSS, its high-water mark, and malloc_trim after bursts (the ctl thread's tick)."""
         """Collections and their pauses since start (or the last stats reset)."""
         self.gc_off_loop: GcOffLoop | None = None
@@ -134,6 +134,7 @@ class Edged:
                     self.metrics = MetricsServer(cfg.metrics_addr, self._metrics_read,
                                                  start=False)
             self.store = _open_store(cfg, self.clock)
+            self.memory.release_files = self.store.release_resident
             self.outbox = Outbox(
                 self.store,
                 max_bytes=cfg.outbox_max_bytes,

@@ -77,6 +77,8 @@ _BOARD = "@board"  # prepare()'s key for the board rules' binding
 _BUDGET = 256  # frames per drain before timers and housekeeping get a turn
 _HOUSEKEEPING_NS = 50_000_000
 _MAX_IDLE_MS = 100  # bounds how long a stop request waits
+_STALL_MIN_NS = 100_000_000  # a stalled agent's first back-off; doubled per failed probe
+_STALL_MAX_NS = 5_000_000_000
 _SESSIONS = SystemRandom()  # what `secrets` uses, without its hmac -> OpenSSL import (~3.5 MB)
 
 _LANE_RID = LANE_RID_PREFIX
@@ -98,6 +100,7 @@ COUNTERS = (
     "timer_firings",
     "instructions_sent",
     "instructions_dropped_full",
+    "instructions_suppressed_stalled",
     "instructions_unroutable",
     "instructions_agent_gone",
     "instructions_no_target",
@@ -109,6 +112,7 @@ COUNTERS = (
     "agents_recovered",
     "agents_gone",
     "agents_forgotten",
+    "agents_stalled",
     "bad_frames",
     "bad_malformed",
     "bad_too_large",
@@ -634,6 +638,11 @@ class ControlLoop:
         """One instruction for firing ``f`` to ``rec`` (``source``: the agent that fired when
         that is another one; empty when it is ``rec`` itself)."""
         rule = f.rule
+        if rec.stall_backoff_ns and self._suppress(rec, timing[3]):
+            self.counters["instructions_suppressed_stalled"] += 1
+            self.book.record_unacked(rule.rule_id, "undeliverable")
+            rec.suppressed += 1
+            return
         iid = self._next_iid
         self._next_iid = iid + 1
         r = rule.rule
@@ -662,6 +671,7 @@ class ControlLoop:
                 "instructions_dropped_full",
                 "agent is not reading: its queue is full",
             )
+            self._stall(rec, timing[3], "its queue is full")
             return
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
@@ -684,11 +694,45 @@ class ControlLoop:
             from_timer,
         )
         self._sent_order.append((t_send, iid))
+        if rec.stall_backoff_ns:
+            rec.stall_probe = iid  # the rest wait for its Ack (or its timeout)
         rec.instructions += 1
         self.counters["instructions_sent"] += 1
         self._event(
             "instruction", rec.agent_id, rule.rule_id, iid, _trigger(r.action_name, f.agent, f)
         )
+
+    def _suppress(self, rec: AgentRecord, now: int) -> bool:
+        """Is ``rec`` (stalled) to be spared this instruction? Not when its back-off is over
+        and no probe is out: then this one is the probe."""
+        return bool(rec.stall_probe) or now < rec.stalled_until_ns
+
+    def _stall(self, rec: AgentRecord, now: int, why: str) -> None:
+        """``rec`` is not reading: suppress its instructions for a back-off (doubled when it
+        was stalled already and its probe failed). One audit record per stall, not one per
+        instruction: the stall's count goes into the record that ends it."""
+        first = not rec.stall_backoff_ns
+        rec.stall_backoff_ns = (
+            _STALL_MIN_NS if first else min(rec.stall_backoff_ns * 2, _STALL_MAX_NS)
+        )
+        rec.stalled_until_ns = now + rec.stall_backoff_ns
+        rec.stall_probe = 0
+        if first:
+            rec.suppressed = 0
+            self.counters["agents_stalled"] += 1
+            self._event("agent_stalled", rec.agent_id, "", 0, why)
+            self._audit("agent_stalled", agent_id=rec.agent_id, reason=why)
+            if self._limiter.allow("agents_stalled", now):
+                log.warning("agent %s stalled (%s): instructions suppressed", rec.agent_id, why)
+
+    def _unstall(self, rec: AgentRecord) -> None:
+        """``rec`` acknowledged again: its stall is over."""
+        rec.timeouts_in_row = 0
+        if not rec.stall_backoff_ns:
+            return
+        self._event("agent_unstalled", rec.agent_id, "", 0, f"{rec.suppressed} suppressed")
+        self._audit("agent_unstalled", agent_id=rec.agent_id, suppressed=rec.suppressed)
+        rec.stall_backoff_ns = rec.stalled_until_ns = rec.stall_probe = rec.suppressed = 0
 
     def _undeliverable(
         self, rec: AgentRecord, rule_id: str, iid: int, counter: str, why: str
@@ -737,6 +781,8 @@ class ControlLoop:
                 )
             return
         rec, rule, t_sample, t_bsend, t_recv0, t_eval, t_decide, _t_send, from_timer = p
+        if rec.timeouts_in_row or rec.stall_backoff_ns:
+            self._unstall(rec)
         rec.acks += 1
         rec.last_seen_ns = t_recv
         status = int(ack.status)
@@ -908,7 +954,15 @@ class ControlLoop:
         )
         if self.writer is not None:
             self.writer.put_agent(rec.agent_id, rec.persistent())
-        log.info("agent %s registered (%d series, pid %d)", rec.agent_id, len(series), rec.pid)
+        self._log_agent(
+            logging.INFO,
+            "agents_registered",
+            t_recv,
+            "agent %s registered (%d series, pid %d)",
+            rec.agent_id,
+            len(series),
+            rec.pid,
+        )
 
     def _check_hello(self, hello: Any) -> str:
         if not AGENT_ID_RE.match(hello.agent_id):
@@ -964,7 +1018,7 @@ class ControlLoop:
             self.counters["agents_recovered"] += 1
             self._event("agent_recovered", rec.agent_id, "", 0, "")
             self._audit("agent_recovered", agent_id=rec.agent_id)
-            log.info("agent %s is back", rec.agent_id)
+            self._log_agent(logging.INFO, "agents_recovered", now, "agent %s is back", rec.agent_id)
 
     def _gone(self, rec: AgentRecord, reason: str) -> None:
         self.registry.set_state(rec, AgentState.GONE, self.clock.monotonic_ns())
@@ -973,7 +1027,14 @@ class ControlLoop:
             rec.eval.retire()
         self._event("agent_gone", rec.agent_id, "", 0, reason)
         self._audit("agent_gone", agent_id=rec.agent_id, reason=reason)
-        log.info("agent %s left: %s", rec.agent_id, reason)
+        self._log_agent(
+            logging.INFO,
+            "agents_gone",
+            self.clock.monotonic_ns(),
+            "agent %s left: %s",
+            rec.agent_id,
+            reason,
+        )
         if self.cfg.agent_keep_gone_s:
             if self.writer is not None:
                 self.writer.put_agent(rec.agent_id, rec.persistent())
@@ -995,6 +1056,18 @@ class ControlLoop:
             self.writer.forget_agent(rec.agent_id)
         self.counters["agents_forgotten"] += 1
 
+    def _log_agent(self, level: int, kind: str, now: int, msg: str, *args: Any) -> None:
+        """An agent's lifecycle line, at the log rate (each one is audited anyway): agents
+        that come and go by the thousand would otherwise queue a LogRecord per event (the
+        queue holds up to 10,000, ~1 KB each) and cost the loop a record's making each."""
+        lim = self._limiter
+        if not lim.allow(kind, now):
+            return
+        more = lim.take_suppressed(kind)
+        if more:
+            msg += f" ({more} more like it since the last one: see the audit log)"
+        log.log(level, msg, *args)
+
     def _grace_ns(self, rec: AgentRecord) -> int:
         return rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats
 
@@ -1010,6 +1083,12 @@ class ControlLoop:
                 continue
             rec, rule = p[0], p[1]
             self.counters["ack_timeouts"] += 1
+            rec.timeouts_in_row += 1
+            stall_after = self.cfg.stall_after_timeouts
+            if rec.stall_probe == iid or (
+                stall_after and rec.timeouts_in_row >= stall_after and not rec.stall_backoff_ns
+            ):
+                self._stall(rec, now, f"{rec.timeouts_in_row} instructions in a row not acked")
             self.book.record_unacked(rule.rule_id, "timeout")
             self._event("ack_timeout", rec.agent_id, rule.rule_id, iid, "")
             self._audit(
@@ -1051,7 +1130,14 @@ class ControlLoop:
             silent_ms = (now - rec.last_seen_ns) / 1e6
             self._event("agent_lost", rec.agent_id, "", 0, f"no message for {silent_ms:.0f} ms")
             self._audit("agent_lost", agent_id=rec.agent_id, silent_ms=round(silent_ms, 1))
-            log.warning("agent %s lost: %d beats missed", rec.agent_id, self.cfg.missed_beats)
+            self._log_agent(
+                logging.WARNING,
+                "agents_lost",
+                now,
+                "agent %s lost: %d beats missed",
+                rec.agent_id,
+                self.cfg.missed_beats,
+            )
         # Agents recovered from the store that never came back are forgotten after the grace.
         if reg.known and now - self.started_ns >= reg.forget_ns:
             for agent_id in list(reg.known):
