@@ -25,6 +25,7 @@ import zmq
 from .. import __version__
 from .._log import configure as configure_logging
 from .._log import dropped_records as dropped_log_records
+from .._sdnotify import Notifier
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig, load_config
 from ..errors import (
@@ -61,6 +62,8 @@ from ._stats import StatsBook, StatsView
 log = logging.getLogger("edge.edged")
 
 _TICK_MS = 50
+_STATUS_NS = 5_000_000_000
+"""How often the STATUS line to systemd is refreshed (sent only when it changed)."""
 """The ctl thread's periodic work (aggregation digest, timed GC, stats snapshots) runs at
 least this often."""
 
@@ -75,9 +78,14 @@ class Edged:
         *,
         clock: Clock = SYSTEM_CLOCK,
         utilisation: Callable[[], float] | None = None,
+        notifier: Notifier | None = None,
     ):
-        """``utilisation`` replaces the overload scheduler's load probe (0-1; tests)."""
+        """``utilisation`` replaces the overload scheduler's load probe (0-1; tests);
+        ``notifier`` is systemd's notify socket (default: from $NOTIFY_SOCKET, inert without)."""
         self.cfg = cfg
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
+        self._notified_ready = False
+        self._next_status_ns = 0
         self.clock = clock
         self._utilisation = utilisation
         self._locks: list[InstanceLock] = []
@@ -148,6 +156,7 @@ class Edged:
                 utilisation=self._utilisation,
             )
             self.loop.registry.known = self.store.load_agents()
+            self.loop.on_housekeeping = self._health
             self.stats = StatsView(
                 lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh)),
                 windowed=cfg.agg_window_s > 0,
@@ -270,6 +279,8 @@ class Edged:
         if self._closed:
             return
         self._closed = True
+        if self._notified_ready:
+            self.notifier.stopping()
         self.gcwatch.uninstall()
         if self.loop is not None:
             self.loop.stop()
@@ -306,6 +317,7 @@ class Edged:
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
+        self.notifier.close()
 
     def __enter__(self) -> Edged:
         return self.start()
@@ -314,6 +326,35 @@ class Edged:
         self.close()
 
     # ------------------------------------------------------------ helpers
+
+    def _health(self, now_ns: int) -> None:
+        """The loop's housekeeping hook (loop thread, every 50 ms): READY once the loop turns
+        (sockets bound, store open, table loaded: ``open`` did those), then WATCHDOG pings and
+        a STATUS line every few seconds. Nothing here runs when the loop is stuck."""
+        notifier = self.notifier
+        if not notifier.active:
+            return
+        if not self._notified_ready:
+            self._notified_ready = True
+            notifier.ready(self.status_line())
+            self._next_status_ns = now_ns + _STATUS_NS
+        notifier.watchdog(now_ns)
+        if now_ns >= self._next_status_ns:
+            self._next_status_ns = now_ns + _STATUS_NS
+            notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        """One line of health for systemd's STATUS (loop thread, or after it stopped)."""
+        loop = self._require_loop()
+        c = loop.counters
+        counts = loop.registry.counts()
+        bad = sum(v for k, v in c.items() if k.startswith("bad_"))
+        return (
+            f"agents {counts[AgentState.ACTIVE.value]} active {counts[AgentState.LOST.value]} lost"
+            f", rules v{loop.table.version} ({len(loop.table.rules)})"
+            f", {c['batches']} batches, {c['instructions_sent']} instructions"
+            f", {c['ack_timeouts']} ack timeouts, {bad} bad frames, {len(loop.inflight)} in flight"
+        )
 
     def _require_loop(self) -> ControlLoop:
         if self.loop is None:
