@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from .. import __version__
 from ..config import load_config
+from ..errors import EdgeError
 from ..runtime import CtlClient, Edged
 from ..sdk import Agent, Instruction
 from ..wire import CtlOp
@@ -46,8 +47,8 @@ _TIMEOUT_S = 30.0
 """Per stage; generous, because the board may be an emulated one."""
 
 
-class SelfTestFailed(Exception):
-    pass
+class SelfTestError(EdgeError):
+    """A self-test stage did not do what it must."""
 
 
 def run(
@@ -96,14 +97,14 @@ def run(
         loop = daemon.loop
         assert loop is not None
         if loop.table.version < 1 or not loop.table.rules:
-            raise SelfTestFailed("the built-in rule table is not active after open")
+            raise SelfTestError("the built-in rule table is not active after open")
         timed("loop", daemon.start)
 
         def ctl() -> None:
             with CtlClient(cfg.run_dir, timeout=timeout_s) as client:
                 status = client.request(CtlOp.STATUS)
             if status["rules"]["rules"] != 1:
-                raise SelfTestFailed(f"ctl STATUS reports {status['rules']} rules, not 1")
+                raise SelfTestError(f"ctl STATUS reports {status['rules']} rules, not 1")
 
         timed("ctl", ctl)
         got: list[Instruction] = []
@@ -124,9 +125,9 @@ def run(
             assert agent is not None
             agent.report("self_test_value", 1.0)
             if not delivered.wait(timeout_s):
-                raise SelfTestFailed(f"no instruction within {timeout_s:g} s of the trigger")
+                raise SelfTestError(f"no instruction within {timeout_s:g} s of the trigger")
             if got[0].rule_id != "self_test":
-                raise SelfTestFailed(f"instruction from rule {got[0].rule_id!r}, not self_test")
+                raise SelfTestError(f"instruction from rule {got[0].rule_id!r}, not self_test")
 
         timed("trigger", trigger)
 
@@ -134,7 +135,7 @@ def run(
             deadline = time.monotonic() + timeout_s
             while loop.call(lambda: loop.counters["acks_ok"]) < 1:
                 if time.monotonic() > deadline:
-                    raise SelfTestFailed(f"edged recorded no Ack within {timeout_s:g} s")
+                    raise SelfTestError(f"edged recorded no Ack within {timeout_s:g} s")
                 time.sleep(0.002)
 
         timed("ack", ack)
