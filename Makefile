@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DURATION ?= 20
 BENCH_OUT ?= bench-out/bench.json
 
-.PHONY: demo test bench slow lint regen clean setup
+.PHONY: demo test bench slow lint regen clean setup image images cross-test
 
 setup: $(STAMP)
 
@@ -46,3 +46,8 @@ regen: $(STAMP)
 
 clean:
 	rm -rf $(VENV) bench-out .pytest_cache .hypothesis
+
+# Board images (cross/Makefile, README "Board images"): make image ARCH=aarch64|armv7|riscv64,
+# make images (one arch at a time), make cross-test (qemu-user and a full aarch64 boot). Root.
+image images cross-test: $(STAMP)
+	$(MAKE) -f cross/Makefile $@ $(if $(ARCH),ARCH=$(ARCH),)

@@ -34,8 +34,8 @@ INSTALL_HINT = (
 )
 
 
-class UnitProblem(Exception):
-    pass
+class UnitError(Exception):
+    """A unit fails its check."""
 
 
 def verify(units: list[Path]) -> list[str]:
@@ -72,7 +72,7 @@ def verify(units: list[Path]) -> list[str]:
 
 
 def security(unit: Path, max_exposure: float) -> tuple[float, str]:
-    """The offline exposure score of one service; raises UnitProblem above ``max_exposure``."""
+    """The offline exposure score of one service; raises UnitError above ``max_exposure``."""
     proc = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
         capture_output=True,
@@ -80,7 +80,7 @@ def security(unit: Path, max_exposure: float) -> tuple[float, str]:
     )
     m = _EXPOSURE.search(proc.stdout)
     if m is None:
-        raise UnitProblem(
+        raise UnitError(
             f"{unit}: systemd-analyze security gave no score: {(proc.stderr or proc.stdout).strip()}"
         )
     score, verdict = float(m.group(2)), m.group(3)
@@ -90,7 +90,7 @@ def security(unit: Path, max_exposure: float) -> tuple[float, str]:
             for ln in proc.stdout.splitlines()
             if ln.lstrip().startswith("✗") and not ln.rstrip().endswith(" 0.0")
         ]
-        raise UnitProblem(
+        raise UnitError(
             f"{unit}: exposure {score} {verdict} > {max_exposure}; "
             f"worst settings: {' | '.join(worst[:5])}"
         )
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             score, verdict = security(unit, args.max_exposure)
-        except UnitProblem as exc:
+        except UnitError as exc:
             problems.append(str(exc))
             continue
         print(f"{unit.name}: verify ok, exposure {score} {verdict}")
