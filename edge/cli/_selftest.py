@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import __version__
+from .._sdnotify import Notifier
 from ..config import load_config
 from ..errors import EdgeError
 from ..runtime import CtlClient, Edged
@@ -92,7 +93,7 @@ def run(
             },
             env={},
         )
-        daemon = Edged(cfg)
+        daemon = Edged(cfg, notifier=Notifier(None))  # never READY to a real systemd
         timed("open", daemon.open)
         loop = daemon.loop
         assert loop is not None
