@@ -89,7 +89,10 @@ BUILDER_PACKAGES = [
     "python3-dev", "gcc", "libc6-dev", "python3-pip", "python3-setuptools", "python3-wheel",
     "python3-pbr",
 ]
-COMPILERS = re.compile(r"^(gcc|g\+\+|cpp|clang|binutils|build-essential|python3-dev)(-|$)")
+COMPILERS = re.compile(
+    r"^((gcc|g\+\+|cpp|clang)(-\d+)?|binutils(-.*)?|build-essential|python3(\.\d+)?-dev)$"
+)
+"""Compiler packages; not gcc-14-base (libgcc-s1 depends on it: in every Debian system)."""
 PRIVATE_PY = "usr/lib/edge-runtime/python"
 
 

@@ -135,3 +135,10 @@ def test_flatbuffers_is_locked_to_the_generated_code_version() -> None:
     entry = next(e for e in build.lock() if e["name"] == "flatbuffers")
     assert entry["version"] == flatbuffers.__version__
     assert f'"flatbuffers=={entry["version"]}"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_compiler_check_flags_compilers_not_their_runtime_libraries() -> None:
+    flagged = {"gcc", "gcc-14", "g++-14", "cpp", "cpp-14", "binutils", "binutils-aarch64-linux-gnu",
+               "build-essential", "python3-dev", "python3.13-dev", "clang-19"}
+    kept = {"gcc-14-base", "libgcc-s1", "libstdc++6", "python3", "libpython3.13", "cpio"}
+    assert {p for p in flagged | kept if build.COMPILERS.match(p)} == flagged
