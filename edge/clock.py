@@ -7,6 +7,7 @@ records, logs, upstream). Tests pass a MockClock and move time by hand.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import Protocol
@@ -57,3 +58,35 @@ class MockClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+class Backoff:
+    """Exponential backoff with jitter, bounded: the n-th delay is drawn uniformly from
+    ``[d/2, d]`` with ``d = min(max_s, initial_s * factor**n)`` (seconds). The lower half keeps
+    retries from a fleet spread out without ever waiting longer than ``max_s``."""
+
+    def __init__(
+        self,
+        initial_s: float = 0.1,
+        max_s: float = 10.0,
+        factor: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0 < initial_s <= max_s:
+            raise ValueError(f"need 0 < initial_s <= max_s, got {initial_s}, {max_s}")
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.factor = factor
+        self._rng = rng or random.Random()
+        self.attempt = 0
+
+    def next(self) -> float:
+        """The delay before the next attempt, in seconds (and count the attempt)."""
+        d = min(self.max_s, self.initial_s * self.factor ** min(self.attempt, 64))
+        self.attempt += 1
+        return self._rng.uniform(d / 2, d)
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,9 @@ class EdgeConfig:
     mem_trim_margin_bytes: int = 16 << 20
     """When RSS grows this far above its steady state (after a burst of big frames, say), the
     ctl thread returns the allocator's free memory to the kernel (malloc_trim); 0: never."""
+    max_targets: int = 64
+    """Instructions one firing of a rule with ``target`` may send (agents in id order); the
+    agents beyond are counted in ``instructions_targets_cut``."""
     max_metrics_per_agent: int = 4096
     sndhwm: int = 1000
     """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
@@ -176,7 +179,10 @@ class EdgeConfig:
     """Per-kind log rate for bad input (the rest is counted and summarised)."""
 
 
-def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:
+def coerce_setting(name: str, hint: Any, raw: Any, source: str) -> Any:
+    """``raw`` (from a file, the environment or a flag) as the type ``hint``
+    (Path, bool, int, float, str, or ``X | None``); ConfigError names ``name`` and ``source``.
+    Shared by every component's config loader."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -208,6 +214,9 @@ def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:
     raise ConfigError(f"{name}: unsupported type {hint!r}")  # pragma: no cover - a coding error
 
 
+_coerce = coerce_setting
+
+
 def load_config(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -227,25 +236,46 @@ def load_config(
 
     path = file or (Path(env["EDGE_CONFIG"]) if env.get("EDGE_CONFIG") else None)
     if path is not None:
-        import tomllib  # only with a file: ~0.5 MB that a board configured by flags never pays
-
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+        data = read_toml(path)
         section = data.get("edge", data)
         for key, raw in section.items():
             if key not in names:
                 raise ConfigError(f"config file {path}: unknown key {key!r}")
             values[key] = _coerce(key, hints[key], raw, f"config file {path}")
+    apply_env_and_flags(values, names, hints, env, flags)
+    cfg = EdgeConfig(**values)
+    _validate(cfg)
+    return cfg
 
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML config file's contents; ConfigError naming the file if it cannot be read or
+    parsed. tomllib is imported only here: ~0.5 MB a board configured by flags never pays."""
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def apply_env_and_flags(
+    values: dict[str, Any],
+    names: Iterable[str],
+    hints: Mapping[str, Any],
+    env: Mapping[str, str],
+    flags: Mapping[str, Any] | None,
+) -> None:
+    """Lay ``EDGE_<NAME>`` variables, then flags (None values ignored), over ``values`` (what
+    the file gave): the shared part of every component's precedence. ConfigError for an
+    unknown flag or a bad value, naming where it came from."""
+    names = set(names)
     for name in names:
         key = ENV_PREFIX + name.upper()
         if key in env:
             values[name] = _coerce(name, hints[name], env[key], f"environment {key}")
-
     for name, raw in (flags or {}).items():
         if raw is None:
             continue
@@ -253,12 +283,19 @@ def load_config(
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _coerce(name, hints[name], raw, f"--{name.replace('_', '-')}")
 
-    cfg = EdgeConfig(**values)
-    _validate(cfg)
-    return cfg
+
+def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]:
+    """``host:port`` (``[::1]:9108`` for IPv6) -> (host, port). Raises ConfigError naming
+    ``setting`` when it is not of that form or the port is outside 0..65535."""
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{setting} {addr!r}: expected host:port, e.g. 127.0.0.1:9108")
+    return host, int(port)
 
 
 def _validate(cfg: EdgeConfig) -> None:
+    if cfg.metrics_addr:
+        split_host_port(cfg.metrics_addr)
     checks = [
         (cfg.heartbeat_ms > 0, "heartbeat_ms must be > 0"),
         (cfg.missed_beats >= 1, "missed_beats must be >= 1"),
@@ -273,6 +310,7 @@ def _validate(cfg: EdgeConfig) -> None:
         (0 <= cfg.gc_interval_ms <= 60_000, "gc_interval_ms must be within 0..60000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
+        (1 <= cfg.max_targets <= 65_536, "max_targets must be within 1..65536"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),
         (1 <= cfg.sched_queue <= 1_000_000, "sched_queue must be within 1..1000000"),

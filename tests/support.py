@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import zmq
 
 from edge.transport import AGENTS_SOCK, endpoint
@@ -150,3 +155,56 @@ class FakeSystemd:
 
     def close(self) -> None:
         self.sock.close()
+
+
+EXIT_DEADLINE_S = 5.0
+"""How long a process that failed to start may take to exit before a test calls it hung. Not
+the one-second goal itself: the machine is shared, and Python's start-up alone takes a few
+hundred ms under load (the chaos campaign reports the measured time, README "Reliability")."""
+
+
+def run_to_exit(code: str, *argv: str) -> tuple[int, str, float]:
+    """Run ``python -c code argv`` (a command's main) until it exits, at most
+    EXIT_DEADLINE_S: (exit code, stderr, seconds it ran). EDGE_CONFIG is cleared."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "EDGE_CONFIG": ""},
+    )
+    try:
+        _, err = proc.communicate(timeout=EXIT_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"still running {EXIT_DEADLINE_S} s after a failed start: {err}")
+    return proc.returncode, err, time.monotonic() - t0
+
+
+def one_line(err: str) -> str:
+    """The only line of ``err`` (fails when there are more, or none)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    return lines[0]
+
+
+@contextlib.contextmanager
+def read_only_dir(path: Path) -> Iterator[str]:
+    """``path`` created unwritable for this user; yields the error a process meets there. Root
+    writes through any mode bits, so as root it is a read-only tmpfs mounted there (skipped
+    when mounting is not permitted)."""
+    path.mkdir(mode=0o555)
+    if os.geteuid() != 0:
+        try:
+            yield "Permission denied"
+        finally:
+            path.chmod(0o755)
+        return
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"as root, an unwritable dir needs a read-only mount: {r.stderr.strip()}")
+    try:
+        yield "Read-only file system"
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+        path.chmod(0o755)

@@ -81,3 +81,28 @@ def test_importing_edge_does_not_import_backends() -> None:
     code = "import edge, sys; print(','.join(m for m in sys.modules if m.startswith(('zmq', 'lmdb', 'hdrh'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_runtime_and_the_sdk_never_import_the_bridge() -> None:
+    """firmware_bridge sits above edge.sdk and edge.runtime (design: the board-facing half)."""
+    problems = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        if _layer_of(module) == "cli":
+            continue  # edgectl's demo, bench and `bridge check` run it (imported lazily)
+        for target, line in _imports(path, module):
+            if target.split(".")[0] in ("firmware_bridge", "hil"):
+                problems.append(f"{path.relative_to(ROOT.parent)}:{line}: imports {target}")
+    assert not problems, "\n".join(problems)
+
+
+def test_importing_the_bridge_does_not_import_its_drivers() -> None:
+    """A PLC without python-can still runs its Modbus devices: backends load on first use."""
+    import subprocess
+    import sys
+
+    code = ("import firmware_bridge, sys; print(','.join(sorted({m.split('.')[0] for m in "
+            "sys.modules if m.split('.')[0] in ('can', 'cantools', 'pymodbus', 'serial')})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -549,6 +549,10 @@ def bench(json_path: Path | None, duration: float | None, warmup: float | None,
             console.print(line)
     for line in scenario_summary_lines(doc):
         console.print(line)
+    from ._bench_bridge import summary_lines as bridge_lines
+
+    for line in bridge_lines(doc):
+        console.print(line, soft_wrap=True)
     console.rule("the performance issue's goals (same run)")
     for line in goal_lines(doc):
         console.print(line, soft_wrap=True)

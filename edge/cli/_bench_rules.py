@@ -14,7 +14,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from ..rules import CompiledTable, Rule, RuleSet, Timers, encode_rule_table
+from ..rules import CompiledTable, Rule, RuleSet, Timers, bind_board, encode_rule_table
 from ..rules._ir import threshold
 from ..wire import Action
 
@@ -25,28 +25,39 @@ EVAL_METRICS = 100
 EVAL_BATCH = 500
 
 
-def synthetic_rules(n: int, metrics: list[str], *, version: int = 0) -> RuleSet:
-    """``n`` threshold rules spread over ``metrics``, a third of them held-for."""
-    return RuleSet(
-        tuple(
+BOARD_EVERY = 10
+"""One rule in ten is a board rule (on the bench agent's series, named by ``agent=``), and
+another one in ten has a ``target``: the mix issue 10 asks the figures to hold with."""
+
+
+def synthetic_rules(n: int, metrics: list[str], *, version: int = 0, agent: str = "a") -> RuleSet:
+    """``n`` never-firing threshold rules spread over ``metrics``, a third of them held-for;
+    of every ten, one is a board rule over agent ``agent``'s series and one has a target."""
+    rules = []
+    for i in range(n):
+        metric = metrics[i % len(metrics)]
+        board = i % BOARD_EVERY == BOARD_EVERY - 1
+        labels = {"agent": agent} if board else None
+        cond = threshold(metric, ">", 1e12 + i, labels=labels, hold_ns=(i % 3) * 1_000_000_000)
+        targeted = board or i % BOARD_EVERY == BOARD_EVERY - 2
+        rules.append(
             Rule(
                 f"syn_{i}",
-                threshold(
-                    metrics[i % len(metrics)], ">", 1e12 + i, hold_ns=(i % 3) * 1_000_000_000
-                ),
+                cond,
                 Action.ALERT,
                 i % 256,
                 10.0,
+                board=board,
+                target=(f"{agent}*",) if targeted else (),
             )
-            for i in range(n)
-        ),
-        version=version,
-    )
+        )
+    return RuleSet(tuple(rules), version=version)
 
 
-def activation_table(metric: str, n: int = ACTIVATION_RULES) -> bytes:
-    """A RuleTable that binds ``n`` rules to every series named ``metric`` (never firing)."""
-    return encode_rule_table(synthetic_rules(n, [metric]))
+def activation_table(metric: str, n: int = ACTIVATION_RULES, agent: str = "bench-probe") -> bytes:
+    """A RuleTable that binds ``n`` rules to every series named ``metric`` (never firing); its
+    board rules read ``agent``'s."""
+    return encode_rule_table(synthetic_rules(n, [metric], agent=agent))
 
 
 def memory_per_rule(n: int = MEMORY_RULES, series: int = EVAL_METRICS) -> dict[str, Any]:
@@ -58,9 +69,10 @@ def memory_per_rule(n: int = MEMORY_RULES, series: int = EVAL_METRICS) -> dict[s
     tracemalloc.start()
     table = CompiledTable(synthetic_rules(n, metrics))
     ev, _ = table.bind(object(), "a", decls, first_seen_ns=0)
+    board, _ = bind_board(table, [("a", ev)], origin_ns=0)
     used, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    del table, ev
+    del table, ev, board
     return {"rules": n, "agents": 1, "bytes_per_rule": round(used / n), "goal_bytes": 2048}
 
 
@@ -75,7 +87,8 @@ def eval_cost(
     of rules with thresholds drawn from [0, 1), so a sample crosses ~3 of its series' 10
     thresholds on average and those rules are evaluated (and fire on the way up). Each through
     ``AgentEval.on_sample`` (one call per sample) and ``AgentEval.on_batch`` (what edged runs:
-    one call per batch of ``EVAL_BATCH``)."""
+    one call per batch of ``EVAL_BATCH``). ``loaded`` has the board-rule and target mix of
+    ``synthetic_rules``."""
     names = [f"m{i}" for i in range(metrics)]
     decls = [(i, m, ()) for i, m in enumerate(names)]
     rng = random.Random(7)
@@ -100,6 +113,8 @@ def eval_cost(
             table = CompiledTable(ruleset)
             ev, _ = table.bind(object(), "a", decls, first_seen_ns=0)
             ev.make_current()
+            board, _ = bind_board(table, [("a", ev)], origin_ns=0)
+            board.make_current()
             timers = Timers()
             fired = 0
             t0 = time.perf_counter_ns()

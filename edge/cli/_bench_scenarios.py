@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import RuntimeStateError
 from ._sim import Child, Rig, edged_command
 
-SCENARIOS = ("latency", "ingest", "footprint", "coldstart", "overload")
+SCENARIOS = ("latency", "ingest", "footprint", "coldstart", "overload", "bridge")
 INGEST_SERIES = 100
 INGEST_RULES_PER_SERIES = 10
 INGEST_BATCH = 500
@@ -72,6 +72,7 @@ def scenario_config(quick: bool) -> dict[str, Any]:
         "overload_window_s": 1.0 if quick else 8.0,
         "overload_unloaded_s": 1.0 if quick else 4.0,
         "overload_senders": 2,
+        "quick": quick,
     }
 
 
@@ -79,11 +80,20 @@ def scenario_config(quick: bool) -> dict[str, Any]:
 
 
 def _ingest_rules() -> str:
+    """1,000 never-firing rules: of each series' ten, one is a board rule (on one of the two
+    blasters' series, alternating by series) and one has a target (issue 10's mix)."""
     lines = ["# edgectl bench ingest: 10 never-firing rules on each of 100 series"]
+    last = INGEST_RULES_PER_SERIES - 1
     for i in range(INGEST_SERIES):
         for k in range(INGEST_RULES_PER_SERIES):
-            lines += [f"- rule_id: ingest_{i}_{k}",
-                      f'  rule_content: "ingest_m{i} > {1_000_000_000_000 + k}"',
+            c = 1_000_000_000_000 + k
+            extra = ['  target: "bench-blast-*"'] if k >= last - 1 else []
+            content = f'"ingest_m{i} > {c}"'
+            if k == last:  # a board rule on a blaster's series
+                blaster = "bench-blast-vary-0" if i % 2 == 0 else "bench-blast-const-0"
+                content = f"'ingest_m{i}{{agent=\"{blaster}\"}} > {c}'"
+                extra.append("  board: true")
+            lines += [f"- rule_id: ingest_{i}_{k}", f"  rule_content: {content}", *extra,
                       "  action: alert", "  priority: 1", "  sla_threshold: 10"]
     return "\n".join(lines) + "\n"
 
@@ -636,6 +646,10 @@ def run_scenarios(names: list[str], cfg: dict[str, Any], say: Say,
         out["coldstart"] = run_coldstart(cfg, say)
     if "overload" in names:
         out["overload"] = run_overload(cfg, say, sla_ms)
+    if "bridge" in names:
+        from ._bench_bridge import run_bridge
+
+        out["bridge"] = run_bridge(cfg, say)
     return out
 
 

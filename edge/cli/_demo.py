@@ -32,6 +32,7 @@ from ._demo_upstream import DemoUpstream
 from ._main import rules_sla_table, stage_table
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "examples" / "demo_rules.yaml"
+DEVICE_EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bridge"
 _SHOWN = {"instruction", "ack", "undeliverable", "ack_timeout", "agent_registered", "agent_gone",
           "agent_lost", "agent_recovered", "bad_input", "rules_activated"}
 _REFRESH_S = 0.25
@@ -210,6 +211,49 @@ def _upstream_summary(console: Console, up: DemoUpstream) -> None:
                       f"dropped {outbox.get('dropped', 0)}")
 
 
+def _with_device_rules(rules_file: Path, root: Path) -> Path:
+    """The demo's rules plus examples/bridge/rules.yaml, as one file in the rig."""
+    import yaml
+
+    base = yaml.safe_load(rules_file.read_text(encoding="utf-8"))
+    rules = base["rules"] if isinstance(base, dict) else base
+    extra = yaml.safe_load((DEVICE_EXAMPLES / "rules.yaml").read_text(encoding="utf-8"))
+    merged = root / "demo-rules-with-devices.yaml"
+    merged.write_text(yaml.safe_dump({"actions": ["set_speed"], "rules": [*rules, *extra]},
+                                     sort_keys=False), encoding="utf-8")
+    return merged
+
+
+def _start_devices(rig: Any) -> Any:
+    """The bridge and its simulated devices: ``python -m firmware_bridge.demo``."""
+    import sys as _sys
+
+    from ._sim import Child
+
+    child = Child("devices", [_sys.executable, "-m", "firmware_bridge.demo", "--run-dir",
+                              str(rig.run_dir), "--root", str(rig.root)],
+                  rig.root / "devices.log", cwd=rig.root)
+    rig._sims.append(child)  # stopped with the agents, before edged
+    return child
+
+
+def _devices_summary(console: Console, child: Any) -> None:
+    last = None
+    for msg in child.events():
+        if msg.get("event") == "status":
+            last = msg
+    if last is None:
+        return
+    console.rule("bridged devices")
+    for d in last["devices"]:
+        c, h = d["counters"], d["health"]
+        console.print(f"{d['name']}: {c['readings']:,} readings, {c['instructions']} "
+                      f"instructions, {c['confirmed']} confirmed by the device, {c['failed']} "
+                      f"failed, {c['rejected']} rejected; online {h['health_online']:g}, "
+                      f"timeouts {h['health_timeouts']:g}")
+    console.print(f"plant: {last['plant']}", style="dim")
+
+
 def _summary(console: Console, view: DemoView, duration: float, edged_exit: int | None) -> None:
     stats = view.stats or {}
     c = view.counters()
@@ -254,10 +298,14 @@ def _summary(console: Console, view: DemoView, duration: float, edged_exit: int 
               help=f"Rule file for edged. [default: {DEFAULT_RULES.name} in the repo's examples/]")
 @click.option("--live/--plain", default=None,
               help="Live view or plain lines. [default: live on a terminal, plain otherwise]")
+@click.option("--devices/--no-devices", default=None,
+              help="Also run the firmware bridge with a simulated Modbus PLC and CAN ECU "
+                   "(real opendbc DBC) as agents, and rules on their points. "
+                   "[default: $DEMO_DEVICES]")
 @click.option("--upstream/--no-upstream", default=None,
               help="Also run a local nats-server and edge-sync: push the rule table through "
                    "the fleet path and show aggregates arriving. [default: $DEMO_UPSTREAM]")
-def demo(duration: float, rules_file: Path | None, live: bool | None,
+def demo(duration: float, rules_file: Path | None, live: bool | None, devices: bool | None,
          upstream: bool | None) -> None:
     """Run edged with simulated agents and show the loop live: firings, Acks, latency, SLA."""
     from ..rules import RuleFileError, load_rule_file
@@ -280,6 +328,8 @@ def demo(duration: float, rules_file: Path | None, live: bool | None,
         console.print(f"[bold red]demo:[/] {rules_file} has {len(exc.problems)} problem(s)")
         sys.exit(1)
     use_live = console.is_terminal if live is None else live
+    if devices is None:
+        devices = os.environ.get("DEMO_DEVICES", "") not in ("", "0")
     if upstream is None:
         upstream = os.environ.get("DEMO_UPSTREAM", "") not in ("", "0")
     edged_exit: int | None = None
@@ -293,6 +343,8 @@ def demo(duration: float, rules_file: Path | None, live: bool | None,
                     up = DemoUpstream(rig)
                     console.print(f"[dim]demo: nats-server (JetStream) at {up.url}; the board "
                                   f"is {DEMO_DEVICE!r}, trusting {up.public.name}[/]")
+                if devices:
+                    rules_file = _with_device_rules(rules_file, rig.root)
                 edged = rig.start_edged(rules_file, log_level="WARNING",
                                         config_file=up.config if up else None)
                 if up is not None:
@@ -306,6 +358,13 @@ def demo(duration: float, rules_file: Path | None, live: bool | None,
             ready = fleet.expect("ready", timeout=30.0)
             console.print(f"[dim]demo: agents connected: {', '.join(ready['agents'])}; "
                           f"running {duration:g} s[/]")
+            bridge = None
+            if devices:
+                bridge = _start_devices(rig)
+                ready = bridge.expect("ready", timeout=30.0)
+                console.print(f"[dim]demo: edge-bridge devices connected: "
+                              f"{', '.join(ready['agents'])} (PLC on Modbus TCP, ECU on CAN with "
+                              f"opendbc's tesla_powertrain.dbc)[/]")
             view = DemoView(duration, int(time.time() * 1000))
             with CtlClient(rig.run_dir, timeout=5.0) as ctl:
                 if up is not None:
@@ -345,6 +404,8 @@ def demo(duration: float, rules_file: Path | None, live: bool | None,
                 view.stats = ctl.request(CtlOp.STATS)
             if up is not None:
                 _upstream_summary(console, up)
+            if bridge is not None:
+                _devices_summary(console, bridge)
             rig.stop_sims()
             edged_exit = rig.stop_edged()
     except KeyboardInterrupt:

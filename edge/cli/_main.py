@@ -83,6 +83,7 @@ class LazyGroup(click.Group):
         "keys": "edge.cli._rules_cmds:keys",
         "sync": "edge.cli._sync_cmds:sync",
         "fleet": "edge.cli._fleet:fleet",
+        "bridge": "edge.cli._bridge_cmds:bridge",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -213,6 +214,7 @@ def agents(obj: Ctx, as_json: bool) -> None:
         "instr",
         "acks",
         "rules",
+        "health",
     ):
         # agent ids stay whole (they are copied into other commands); the rest may fold
         t.add_column(
@@ -235,8 +237,18 @@ def agents(obj: Ctx, as_json: bool) -> None:
             str(a.get("instructions", "")),
             str(a.get("acks", "")),
             str(a.get("rules_bound", "")),
+            _health(a.get("health") or {}),
         )
     console.print(t)
+
+
+def _health(h: dict[str, float]) -> str:
+    """An agent's health_* series: offline in red, any non-zero counter named."""
+    if not h:
+        return ""
+    parts = [] if h.get("online", 1.0) else ["[red]offline[/]"]
+    parts += [f"{k} {v:g}" for k, v in sorted(h.items()) if k != "online" and v]
+    return ", ".join(parts) or "[green]ok[/]"
 
 
 def _fmt_us(v: Any) -> str:

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..errors import EdgeError, RuleTableError
 from ..rules import (
+    MAX_TARGETS,
     RuleFileError,
     RuleSet,
     TableInfo,
@@ -41,6 +42,9 @@ from ._main import Ctx, _emit_json, _fail, console, handles_errors
 # RulesList fields compared by `diff`, in display order (rule_id is the key, not a field).
 DIFF_FIELDS = (
     "condition",
+    "board",
+    "target",
+    "rearm",
     "action",
     "priority",
     "sla_threshold",
@@ -357,7 +361,8 @@ def rules_show(obj: Ctx, rule_id: str, as_json: bool) -> None:
         if key == "cooldown_ns":
             key, value = "cooldown", _fmt_ns(value)
         elif isinstance(value, list):
-            value = ", ".join(map(str, value)) or ("every agent" if key == "agents" else "")
+            empty = {"agents": "every agent", "target": "the agent that fired"}.get(key, "")
+            value = ", ".join(map(str, value)) or empty
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v!r}" for k, v in value.items())
         elif value is None:
@@ -422,8 +427,15 @@ def rules_replay(rules_file: Path, trace: Path, end_ms: float | None) -> None:
     virtual clock, with the engine edged runs; print one JSON object per firing."""
     import json
 
-    for firing in replay(load_rule_file(rules_file), read_trace(trace), end_ms=end_ms):
+    counts: dict[str, int] = {}
+    for firing in replay(load_rule_file(rules_file), read_trace(trace), end_ms, counts):
         click.echo(json.dumps(firing, sort_keys=True))
+    if counts.get("targets_cut"):
+        click.echo(
+            f"edgectl: {counts['targets_cut']} instruction(s) not sent: a firing's target "
+            f"matched more than {MAX_TARGETS} agents (the fan-out cap)",
+            err=True,
+        )
 
 
 # --- edgectl keys ------------------------------------------------------------------------------

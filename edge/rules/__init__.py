@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 # edge.wire first: it imports flatbuffers (used by the table codec) with numpy hidden.
 from .. import wire as _wire  # noqa: F401
+from ._board import BOARD_AGENT as BOARD_AGENT
+from ._board import BoardEval as BoardEval
+from ._board import bind_board as bind_board
 from ._engine import AgentEval as AgentEval
 from ._engine import CompiledRule as CompiledRule
 from ._engine import CompiledTable as CompiledTable
@@ -25,6 +28,7 @@ from ._engine import Firing as Firing
 from ._engine import Instance as Instance
 from ._engine import SeriesState as SeriesState
 from ._engine import Timers as Timers
+from ._ir import AGENT_LABEL as AGENT_LABEL
 from ._ir import Condition as Condition
 from ._ir import Node as Node
 from ._ir import NodeOp as NodeOp
@@ -43,6 +47,8 @@ from ._table_codec import decode_rule_table as decode_rule_table
 from ._table_codec import decode_table_with_info as decode_table_with_info
 from ._table_codec import encode_rule_table as encode_rule_table
 from ._table_codec import rule_json as rule_json
+from ._targets import MAX_TARGETS as MAX_TARGETS
+from ._targets import resolve_targets as resolve_targets
 
 if TYPE_CHECKING:
     from ._compiler import compile_condition as compile_condition
@@ -55,10 +61,13 @@ if TYPE_CHECKING:
     from ._replay import replay as replay
     from ._source import Problem as Problem
     from ._source import RuleFileError as RuleFileError
+    from ._source import compose_source as compose_source
     from ._source import load_rule_file as load_rule_file
     from ._source import parse_condition as parse_condition
     from ._source import parse_duration as parse_duration
     from ._source import parse_rule_text as parse_rule_text
+    from ._source import problem_at as problem_at
+    from ._source import read_source as read_source
 
 _LAZY = {
     "compile_condition": "_compiler",
@@ -75,6 +84,9 @@ _LAZY = {
     "parse_condition": "_source",
     "parse_duration": "_source",
     "parse_rule_text": "_source",
+    "compose_source": "_source",
+    "problem_at": "_source",
+    "read_source": "_source",
 }
 """Public name -> the private module that defines it, imported on first access."""
 

@@ -24,7 +24,16 @@ import enum
 import math
 from fractions import Fraction
 
-from ._ir import FLIPPED, FUNCTION_NAMES, SYMBOL_OPS, Condition, Node, NodeOp, Selector
+from ._ir import (
+    AGENT_LABEL,
+    FLIPPED,
+    FUNCTION_NAMES,
+    SYMBOL_OPS,
+    Condition,
+    Node,
+    NodeOp,
+    Selector,
+)
 from ._lexer import DURATION_UNITS, ConditionError, Diagnostic
 from ._parser import (
     Call,
@@ -48,6 +57,9 @@ millisecond through a float, which is exact only up to 15 significant digits."""
 
 _FLIP = FLIPPED
 _FUNCTIONS = ", ".join(FUNCTION_NAMES)
+_NON_FINITE = frozenset({"inf", "infinity", "nan"})
+"""Names that read as a number but are not a finite one (compared lowercase)."""
+_GLOB = frozenset("*?[")
 
 
 class Kind(enum.Enum):
@@ -66,20 +78,23 @@ class Kind(enum.Enum):
 _Frag = list[tuple[Node, Selector | None]]
 
 
-def compile_condition(text: str) -> Condition:
-    """Compile ``rule_content`` to the normalised IR.
+def compile_condition(text: str, *, board: bool = False) -> Condition:
+    """Compile ``rule_content`` (or a ``rearm``) to the normalised IR.
 
+    ``board``: the text belongs to a board rule, where every selector must name exactly one
+    agent with the reserved label ``agent="id"``; elsewhere that label is an error.
     Raises ConditionError listing the first syntax error, or every error of meaning found
     (unknown function, wrong argument count or kind, a duration without a unit, a misplaced
     ``for``, an invalid comparison, ...), each with a 0-based column into ``text`` and a hint.
     """
     tree = parse(text)
-    return _Compiler(text).condition(tree)
+    return _Compiler(text, board).condition(tree)
 
 
 class _Compiler:
-    def __init__(self, text: str):
+    def __init__(self, text: str, board: bool = False):
         self.text = text
+        self.board = board
         self.errors: list[Diagnostic] = []
 
     def error(self, message: str, column: int, hint: str = "") -> None:
@@ -182,6 +197,23 @@ class _Compiler:
         return Kind.CONDITION, frag
 
     def compare(self, e: Compare) -> tuple[Kind, _Frag]:
+        bad_number = False
+        for side in (e.left, e.right):
+            while isinstance(side, Paren):
+                side = side.inner
+            if (
+                isinstance(side, Series)
+                and not side.labels
+                and side.metric.lower().lstrip("+-") in _NON_FINITE
+            ):
+                self.error(
+                    f"{side.metric} is not a finite number; constants must be finite",
+                    side.start,
+                    "compare with a finite number, e.g. 1e308; for no data use absent(x, D)",
+                )
+                bad_number = True
+        if bad_number:
+            return Kind.INVALID, []
         lk, lf = self.expr(e.left)
         rk, rf = self.expr(e.right)
         op = SYMBOL_OPS[e.op]
@@ -303,6 +335,35 @@ class _Compiler:
                 )
                 return None
             seen[lab.key] = lab.start
+        ok = True
+        if self.board:
+            agent = next((lab for lab in e.labels if lab.key == AGENT_LABEL), None)
+            if agent is None:
+                self.error(
+                    f"in a board rule every series names its agent; {e.metric} does not",
+                    e.start,
+                    f'add the agent\'s exact id: {e.metric}{{agent="motor-1"}}',
+                )
+                ok = False
+            elif not agent.value or _GLOB & set(agent.value):
+                self.error(
+                    f"agent={agent.value!r}: a board rule names exactly one agent, not a pattern",
+                    agent.start,
+                    "write the agent's exact id; one selector per agent",
+                )
+                ok = False
+        else:
+            for lab in e.labels:
+                if lab.key == AGENT_LABEL:
+                    self.error(
+                        "the label 'agent' is reserved for board rules",
+                        lab.start,
+                        "to pick agents use the rule's agents: globs; to combine agents "
+                        "write a board rule (board: true)",
+                    )
+                    ok = False
+        if not ok:
+            return None
         return Selector(e.metric, tuple(sorted((lab.key, lab.value) for lab in e.labels)))
 
     def duration(self, e: Number | Duration, where: str) -> int:

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from .._digest import blake2b
 from ..wire import Param
-from ._ir import AGGREGATES, Condition, NodeOp
+from ._ir import AGGREGATES, COMPARISONS, Condition, Node, NodeOp, Selector
 from ._model import Rule, RuleSet
 from ._thresholds import Ranked, ThresholdIndex, threshold_of
 
@@ -40,6 +40,12 @@ Labels = tuple[tuple[str, str], ...]
 SeriesDecl = tuple[int, str, Labels]
 Fn = Callable[[tuple["SeriesState", ...], int], Any]
 
+NO_SERIES = 0xFFFFFFFF
+"""The metric id of a series with no samples that stands for a selector matching none of an
+agent's series (the same value as the wire's timer metric id, so a firing names no series)."""
+_NONE: Any = ()
+"""The absent() state of an instance whose rule has none."""
+_NO_SEL = COMPARISONS | {NodeOp.CONST, NodeOp.AND, NodeOp.OR, NodeOp.NOT}
 MAX_INSTANCES_PER_RULE = 64
 """Combinations of matching series one rule may have on one agent; more are not bound."""
 MAX_WINDOW_SAMPLES = 100_000
@@ -123,11 +129,19 @@ def _latest(i: int) -> Fn:
     return latest
 
 
-def _absent(i: int, w: int) -> Fn:
-    def absent(ss: tuple[SeriesState, ...], t: int) -> bool:
-        return t - ss[i].seen_ns >= w
+def _absent(i: int, w: int, origin: int | None) -> Fn:
+    if origin is None:
 
-    return absent
+        def absent(ss: tuple[SeriesState, ...], t: int) -> bool:
+            return t - ss[i].seen_ns >= w
+
+        return absent
+
+    def board_absent(ss: tuple[SeriesState, ...], t: int) -> bool:
+        s = ss[i]  # a board rule: before any sample, count from the table's activation
+        return t - (s.seen_ns if s.last_v is not None else ss[origin].seen_ns) >= w
+
+    return board_absent
 
 
 def _compare(op: NodeOp, a: Fn, b: Fn, a_node: Any, b_node: Any) -> Fn:
@@ -186,10 +200,19 @@ def _not(a: Fn) -> Fn:
     return not_
 
 
-def compile_predicate(cond: Condition) -> Fn:
-    """The IR as one closure ``f(series_states, t_ns) -> True | False | None``."""
+def compile_predicate(
+    cond: Condition, sel_map: Sequence[int] | None = None, origin: int | None = None
+) -> Fn:
+    """The IR as one closure ``f(series_states, t_ns) -> True | False | None``.
+
+    ``sel_map``: selector index in ``cond`` -> index in ``series_states`` (a ``rearm`` shares
+    its instance's series with the condition); None: the same. ``origin``: a board rule's index
+    of the series state whose ``seen_ns`` is the table's activation time, which absent() counts
+    from before a series' first sample; None: an agent's rule (counts from its first message)."""
     stack: list[tuple[Fn, Any]] = []
     for n in cond.nodes:
+        if sel_map is not None and n.op not in _NO_SEL:
+            n = Node(n.op, n.value, sel_map[n.sel], n.window_ns)
         op = n.op
         fn: Fn
         if op is NodeOp.CONST:
@@ -199,7 +222,7 @@ def compile_predicate(cond: Condition) -> Fn:
         elif op in AGGREGATES:
             fn = _agg(op, n.sel, n.window_ns)
         elif op is NodeOp.ABSENT:
-            fn = _absent(n.sel, n.window_ns)
+            fn = _absent(n.sel, n.window_ns, origin)
         elif op in _CMP:
             (a, an), (b, bn) = stack[-2], stack[-1]
             del stack[-2:]
@@ -234,6 +257,8 @@ class CompiledRule:
         "keep_ns",
         "absent",
         "threshold",
+        "rearm_fn",
+        "rearm_hold_ns",
     )
 
     def __init__(self, rule: Rule):
@@ -248,24 +273,58 @@ class CompiledRule:
         # identity across a swap: same id and same behaviour (a digest: 16 bytes, not the text)
         behaviour = repr(sorted(rule.normalised().items())).encode()
         self.key = (rule.rule_id, blake2b(behaviour, digest_size=16).digest())
-        self.fn = compile_predicate(c)
-        self.selectors = c.selectors
-        keep = [0] * len(c.selectors)
+        # a rearm reads the same instance's series: its selectors join the condition's
+        selectors: list[Selector] = list(c.selectors)
+        rearm_map: list[int] = []
+        for sel in rule.rearm.selectors if rule.rearm is not None else ():
+            if sel not in selectors:
+                selectors.append(sel)
+            rearm_map.append(selectors.index(sel))
+        self.selectors: tuple[Selector, ...] = (
+            tuple(selectors) if len(selectors) > len(c.selectors) else c.selectors
+        )
+        """The condition's selectors, then the rearm's new ones: an instance's series."""
+        origin = len(selectors) if rule.board else None
+        self.fn = compile_predicate(c, origin=origin)
+        self.rearm_fn: Fn | None = None
+        """The ``rearm`` as a predicate; None: re-arm when the condition is not true."""
+        self.rearm_hold_ns = 0
+        if rule.rearm is not None:
+            self.rearm_fn = compile_predicate(rule.rearm, rearm_map, origin)
+            self.rearm_hold_ns = rule.rearm.hold_ns
+        keep = [0] * len(selectors)
         absent: list[tuple[int, int]] = []
-        for n in c.nodes:
-            if n.op in AGGREGATES:
-                keep[n.sel] = max(keep[n.sel], n.window_ns)
-            elif n.op is NodeOp.ABSENT:
-                absent.append((n.sel, n.window_ns))
+        parts = [(c, None)] + ([(rule.rearm, rearm_map)] if rule.rearm is not None else [])
+        for cond, smap in parts:
+            for n in cond.nodes:
+                if n.op in AGGREGATES or n.op is NodeOp.ABSENT:
+                    i = smap[n.sel] if smap is not None else n.sel
+                    if n.op is NodeOp.ABSENT:
+                        absent.append((i, n.window_ns))
+                    else:
+                        keep[i] = max(keep[i], n.window_ns)
         self.keep_ns = tuple(keep)
         """Per selector: how far back its series' samples are needed."""
         self.absent = tuple(absent)
         """``(selector, D)`` of every absent() in the condition: each needs a timer."""
-        self.threshold = threshold_of(c)
+        self.threshold = threshold_of(c) if rule.rearm is None else None
         """``(op, c)`` when the condition is ``latest op constant`` on one series: such rules
-        go on their series' ``ThresholdIndex`` (the fast path); None: the general path."""
+        go on their series' ``ThresholdIndex`` (the fast path; a board rule's instance too, on
+        the slot of the agent it reads); None: the general path (a rule with a rearm is always
+        there: its re-arming is not a function of the value's region)."""
+
+    @property
+    def board(self) -> bool:
+        return self.rule.board
+
+    @property
+    def target(self) -> tuple[str, ...]:
+        """Agent-id globs the instruction goes to; empty: the agent that fired."""
+        return self.rule.target
 
     def applies_to(self, agent_id: str) -> bool:
+        if self.board:
+            return False  # bound once for the whole board (edge.rules._board)
         globs = self.rule.agents
         return not globs or any(fnmatch.fnmatchcase(agent_id, g) for g in globs)
 
@@ -289,6 +348,8 @@ class CompiledTable:
                 by_metric.setdefault(m, []).append(cr)
         self.by_metric = by_metric
         self.by_id = {cr.rule_id: cr for cr in self.rules}
+        self.board_rules = tuple(cr for cr in self.rules if cr.board)
+        """The board rules, bound over every agent at once by ``edge.rules._board``."""
 
     def order(self, cr: CompiledRule) -> tuple[int, int]:
         """Sort key for simultaneous firings: priority (high first), then file order."""
@@ -302,6 +363,20 @@ class CompiledTable:
         *,
         first_seen_ns: int,
         previous: AgentEval | None = None,
+        link: bool = True,
+    ) -> tuple[AgentEval, list[tuple[int, Instance, int]]]:
+        """Build an agent's evaluator (``link=False``: not linked yet, for a caller that binds
+        board rules next, which links it with its board instances, and links the rest)."""
+        return self._bind(agent, agent_id, series, first_seen_ns, previous, link)
+
+    def _bind(
+        self,
+        agent: object,
+        agent_id: str,
+        series: Sequence[SeriesDecl],
+        first_seen_ns: int,
+        previous: AgentEval | None,
+        link: bool,
     ) -> tuple[AgentEval, list[tuple[int, Instance, int]]]:
         """Build an agent's evaluator. Returns it and the absent() timers to schedule
         (``(due_ns, instance, absent index)``, see ``Timers.schedule_absent``). Safe to call
@@ -313,13 +388,18 @@ class CompiledTable:
         ev = AgentEval(agent, agent_id, series, first_seen_ns, previous)
         old = previous.instances if previous is not None else {}
         timers: list[tuple[int, Instance, int]] = []
+        none = (ev.none,)
         for cr in self.rules:
             if not cr.applies_to(agent_id):
                 continue
+            # a selector matching none of the agent's series is a series with no samples
             choices = [
                 [ev.series[mid] for mid, name, labels in series if sel.matches(name, labels)]
+                or none
                 for sel in cr.selectors
             ]
+            if not cr.absent and all(c is none for c in choices):
+                continue  # never evaluated (no series, no timer): the instance would be dead
             for combo in itertools.islice(itertools.product(*choices), MAX_INSTANCES_PER_RULE):
                 key = (cr.key, tuple(s.metric_id for s in combo))
                 inst = old.get(key)
@@ -330,7 +410,8 @@ class CompiledTable:
                         inst.absent_due[k] = due
                         timers.append((due, inst, k))
                 ev.instances[key] = inst
-        ev.link()
+        if link:
+            ev.link()
         return ev, timers
 
 
@@ -390,6 +471,7 @@ class Instance:
         "hold_token",
         "absent_tokens",
         "absent_due",
+        "rearm_since",
     )
 
     def __init__(
@@ -411,9 +493,22 @@ class Instance:
         self.armed = True
         self.last_fire_ns: int | None = None
         self.hold_token = 0
-        self.absent_tokens = [0] * len(rule.absent)
-        self.absent_due: list[int | None] = [None] * len(rule.absent)
+        n = len(rule.absent)
+        # most rules have no absent(): share one empty sequence (56 bytes an instance each)
+        self.absent_tokens: list[int] = [0] * n if n else _NONE
+        self.absent_due: list[int | None] = [None] * n if n else _NONE
         """The pending deadline of each absent(); None when none is pending."""
+        self.rearm_since: int | None = None
+        """While disarmed: since when ``rearm`` has been true (its ``for``); None: it is not.
+        Its timer is valid while ``rearm_since + hold`` is its deadline (no token needed)."""
+
+    def absent_ref(self, sel: int) -> int:
+        """The time absent() on selector ``sel`` counts from: the last sample, or before any
+        the agent's first message (a board rule: the table's activation)."""
+        s = self.series[sel]
+        if self.rule.board and s.last_v is None:
+            return self.series[-1].seen_ns
+        return s.seen_ns
 
     def is_live(self) -> bool:
         ev = self.holder[0]
@@ -421,11 +516,26 @@ class Instance:
 
     def evaluate(self, t: int, trigger: SeriesState, timers: Timers) -> Firing | None:
         rule = self.rule
+        rearm = rule.rearm_fn
+        if rearm is not None and not self.armed:
+            # first a disarmed instance whose rearm holds becomes armed (docs/rules.md)
+            if rearm(self.series, t) is True:
+                hold = rule.rearm_hold_ns
+                since = self.rearm_since
+                if not hold or (since is not None and t - since >= hold):
+                    self.armed = True
+                    self.rearm_since = None
+                elif since is None:
+                    self.rearm_since = t
+                    timers.schedule(t + hold, self, 0, _REARM)
+            else:
+                self.rearm_since = None  # cancels the pending rearm timer
         if rule.fn(self.series, t) is not True:
             if self.since_ns is not None:
                 self.since_ns = None
                 self.hold_token += 1  # cancels the pending held-for timer
-            self.armed = True
+            if rearm is None:
+                self.armed = True
             return None
         hold = rule.hold_ns
         if hold:
@@ -450,7 +560,7 @@ class Instance:
 class AgentEval:
     """An agent's series and rule instances under one table."""
 
-    __slots__ = ("agent", "agent_id", "series", "slots", "instances", "holder")
+    __slots__ = ("agent", "agent_id", "series", "slots", "instances", "holder", "none", "board")
 
     def __init__(
         self,
@@ -464,16 +574,22 @@ class AgentEval:
         self.agent_id = agent_id
         self.series: list[SeriesState]
         self.holder: list[AgentEval | None]
+        self.none: SeriesState
         if previous is not None:
             self.series = previous.series
             self.holder = previous.holder
+            self.none = previous.none
         else:
             self.holder = [None]
             self.series = [
                 SeriesState(mid, name, labels, first_seen_ns) for mid, name, labels in series
             ]
+            self.none = SeriesState(NO_SERIES, "", (), first_seen_ns)
+            """The series with no samples that an unmatched selector binds to."""
         self.slots = [SeriesSlot(st) for st in self.series]
         self.instances: dict[tuple[Any, tuple[int, ...]], Instance] = {}
+        self.board: tuple[Instance, ...] = ()
+        """Board-rule instances reading some of this agent's series (set by the board)."""
 
     def link(self) -> None:
         """Point each slot at its instances (priority order), absent() watchers and window
@@ -481,12 +597,22 @@ class AgentEval:
         per: dict[int, dict[int, Instance]] = collections.defaultdict(dict)
         watch: dict[int, list[tuple[Instance, int, int]]] = collections.defaultdict(list)
         keep: dict[int, int] = collections.defaultdict(int)
-        for inst in self.instances.values():
-            for k, st in enumerate(inst.series):
-                per[st.metric_id][id(inst)] = inst
-                keep[st.metric_id] = max(keep[st.metric_id], inst.rule.keep_ns[k])
+        series = self.series
+        n = len(series)
+
+        def mine(st: SeriesState) -> bool:  # not a stand-in, and not another agent's (board)
+            mid = st.metric_id
+            return mid < n and series[mid] is st
+
+        for inst in itertools.chain(self.instances.values(), self.board):
+            for st, k in zip(inst.series, inst.rule.keep_ns, strict=False):
+                if mine(st):
+                    per[st.metric_id][id(inst)] = inst
+                    keep[st.metric_id] = max(keep[st.metric_id], k)
             for j, (sel, d) in enumerate(inst.rule.absent):
-                watch[inst.series[sel].metric_id].append((inst, j, d))
+                st = inst.series[sel]
+                if mine(st):
+                    watch[st.metric_id].append((inst, j, d))
         for slot in self.slots:
             mid = slot.state.metric_id
             slot.instances = (
@@ -662,6 +788,7 @@ class Firing(NamedTuple):
 
 
 _HOLD = -1  # timer kind: held-for deadline; >= 0: index of an absent() in the rule
+_REARM = -2  # timer kind: the rearm's held-for deadline
 
 
 class Timers:
@@ -685,7 +812,13 @@ class Timers:
     def schedule_absent(self, pending: list[tuple[int, Instance, int]]) -> None:
         """Schedule what ``CompiledTable.bind`` returned (on the loop thread)."""
         for due, inst, k in pending:
-            self.schedule(due, inst, inst.absent_tokens[k], k)
+            if k == _HOLD:
+                token = inst.hold_token
+            elif k == _REARM:
+                token = 0
+            else:
+                token = inst.absent_tokens[k]
+            self.schedule(due, inst, token, k)
 
     def next_due(self) -> int | None:
         return self._heap[0][0] if self._heap else None
@@ -694,6 +827,8 @@ class Timers:
         """Evaluate every instance whose valid deadline is <= now, at its deadline."""
         fired: list[Firing] = []
         heap = self._heap
+        ran: set[int] = set()  # instances evaluated at ``ran_at``: one evaluation per instant
+        ran_at = -1
         while heap and heap[0][0] <= now_ns:
             due, _, inst, token, kind = heapq.heappop(heap)
             if not inst.is_live():
@@ -702,17 +837,28 @@ class Timers:
                 if token != inst.hold_token or inst.since_ns is None:
                     continue
                 trigger = inst.series[0]
+            elif kind == _REARM:
+                since = inst.rearm_since
+                if since is None or since + inst.rule.rearm_hold_ns != due:
+                    continue
+                trigger = inst.series[0]
             else:
                 if token != inst.absent_tokens[kind]:
                     continue
                 sel, d = inst.rule.absent[kind]
                 trigger = inst.series[sel]
-                real_due = trigger.seen_ns + d
+                real_due = inst.absent_ref(sel) + d
                 if real_due > due:  # a sample came since: the deadline moved
                     inst.absent_due[kind] = real_due
                     heapq.heappush(heap, (real_due, self._next(), inst, token, kind))
                     continue
                 inst.absent_due[kind] = None
+            if due != ran_at:
+                ran.clear()
+                ran_at = due
+            elif id(inst) in ran:
+                continue  # two deadlines of one instance at one instant: evaluated once
+            ran.add(id(inst))
             f = inst.evaluate(due, trigger, self)
             if f is not None:
                 fired.append(f)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 
 
 class NodeOp(enum.IntEnum):
@@ -82,6 +83,11 @@ SYMBOL_OPS = {v: k for k, v in OP_SYMBOLS.items()}
 _NAMES = {v: k for k, v in FUNCTION_NAMES.items()}
 
 
+AGENT_LABEL = "agent"
+"""Reserved: in a board rule, names the agent whose series a selector means; refused elsewhere
+(rule text outside board rules, and a Hello declaring it)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Selector:
     """``metric{k="v", ...}``: every series of ``metric`` whose labels include these pairs."""
@@ -92,6 +98,18 @@ class Selector:
 
     def matches(self, name: str, labels: tuple[tuple[str, str], ...]) -> bool:
         return name == self.metric and (not self.labels or set(self.labels) <= set(labels))
+
+    @property
+    def agent(self) -> str | None:
+        """The value of the reserved ``agent`` label (board rules), or None."""
+        for k, v in self.labels:
+            if k == AGENT_LABEL:
+                return v
+        return None
+
+    def series_labels(self) -> tuple[tuple[str, str], ...]:
+        """The labels to match against an agent's series: all but ``agent``."""
+        return tuple(kv for kv in self.labels if kv[0] != AGENT_LABEL)
 
     def text(self) -> str:
         if not self.labels:
@@ -140,6 +158,8 @@ def check_postfix(c: Condition) -> None:
     relies on this to refuse a malformed IR that passed structural verification."""
     stack: list[str] = []
     for i, n in enumerate(c.nodes):
+        if n.op is NodeOp.CONST and not math.isfinite(n.value):
+            raise ValueError(f"node {i}: constant {n.value} is not a finite number")
         if n.op in (NodeOp.LATEST, NodeOp.ABSENT) or n.op in AGGREGATES:
             if not 0 <= n.sel < len(c.selectors):
                 raise ValueError(f"node {i}: selector {n.sel} out of range")
@@ -206,6 +226,8 @@ def _render(c: Condition) -> str:
 
 
 def _number(v: float) -> str:
+    if not math.isfinite(v):  # check_postfix refuses these; a text must never crash
+        return repr(v)
     return repr(int(v)) if v == int(v) and abs(v) < 1e15 else repr(v)
 
 

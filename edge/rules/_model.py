@@ -28,6 +28,16 @@ class Rule:
     cooldown_ns: int = 0
     escalate: Action = Action.UNSPECIFIED
     escalate_custom: str = ""
+    target: tuple[str, ...] = ()
+    """Glob patterns on agent_id: the instruction goes to every known agent matching one
+    (each once, agent-id order), carrying the firing agent as its source. Empty: to the agent
+    whose instance fired ("self")."""
+    board: bool = False
+    """One evaluation context for the whole board; selectors name agents with ``agent="id"``."""
+    rearm: Condition | None = None
+    """When a disarmed instance becomes armed again; None: when its condition is not true."""
+    rearm_content: str = ""
+    """The author's text of ``rearm``, for display only."""
 
     @property
     def action_name(self) -> str:
@@ -35,7 +45,7 @@ class Rule:
 
     def normalised(self) -> dict[str, object]:
         """Everything that changes behaviour, in a canonical form (for hashes and carry-over)."""
-        return {
+        out: dict[str, object] = {
             "rule_id": self.rule_id,
             "condition": self.condition.text(),
             "action": self.action_name,
@@ -48,6 +58,14 @@ class Rule:
             if self.escalate != Action.UNSPECIFIED
             else "",
         }
+        # keys added by schema 3 appear only when used, so a schema-2 table keeps its hash
+        if self.target:
+            out["target"] = list(self.target)
+        if self.board:
+            out["board"] = True
+        if self.rearm is not None:
+            out["rearm"] = self.rearm.text()
+        return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,7 +82,11 @@ class RuleSet:
     def content_hash(self) -> bytes:
         """SHA-256 over every rule field, display text included (not version or description)."""
         doc = json.dumps(
-            [{**r.normalised(), "name": r.name, "content": r.content} for r in self.rules]
+            [
+                {**r.normalised(), "name": r.name, "content": r.content}
+                | ({"rearm_content": r.rearm_content} if r.rearm_content else {})
+                for r in self.rules
+            ]
             + [list(self.custom_actions)],
             sort_keys=True,
         )

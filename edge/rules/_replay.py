@@ -6,8 +6,15 @@ known from its first row: that is its "first message" for absent(), and it decla
 series the trace ever gives it. Before each row, timers due at or before its time fire; after
 the last row the clock runs to the last row's time, or to ``end_ms``.
 
-Output: one dict per firing, ``{"t_ms", "rule_id", "agent_id", "action", "params"}``, sorted
-by t_ms, then priority (high first), then file order, then agent_id.
+Board rules are bound over every agent seen so far, from before the first row: their
+absent() counts from the first row's time (the table's activation) until a series' first sample.
+
+Output: one dict per instruction, ``{"t_ms", "rule_id", "agent_id", "target", "action",
+"params"}``: ``agent_id`` is the agent whose instance fired (``@board`` for a board rule),
+``target`` the agent the instruction goes to (itself without a ``target`` field; with one,
+every agent seen up to that instant that matches, each once, at most ``MAX_TARGETS``; null
+once when none matches). Sorted by t_ms, then priority (high first), then file order, then
+agent_id, then target (null first).
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RuleError
+from ._board import BOARD_AGENT, BoardEval, bind_board
 from ._engine import AgentEval, CompiledTable, Firing, Timers
 from ._model import RuleSet
+from ._targets import resolve_targets
 
 _MS = 1_000_000
 
@@ -96,9 +105,14 @@ def parse_trace(text: str, name: str = "<trace>") -> list[TraceRow]:
 
 
 def replay(
-    ruleset: RuleSet, rows: Iterable[TraceRow], end_ms: float | None = None
+    ruleset: RuleSet,
+    rows: Iterable[TraceRow],
+    end_ms: float | None = None,
+    counts: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate ``rows`` with the compiled engine on a virtual clock; return the firings."""
+    """Evaluate ``rows`` with the compiled engine on a virtual clock; return the instructions.
+    ``counts``, when given, receives ``targets_cut`` (agents beyond the fan-out cap) and
+    ``no_target`` (firings whose target matched no agent seen)."""
     table = CompiledTable(ruleset)
     ordered = sorted(enumerate(rows), key=lambda p: (p[1].t_ns, p[0]))
     series: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], int]] = {}
@@ -107,7 +121,15 @@ def replay(
         ids.setdefault((r.metric, r.labels), len(ids))
     timers = Timers()
     agents: dict[str, AgentEval] = {}
+    first: dict[str, int] = {}
     fired: list[tuple[Firing, str]] = []
+    board: BoardEval | None = None
+    if table.board_rules:
+        board, pending = bind_board(
+            table, (), origin_ns=ordered[0][1].t_ns if ordered else 0, owner=BOARD_AGENT
+        )
+        board.make_current()
+        timers.schedule_absent(pending)
 
     def run_until(t: int) -> None:
         for f in timers.run_due(t):
@@ -122,21 +144,53 @@ def replay(
             ev.make_current()
             timers.schedule_absent(pending)
             agents[r.agent_id] = ev
+            first[r.agent_id] = r.t_ns
+            if board is not None:
+                board, pending = bind_board(
+                    table, agents.items(), origin_ns=r.t_ns, owner=BOARD_AGENT, previous=board
+                )
+                board.make_current()
+                timers.schedule_absent(pending)
         mid = series[r.agent_id][(r.metric, r.labels)]
         for f in ev.on_sample(mid, r.value, r.t_ns, timers) or ():
             fired.append((f, r.agent_id))
     end = round(end_ms * _MS) if end_ms is not None else (ordered[-1][1].t_ns if ordered else 0)
     run_until(end)
-    out = sorted(fired, key=lambda p: (p[0].t_eval_ns, *table.order(p[0].rule), p[1]))
+    cut = no_target = 0
+    sent: list[tuple[Firing, str, str | None]] = []
+    for f, agent_id in fired:
+        if not f.rule.target:
+            sent.append((f, agent_id, agent_id))
+            continue
+        known = (a for a, t in first.items() if t <= f.t_eval_ns)
+        targets, n_cut = resolve_targets(f.rule.target, known)
+        cut += n_cut
+        if not targets:
+            no_target += 1
+        recipients: list[str | None] = list(targets) or [None]
+        sent.extend((f, agent_id, target) for target in recipients)
+    if counts is not None:
+        counts["targets_cut"] = cut
+        counts["no_target"] = no_target
+    out = sorted(
+        sent,
+        key=lambda p: (
+            p[0].t_eval_ns,
+            *table.order(p[0].rule),
+            p[1],
+            (0, "") if p[2] is None else (1, p[2]),
+        ),
+    )
     return [
         {
             "t_ms": _ms(f.t_eval_ns),
             "rule_id": f.rule.rule_id,
             "agent_id": agent_id,
+            "target": target,
             "action": f.rule.rule.action_name,
             "params": {p.key: p.value for p in f.rule.params},
         }
-        for f, agent_id in out
+        for f, agent_id, target in out
     ]
 
 

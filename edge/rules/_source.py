@@ -9,6 +9,7 @@ in the file through the YAML/JSON quoting (``_value_position``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ _KNOWN_KEYS = {
     "params",
     "cooldown",
     "escalate",
+    "target",
+    "board",
+    "rearm",
 }
 
 
@@ -89,6 +93,12 @@ def parse_condition(text: str) -> Condition:
 
 def load_rule_file(path: Path | str) -> RuleSet:
     """Read and check a rule file; raise RuleFileError listing every problem."""
+    return parse_rule_text(read_source(path), str(path))
+
+
+def read_source(path: Path | str) -> str:
+    """A YAML/JSON source file's text: at most MAX_FILE_BYTES of UTF-8, else RuleFileError
+    with the one Problem (also used for the bridge's device profiles)."""
     path = Path(path)
     name = str(path)
     try:
@@ -100,24 +110,29 @@ def load_rule_file(path: Path | str) -> RuleSet:
             [Problem(name, 1, 1, f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")]
         )
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise RuleFileError(
             [Problem(name, line, 1, "not UTF-8 text", hint="save the file as UTF-8")]
         ) from None
-    return parse_rule_text(text, name)
 
 
-def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
+def compose_source(text: str, name: str) -> Any:
+    """The YAML node tree of ``text`` (every node carries its line and column; None for an
+    empty file), or RuleFileError placing the syntax error."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise RuleFileError(
             [Problem(name, line, col, f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}")]
         ) from None
+
+
+def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
+    root = compose_source(text, name)
     if root is None:
         raise RuleFileError(
             [
@@ -179,9 +194,13 @@ def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
     return RuleSet(tuple(rules), version=version, description=description, custom_actions=custom)
 
 
-def _at(name: str, node: Any, message: str, rule: str = "", hint: str = "") -> Problem:
+def problem_at(name: str, node: Any, message: str, rule: str = "", hint: str = "") -> Problem:
+    """A Problem placed at the start of YAML ``node`` (from :func:`compose_source`)."""
     mark = node.start_mark
     return Problem(name, mark.line + 1, mark.column + 1, message, rule=rule, hint=hint)
+
+
+_at = problem_at
 
 
 def _rule(
@@ -213,21 +232,32 @@ def _rule(
     if not isinstance(rid, str) or not _RULE_ID_RE.match(rid):
         if "rule_id" in nodes:
             bad("rule_id", "rule_id must be 1-128 characters of letters, digits, _ . : -")
+    board = values.get("board", False)
+    if not isinstance(board, bool):
+        bad("board", f"board must be true or false, not {board!r}")
+        board = False
+
+    def condition(key: str, text: Any, what: str) -> Condition | None:
+        if not isinstance(text, str):
+            bad(key, f"{key} must be text like {what!r}")
+            return None
+        try:
+            return compile_condition(text, board=board)
+        except ConditionError as exc:
+            cnode = nodes[key]
+            for d in exc.errors:
+                line, col = _value_position(source, cnode, text, d.column)
+                problems.append(Problem(name, line, col, d.message, label, text, d.column, d.hint))
+            return None
+
     cond = None
     content = values.get("rule_content")
     if "rule_content" in nodes:
-        if not isinstance(content, str):
-            bad("rule_content", "rule_content must be text like 'cpu_usage > 0.9 for 10s'")
-        else:
-            try:
-                cond = compile_condition(content)
-            except ConditionError as exc:
-                cnode = nodes["rule_content"]
-                for d in exc.errors:
-                    line, col = _value_position(source, cnode, content, d.column)
-                    problems.append(
-                        Problem(name, line, col, d.message, label, content, d.column, d.hint)
-                    )
+        cond = condition("rule_content", content, "cpu_usage > 0.9 for 10s")
+    rearm, rearm_content = None, ""
+    if "rearm" in nodes:
+        rearm_content = values.get("rearm")
+        rearm = condition("rearm", rearm_content, "cpu_usage < 0.7 for 30s")
     action, custom_action = Action.UNSPECIFIED, ""
     if "action" in nodes:
         action, custom_action = _action(
@@ -244,7 +274,10 @@ def _rule(
         )
     sla = values.get("sla_threshold")
     if "sla_threshold" in nodes and (
-        not isinstance(sla, int | float) or isinstance(sla, bool) or sla <= 0
+        not isinstance(sla, int | float)
+        or isinstance(sla, bool)
+        or not math.isfinite(sla)
+        or sla <= 0
     ):
         bad(
             "sla_threshold", f"sla_threshold must be a positive number of milliseconds, not {sla!r}"
@@ -255,6 +288,33 @@ def _rule(
     if not isinstance(agents, list) or not all(isinstance(a, str) and a for a in agents):
         bad("agents", "agents must be a list of glob patterns on agent ids")
         agents = []
+    target = values.get("target", [])
+    if isinstance(target, str):
+        target = [target]
+    if not isinstance(target, list) or not all(isinstance(a, str) and a for a in target):
+        bad(
+            "target",
+            f"target must be an agent-id glob or a list of them, not {values.get('target')!r}",
+            'e.g. target: "cell-ctl" or target: ["brake-*", "vcu"]',
+        )
+        target = []
+    if board:
+        if "agents" in nodes:
+            bad(
+                "agents",
+                "a board rule has no agents: list; its selectors name their agents",
+                'write temp{agent="motor-1"} in rule_content and drop agents:',
+            )
+        if "target" not in nodes:
+            problems.append(
+                _at(
+                    name,
+                    nodes.get("board", node),
+                    "a board rule needs a target: the agent(s) its instruction goes to",
+                    label,
+                    'add target: "cell-ctl" (an agent id or glob, or a list)',
+                )
+            )
     params: list[Param] = []
     raw_params = values.get("params", {}) or {}
     if not isinstance(raw_params, dict):
@@ -263,6 +323,8 @@ def _rule(
         for key, val in raw_params.items():
             if not isinstance(val, int | float | str | bool):
                 bad("params", f"param {key!r} must be a number, boolean or text")
+            elif isinstance(val, float) and not math.isfinite(val):
+                bad("params", f"param {key!r} is {val}; numbers must be finite")
             else:
                 # numbers travel as doubles: 2 and 2.0 are the same parameter (and hash)
                 number = isinstance(val, int | float) and not isinstance(val, bool)
@@ -278,7 +340,7 @@ def _rule(
         escalate, escalate_custom = _action(
             values["escalate"], custom, lambda m, h="": bad("escalate", m, h)
         )
-    if len(problems) > before or cond is None:
+    if len(problems) > before or cond is None or ("rearm" in nodes and rearm is None):
         return None
     return Rule(
         rule_id=rid,
@@ -294,6 +356,10 @@ def _rule(
         cooldown_ns=cooldown,
         escalate=escalate,
         escalate_custom=escalate_custom,
+        target=tuple(target),
+        board=board,
+        rearm=rearm,
+        rearm_content=rearm_content if rearm is not None else "",
     )
 
 

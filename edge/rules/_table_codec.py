@@ -49,8 +49,10 @@ from ._ir import Condition, Node, NodeOp, Selector
 from ._model import Rule, RuleSet
 from ._signing import TrustedKeys, _ubytes, open_signed_table
 
-SCHEMA_VERSION = 2
-"""2: the IR (selectors + postfix nodes). 1 (threshold-only conditions) is no longer read."""
+SCHEMA_VERSION = 3
+"""3: rules gain target, board, rearm (written always). 2: the IR (selectors + postfix nodes),
+still read: its rules have none of them. 1 (threshold-only conditions) is no longer read."""
+READABLE_SCHEMA_VERSIONS = (2, 3)
 MAX_TABLE_BYTES = 64 << 20
 
 _I64 = (-(1 << 63), (1 << 63) - 1)
@@ -136,13 +138,19 @@ def rule_json(rule: Rule) -> dict[str, Any]:
         "escalate": action_name(rule.escalate, rule.escalate_custom)
         if rule.escalate != Action.UNSPECIFIED
         else "",
+        "board": rule.board,
+        "target": list(rule.target),
+        "rearm": rule.rearm.text() if rule.rearm is not None else "",
+        "rearm_content": rule.rearm_content,
     }
 
 
 # --- checks shared by both directions ----------------------------------------------------------
 
 
-def _check_rule(i: int, r: Rule, custom_actions: Sequence[str]) -> None:
+def _check_rule(
+    i: int, r: Rule, custom_actions: Sequence[str], schema: int = SCHEMA_VERSION
+) -> None:
     """Raise RuleTableError unless the rule's fields are in range and consistent."""
     where = f"rule #{i} {r.rule_id!r}"
     if not r.rule_id:
@@ -164,7 +172,31 @@ def _check_rule(i: int, r: Rule, custom_actions: Sequence[str]) -> None:
         raise RuleTableError(f"{where}: sla_threshold {r.sla_ms} ms is not a non-negative number")
     if not 0 <= r.cooldown_ns <= _I64[1]:
         raise RuleTableError(f"{where}: cooldown {r.cooldown_ns} ns is out of range")
+    if any(not g for g in r.target):
+        raise RuleTableError(f"{where}: an empty target glob")
     _check_condition(where, r.condition)
+    conds = [r.condition] + ([r.rearm] if r.rearm is not None else [])
+    if r.rearm is not None:
+        _check_condition(where + " rearm", r.rearm)
+    if r.board:
+        if not r.target:
+            raise RuleTableError(f"{where}: a board rule without a target cannot run")
+        if r.agents:
+            raise RuleTableError(f"{where}: a board rule cannot have agents globs")
+        for c in conds:
+            for s in c.selectors:
+                if s.agent is None or not s.agent or set(s.agent) & set("*?["):
+                    raise RuleTableError(
+                        f"{where}: board selector {s.text()} does not name exactly one agent"
+                    )
+    elif schema >= 3:
+        for c in conds:
+            for s in c.selectors:
+                if s.agent is not None:
+                    raise RuleTableError(
+                        f"{where}: selector {s.text()} uses the reserved label 'agent' "
+                        "outside a board rule"
+                    )
 
 
 def _check_condition(where: str, c: Condition) -> None:
@@ -248,6 +280,9 @@ def _condition(b: flatbuffers.Builder, c: Condition) -> int:
 
 def _rule(b: flatbuffers.Builder, r: Rule) -> int:
     cond = _condition(b, r.condition)
+    rearm = _condition(b, r.rearm) if r.rearm is not None else 0
+    rearm_content = b.CreateString(r.rearm_content) if r.rearm_content else 0
+    target = _strings(b, fb.Rule.StartTargetVector, r.target) if r.target else 0
     rid, name, content = (
         b.CreateString(r.rule_id),
         b.CreateString(r.name),
@@ -277,6 +312,13 @@ def _rule(b: flatbuffers.Builder, r: Rule) -> int:
     if esc_custom:
         fb.Rule.AddEscalateCustom(b, esc_custom)
     fb.Rule.AddCondition(b, cond)
+    if target:
+        fb.Rule.AddTarget(b, target)
+    fb.Rule.AddBoard(b, r.board)
+    if rearm:
+        fb.Rule.AddRearm(b, rearm)
+    if rearm_content:
+        fb.Rule.AddRearmContent(b, rearm_content)
     return fb.Rule.End(b)
 
 
@@ -471,7 +513,7 @@ def decode_table_with_info(
         )
     table, kid = _unwrap(buf, trusted_keys, require_signed)
     peeked = _peek_schema_version(table)
-    if peeked is not None and peeked != SCHEMA_VERSION:
+    if peeked is not None and peeked not in READABLE_SCHEMA_VERSIONS:
         if peeked > SCHEMA_VERSION:
             raise RuleTableError(
                 f"rule table schema_version {peeked} is newer than this runtime understands "
@@ -479,7 +521,8 @@ def decode_table_with_info(
             )
         raise RuleTableError(
             f"rule table schema_version {peeked} is older than this runtime reads "
-            f"({SCHEMA_VERSION}); recompile the rule file with this version's edgectl"
+            f"({', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); recompile the rule file with "
+            "this version's edgectl"
         )
     try:
         if verify(table, max_bytes=MAX_TABLE_BYTES) is not MessageType.RULE_TABLE:
@@ -489,8 +532,10 @@ def decode_table_with_info(
     except EdgeError as exc:
         raise RuleTableError(f"RuleTable failed verification: {exc}") from None
     t = fb.RuleTable.RuleTable.GetRootAs(table, 0)
+    schema = t.SchemaVersion()
     customs = tuple(_s(t.CustomActions(j)) for j in range(t.CustomActionsLength()))
     rules = []
+    rearm_texts: dict[int, str] = {}
     seen: dict[str, int] = {}
     for i in range(t.RulesLength()):
         r = t.Rules(i)
@@ -501,6 +546,12 @@ def decode_table_with_info(
             )
         seen[rid] = i
         where = f"rule #{i} {rid!r}"
+        # schema 3's fields; a schema-2 table has none of them (and must keep its hash)
+        new = schema >= 3
+        rearm = r.Rearm() if new else None
+        if rearm is not None:
+            rearm_texts[i] = _s(rearm.Text())
+        n_target = r.TargetLength() if new else 0
         rule = Rule(
             rule_id=rid,
             condition=_condition_of(where, r.Condition()),
@@ -515,8 +566,12 @@ def decode_table_with_info(
             cooldown_ns=r.CooldownNs(),
             escalate=Action(r.Escalate()),
             escalate_custom=_s(r.EscalateCustom()),
+            target=tuple(_s(r.Target(j)) for j in range(n_target)) if n_target else (),
+            board=r.Board() if new else False,
+            rearm=_condition_of(where + " rearm", rearm) if rearm is not None else None,
+            rearm_content=_s(r.RearmContent()) if rearm is not None else "",
         )
-        _check_rule(i, rule, customs)
+        _check_rule(i, rule, customs, schema)
         rules.append(rule)
     rs = RuleSet(
         tuple(rules),
@@ -535,6 +590,13 @@ def decode_table_with_info(
     # people; that copy must say the same, or a display could hide what a rule does.
     for i, rule in enumerate(rules):
         shown = _s(t.Rules(i).Condition().Text())
+        rearm_shown = rearm_texts.get(i)
+        if rule.rearm is not None and rearm_shown != rule.rearm.text():
+            raise RuleTableError(
+                f"rule #{i} {rule.rule_id!r}: the rearm's display text {rearm_shown!r} "
+                f"does not match what it evaluates ({rule.rearm.text()!r}); the table was "
+                "edited after compiling: recompile the rule file"
+            )
         if shown != rule.condition.text():
             raise RuleTableError(
                 f"rule #{i} {rule.rule_id!r}: the condition's display text {shown!r} does not "

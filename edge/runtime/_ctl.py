@@ -62,8 +62,13 @@ class CtlServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close ctl.sock; idempotent, and fine before :meth:`start` (a
+        start-up that failed after binding)."""
         self._stop = True
-        self._thread.join(10)
+        if self._thread.ident is not None:
+            self._thread.join(10)
+        elif not self.sock.closed:
+            self._release()
 
     def _run(self) -> None:
         poller = zmq.Poller()
@@ -78,11 +83,14 @@ class CtlServer:
                     except Exception:
                         log.exception("periodic ctl task failed")
         finally:
-            self.sock.close(linger=0)
-            try:
-                os.unlink(self.endpoint[len("ipc://") :])
-            except FileNotFoundError:
-                pass
+            self._release()
+
+    def _release(self) -> None:
+        self.sock.close(linger=0)
+        try:
+            os.unlink(self.endpoint[len("ipc://") :])
+        except FileNotFoundError:
+            pass
 
     def _serve_one(self) -> None:
         try:

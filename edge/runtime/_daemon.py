@@ -9,6 +9,7 @@ after opening LMDB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -16,9 +17,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import zmq
 
@@ -35,6 +36,7 @@ from ..errors import (
     RuleError,
     RuleTableError,
     RuntimeStateError,
+    StoreError,
 )
 from ..rules import (
     CompiledTable,
@@ -110,25 +112,33 @@ class Edged:
         self._groups = tuple(g.strip() for g in cfg.device_groups.split(",") if g.strip())
         self._infos: dict[int, TableInfo] = {}
         self._closed = False
+        self._ready = False
+        """open() went all the way (the stop records are written only then)."""
         self.started_wall_ms = clock.wall_ms()
 
     # ------------------------------------------------------------ lifecycle
 
     def open(self) -> Edged:
-        """Acquire the lock, open state, bind sockets. Raises EdgeError subclasses."""
+        """Acquire the lock, open state, bind sockets. Raises EdgeError subclasses (an OS
+        error on the way becomes a RuntimeStateError saying what failed and what to do);
+        whatever fails, everything opened or started before it is closed again first."""
         cfg = self.cfg
         t0 = time.perf_counter()
         try:
-            prepare_run_dir(cfg.run_dir, cfg.run_dir_group)
-            self._locks.append(InstanceLock(cfg.run_dir / "edged.lock").acquire())
-            cfg.data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-            self._locks.append(InstanceLock(cfg.data_dir / "edged.lock").acquire())
-            self.store = Store.open(
-                cfg.data_dir / "state",
-                map_size=cfg.map_size,
-                max_map_size=cfg.max_map_size,
-                clock=self.clock,
-            )
+            with _starting(f"run dir {cfg.run_dir}", "make it writable or choose another --run-dir"):
+                prepare_run_dir(cfg.run_dir, cfg.run_dir_group)
+                self._locks.append(InstanceLock(cfg.run_dir / "edged.lock").acquire())
+            with _starting(f"data dir {cfg.data_dir}",
+                           "make it writable or choose another --data-dir"):
+                cfg.data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+                self._locks.append(InstanceLock(cfg.data_dir / "edged.lock").acquire())
+            if cfg.metrics_addr:  # bound first, served once ready: a taken port costs nothing
+                with _starting(f"metrics_addr {cfg.metrics_addr}",
+                               "set metrics_addr (--metrics-addr) to a free local host:port, "
+                               "or '' to turn /metrics off"):
+                    self.metrics = MetricsServer(cfg.metrics_addr, self._metrics_read,
+                                                 start=False)
+            self.store = _open_store(cfg, self.clock)
             self.outbox = Outbox(
                 self.store,
                 max_bytes=cfg.outbox_max_bytes,
@@ -141,20 +151,25 @@ class Edged:
                 clock=self.clock,
                 outbox=self.outbox,
             )
-            self.writer.start()
             self._trusted = load_trusted_keys(
                 k.strip() for k in cfg.rules_trusted_keys.split(",") if k.strip()
             )
             table = self._recover_table()
+            self.writer.start()
             self._ctx = zmq.Context()
-            self.loop = ControlLoop(
-                cfg,
-                self._ctx,
-                writer=self.writer,
-                clock=self.clock,
-                table=table,
-                utilisation=self._utilisation,
-            )
+            with _starting(f"the sockets in {cfg.run_dir}",
+                           "make the run dir writable or choose another --run-dir"):
+                self.loop = ControlLoop(
+                    cfg,
+                    self._ctx,
+                    writer=self.writer,
+                    clock=self.clock,
+                    table=table,
+                    utilisation=self._utilisation,
+                )
+                self.ctl = CtlServer(
+                    self._ctx, cfg.run_dir, self._handlers(), tick=self._tick, tick_ms=_TICK_MS
+                )
             self.loop.registry.known = self.store.load_agents()
             self.loop.on_housekeeping = self._health
             self.stats = StatsView(
@@ -163,15 +178,13 @@ class Edged:
             )
             if cfg.agg_window_s > 0:
                 self.agg = self._make_aggregator(self.loop)
-            self.ctl = CtlServer(
-                self._ctx, cfg.run_dir, self._handlers(), tick=self._tick, tick_ms=_TICK_MS
-            )
             self.gcwatch.install()
-            if cfg.metrics_addr:
-                self.metrics = MetricsServer(cfg.metrics_addr, self._metrics_read)
+            if self.metrics is not None:
+                self.metrics.start()
         except BaseException:
             self.close()
             raise
+        self._ready = True
         self.writer.audit(
             "edged_started",
             pid=os.getpid(),
@@ -232,9 +245,19 @@ class Edged:
             )
             return CompiledTable(ruleset)
         if self.cfg.rules_file is not None:
-            from ..rules import load_rule_file  # the text compiler, only for a text file
+            from ..rules import RuleFileError, load_rule_file  # the compiler, only for text
 
-            ruleset = load_rule_file(self.cfg.rules_file)
+            try:
+                ruleset = load_rule_file(self.cfg.rules_file)
+            except RuleFileError as exc:  # one line: each problem's place and message
+                problems = "; ".join(
+                    f"{p.file}:{p.line}:{p.col}: {p.rule + ': ' if p.rule else ''}{p.message}"
+                    for p in exc.problems
+                )
+                raise RuleError(
+                    f"rule file {self.cfg.rules_file}: {problems}; fix it (`edgectl rules check "
+                    f"{self.cfg.rules_file}` shows every problem) or start without --rules"
+                ) from exc
             ruleset = _with_version(ruleset, max(ruleset.version, 1))
             blob = encode_rule_table(ruleset)
             self._infos[ruleset.version] = self._decode(blob, check_applies=False)[1]
@@ -275,49 +298,58 @@ class Edged:
             self.loop.stop()
 
     def close(self) -> None:
-        """Stop everything, flush state (final stats snapshot, synced), release the lock."""
+        """Stop everything, flush state (final stats snapshot, synced), release the lock.
+
+        Also the undo of a failed :meth:`open`: each step runs whatever the previous ones did
+        (a step that fails is logged and the rest still run), so no thread, socket, store or
+        lock outlives it."""
         if self._closed:
             return
         self._closed = True
         if self._notified_ready:
-            self.notifier.stopping()
-        self.gcwatch.uninstall()
+            _quietly("sd_notify STOPPING", self.notifier.stopping)
+        _quietly("gc watch", self.gcwatch.uninstall)
         if self.loop is not None:
-            self.loop.stop()
-        if self._thread is not None:
+            _quietly("loop stop", self.loop.stop)
+        if self._thread is not None and self._thread.ident is not None:
             self._thread.join(10)
         if self.ctl is not None:
-            self.ctl.stop()
+            _quietly("ctl server", self.ctl.stop)
         if self.metrics is not None:
-            self.metrics.close()
+            _quietly("metrics server", self.metrics.close)
         if self.writer is not None:
-            if self.stats is not None and self.loop is not None:
-                try:
-                    self.stats.refresh(self.loop.swap_book)
-                    self.writer.put_stats(self._stats_doc(refresh=False))
-                except Exception:
-                    log.exception("final stats snapshot failed")
-                if self.agg is not None:
-                    try:
-                        self.agg.close_window()  # the partial window is kept, not lost
-                    except Exception:
-                        log.exception("final aggregate failed")
-                self.writer.audit(
-                    "edged_stopped",
-                    pid=os.getpid(),
-                    counters={k: v for k, v in self.loop.counters.items() if v},
-                )
-            self.writer.close()
+            if self._ready:
+                _quietly("final stats snapshot", self._final_records)
+            _quietly("store writer", self.writer.close)
         if self.loop is not None:
-            self.loop.close()
+            _quietly("agents.sock", self.loop.close)
         if self._ctx is not None:
-            self._ctx.term()
+            # destroy, not term: a socket a failed start left open must not hang the exit
+            _quietly("zmq context", lambda: self._ctx.destroy(linger=0) if self._ctx else None)
         if self.store is not None:
-            self.store.close()
+            _quietly("store", self.store.close)
         for lock in reversed(self._locks):
-            lock.release()
+            _quietly(f"lock {lock.path}", lock.release)
         self._locks.clear()
-        self.notifier.close()
+        _quietly("sd_notify socket", self.notifier.close)
+
+    def _final_records(self) -> None:
+        assert self.writer is not None and self.stats is not None and self.loop is not None
+        try:
+            self.stats.refresh(self.loop.swap_book)
+            self.writer.put_stats(self._stats_doc(refresh=False))
+        except Exception:
+            log.exception("final stats snapshot failed")
+        if self.agg is not None:
+            try:
+                self.agg.close_window()  # the partial window is kept, not lost
+            except Exception:
+                log.exception("final aggregate failed")
+        self.writer.audit(
+            "edged_stopped",
+            pid=os.getpid(),
+            counters={k: v for k, v in self.loop.counters.items() if v},
+        )
 
     def __enter__(self) -> Edged:
         return self.start()
@@ -424,6 +456,11 @@ class Edged:
         return {
             "counters": dict(loop.counters),
             "agents": loop.registry.counts(),
+            "agent_health": [
+                (rec.agent_id, name, v)
+                for rec in list(loop.registry.by_id.values())
+                for name, v in sorted(rec.health().items())
+            ],
             "stats": self.stats.snapshot(),
             "store": self.writer.counters,
         }
@@ -619,6 +656,38 @@ class Edged:
         return {"events": events, "last": events[-1]["seq"] if events else after}
 
 
+def _open_store(cfg: EdgeConfig, clock: Clock) -> Store:
+    path = cfg.data_dir / "state"
+    with _starting(f"the store in {path}", "check the disk and the directory's permissions"):
+        try:
+            return Store.open(
+                path, map_size=cfg.map_size, max_map_size=cfg.max_map_size, clock=clock
+            )
+        except StoreError as exc:
+            raise StoreError(
+                f"{exc}; move {path} aside to start with an empty store (or restore a backup)"
+            ) from exc
+
+
+@contextlib.contextmanager
+def _starting(what: str, todo: str) -> Iterator[None]:
+    """Turn an OS or ZeroMQ error of one start-up step into a RuntimeStateError that says
+    what failed, why, and what to do: the one line edged prints before it exits."""
+    try:
+        yield
+    except (OSError, zmq.ZMQError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise RuntimeStateError(f"{what}: {reason}; {todo}") from exc
+
+
+def _quietly(what: str, step: Callable[[], object]) -> None:
+    """One step of close(): a failure is logged, and the steps after it still run."""
+    try:
+        step()
+    except Exception:
+        log.exception("edged: closing the %s failed", what)
+
+
 def _flag(args: dict[str, Any], name: str) -> bool:
     value = args.get(name, False)
     if not isinstance(value, bool):
@@ -704,6 +773,19 @@ def main(
         sys.exit(1)
 
 
+def _fail(stop_logging: Callable[[], None], code: int, message: str) -> NoReturn:
+    """A start that failed: one line on stderr (a multi-line message, e.g. every problem of
+    a rule file, is joined with "; "), then exit ``code`` at once. open() has stopped what it
+    started; should a thread still be alive anyway, the process leaves without waiting for it
+    (a service manager must see the exit, not a process that hangs on)."""
+    stop_logging()
+    print("edged: " + "; ".join(message.splitlines()), file=sys.stderr, flush=True)
+    me = threading.current_thread()
+    if any(t.is_alive() and not t.daemon and t is not me for t in threading.enumerate()):
+        os._exit(code)
+    sys.exit(code)
+
+
 def _run(config_file: Path | None, flags: dict[str, Any]) -> None:
     try:
         cfg = load_config(flags, file=config_file)
@@ -718,15 +800,18 @@ def _run(config_file: Path | None, flags: dict[str, Any]) -> None:
     sys.setswitchinterval(0.00025)
     daemon = Edged(cfg)
     try:
-        daemon.open()
+        daemon.open()  # on any failure it has closed what it opened before raising
     except AlreadyRunningError as exc:
-        stop_logging()
-        print(f"edged: {exc}", file=sys.stderr)
-        sys.exit(3)
+        _fail(stop_logging, 3, str(exc))
+    except ConfigError as exc:
+        _fail(stop_logging, 2, f"configuration error: {exc}")
     except EdgeError as exc:
-        stop_logging()
-        print(f"edged: cannot start: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _fail(stop_logging, 1, f"cannot start: {exc}")
+    except Exception as exc:  # a bug: its traceback, then the same one line
+        import traceback
+
+        traceback.print_exc()
+        _fail(stop_logging, 1, f"cannot start: internal error {exc!r}; please report it")
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)

@@ -28,7 +28,17 @@ from .._log import RateLimiter
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig
 from ..errors import RuntimeStateError, TooLargeError, VerifyError
-from ..rules import CompiledTable, Firing, RuleSet, Timers
+from ..rules import (
+    AGENT_LABEL,
+    BOARD_AGENT,
+    BoardEval,
+    CompiledTable,
+    Firing,
+    RuleSet,
+    Timers,
+    bind_board,
+    resolve_targets,
+)
 from ..store import StoreWriter
 from ..transport import AGENTS_SOCK, endpoint, make_router
 from ..wire import (
@@ -59,6 +69,7 @@ from ._stats import StatsBook
 
 log = logging.getLogger("edge.loop")
 
+_BOARD = "@board"  # prepare()'s key for the board rules' binding
 _BUDGET = 256  # frames per drain before timers and housekeeping get a turn
 _HOUSEKEEPING_NS = 50_000_000
 _MAX_IDLE_MS = 100  # bounds how long a stop request waits
@@ -83,6 +94,8 @@ COUNTERS = (
     "instructions_dropped_full",
     "instructions_unroutable",
     "instructions_agent_gone",
+    "instructions_no_target",
+    "instructions_targets_cut",
     "ack_timeouts",
     "agents_registered",
     "agents_replaced",
@@ -151,6 +164,13 @@ class ControlLoop:
         self.timers = Timers()
         self.table = table or CompiledTable(RuleSet(()))
         self.lkg_table: CompiledTable | None = None
+        self.board: BoardEval | None = None
+        """The active table's board rules over every agent seen (None: it has none)."""
+        if self.table.board_rules:
+            self._rebind_board(clock.monotonic_ns())
+        self._targets: dict[tuple[str, ...], tuple[list[AgentRecord], int]] = {}
+        """Resolved ``target`` globs -> (recipients, how many the cap cut); emptied whenever
+        an agent registers or goes."""
         self.inflight: dict[int, tuple[Any, ...]] = {}
         self._sent_order: collections.deque[tuple[int, int]] = collections.deque()
         self.book = StatsBook()
@@ -446,75 +466,132 @@ class ControlLoop:
     def _dispatch(
         self, fired: list[Firing], t_recv: int, t_eval: int, t_batch_send: int, *, from_timer: bool
     ) -> None:
-        """Send the instructions for ``fired`` in priority order (then file order)."""
+        """Send the instructions for ``fired`` in priority order (then file order): to the
+        agent that fired, or to every known agent its rule's ``target`` matches."""
         t_decide = self.clock.monotonic_ns()
         if len(fired) > 1:
             order = self.table.order
             fired.sort(key=lambda f: order(f.rule))
         counters = self.counters
-        send = self.sock.send_multipart
-        now_ns = self.clock.monotonic_ns
         for f in fired:
             counters["firings"] += 1
             rule = f.rule
             self.book.rule(rule.rule_id).fired += 1
             rec = f.agent
-            assert isinstance(rec, AgentRecord)
-            if rec.state is AgentState.GONE:
-                counters["instructions_agent_gone"] += 1
-                self.book.record_unacked(rule.rule_id, "gone")
+            timing = (t_batch_send, t_recv, t_eval, t_decide, from_timer)
+            if not rule.target:
+                assert isinstance(rec, AgentRecord)
+                if rec.state is AgentState.GONE:
+                    counters["instructions_agent_gone"] += 1
+                    self.book.record_unacked(rule.rule_id, "gone")
+                    continue
+                self._send_instruction(rec, f, "", timing)
                 continue
-            iid = self._next_iid
-            self._next_iid = iid + 1
-            r = rule.rule
-            buf = encode_instruction(
-                Instruction(
-                    iid,
-                    rule.rule_id,
-                    r.action,
-                    r.custom_action,
-                    rule.params,
-                    rule.priority,
-                    f.t_sample_ns + rule.sla_ns,
-                    f.metric_id,
-                    f.value,
-                    f.t_sample_ns,
-                )
-            )
-            try:
-                send((rec.routing_id, buf), zmq.NOBLOCK)
-            except zmq.Again:
-                self._undeliverable(
-                    rec,
-                    rule.rule_id,
-                    iid,
-                    "instructions_dropped_full",
-                    "agent is not reading: its queue is full",
-                )
-                continue
-            except zmq.ZMQError as exc:
-                if exc.errno != zmq.EHOSTUNREACH:
-                    raise
-                self._undeliverable(
-                    rec, rule.rule_id, iid, "instructions_unroutable", "agent connection is gone"
+            source = rec.agent_id if isinstance(rec, AgentRecord) else BOARD_AGENT
+            recipients, cut = self._recipients(rule.target)
+            if cut:
+                counters["instructions_targets_cut"] += cut
+                if self._limiter.allow("instructions_targets_cut", t_decide):
+                    log.warning(
+                        "rule %s: target matches %d agents; the first %d got the instruction",
+                        rule.rule_id, len(recipients) + cut, len(recipients),
+                    )  # fmt: skip
+                    self._audit(
+                        "instructions_targets_cut",
+                        rule_id=rule.rule_id,
+                        source_agent=source,
+                        sent=len(recipients),
+                        cut=cut,
+                    )
+            if not recipients:
+                counters["instructions_no_target"] += 1
+                self.book.record_unacked(rule.rule_id, "undeliverable")
+                self._event("no_target", source, rule.rule_id, 0, ", ".join(rule.target))
+                self._audit(
+                    "instruction",
+                    agent_id=None,
+                    source_agent=source,
+                    rule_id=rule.rule_id,
+                    action=rule.rule.action_name,
+                    status="no_target",
+                    detail=f"no known agent matches target {', '.join(rule.target)}",
                 )
                 continue
-            t_send = now_ns()
-            self.inflight[iid] = (
-                rec,
-                rule,
+            for target in recipients:
+                self._send_instruction(target, f, source, timing)
+
+    def _recipients(self, globs: tuple[str, ...]) -> tuple[list[AgentRecord], int]:
+        """The known agents (registered, not gone) ``globs`` match, in id order, capped."""
+        got = self._targets.get(globs)
+        if got is None:
+            live = {
+                r.agent_id: r
+                for r in self.registry.by_id.values()
+                if r.state is not AgentState.GONE
+            }
+            ids, cut = resolve_targets(globs, live, self.cfg.max_targets)
+            got = self._targets[globs] = ([live[a] for a in ids], cut)
+        return got
+
+    def _send_instruction(
+        self, rec: AgentRecord, f: Firing, source: str, timing: tuple[int, int, int, int, bool]
+    ) -> None:
+        """One instruction for firing ``f`` to ``rec`` (``source``: the agent that fired when
+        that is another one; empty when it is ``rec`` itself)."""
+        rule = f.rule
+        iid = self._next_iid
+        self._next_iid = iid + 1
+        r = rule.rule
+        buf = encode_instruction(
+            Instruction(
+                iid,
+                rule.rule_id,
+                r.action,
+                r.custom_action,
+                rule.params,
+                rule.priority,
+                f.t_sample_ns + rule.sla_ns,
+                f.metric_id,
+                f.value,
                 f.t_sample_ns,
-                t_batch_send,
-                t_recv,
-                t_eval,
-                t_decide,
-                t_send,
-                from_timer,
+                source,
             )
-            self._sent_order.append((t_send, iid))
-            rec.instructions += 1
-            counters["instructions_sent"] += 1
-            self._event("instruction", rec.agent_id, rule.rule_id, iid, r.action_name)
+        )
+        try:
+            self.sock.send_multipart((rec.routing_id, buf), zmq.NOBLOCK)
+        except zmq.Again:
+            self._undeliverable(
+                rec,
+                rule.rule_id,
+                iid,
+                "instructions_dropped_full",
+                "agent is not reading: its queue is full",
+            )
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self._undeliverable(
+                rec, rule.rule_id, iid, "instructions_unroutable", "agent connection is gone"
+            )
+            return
+        t_send = self.clock.monotonic_ns()
+        t_batch_send, t_recv, t_eval, t_decide, from_timer = timing
+        self.inflight[iid] = (
+            rec,
+            rule,
+            f.t_sample_ns,
+            t_batch_send,
+            t_recv,
+            t_eval,
+            t_decide,
+            t_send,
+            from_timer,
+        )
+        self._sent_order.append((t_send, iid))
+        rec.instructions += 1
+        self.counters["instructions_sent"] += 1
+        self._event("instruction", rec.agent_id, rule.rule_id, iid, r.action_name)
 
     def _undeliverable(
         self, rec: AgentRecord, rule_id: str, iid: int, counter: str, why: str
@@ -708,6 +785,9 @@ class ControlLoop:
                 replaced.eval.retire()
             counters["agents_replaced"] += 1
         counters["agents_registered"] += 1
+        self._targets.clear()
+        if self.table.board_rules:
+            self._rebind_board(t_recv)
         welcome = Welcome(
             session,
             tuple(range(len(series))),
@@ -745,6 +825,11 @@ class ControlLoop:
             for k, _v in m.labels:
                 if not METRIC_NAME_RE.match(k):
                     return f"metrics[{i}] label key {k[:64]!r} invalid"
+                if k == AGENT_LABEL:
+                    return (
+                        f"metrics[{i}] {m.name} declares the label {AGENT_LABEL!r}, which is "
+                        "reserved (board rules name agents with it): rename the label"
+                    )
             key = (m.name, tuple(sorted(m.labels)))
             if key in seen:
                 return f"metrics[{i}] {m.name} with the same labels is declared twice"
@@ -783,6 +868,7 @@ class ControlLoop:
 
     def _gone(self, rec: AgentRecord, reason: str) -> None:
         self.registry.set_state(rec, AgentState.GONE, self.clock.monotonic_ns())
+        self._targets.clear()
         if rec.eval is not None:
             rec.eval.retire()
         self._event("agent_gone", rec.agent_id, "", 0, reason)
@@ -800,6 +886,7 @@ class ControlLoop:
         with it; the audit log keeps its history."""
         if not self.registry.forget(rec):
             return
+        self._targets.clear()
         if rec.eval is not None:
             rec.eval.retire()
             rec.eval = None
@@ -879,32 +966,69 @@ class ControlLoop:
 
     # ---------------------------------------------------------------- rule tables
 
-    def prepare(self, table: CompiledTable) -> dict[AgentRecord, tuple[Any, Any, Any]]:
-        """Build every live agent's evaluator under ``table`` (any thread: reads live state,
-        mutates none), so that ``activate`` is a pointer swap per agent."""
-        out: dict[AgentRecord, tuple[Any, Any, Any]] = {}
+    def prepare(self, table: CompiledTable) -> dict[Any, Any]:
+        """Build every live agent's evaluator under ``table``, and its board rules over every
+        agent seen (any thread: reads live state, mutates none of it), so that ``activate``
+        is a pointer swap per agent."""
+        out: dict[Any, Any] = {}
         for rec in list(self.registry.by_id.values()):
             old = rec.eval
             if rec.state is AgentState.GONE or old is None:
                 continue
             ev, pending = table.bind(
-                rec, rec.agent_id, rec.series, first_seen_ns=rec.first_seen_ns, previous=old
+                rec,
+                rec.agent_id,
+                rec.series,
+                first_seen_ns=rec.first_seen_ns,
+                previous=old,
+                link=not table.board_rules,  # linked once, with the board rules, below
             )
             out[rec] = (old, ev, pending)
+        if table.board_rules:
+            out[_BOARD] = self._bind_board(table, out, self.clock.monotonic_ns())
         return out
 
+    def _bind_board(
+        self, table: CompiledTable, prepared: dict[Any, Any], t_ns: int
+    ) -> tuple[BoardEval, Any]:
+        """``table``'s board rules over every agent seen: the evaluators in ``prepared``, else
+        the current ones (a gone agent's too: its silence is what a board rule may catch)."""
+        evals, fresh = {}, []
+        for rec in list(self.registry.by_id.values()):
+            got = prepared.get(rec)
+            ev = got[1] if got is not None else rec.eval
+            if ev is not None:
+                evals[rec.agent_id] = ev
+                if got is not None:
+                    fresh.append(rec.agent_id)
+        board, pending = bind_board(
+            table, evals.items(), origin_ns=t_ns, owner=BOARD_AGENT, previous=self.board
+        )
+        for aid in fresh:  # bound unlinked by prepare: link the ones bind_board did not
+            ev = evals[aid]
+            if not ev.board:
+                ev.link()
+        return board, pending
+
+    def _rebind_board(self, t_ns: int) -> None:
+        """Rebind the active table's board rules (on the loop thread: an agent registered)."""
+        board, pending = self._bind_board(self.table, {}, t_ns)
+        board.make_current()
+        self.timers.schedule_absent(pending)
+        self.board = board
+
     def activate(
-        self,
-        table: CompiledTable,
-        prepared: dict[AgentRecord, tuple[Any, Any, Any]] | None = None,
+        self, table: CompiledTable, prepared: dict[Any, Any] | None = None
     ) -> dict[str, Any]:
         """Swap the active table (on the loop thread, between two iterations).
 
         Series state (latest samples, windows) always carries over; rule state (held-for,
-        edge, cooldown) carries over for rules whose id and normalised content are unchanged.
-        Agents that registered or re-registered after ``prepare`` are bound here."""
+        edge, re-arm, cooldown) carries over for rules whose id and normalised content are
+        unchanged, board rules included. Agents that registered or re-registered after
+        ``prepare`` are bound here (and then the board rules are bound again, here)."""
         t0 = time.perf_counter_ns()
         prepared = prepared or {}
+        rebound = False
         for rec in self.registry.by_id.values():
             if rec.state is AgentState.GONE or rec.eval is None:
                 continue
@@ -912,6 +1036,7 @@ class ControlLoop:
             if got is not None and got[0] is rec.eval:
                 _, ev, pending = got
             else:
+                rebound = True
                 ev, pending = table.bind(
                     rec,
                     rec.agent_id,
@@ -925,6 +1050,18 @@ class ControlLoop:
         previous = self.table
         self.lkg_table = previous
         self.table = table
+        now = self.clock.monotonic_ns()
+        bound = prepared.get(_BOARD)
+        if not table.board_rules:
+            self.board = None
+        elif bound is None or rebound:  # an agent (re)registered since prepare: bind here
+            self._rebind_board(now)
+        else:
+            self.board, pending = bound
+            self.board.make_current()
+            self.timers.schedule_absent(pending)
+        if self.board is not None:
+            self.board.activated_at(now)
         self.counters["rule_tables_activated"] += 1
         pause_us = (time.perf_counter_ns() - t0) / 1000.0
         self._event("rules_activated", "", "", 0, f"version {table.version}")

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..errors import ConfigError
+from ..config import split_host_port
 
 log = logging.getLogger("edge.metrics")
 
@@ -89,6 +89,11 @@ def render(data: dict[str, Any]) -> str:
             _labelled("event", sorted(data["counters"].items())))
     _family(out, "edge_agents", "gauge", "Agents by state",
             _labelled("state", sorted(data["agents"].items())))
+    health = data.get("agent_health") or ()
+    if health:  # only when some agent reports health_* series
+        _family(out, "edge_agent_health", "gauge",
+                "An agent's own health_* series (a bridged device: online, errors, timeouts, ...)",
+                [((("agent", a), ("name", n)), v) for a, n, v in health])
     stats = data["stats"]
     _family(
         out,
@@ -152,19 +157,20 @@ class MetricsServer:
     ``addr`` is ``host:port`` (``[::1]:9108`` for IPv6; port 0 picks a free one, see
     ``port``). Raises ConfigError for a malformed addr, OSError when it cannot bind.
     ``timeout_s`` bounds how long one client may take to send its request and read the page.
+    With ``start=False`` the port is bound but not served until :meth:`start` (edged binds
+    early, so that a taken port fails its start before anything else runs, and serves once
+    ready).
     """
 
     def __init__(self, addr: str, read: Callable[[], dict[str, Any]], *,
-                 timeout_s: float = 2.0):
-        host, _, port = addr.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"metrics_addr {addr!r}: expected host:port, e.g. 127.0.0.1:9108")
+                 timeout_s: float = 2.0, start: bool = True):
+        host, port = split_host_port(addr)
         self.host = host
         self._read = read
         self._timeout_s = timeout_s
         bind_host = host.strip("[]")
         family, _, _, _, sockaddr = socket.getaddrinfo(
-            bind_host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            bind_host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         self._sock: socket.socket | None = socket.create_server(
             (sockaddr[0], sockaddr[1]), family=family, backlog=16
@@ -173,15 +179,22 @@ class MetricsServer:
         self.port: int = self._sock.getsockname()[1]
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._serve, name="edge-metrics", daemon=True)
-        self._thread.start()
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Serve on the ``edge-metrics`` thread; a no-op once started or closed."""
+        if self._sock is not None and self._thread.ident is None:
+            self._thread.start()
 
     def close(self) -> None:
-        """Stop serving and release the port; idempotent."""
+        """Stop serving and release the port; idempotent, and fine before :meth:`start`."""
         sock, self._sock = self._sock, None
         if sock is None:
             return
-        os.write(self._wake_w, b"x")
-        self._thread.join(5)
+        if self._thread.ident is not None:
+            os.write(self._wake_w, b"x")
+            self._thread.join(5)
         sock.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

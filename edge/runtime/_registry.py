@@ -13,6 +13,10 @@ AGENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 METRIC_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:]{0,127}\Z")
 
 
+HEALTH_PREFIX = "health_"
+"""Series an agent names ``health_<what>`` report its own health (see AgentRecord.health)."""
+
+
 class AgentRecord:
     """One agent as the loop sees it. Mutated only on the loop thread."""
 
@@ -94,7 +98,19 @@ class AgentRecord:
             "instructions": self.instructions,
             "acks": self.acks,
             "rules_bound": self.eval.rules_bound() if self.eval else 0,
+            "health": self.health(),
         }
+
+    def health(self) -> dict[str, float]:
+        """The latest value of each ``health_*`` series, by name without the prefix: an
+        agent's own health (a bridged device's online, errors, ...), shown by ``edgectl
+        agents`` and exported as ``edge_agent_health``. Labels are not part of the key."""
+        out: dict[str, float] = {}
+        if any(name.startswith(HEALTH_PREFIX) for _, name, _ in self.series):
+            for (_, name, _), v in zip(self.series, self.last_value, strict=True):
+                if v is not None and name.startswith(HEALTH_PREFIX):
+                    out[name[len(HEALTH_PREFIX) :]] = v
+        return out
 
     def persistent(self) -> dict[str, Any]:
         """What the store keeps across restarts."""

@@ -12,4 +12,5 @@ from ..wire import AckStatus as AckStatus
 from ..wire import Action as Action
 from ..wire import Instruction as Instruction
 from ..wire import Param as Param
+from ._agent import DEFERRED as DEFERRED
 from ._agent import Agent as Agent

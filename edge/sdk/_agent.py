@@ -58,6 +58,18 @@ log = logging.getLogger("edge.sdk")
 
 MetricSpec = str | tuple[str, Mapping[str, str]] | MetricDecl
 Handler = Callable[[Instruction], Any]
+
+
+class _Deferred:
+    """The type of :data:`DEFERRED`."""
+
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+DEFERRED: Any = _Deferred()
+"""Return this from a handler to answer later with :meth:`Agent.ack` (from any thread): for an
+agent whose work finishes after the handler returns (a device confirming a write)."""
 _REFUSALS = {NoticeCode.DUPLICATE_AGENT, NoticeCode.BAD_HELLO, NoticeCode.PROTOCOL_VERSION}
 
 
@@ -99,6 +111,7 @@ class Agent:
         heartbeat_ms: int = 0,
         connect_timeout: float = 5.0,
         clock: Clock = SYSTEM_CLOCK,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ):
         self.agent_id = agent_id
         self.decls = tuple(_decl(m) for m in metrics)
@@ -111,7 +124,13 @@ class Agent:
         self._heartbeat_ms = heartbeat_ms
         self._connect_timeout = connect_timeout
         self._clock = clock
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        # many agents in one process (a bridge's devices) may share one context and its
+        # I/O thread; an agent terms only a context it made
+        self._own_ctx = context is None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context() if context is None else context
+        self._acks_in: zmq.Socket[bytes] | None = None  # deferred Acks -> the I/O thread
+        self._acks_out: zmq.Socket[bytes] | None = None
+        self._deferred: dict[int, tuple[int, int]] = {}  # instruction id -> (session, t_delivered)
         self._send_lock = threading.Lock()
         self._send_sock: zmq.Socket[bytes] | None = None
         self._ids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
@@ -133,21 +152,34 @@ class Agent:
             "handler_errors": 0,
             "hellos": 0,
             "reconnects": 0,
+            "deferred": 0,
+            "late_acks": 0,
         }
 
     # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Agent:
+        """Start the I/O thread without waiting for edged: it says Hello until edged answers
+        (a process that must run before edged does, like a bridge); ``connected`` tells."""
+        if self._closed:
+            raise AgentClosedError(f"agent {self.agent_id} is closed")
+        if self._thread is None:
+            self._send_sock = make_dealer(self._ctx, self.endpoint)
+            pipe = f"inproc://edge-agent-acks-{id(self):x}-{secrets.token_hex(4)}"
+            self._acks_in = self._ctx.socket(zmq.PULL)
+            self._acks_in.bind(pipe)
+            self._acks_out = self._ctx.socket(zmq.PUSH)
+            self._acks_out.connect(pipe)
+            self._thread = threading.Thread(target=self._io, name=f"edge-agent-{self.agent_id}")
+            self._thread.start()
+        return self
 
     def connect(self, timeout: float | None = None) -> Agent:
         """Start the I/O thread and wait for edged's Welcome.
 
         Raises ConnectError if edged refuses (duplicate id, bad declaration) or does not
         answer within ``timeout`` seconds (default ``connect_timeout``)."""
-        if self._closed:
-            raise AgentClosedError(f"agent {self.agent_id} is closed")
-        if self._thread is None:
-            self._send_sock = make_dealer(self._ctx, self.endpoint)
-            self._thread = threading.Thread(target=self._io, name=f"edge-agent-{self.agent_id}")
-            self._thread.start()
+        self.start()
         wait = self._connect_timeout if timeout is None else timeout
         if not self._welcomed.wait(wait) or self._refusal:
             why = self._refusal or (
@@ -167,10 +199,12 @@ class Agent:
         if self._thread is not None:
             self._thread.join(10)
         with self._send_lock:
-            if self._send_sock is not None:
-                self._send_sock.close(linger=0)
-                self._send_sock = None
-        self._ctx.term()
+            for sock in (self._send_sock, self._acks_out, self._acks_in):
+                if sock is not None:
+                    sock.close(linger=0)
+            self._send_sock = self._acks_out = self._acks_in = None
+        if self._own_ctx:
+            self._ctx.term()
 
     def __enter__(self) -> Agent:
         return self.connect()
@@ -190,6 +224,33 @@ class Agent:
         """Decorator form of ``handler=``."""
         self._handler = fn
         return fn
+
+    def ack(
+        self,
+        instruction_id: int,
+        status: AckStatus = AckStatus.OK,
+        detail: str = "",
+        *,
+        t_done_ns: int | None = None,
+    ) -> bool:
+        """Answer an instruction whose handler returned :data:`DEFERRED`; any thread may call
+        it. ``t_done_ns`` (CLOCK_MONOTONIC) defaults to now. Returns False when the
+        instruction is unknown, already answered, or was delivered in an earlier session
+        (edged has closed it since: counted as ``late_acks``)."""
+        with self._send_lock:
+            pending = self._deferred.pop(instruction_id, None)
+            out = self._acks_out
+            if pending is None or out is None or self._closed:
+                self.counters["late_acks"] += 1
+                return False
+            session, t_delivered = pending
+            if session != self._session:
+                self.counters["late_acks"] += 1
+                return False
+            t_done = self._clock.monotonic_ns() if t_done_ns is None else t_done_ns
+            buf = encode_ack(Ack(session, instruction_id, status, t_delivered, t_done, detail[:500]))
+            out.send(buf)
+        return True
 
     # ------------------------------------------------------------ reporting
 
@@ -270,6 +331,9 @@ class Agent:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
+        acks_in = self._acks_in
+        if acks_in is not None:
+            poller.register(acks_in, zmq.POLLIN)
         now = self._clock.monotonic_ns
         hello_due = 0
         next_beat = 0
@@ -296,6 +360,8 @@ class Agent:
                 for s, _ in poller.poll(timeout):
                     if s is sock:
                         self._drain(sock)
+                    elif acks_in is not None and s is acks_in:
+                        self._forward_acks(sock, acks_in)
                     else:
                         if recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED:
                             # edged went away: reports drop until the next Welcome, and Hello
@@ -315,8 +381,22 @@ class Agent:
         finally:
             sock.disable_monitor()
             monitor.close(linger=0)
-            sock.close(linger=0)
+            # a bounded linger: the Bye (and a last Ack) still leave; nothing waits longer
+            sock.close(linger=200 if self._session else 0)
             self._session = 0
+
+    def _forward_acks(self, sock: zmq.Socket[bytes], acks_in: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                buf = acks_in.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                sock.send(buf, zmq.NOBLOCK)
+                self.counters["acks"] += 1
+            except zmq.Again:
+                log.warning("agent %s: could not send a deferred Ack (edged unreachable)",
+                            self.agent_id)
 
     def _beat_ns(self) -> int:
         return (self._hb_ms or 1000) * 1_000_000
@@ -358,6 +438,8 @@ class Agent:
                     (d.name, d.labels): mid for d, mid in zip(self.decls, w.metric_ids, strict=True)
                 }
                 self._hb_ms = w.heartbeat_ms
+                with self._send_lock:  # edged closed the last session's open instructions
+                    self._deferred.clear()
                 self._max_batch = max(1, w.max_batch)
                 self._session = w.session
                 self._welcomed.set()
@@ -377,8 +459,18 @@ class Agent:
         if self._handler is None:
             status, detail = AckStatus.REJECTED, "this agent has no instruction handler"
         else:
+            # registered before the handler runs: the device may confirm (ack()) before the
+            # handler has returned DEFERRED
+            with self._send_lock:
+                self._deferred[ins.instruction_id] = (self._session, t_delivered)
             try:
                 result = self._handler(ins)
+                if result is DEFERRED:
+                    self.counters["deferred"] += 1
+                    return
+                with self._send_lock:
+                    if self._deferred.pop(ins.instruction_id, None) is None:
+                        return  # answered by ack() already
                 if result is False:
                     status = AckStatus.FAILED
                 elif isinstance(result, AckStatus):
@@ -386,8 +478,10 @@ class Agent:
                 elif isinstance(result, tuple):
                     status, detail = AckStatus(result[0]), str(result[1])
             except InstructionRejected as exc:
+                self._deferred.pop(ins.instruction_id, None)
                 status, detail = AckStatus.REJECTED, str(exc)
             except Exception as exc:
+                self._deferred.pop(ins.instruction_id, None)
                 self.counters["handler_errors"] += 1
                 status, detail = AckStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500]
         t_done = self._clock.monotonic_ns()

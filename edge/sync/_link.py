@@ -29,7 +29,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from ..clock import Backoff as Backoff
 from ..config import EdgeConfig
+from ..errors import ConfigError
 
 log = logging.getLogger("edge.sync")
 
@@ -50,38 +52,6 @@ class LinkState(enum.Enum):
     DOWN = "down"
     CONNECTING = "connecting"
     UP = "up"
-
-
-class Backoff:
-    """Exponential backoff with jitter, bounded: the n-th delay is drawn uniformly from
-    ``[d/2, d]`` with ``d = min(max_s, initial_s * factor**n)`` (seconds). The lower half keeps
-    retries from a fleet spread out without ever waiting longer than ``max_s``."""
-
-    def __init__(
-        self,
-        initial_s: float = 0.1,
-        max_s: float = 10.0,
-        factor: float = 2.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        if not 0 < initial_s <= max_s:
-            raise ValueError(f"need 0 < initial_s <= max_s, got {initial_s}, {max_s}")
-        if factor < 1:
-            raise ValueError(f"factor must be >= 1, got {factor}")
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.factor = factor
-        self._rng = rng or random.Random()
-        self.attempt = 0
-
-    def next(self) -> float:
-        """The delay before the next attempt, in seconds (and count the attempt)."""
-        d = min(self.max_s, self.initial_s * self.factor ** min(self.attempt, 64))
-        self.attempt += 1
-        return self._rng.uniform(d / 2, d)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass
@@ -129,6 +99,45 @@ def tls_context(cfg: EdgeConfig) -> ssl.SSLContext | None:
             str(cfg.upstream_tls_key) if cfg.upstream_tls_key else None,
         )
     return ctx
+
+
+_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def check_upstream_config(cfg: EdgeConfig) -> None:
+    """What edge-sync can tell is wrong before its first connect: every URL of
+    ``upstream_url`` (scheme, port) and every credential or TLS file (readable, loadable).
+    An unreachable or unresolvable server is not checked: a board starts offline. Raises
+    ConfigError naming the setting and what to do."""
+    from urllib.parse import urlsplit
+
+    for url in (u.strip() for u in cfg.upstream_url.split(",")):
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigError(f"upstream_url {url!r}: the port is not a number") from None
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ConfigError(
+                f"upstream_url {url!r}: expected {'|'.join(_SCHEMES)}://host[:port], "
+                "comma-separated for a cluster"
+            )
+    for name in ("upstream_creds", "upstream_nkey", "upstream_tls_ca", "upstream_tls_cert",
+                 "upstream_tls_key"):
+        path = getattr(cfg, name)
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"{name} {path}: {exc.strerror}; provide the file or unset {name}"
+            ) from None
+    try:
+        tls_context(cfg)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"upstream_tls_*: cannot load: {exc}") from None
 
 
 def connect_options(cfg: EdgeConfig, opts: LinkOptions) -> dict[str, Any]:

@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 from .._sdnotify import Notifier
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig
-from ..errors import AlreadyRunningError, RuntimeStateError
+from ..errors import AlreadyRunningError, ConfigError, RuntimeStateError
 from ..runtime import InstanceLock
 from ..store import Outbox, Store
-from ._link import Backoff, Link, LinkOptions
+from ._link import Backoff, Link, LinkOptions, check_upstream_config
 
 log = logging.getLogger("edge.sync")
 
@@ -149,11 +149,15 @@ class SyncService:
         """Take the lock and open the store. Raises AlreadyRunningError, StoreError,
         RuntimeStateError."""
         cfg = self.cfg
+        check_upstream_config(cfg)
         try:
             cfg.run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+            self._lock = SyncLock(cfg.run_dir / LOCK_NAME).acquire()
         except OSError as exc:
-            raise RuntimeStateError(f"cannot create run dir {cfg.run_dir}: {exc}") from exc
-        self._lock = SyncLock(cfg.run_dir / LOCK_NAME).acquire()
+            raise RuntimeStateError(
+                f"run dir {cfg.run_dir}: {exc.strerror}; make it writable or choose another "
+                "--run-dir"
+            ) from exc
         try:
             self._store = Store.open(
                 cfg.data_dir / "state",
@@ -161,6 +165,12 @@ class SyncService:
                 max_map_size=cfg.max_map_size,
                 clock=self.clock,
             )
+        except OSError as exc:
+            self.close()
+            raise RuntimeStateError(
+                f"data dir {cfg.data_dir}: {exc.strerror}; make it writable or choose another "
+                "--data-dir"
+            ) from exc
         except BaseException:
             self.close()
             raise
@@ -296,8 +306,12 @@ def serve(cfg: EdgeConfig, **kw: Any) -> int:
     except AlreadyRunningError as exc:
         print(f"edge-sync: {exc}", file=sys.stderr)
         return 3
+    except ConfigError as exc:
+        print(f"edge-sync: configuration error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - any start failure is reported, not a traceback
-        print(f"edge-sync: cannot start: {exc}", file=sys.stderr)
+        text = "; ".join(str(exc).splitlines())
+        print(f"edge-sync: cannot start: {text}", file=sys.stderr)
         return 1
 
     async def main() -> None:

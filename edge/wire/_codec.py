@@ -358,14 +358,16 @@ def decode_ack(buf: Buffer) -> Ack:
 # from the end holds at - obj.
 #
 # Instruction table, from its start: soffset | 2 padding | action | priority | rule_id uoffset |
-# custom_action uoffset | params uoffset | metric_id | instruction_id | deadline_ns | value |
-# t_sample_ns | 0 or 4 padding.   Param table: soffset | 3 padding | kind | key uoffset |
-# text uoffset | number | 0 or 4 padding.
+# custom_action uoffset | params uoffset | metric_id | source_agent uoffset | instruction_id |
+# deadline_ns | value | t_sample_ns | 0 or 4 padding (60 bytes + padding; its vtable is 26
+# bytes, 11 fields).   Param table: soffset | 3 padding | kind | key uoffset | text uoffset |
+# number | 0 or 4 padding. Strings and vectors come after the table in schema order: rule_id,
+# custom_action, params, source_agent.
 
 _INS_IDENT = MessageType.INSTRUCTION.value
-_INS_TABLE = struct.Struct("<i2xBBIIIIQqdq")
+_INS_TABLE = struct.Struct("<i2xBBIIIIIQqdq")
 _INS_VTABLE = [
-    struct.pack("<12H", 24, 56 + gap, 24, 8, 6, 12, 16, 7, 32, 20, 40, 48) for gap in (0, 4)
+    struct.pack("<13H", 26, 60 + gap, 28, 8, 6, 12, 16, 7, 36, 20, 44, 52, 24) for gap in (0, 4)
 ]
 _PARAM_TABLE = struct.Struct("<i3xBIId")
 _PARAM_VTABLE = [struct.pack("<6H", 12, 24 + gap, 8, 7, 16, 12) for gap in (0, 4)]
@@ -423,19 +425,21 @@ def encode_instruction(m: Instruction) -> bytes:
     end = rule = _put_string(chunks, 0, m.rule_id.encode())
     end = custom = _put_string(chunks, end, m.custom_action.encode())
     end = params = _put_params(chunks, end, m.params)
+    end = source = _put_string(chunks, end, m.source_agent.encode())
     gap = -end & 7
-    table = end + gap + 56
+    table = end + gap + 60
     try:
         body = _INS_TABLE.pack(
-            24, m.action, m.priority, table - 8 - rule, table - 12 - custom, table - 16 - params,
-            m.metric_id, m.instruction_id, m.deadline_ns, m.value, m.t_sample_ns,
+            26, m.action, m.priority, table - 8 - rule, table - 12 - custom, table - 16 - params,
+            m.metric_id, table - 24 - source, m.instruction_id, m.deadline_ns, m.value,
+            m.t_sample_ns,
         )  # fmt: skip
     except struct.error as e:
         raise ValueError(f"Instruction: {e}") from None
     chunks.append(_ZEROS[gap])
     chunks.append(body)
     chunks.append(_INS_VTABLE[gap >> 2])
-    end = table + 24
+    end = table + 26
     pad = -end & 7
     chunks.append(_ZEROS[pad])
     chunks.append(_HEADER.pack(end + pad + 8 - table, _INS_IDENT))
@@ -453,17 +457,17 @@ def _decode_param(buf: Buffer, pos: int) -> Param:
     return Param(key, number != 0.0 if kind is ParamKind.BOOL else number)
 
 
-_INS_SLOTS = (24, 8, 6, 12, 16, 7, 32, 20, 40, 48)
+_INS_SLOTS = (28, 8, 6, 12, 16, 7, 36, 20, 44, 52, 24)
 _INS_UNPACK = _INS_TABLE.unpack_from
 
 
 def decode_instruction(buf: Buffer) -> Instruction:
     pos = _root(buf, _INS_IDENT)
     try:
-        slots = _slots(buf, pos, 10)
+        slots = _slots(buf, pos, 11)
         if slots == _INS_SLOTS:  # the lean encoder's layout: one unpack
-            (_, action, priority, rule, custom, params, metric_id, instruction_id, deadline_ns,
-             value, t_sample_ns) = _INS_UNPACK(buf, pos)  # fmt: skip
+            (_, action, priority, rule, custom, params, metric_id, source, instruction_id,
+             deadline_ns, value, t_sample_ns) = _INS_UNPACK(buf, pos)  # fmt: skip
             return Instruction(
                 instruction_id,
                 _string(buf, pos + 8),
@@ -475,9 +479,10 @@ def decode_instruction(buf: Buffer) -> Instruction:
                 metric_id,
                 value,
                 t_sample_ns,
+                _string(buf, pos + 24),
             )
         (f_id, f_rule, f_action, f_custom, f_params, f_priority, f_deadline, f_metric, f_value,
-         f_t_sample) = slots  # fmt: skip
+         f_t_sample, f_source) = slots  # fmt: skip
         return Instruction(
             instruction_id=_U64(buf, pos + f_id)[0] if f_id else 0,
             rule_id=_string(buf, pos + f_rule) if f_rule else "",
@@ -491,6 +496,7 @@ def decode_instruction(buf: Buffer) -> Instruction:
             metric_id=_U32(buf, pos + f_metric)[0] if f_metric else 0,
             value=_F64(buf, pos + f_value)[0] if f_value else 0.0,
             t_sample_ns=_I64(buf, pos + f_t_sample)[0] if f_t_sample else 0,
+            source_agent=_string(buf, pos + f_source) if f_source else "",
         )
     except _DECODE_ERRORS as e:
         raise _garbage("Instruction", e) from None

@@ -180,6 +180,9 @@ class Instruction:
     metric_id: int = TIMER_METRIC_ID  # the triggering sample's series
     value: float = 0.0  # the triggering sample's value
     t_sample_ns: int = 0  # the triggering sample's t_ns
+    source_agent: str = ""
+    """The agent whose rule instance fired (``@board``: a board rule); empty: the receiving
+    agent itself (a rule without ``target``)."""
 
     @property
     def action_name(self) -> str:

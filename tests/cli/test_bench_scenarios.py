@@ -137,3 +137,20 @@ def test_latency_plot_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Mon
     res = write_latency_plot({"e2e_us": _LAT}, tmp_path / "x.png")
     assert res == {"written": False, "reason": res["reason"]} and "matplotlib" in res["reason"]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_bridge(tmp_path: Path) -> None:
+    doc, text = _run(tmp_path, "bridge")
+    b = doc["bridge"]
+    c = b["can_decode"]
+    assert _positive(c["frames_per_s"]) and _positive(c["baseline_cantools_full_decode_per_s"])
+    assert _positive(c["ratio_to_baseline"]) and c["dbc"].endswith("tesla_powertrain.dbc")
+    m = b["modbus_points"]
+    assert _positive(m["points_per_s"]) and _positive(m["baseline_pymodbus_client_points_per_s"])
+    for kind in ("plain_agent", "modbus", "can"):
+        e = b["e2e"][kind]
+        assert e["count"] > 0 and _positive(e["p50"]) and e["p50"] <= e["p99"], (kind, e)
+    s = b["e2e"]["safe_state"]
+    assert s["modbus_edged_lost_ms"] >= s["modbus_grace_ms"]
+    assert _positive(s["modbus_shutdown_ms"]) and s["can_alive_last_frame_after_edged_lost_ms"] >= 0
+    assert "bridge CAN:" in text and "bridge e2e modbus" in text

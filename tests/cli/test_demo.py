@@ -83,3 +83,19 @@ def test_edged_that_cannot_start_is_reported_with_its_reason(tmp_path: Path) -> 
     text = str(info.value)
     assert "exited with code" in text and "gone.yaml" in text
     assert not rig.root.exists()
+
+
+def test_devices_demo_confirms_instructions_on_the_plc_and_the_ecu() -> None:
+    """make demo DEMO_DEVICES=1: the bridge with a Modbus PLC, a CAN ECU (opendbc DBC) and the
+    MCU firmware on MicroPython; rules fire on their points and the devices confirm."""
+    r = subprocess.run(edgectl("demo", "--duration", "6"), capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "DEMO_DEVICES": "1"})
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+    assert "Traceback" not in out + r.stderr
+    for device in ("plc-tank", "ecu-drive", "mcu-fan"):
+        m = re.search(rf"{device}: [\d,]+ readings, (\d+)\s+instructions, (\d+) confirmed", out)
+        assert m and int(m[1]) >= 1 and int(m[2]) >= 1, out
+    assert re.search(r"instruction #\d+ set_param -> plc-tank \(tank_hot\)", out), out
+    assert re.search(r"instruction #\d+ set_speed -> ecu-drive \(overspeed\)", out), out
+    assert re.search(r"instruction #\d+ throttle -> mcu-fan \(load_high\)", out), out

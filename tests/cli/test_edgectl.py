@@ -226,6 +226,7 @@ def test_rules_replay_cli(tmp_path: Path) -> None:
         {
             "action": "restart_agent",
             "agent_id": "p1",
+            "target": "p1",
             "params": {},
             "rule_id": "rule_001",
             "t_ms": 10000,

@@ -355,3 +355,49 @@ def test_diff_rules_compares_what_both_sides_carry() -> None:
     assert diff_rules(local, [{**older_edged[0], "rule_content": "x >= 1"}])["changed"] == [
         {"rule_id": "a", "condition": "x > 1", "fields": {"condition": ["x >= 1", "x > 1"]}}
     ]
+
+
+BOARD_RULES = """\
+- rule_id: plc_silent
+  board: true
+  rule_content: absent(cycle{agent="plc-3"}, 2s)
+  target: ["cell-*"]
+  action: safe_state
+  priority: 250
+  sla_threshold: 5
+- rule_id: hot
+  rule_content: temp > 90
+  rearm: temp < 80 for 30s
+  action: alert
+  priority: 5
+  sla_threshold: 5
+"""
+
+
+def test_check_show_diff_of_targets_board_rules_and_rearm(
+    edged: Edged, run_dir: Path, write: Callable[[str, str], Path]
+) -> None:
+    a = write("board.yaml", BOARD_RULES)
+    r = invoke("rules", "check", str(a))
+    assert r.exit_code == 0 and "rules OK" in r.output
+    bad = write("bad.yaml", BOARD_RULES.replace('  target: ["cell-*"]\n', ""))
+    r = invoke("rules", "check", str(bad))
+    assert (
+        r.exit_code == 1
+        and "bad.yaml:2:10" in r.output
+        and "needs a target" in " ".join(r.output.split())
+    )
+    assert invoke("rules", "push", str(a), run_dir=run_dir).exit_code == 0
+    shown = json.loads(invoke("rules", "show", "plc_silent", "--json", run_dir=run_dir).output)
+    assert (shown["board"], shown["target"], shown["rearm"]) == (True, ["cell-*"], "")
+    shown = json.loads(invoke("rules", "show", "hot", "--json", run_dir=run_dir).output)
+    assert shown["rearm"] == "temp < 80 for 30s" and shown["target"] == []
+    r = invoke("rules", "show", "hot", run_dir=run_dir)
+    assert "the agent that fired" in r.output and "temp < 80 for 30s" in r.output
+    b = write("b.yaml", BOARD_RULES.replace('["cell-*"]', "[vcu]").replace("80 for", "75 for"))
+    d = json.loads(invoke("rules", "diff", str(b), "--json", run_dir=run_dir).output)
+    changed = {c["rule_id"]: c["fields"] for c in d["changed"]}
+    assert changed == {
+        "plc_silent": {"target": [["cell-*"], ["vcu"]]},
+        "hot": {"rearm": ["temp < 80 for 30s", "temp < 75 for 30s"]},
+    }

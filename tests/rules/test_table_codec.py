@@ -372,9 +372,13 @@ def test_malformed_ir_that_verifies_structurally_is_refused(
     assert "malformed condition" in refused(bad, match)
 
 
-def test_a_constant_that_is_not_a_number_is_refused() -> None:
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_constant_that_is_not_finite_is_refused(value: float) -> None:
     blob = encode_rule_table(small())
-    refused(patched(blob, node_at(blob, 1) + 8, "<d", math.nan), "node 1 holds nan, not a number")
+    refused(
+        patched(blob, node_at(blob, 1) + 8, "<d", value),
+        f"node 1: constant {value} is not a finite",
+    )
 
 
 def test_duplicate_rule_ids_are_refused() -> None:
@@ -419,11 +423,12 @@ def test_encode_refuses_what_every_edged_would_refuse() -> None:
         (RuleSet((dataclasses.replace(r, rule_id=""),)), "empty rule_id"),
         (RuleSet((r,), version=-1), "version -1 is out of range"),
     ]
-    nan_cond = dataclasses.replace(
-        r.condition,
-        nodes=(r.condition.nodes[0], Node(NodeOp.CONST, value=math.nan), r.condition.nodes[2]),
-    )
-    cases.append((RuleSet((dataclasses.replace(r, condition=nan_cond),)), "not a number"))
+    for bad in (math.nan, math.inf):  # not even an IR: a Condition refuses a non-finite constant
+        with pytest.raises(ValueError, match="not a finite number"):
+            dataclasses.replace(
+                r.condition,
+                nodes=(r.condition.nodes[0], Node(NodeOp.CONST, value=bad), r.condition.nodes[2]),
+            )
     for rs, match in cases:
         with pytest.raises(RuleTableError, match=match):
             encode_rule_table(rs)

@@ -64,3 +64,66 @@ def test_no_handler_rejects(edged: Edged, agent_factory: Any) -> None:
     with agent_factory("nohandler", ["cpu_usage"]) as agent:
         agent.report("cpu_usage", 0.99)
         wait_for(lambda: edged.loop.counters["acks_rejected"] == 1)
+
+
+def test_deferred_ack_from_another_thread_carries_the_devices_time(
+    edged: Edged, agent_factory: Any
+) -> None:
+    """A handler returning DEFERRED answers later with ack(); t_done is the caller's."""
+    from edge.sdk import DEFERRED, AckStatus
+
+    got: list[Any] = []
+
+    def handler(ins: Any) -> Any:
+        got.append(ins)
+        return DEFERRED
+
+    with agent_factory("dev-1", ["cpu_usage"], handler=handler) as agent:
+        agent.report("cpu_usage", 0.95)
+        wait_for(lambda: got, what="the instruction")
+        assert edged.loop.counters["acks"] == 0  # nothing answered yet
+        t_done = agent._clock.monotonic_ns()
+        done = threading.Thread(
+            target=lambda: agent.ack(got[0].instruction_id, AckStatus.OK, "confirmed",
+                                     t_done_ns=t_done)
+        )
+        done.start()
+        done.join()
+        wait_for(lambda: edged.loop.counters["acks_ok"] == 1, what="the deferred ack")
+        assert agent.counters["deferred"] == 1
+        assert not agent.ack(got[0].instruction_id)  # a second answer is refused, counted
+        assert agent.counters["late_acks"] == 1
+
+
+def test_ack_inside_the_handler_before_it_returns_deferred(
+    edged: Edged, agent_factory: Any
+) -> None:
+    from edge.sdk import DEFERRED
+
+    box: dict[str, Any] = {}
+
+    def handler(ins: Any) -> Any:
+        box["first"] = box["agent"].ack(ins.instruction_id)  # a device faster than the handler
+        return DEFERRED
+
+    with agent_factory("dev-2", ["cpu_usage"], handler=handler) as agent:
+        box["agent"] = agent
+        agent.report("cpu_usage", 0.95)
+        wait_for(lambda: edged.loop.counters["acks_ok"] == 1, what="the ack")
+        assert box["first"] is True
+
+
+def test_agents_sharing_one_context(edged: Edged, run_dir: Path) -> None:
+    import zmq
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        a = Agent("shared-a", ["cpu_usage"], run_dir=run_dir, context=ctx).connect()
+        b = Agent("shared-b", ["cpu_usage"], run_dir=run_dir, context=ctx).connect()
+        assert a.report("cpu_usage", 0.1) and b.report("cpu_usage", 0.2)
+        wait_for(lambda: edged.loop.counters["samples"] == 2)
+        a.close()
+        assert b.report("cpu_usage", 0.3)  # closing one leaves the shared context usable
+        b.close()
+    finally:
+        ctx.term()

@@ -121,12 +121,14 @@ def lean_reference_instruction(m: Instruction) -> bytes:
         fb.Param.AddKind(b, kind)
         params.append(fb.Param.End(b))
     vec = _offsets_vector(b, params)
+    source = b.CreateString(m.source_agent)
     i = fb.Instruction
     i.Start(b)
     i.AddTSampleNs(b, m.t_sample_ns)
     i.AddValue(b, m.value)
     i.AddDeadlineNs(b, m.deadline_ns)
     i.AddInstructionId(b, m.instruction_id)
+    i.AddSourceAgent(b, source)
     i.AddMetricId(b, m.metric_id)
     i.AddParams(b, vec)
     i.AddCustomAction(b, custom)
@@ -266,6 +268,7 @@ def _builder_instruction(b: flatbuffers.Builder, m: Instruction, rnd: random.Ran
         params.append(_table(b, p_, adds, rnd))
     vec = _offsets_vector(b, params) if params else 0
     rule, custom = _opt_string(b, m.rule_id), _opt_string(b, m.custom_action)
+    source = _opt_string(b, m.source_agent)
     adds = [
         lambda: i.AddInstructionId(b, m.instruction_id), lambda: i.AddAction(b, m.action),
         lambda: i.AddPriority(b, m.priority), lambda: i.AddDeadlineNs(b, m.deadline_ns),
@@ -278,6 +281,8 @@ def _builder_instruction(b: flatbuffers.Builder, m: Instruction, rnd: random.Ran
         adds.append(lambda: i.AddCustomAction(b, custom))
     if vec:
         adds.append(lambda: i.AddParams(b, vec))
+    if source:
+        adds.append(lambda: i.AddSourceAgent(b, source))
     return _finish(b, _table(b, i, adds, rnd), MessageType.INSTRUCTION)
 
 
@@ -429,6 +434,7 @@ def generated_decode(buf: bytes) -> object:
         return Instruction(
             i.InstructionId(), _s(i.RuleId()), Action(i.Action()), _s(i.CustomAction()),
             tuple(params), i.Priority(), i.DeadlineNs(), i.MetricId(), i.Value(), i.TSampleNs(),
+            _s(i.SourceAgent()),
         )  # fmt: skip
     if t is MessageType.HELLO:
         h = fb.Hello.Hello.GetRootAs(buf, 0)

@@ -63,6 +63,7 @@ instructions = st.builds(
     metric_id=u32,
     value=numbers,
     t_sample_ns=i64,
+    source_agent=short_text,
 )
 hellos = st.builds(
     Hello,

@@ -127,6 +127,7 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
         FieldLayout('metric_id', slot=7, kind='scalar', size=4, align=4, type='uint'),
         FieldLayout('value', slot=8, kind='scalar', size=8, align=8, type='double'),
         FieldLayout('t_sample_ns', slot=9, kind='scalar', size=8, align=8, type='long'),
+        FieldLayout('source_agent', slot=10, kind='string', size=4, align=4, type='string'),
     ),
     'Label': (
         FieldLayout('key', slot=0, kind='string', size=4, align=4, type='string', required=True),
@@ -175,6 +176,10 @@ TABLES: dict[str, tuple[FieldLayout, ...]] = {
         FieldLayout('escalate', slot=10, kind='scalar', size=1, align=1, type='ubyte', enum='Action'),
         FieldLayout('escalate_custom', slot=11, kind='string', size=4, align=4, type='string'),
         FieldLayout('condition', slot=12, kind='table', size=4, align=4, type='Condition', required=True),
+        FieldLayout('target', slot=13, kind='vector', size=4, align=4, type='string', elem_kind='string', elem_size=4, elem_align=4),
+        FieldLayout('board', slot=14, kind='scalar', size=1, align=1, type='bool'),
+        FieldLayout('rearm', slot=15, kind='table', size=4, align=4, type='Condition'),
+        FieldLayout('rearm_content', slot=16, kind='string', size=4, align=4, type='string'),
     ),
     'RuleAgg': (
         FieldLayout('rule_id', slot=0, kind='string', size=4, align=4, type='string', required=True),

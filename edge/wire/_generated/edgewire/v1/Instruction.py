@@ -117,8 +117,15 @@ class Instruction(object):
             return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
         return 0
 
+    # Instruction
+    def SourceAgent(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
 def InstructionStart(builder):
-    builder.StartObject(10)
+    builder.StartObject(11)
 
 def Start(builder):
     InstructionStart(builder)
@@ -188,6 +195,12 @@ def InstructionAddTSampleNs(builder, tSampleNs):
 
 def AddTSampleNs(builder, tSampleNs):
     InstructionAddTSampleNs(builder, tSampleNs)
+
+def InstructionAddSourceAgent(builder, sourceAgent):
+    builder.PrependUOffsetTRelativeSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(sourceAgent), 0)
+
+def AddSourceAgent(builder, sourceAgent):
+    InstructionAddSourceAgent(builder, sourceAgent)
 
 def InstructionEnd(builder):
     return builder.EndObject()

@@ -155,8 +155,53 @@ class Rule(object):
             return obj
         return None
 
+    # Rule
+    def Target(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # Rule
+    def TargetLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Rule
+    def TargetIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        return o == 0
+
+    # Rule
+    def Board(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Rule
+    def Rearm(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            from edge.wire._generated.edgewire.v1.Condition import Condition
+            obj = Condition()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Rule
+    def RearmContent(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
 def RuleStart(builder):
-    builder.StartObject(13)
+    builder.StartObject(17)
 
 def Start(builder):
     RuleStart(builder)
@@ -250,6 +295,36 @@ def RuleAddCondition(builder, condition):
 
 def AddCondition(builder, condition):
     RuleAddCondition(builder, condition)
+
+def RuleAddTarget(builder, target):
+    builder.PrependUOffsetTRelativeSlot(13, flatbuffers.number_types.UOffsetTFlags.py_type(target), 0)
+
+def AddTarget(builder, target):
+    RuleAddTarget(builder, target)
+
+def RuleStartTargetVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def StartTargetVector(builder, numElems):
+    return RuleStartTargetVector(builder, numElems)
+
+def RuleAddBoard(builder, board):
+    builder.PrependBoolSlot(14, board, 0)
+
+def AddBoard(builder, board):
+    RuleAddBoard(builder, board)
+
+def RuleAddRearm(builder, rearm):
+    builder.PrependUOffsetTRelativeSlot(15, flatbuffers.number_types.UOffsetTFlags.py_type(rearm), 0)
+
+def AddRearm(builder, rearm):
+    RuleAddRearm(builder, rearm)
+
+def RuleAddRearmContent(builder, rearmContent):
+    builder.PrependUOffsetTRelativeSlot(16, flatbuffers.number_types.UOffsetTFlags.py_type(rearmContent), 0)
+
+def AddRearmContent(builder, rearmContent):
+    RuleAddRearmContent(builder, rearmContent)
 
 def RuleEnd(builder):
     return builder.EndObject()
