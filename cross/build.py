@@ -82,8 +82,17 @@ DEBIAN_DEPENDS = {
     "PyYAML": "python3-yaml (>= 6)",
     "PyNaCl": "python3-nacl (>= 1.5)",
 }
-VENDORED = {"flatbuffers", "nats-py", "hdrhistogram", "nkeys"}
+DEBIAN_DEPENDS["pyserial"] = "python3-serial (>= 3.5)"
+VENDORED = {"flatbuffers", "nats-py", "hdrhistogram", "nkeys",
+            "python-can", "cantools", "textparser", "pymodbus"}
+BRIDGE_EXTRAS = ("can", "modbus", "serial")
+"""pyproject extras the image installs: edge-bridge's backends (CAN, Modbus, serial)."""
 BASE_DEPENDS = ["python3 (>= 3.13~)", "python3 (<< 3.14)", "systemd", "init-system-helpers"]
+VENDORED_NEEDS = [
+    "python3-bitstruct (>= 8.16)", "python3-crccheck", "python3-argparse-addons",  # cantools
+    "python3-wrapt", "python3-packaging", "python3-typing-extensions",  # python-can 4.6
+]
+"""What the vendored wheels import that Debian ships (their own Requires-Dist)."""
 IMAGE_PACKAGES = ["systemd-sysv", "udev", "kmod", "iproute2", "procps", "ca-certificates"]
 BUILDER_PACKAGES = [
     "python3-dev", "gcc", "libc6-dev", "python3-pip", "python3-setuptools", "python3-wheel",
@@ -94,6 +103,8 @@ COMPILERS = re.compile(
 )
 """Compiler packages; not gcc-14-base (libgcc-s1 depends on it: in every Debian system)."""
 PRIVATE_PY = "usr/lib/edge-runtime/python"
+CONFFILES = ("edge.toml", "bridge.toml")
+"""/etc/edge: the runtime's settings, and edge-bridge's own file (links and devices)."""
 
 
 class BuildError(Exception):
@@ -135,6 +146,20 @@ def out_dir() -> Path:
 
 def mirror() -> str:
     return os.environ.get("EDGE_CROSS_MIRROR", "http://deb.debian.org/debian")
+
+
+def apt_cache_hooks(arch: Arch) -> list[str]:
+    """mmdebstrap options that keep the downloaded .debs in ``cache/apt/<debarch>`` between
+    builds (synced in before apt runs, out before mmdebstrap empties the archive dir; the
+    image itself keeps none). A second build downloads only what changed in Debian."""
+    cache = cache_dir() / "apt" / arch.deb
+    cache.mkdir(parents=True, exist_ok=True)
+    return [
+        "--skip=essential/unlink",
+        '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+        f"--setup-hook=sync-in {cache} /var/cache/apt/archives/",
+        f"--customize-hook=sync-out /var/cache/apt/archives {cache}",
+    ]
 
 
 def run(cmd: list[str], what: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -306,7 +331,7 @@ def build_native(arch: Arch, entry: dict[str, str], sdist: Path, work: Path) -> 
     wheels.mkdir()
     cmd = [
         "mmdebstrap", "--mode=root", f"--arch={arch.deb}", "--variant=apt", "--quiet",
-        "--include=" + ",".join(BUILDER_PACKAGES),
+        "--include=" + ",".join(BUILDER_PACKAGES), *apt_cache_hooks(arch),
         f"--customize-hook=copy-in {sdist} /tmp",
         "--customize-hook=chroot \"$1\" env PIP_NO_INDEX=1 python3 -m pip wheel --no-deps "
         f"--no-build-isolation -w /tmp/wheels /tmp/{sdist.name}",
@@ -354,7 +379,10 @@ def _pyproject_deps() -> list[str]:
     import tomllib
 
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    return [re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0] for d in doc["project"]["dependencies"]]
+    reqs = list(doc["project"]["dependencies"])
+    for extra in BRIDGE_EXTRAS:
+        reqs += doc["project"]["optional-dependencies"][extra]
+    return [re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0] for d in reqs]
 
 
 def depends() -> list[str]:
@@ -367,7 +395,7 @@ def depends() -> list[str]:
                 f"pyproject dependency {name!r} has no Debian package or vendored wheel in "
                 "cross/build.py (DEBIAN_DEPENDS / VENDORED): add it there"
             )
-    return deps
+    return [*deps, *VENDORED_NEEDS]
 
 
 def _unpack_wheel(whl: Path, dest: Path) -> dict[str, str]:
@@ -434,7 +462,8 @@ def build_deb(arch: Arch, project: Wheel, vendored: list[Wheel], work: Path) -> 
     (stage / "usr/lib/sysusers.d").mkdir(parents=True)
     shutil.copyfile(HERE / "debian/sysusers.conf", stage / "usr/lib/sysusers.d/edge-runtime.conf")
     (stage / "etc/edge").mkdir(parents=True)
-    shutil.copyfile(HERE / "debian/edge.toml", stage / "etc/edge/edge.toml")
+    for conf in CONFFILES:
+        shutil.copyfile(HERE / "debian" / conf, stage / "etc/edge" / conf)
     doc = stage / "usr/share/doc/edge-runtime"
     doc.mkdir(parents=True)
     shutil.copyfile(ROOT / "README.md", doc / "README.md")
@@ -452,7 +481,7 @@ def build_deb(arch: Arch, project: Wheel, vendored: list[Wheel], work: Path) -> 
         " units under edge.target. Debian 13 (trixie) / Python 3.13 boards.\n"
         f" Vendored in /{PRIVATE_PY}: {vend}.\n"
     )
-    (ctl / "conffiles").write_text("/etc/edge/edge.toml\n")
+    (ctl / "conffiles").write_text("".join(f"/etc/edge/{c}\n" for c in CONFFILES))
     for name in ("postinst", "prerm", "postrm"):
         shutil.copyfile(HERE / "debian" / name, ctl / name)
         (ctl / name).chmod(0o755)
@@ -468,7 +497,7 @@ def build_rootfs(arch: Arch, deb: Path, rootdir: Path, manifest_in: Path, manife
     hook = f'{sys.executable} {HERE / "build.py"} _manifest "$1" {manifest_in} {manifest_out}'
     cmd = [
         "mmdebstrap", "--mode=root", f"--arch={arch.deb}", "--variant=apt", "--quiet",
-        "--include=" + ",".join([*IMAGE_PACKAGES, arch.kernel, str(deb)]),
+        "--include=" + ",".join([*IMAGE_PACKAGES, arch.kernel, str(deb)]), *apt_cache_hooks(arch),
         "--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount",
         "--essential-hook=echo 'LABEL=edge-root / ext4 defaults,noatime 0 1' > \"$1/etc/fstab\"",
         f"--customize-hook=echo edge-{arch.name} > \"$1/etc/hostname\"",

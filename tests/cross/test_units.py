@@ -45,10 +45,13 @@ def test_units_carry_the_contract(name: str) -> None:
         "Type=notify", "NotifyAccess=main", "Restart=on-failure", "StartLimitBurst=5",
         "User=edge", "Group=edge", "RuntimeDirectory=edge", "RuntimeDirectoryMode=0750",
         "StateDirectory=edge", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-        "NoNewPrivileges=yes", "--config /etc/edge/edge.toml", "PartOf=edge.target",
+        "NoNewPrivileges=yes", "PartOf=edge.target",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_CAN",
     ):
         assert line in text, f"{name} lacks {line}"
+    conf = "bridge.toml" if name == "edge-bridge.service" else "edge.toml"  # the bridge's own file
+    assert f" --config /etc/edge/{conf}\n" in text
+    assert (ROOT / "cross/debian" / conf).exists()
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)
     caps = re.search(r"^CapabilityBoundingSet=(.*)$", text, re.M)
     assert caps is not None
