@@ -338,8 +338,9 @@ def build_native(arch: Arch, entry: dict[str, str], sdist: Path, work: Path) -> 
         f"--customize-hook=sync-out /tmp/wheels {wheels}",
         SUITE, "/dev/null", mirror(),
     ]
+    # the throw-away rootfs goes to $TMPDIR: the work dir (tmpfs for armhf: readdir EOVERFLOW)
     run(cmd, f"building {entry['name']} in the {arch.name} builder rootfs (from {mirror()})",
-        cwd=work)
+        cwd=work, env={**os.environ, "TMPDIR": str(work)})
     found = sorted(wheels.glob("*.whl"))
     if len(found) != 1 or arch.python_tag not in found[0].name:
         raise BuildError(f"the builder made {[w.name for w in found]}, not one {arch.python_tag} wheel")

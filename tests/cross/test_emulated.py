@@ -70,6 +70,17 @@ def test_self_test_passes(rootfs: Rootfs) -> None:
     print(f"\n[{rootfs.arch}, EMULATED qemu-user] {out}")
 
 
+def test_a_short_real_loop_agent_rule_instruction_ack(rootfs: Rootfs) -> None:
+    """edged as its own process, an SDK agent reporting over a rule's threshold 20 times:
+    each firing's Instruction reaches the agent and edged counts each Ack (loop_probe.py)."""
+    shutil.copy(Path(__file__).with_name("loop_probe.py"), rootfs.dir / "root/loop_probe.py")
+    proc = rootfs.run("python3 /root/loop_probe.py 20 120", timeout=900)
+    result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    assert proc.returncode == 0 and result.get("ok"), f"{proc.stdout}\n{proc.stderr[-3000:]}"
+    assert result["acks_ok"] == 20 and result["instructions_sent"] == 20 and result["edged_exit"] == 0
+    print(f"\n[{rootfs.arch}, EMULATED qemu-user] loop: {json.dumps(result)}")
+
+
 def test_rules_check_and_replay_on_the_examples(rootfs: Rootfs) -> None:
     dest = rootfs.dir / "root/examples"
     shutil.copytree(ROOT / "examples", dest)
@@ -84,8 +95,8 @@ def test_idle_rss_of_edged(rootfs: Rootfs) -> None:
     """edged started on a temp dir, idle: its RSS once ready (EMULATED: qemu-user's own
     memory is not counted; RSS is the guest process's as the kernel reports it)."""
     script = (
-        "d=$(mktemp -d); edged --run-dir $d/run --data-dir $d/data --metrics-addr '' "
-        "--log-level WARNING & pid=$!; "
+        "d=$(mktemp -d); EDGE_LOG_LEVEL=WARNING edged --run-dir $d/run --data-dir $d/data "
+        "--metrics-addr '' & pid=$!; "
         "i=0; while [ ! -S $d/run/ctl.sock ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "
         "edgectl --run-dir $d/run --timeout 120 status --json >/dev/null && sleep 2 && "
         "grep VmRSS /proc/$pid/status; kill -TERM $pid; wait $pid"
