@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -423,8 +424,8 @@ def _unpack_wheel(whl: Path, dest: Path) -> dict[str, str]:
             if line.startswith("["):
                 section = line
             elif section == "[console_scripts]" and "=" in line:
-                name, target = (s.strip() for s in line.split("=", 1))
-                scripts[name] = target
+                name, entry = (s.strip() for s in line.split("=", 1))
+                scripts[name] = entry
     return scripts
 
 
@@ -494,20 +495,121 @@ def build_deb(arch: Arch, project: Wheel, vendored: list[Wheel], work: Path) -> 
 # ---------------------------------------------------------------- rootfs, disk, manifest
 
 
-def build_rootfs(arch: Arch, deb: Path, rootdir: Path, manifest_in: Path, manifest_out: Path) -> None:
-    hook = f'{sys.executable} {HERE / "build.py"} _manifest "$1" {manifest_in} {manifest_out}'
-    cmd = [
-        "mmdebstrap", "--mode=root", f"--arch={arch.deb}", "--variant=apt", "--quiet",
-        "--include=" + ",".join([*IMAGE_PACKAGES, arch.kernel, str(deb)]), *apt_cache_hooks(arch),
-        "--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount",
-        "--essential-hook=echo 'LABEL=edge-root / ext4 defaults,noatime 0 1' > \"$1/etc/fstab\"",
-        f"--customize-hook=echo edge-{arch.name} > \"$1/etc/hostname\"",
-        "--customize-hook=chroot \"$1\" systemctl enable edge.target",
-        "--customize-hook=chroot \"$1\" python3 -m compileall -q /" + PRIVATE_PY,
-        f"--customize-hook={hook}",
-        SUITE, str(rootdir), mirror(),
-    ]
-    run(cmd, f"mmdebstrap {SUITE} {arch.deb} (from {mirror()})")
+BASE_FORMAT = 1
+"""Bumped when what goes into a base rootfs changes in a way its key does not show."""
+
+
+def base_key(arch: Arch) -> str:
+    """The base rootfs's cache key: everything that decides its contents."""
+    doc = json.dumps([BASE_FORMAT, SUITE, arch.deb, mirror(), IMAGE_PACKAGES, arch.kernel,
+                      depends()], sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def base_rootfs(arch: Arch, work: Path) -> tuple[Path, Path, float | None]:
+    """(rootfs.tar, packages.json) of the base image: Debian trixie with the kernel, systemd
+    and every package the .deb depends on, but not the runtime itself. Built once per key
+    under emulation (dpkg and the initramfs are the slow part) and cached, checked by
+    sha256 on use; a later image only adds the .deb to it."""
+    d = cache_dir() / "base" / arch.name / base_key(arch)
+    tar, pkgs, record = d / "rootfs.tar", d / "packages.json", d / "rootfs.tar.sha256"
+    if tar.exists() and pkgs.exists() and record.exists():
+        verified(tar, record.read_text().split()[0], f"cached {arch.name} base rootfs")
+        say(f"base rootfs {d} (cached)")
+        return tar, pkgs, None
+    say(f"base rootfs: mmdebstrap {SUITE} {arch.deb} (once per package set; many minutes "
+        "under emulation)")
+    t0 = time.monotonic()
+    names = list(dict.fromkeys(dep.split()[0] for dep in depends()))
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=d))
+    try:
+        hook = f'{sys.executable} {HERE / "build.py"} _packages "$1" {tmp / "packages.json"}'
+        cmd = [
+            "mmdebstrap", "--mode=root", f"--arch={arch.deb}", "--variant=apt", "--quiet",
+            "--include=" + ",".join([*IMAGE_PACKAGES, arch.kernel, *names]),
+            *apt_cache_hooks(arch),
+            "--essential-hook=echo 'LABEL=edge-root / ext4 defaults,noatime 0 1' > \"$1/etc/fstab\"",
+            f"--customize-hook=echo edge-{arch.name} > \"$1/etc/hostname\"",
+            f"--customize-hook={hook}",
+            SUITE, str(tmp / "rootfs.tar"), mirror(),
+        ]
+        run(cmd, f"mmdebstrap {SUITE} {arch.deb} (from {mirror()})",
+            env={**os.environ, "TMPDIR": str(work)})
+        (tmp / "rootfs.tar.sha256").write_text(f"{sha256_of(tmp / 'rootfs.tar')}  rootfs.tar\n")
+        for name in ("rootfs.tar", "packages.json", "rootfs.tar.sha256"):  # the record last
+            os.replace(tmp / name, d / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    built_s = time.monotonic() - t0
+    say(f"  base rootfs in {built_s:.0f} s")
+    return tar, pkgs, round(built_s, 1)
+
+
+def in_root(rootdir: Path, command: str, what: str) -> None:
+    """``command`` in the rootfs (chroot, qemu-user via binfmt), in its own mount namespace
+    with /proc, /dev and /sys mounted, so nothing stays mounted afterwards."""
+    r = shlex.quote(str(rootdir))
+    script = (
+        f"mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && "
+        f"mount -t sysfs sys {r}/sys && exec chroot {r} /usr/bin/env -i "
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "
+        f"/bin/sh -ec {shlex.quote(command)}"
+    )
+    run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script], what)
+
+
+def build_rootfs(arch: Arch, deb: Path, rootdir: Path, work: Path) -> tuple[Path, float | None]:
+    """The base rootfs unpacked into ``rootdir`` with the .deb installed and edge.target
+    enabled; returns the base's packages.json and the seconds building the base took
+    (None: it was cached)."""
+    tar, pkgs, built_s = base_rootfs(arch, work)
+    rootdir.mkdir()
+    run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootdir), "-xf", str(tar)], "tar -x base")
+    shutil.copyfile(deb, rootdir / "tmp" / deb.name)
+    in_root(rootdir, f"dpkg -i /tmp/{deb.name}; rm /tmp/{deb.name}; systemctl enable edge.target",
+            f"installing {deb.name} into the base rootfs")
+    return pkgs, built_s
+
+
+def _lists_sha256(rootdir: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """(package, version) -> (sha256, origin) from the rootfs's apt lists."""
+    sums: dict[tuple[str, str], tuple[str, str]] = {}
+    for plist in (rootdir / "var/lib/apt/lists").glob("*_Packages"):
+        origin = plist.name.split("_dists_")[0].replace("_", "/")
+        for stanza in plist.read_text(errors="replace").split("\n\n"):
+            f = dict(
+                (k, v.strip()) for k, _, v in (ln.partition(":") for ln in stanza.splitlines() if ln[:1] != " ")
+            )
+            if "Package" in f:
+                sums[(f["Package"], f.get("Version", ""))] = (f.get("SHA256", ""), origin)
+    return sums
+
+
+def installed(rootdir: Path) -> list[tuple[str, str, int]]:
+    """(package, version, installed bytes) for every package dpkg has in ``rootdir``."""
+    q = run(
+        ["dpkg-query", f"--admindir={rootdir}/var/lib/dpkg", "-W",
+         "-f=${Package}\t${Version}\t${Installed-Size}\n"],
+        "dpkg-query",
+    )
+    rows = []
+    for line in q.stdout.splitlines():
+        pkg, ver, size = line.split("\t")
+        rows.append((pkg, ver, int(size or 0) * 1024))
+    return rows
+
+
+def write_packages(rootdir: Path, out: Path) -> None:
+    """The base's Debian packages: version, origin, installed size, sha256 (apt's lists;
+    mmdebstrap's customize hook, while the lists are still there)."""
+    sums = _lists_sha256(rootdir)
+    rows = []
+    for pkg, ver, size in installed(rootdir):
+        sha, origin = sums.get((pkg, ver), ("", ""))
+        rows.append({"package": pkg, "version": ver, "origin": f"debian {SUITE} ({origin})",
+                     "size": size, "sha256": sha, "kind": "deb"})
+    out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def extlinux(rootdir: Path) -> None:
@@ -538,37 +640,25 @@ def make_disk(rootdir: Path, disk: Path) -> None:
     part.unlink()
 
 
-def write_manifest(rootdir: Path, wheels_json: Path, out: Path) -> None:
-    """Every Debian package (version, origin, installed size, sha256 from apt's lists) and
-    every wheel; refuses a rootfs with a compiler in it."""
-    lists = rootdir / "var/lib/apt/lists"
-    sums: dict[tuple[str, str], tuple[str, str]] = {}
-    for plist in lists.glob("*_Packages"):
-        origin = plist.name.split("_dists_")[0].replace("_", "/")
-        for stanza in plist.read_text(errors="replace").split("\n\n"):
-            f = dict(
-                (k, v.strip()) for k, _, v in (ln.partition(":") for ln in stanza.splitlines() if ln[:1] != " ")
-            )
-            if "Package" in f:
-                sums[(f["Package"], f.get("Version", ""))] = (f.get("SHA256", ""), origin)
-    q = run(
-        ["dpkg-query", f"--admindir={rootdir}/var/lib/dpkg", "-W",
-         "-f=${Package}\t${Version}\t${Architecture}\t${Installed-Size}\n"],
-        "dpkg-query",
-    )
+def write_manifest(rootdir: Path, base_pkgs: Path, deb: Path, wheels: list[Wheel], out: Path) -> None:
+    """Every Debian package of the final rootfs (from the base's list; the runtime's own
+    .deb with its sha256) and every wheel; refuses a rootfs with a compiler in it."""
+    base = {(r["package"], r["version"]): r for r in json.loads(base_pkgs.read_text())}
     rows: list[dict[str, object]] = []
     compilers = []
-    for line in q.stdout.splitlines():
-        pkg, ver, _arch, size = line.split("\t")
+    for pkg, ver, size in installed(rootdir):
         if COMPILERS.match(pkg):
             compilers.append(pkg)
-        sha, origin = sums.get((pkg, ver), ("", "local .deb (this build)"))
-        rows.append({"package": pkg, "version": ver, "origin": f"debian {SUITE} ({origin})"
-                     if sha else origin, "size": int(size or 0) * 1024, "sha256": sha, "kind": "deb"})
+        if (pkg, ver) in base:
+            rows.append(base[(pkg, ver)])
+        elif pkg == "edge-runtime":
+            rows.append({"package": pkg, "version": ver, "origin": f"this build ({deb.name})",
+                         "size": size, "sha256": sha256_of(deb), "kind": "deb"})
+        else:
+            raise BuildError(f"{pkg} {ver} is in the rootfs but not in the base's package list")
     if compilers or (rootdir / "usr/bin/cc").exists():
         raise BuildError(f"the final image holds a compiler: {compilers or ['/usr/bin/cc']}")
-    for w in json.loads(wheels_json.read_text()):
-        rows.append({**w, "kind": "wheel"})
+    rows += [{**w.manifest(), "kind": "wheel"} for w in wheels]
     out.write_text(json.dumps({"suite": SUITE, "packages": rows}, indent=1) + "\n")
 
 
@@ -607,12 +697,9 @@ def image(arch: Arch) -> Path:
         project = project_wheel(work)
         deb = build_deb(arch, project, vendored, work)
         say(f"{deb.name}: {deb.stat().st_size / 1e6:.1f} MB")
-        wheels_json = work / "wheels.json"
-        wheels_json.write_text(json.dumps([w.manifest() for w in [project, *vendored]]))
         rootdir = work / "root"
-        manifest = tmp_out / "manifest.json"
-        say(f"mmdebstrap {SUITE} {arch.deb} with {deb.name} (several minutes under emulation)")
-        build_rootfs(arch, deb, rootdir, wheels_json, manifest)
+        base_pkgs, base_s = build_rootfs(arch, deb, rootdir, work)
+        write_manifest(rootdir, base_pkgs, deb, [project, *vendored], tmp_out / "manifest.json")
         extlinux(rootdir)
         kernel = sorted((rootdir / "boot").glob("vmlinuz-*"))[-1]
         shutil.copyfile(kernel, tmp_out / "vmlinuz")
@@ -621,30 +708,31 @@ def image(arch: Arch) -> Path:
              str(tmp_out / "rootfs.tar"), "."], "tar")
         make_disk(rootdir, tmp_out / "disk.img")
         shutil.copyfile(deb, tmp_out / deb.name)
-        installed = sum(p.lstat().st_size for p in rootdir.rglob("*") if not p.is_dir())
+        installed_bytes = sum(p.lstat().st_size for p in rootdir.rglob("*") if not p.is_dir())
         summary = {
             "arch": arch.name, "debian_arch": arch.deb, "suite": SUITE,
-            "rootfs_installed_bytes": installed,
+            "rootfs_installed_bytes": installed_bytes,
             "rootfs_tar_bytes": (tmp_out / "rootfs.tar").stat().st_size,
             "disk_img_bytes": (tmp_out / "disk.img").stat().st_size,
             "deb_bytes": deb.stat().st_size, "deb": deb.name,
             "build_s": round(time.monotonic() - t0, 1),
+            "base_key": base_key(arch), "base_built_s": base_s,  # None: the cached base
         }
         (tmp_out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         final = out_dir() / arch.name
         publish(tmp_out, final)
-    say(f"{arch.name}: {final} ({summary['build_s']:.0f} s; rootfs {installed / 1e6:.0f} MB installed)")
+    say(f"{arch.name}: {final} ({summary['build_s']:.0f} s; rootfs {installed_bytes / 1e6:.0f} MB installed)")
     return final
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cross/build.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["image", "tools", "wheels", "_manifest", "depends"])
+    p.add_argument("command", choices=["image", "tools", "wheels", "_packages", "depends"])
     p.add_argument("args", nargs="*")
     ns = p.parse_args(argv)
     try:
-        if ns.command == "_manifest":  # mmdebstrap's customize hook: ROOT WHEELS_JSON OUT
-            write_manifest(Path(ns.args[0]), Path(ns.args[1]), Path(ns.args[2]))
+        if ns.command == "_packages":  # mmdebstrap's customize hook: ROOT OUT
+            write_packages(Path(ns.args[0]), Path(ns.args[1]))
             return 0
         if ns.command == "depends":
             print(", ".join(depends()))

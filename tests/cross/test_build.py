@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -142,3 +143,56 @@ def test_compiler_check_flags_compilers_not_their_runtime_libraries() -> None:
                "build-essential", "python3-dev", "python3.13-dev", "clang-19"}
     kept = {"gcc-14-base", "libgcc-s1", "libstdc++6", "python3", "libpython3.13", "cpio"}
     assert {p for p in flagged | kept if build.COMPILERS.match(p)} == flagged
+
+
+def test_a_corrupt_cached_base_rootfs_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_CROSS_CACHE", str(tmp_path / "cache"))
+    arch = build.arch_of("riscv64")
+    d = tmp_path / "cache/base/riscv64" / build.base_key(arch)
+    d.mkdir(parents=True)
+    (d / "rootfs.tar").write_bytes(b"a base rootfs")
+    (d / "packages.json").write_text("[]")
+    (d / "rootfs.tar.sha256").write_text(hashlib.sha256(b"a base rootfs").hexdigest() + "  rootfs.tar\n")
+    assert build.base_rootfs(arch, tmp_path)[:2] == (d / "rootfs.tar", d / "packages.json")
+    (d / "rootfs.tar").write_bytes(b"a base rootfs, cut short")
+    with pytest.raises(build.BuildError, match=r"cached riscv64 base rootfs: .* has sha256"):
+        build.base_rootfs(arch, tmp_path)
+
+
+def test_the_base_key_follows_the_package_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    arch = build.arch_of("aarch64")
+    key = build.base_key(arch)
+    monkeypatch.setattr(build, "IMAGE_PACKAGES", [*build.IMAGE_PACKAGES, "less"])
+    assert build.base_key(arch) != key
+
+
+def _fake_root(tmp_path: Path, *pkgs: tuple[str, str]) -> Path:
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text("".join(
+        f"Package: {p}\nStatus: install ok installed\nVersion: {v}\nArchitecture: arm64\n"
+        f"Installed-Size: 4\nMaintainer: x\nDescription: x\n\n" for p, v in pkgs))
+    return root
+
+
+def test_the_manifest_names_every_package_and_refuses_a_compiler(tmp_path: Path) -> None:
+    base = tmp_path / "packages.json"
+    row = {"package": "libc6", "version": "2.41-12", "origin": "debian trixie (deb.debian.org/debian)",
+           "size": 4096, "sha256": "ab" * 32, "kind": "deb"}
+    base.write_text(json.dumps([row]))
+    deb = tmp_path / "edge-runtime_0.1.0-1_arm64.deb"
+    deb.write_bytes(b"the runtime")
+    out = tmp_path / "manifest.json"
+    root = _fake_root(tmp_path, ("libc6", "2.41-12"), ("edge-runtime", "0.1.0-1"))
+    build.write_manifest(root, base, deb, [], out)
+    rows = {r["package"]: r for r in json.loads(out.read_text())["packages"]}
+    assert rows["libc6"] == row
+    assert rows["edge-runtime"]["sha256"] == hashlib.sha256(b"the runtime").hexdigest()
+    out.unlink()
+    root = _fake_root(tmp_path / "2", ("libc6", "2.41-12"), ("gcc-14", "14.2.0-19"))
+    with pytest.raises(build.BuildError, match=r"not in the base's package list"):
+        build.write_manifest(root, base, deb, [], out)
+    base.write_text(json.dumps([row, {**row, "package": "gcc-14", "version": "14.2.0-19"}]))
+    with pytest.raises(build.BuildError, match=r"the final image holds a compiler: \['gcc-14'\]"):
+        build.write_manifest(root, base, deb, [], out)
+    assert not out.exists()
