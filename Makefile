@@ -16,6 +16,7 @@ CHAOS_SCALE ?= 1
 CHAOS_OUT ?= bench-out/chaos.json
 
 setup: $(STAMP)
+	@echo "edged, edgectl, edge-sync and edge-bridge are in $(VENV)/bin: run '. $(VENV)/bin/activate' to put them on PATH"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: run with PYTHON=python3.11")'

@@ -7,6 +7,7 @@ $XDG_RUNTIME_DIR or /tmp, the data directory (LMDB) under $XDG_STATE_HOME or ~/.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -17,6 +18,9 @@ from typing import Any
 from .errors import ConfigError
 
 ENV_PREFIX = "EDGE_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""log_level's values, in any case (edged and edge-sync show them alike)."""
+LOG_LEVEL_HELP = "debug, info, warning or error, in any case (default: info)."
 
 
 def _default_run_dir() -> Path:
@@ -46,7 +50,8 @@ class EdgeConfig:
     run_dir_group: str | None = None
     """Group that may reach the sockets (run dir chgrp'd to it, mode 0750). None: the user's."""
     rules_file: Path | None = None
-    """A rule file (YAML/JSON) to activate at start when the store holds no active table."""
+    """A rule file (YAML/JSON) to run: at start it becomes a new version when its rules differ
+    from the stored table's, unless that table is signed (kept, with a warning)."""
     device_groups: str = ""
     """Comma-separated groups this board belongs to (a rule table's scope may name them)."""
     rules_trusted_keys: str = ""
@@ -113,8 +118,10 @@ class EdgeConfig:
     gc_interval_ms instead (generation 1 every 10th time, 2 every 600th), so a collection no
     longer lands in the middle of the loop handling a message; 0 keeps Python's automatic GC."""
     # -- upstream sync (edge-sync; see README "Upstream sync") --------------------------------
-    upstream_url: str = "nats://127.0.0.1:4222"
-    """NATS server(s) edge-sync connects to; comma-separated for a cluster."""
+    upstream_url: str = ""
+    """NATS server(s) edge-sync connects to; comma-separated for a cluster. Empty: no
+    upstream is configured, so edged keeps no aggregates (nothing would ever send them) and
+    edge-sync refuses to start."""
     upstream_creds: Path | None = None
     """NATS credentials file (JWT + NKey seed), or None."""
     upstream_nkey: Path | None = None
@@ -128,7 +135,8 @@ class EdgeConfig:
     """Create the stream EDGE_AGG and the buckets EDGE_RULES / EDGE_DEVICES when absent (demo,
     tests). False when the central team owns them."""
     agg_window_s: float = 10.0
-    """Seconds per aggregate window that edged appends to the outbox; 0 turns aggregates off."""
+    """Seconds per aggregate window that edged appends to the outbox; 0 turns aggregates off.
+    They are off too while no upstream_url is configured."""
     agg_max_samples: int = 50_000
     """Samples per window summarised per series (count/min/max/mean/last/p99) off the loop,
     taken evenly over the window; beyond it samples are still counted, not summarised (bounds
@@ -178,43 +186,84 @@ class EdgeConfig:
     log_rate_per_s: float = 5.0
     """Per-kind log rate for bad input (the rest is counted and summarised)."""
 
+    @property
+    def aggregating(self) -> bool:
+        """edged keeps aggregates only for an upstream: upstream_url set and agg_window_s > 0."""
+        return bool(self.upstream_url.strip()) and self.agg_window_s > 0
 
-def coerce_setting(name: str, hint: Any, raw: Any, source: str) -> Any:
-    """``raw`` (from a file, the environment or a flag) as the type ``hint``
-    (Path, bool, int, float, str, or ``X | None``); ConfigError names ``name`` and ``source``.
-    Shared by every component's config loader."""
+
+def _coerce(name: str, hint: Any, raw: Any) -> Any:
+    """``raw`` (TOML value, or text from the environment or a flag) as the field's type
+    (Path, bool, int, float, str, or ``X | None``). Raises ValueError with a message for a
+    person (never Python's own wording)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
             return None
         hint = args[0]
-    try:
-        if hint is Path:
-            return Path(os.path.expanduser(str(raw)))
-        if hint is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"not a boolean: {raw!r}")
-        if hint is int:
-            if isinstance(raw, bool):
-                raise ValueError("a boolean is not an integer")
-            return int(raw)
-        if hint is float:
+    if hint is Path:
+        if not isinstance(raw, str | Path):
+            raise ValueError(f"expected a path, got {raw!r}")
+        return Path(os.path.expanduser(str(raw)))
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if hint is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        digits = raw.strip().replace("_", "") if isinstance(raw, str) else ""
+        if digits.lstrip("+-").isdigit():
+            return int(digits)
+        raise ValueError(f"expected a whole number, got {raw!r}")
+    if hint is float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
             return float(raw)
-        if hint is str:
-            return str(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} from {source}: {exc}") from None
+        if isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(value):
+                    return value
+        raise ValueError(f"expected a number, got {raw!r}")
+    if hint is str:
+        if isinstance(raw, str):
+            return raw
+        raise ValueError(f'expected text (in quotes in TOML: "..."), got {raw!r}')
     raise ConfigError(f"{name}: unsupported type {hint!r}")  # pragma: no cover - a coding error
 
 
-_coerce = coerce_setting
+def coerce_setting(name: str, hint: Any, raw: Any, source: str) -> Any:
+    """``raw`` (from a file, the environment or a flag) as the type ``hint``; ConfigError
+    names ``name`` and ``source``. For a loader that stops at its first mistake; load_config
+    and the bridge's collect them all (``apply_env_and_flags``)."""
+    try:
+        return _coerce(name, hint, raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} from {source}: {exc}") from None
+
+
+def did_you_mean(key: str, names: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the known name closest to a misspelt ``key``, else ``""``."""
+    import difflib  # only for a mistake: edged does not load it otherwise
+
+    close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def raise_problems(problems: list[str]) -> None:
+    """One ConfigError listing every problem (``N problems:`` first when more than one)."""
+    if problems:
+        head = f"{len(problems)} problems:\n  " if len(problems) > 1 else ""
+        raise ConfigError(head + "\n  ".join(problems))
 
 
 def load_config(
@@ -226,25 +275,33 @@ def load_config(
     """Build the config: flags (None values ignored) > ``EDGE_<NAME>`` env > TOML file > defaults.
 
     The TOML file is ``file``, else ``$EDGE_CONFIG``, else none. Its keys are the field
-    names, at top level or under ``[edge]``. Unknown keys and bad values raise ConfigError
-    naming the key and where it came from.
+    names, at top level or under ``[edge]``. Raises one ConfigError listing every mistake
+    (unknown keys with the closest known one, values of the wrong type, values out of range),
+    each naming the key and where it came from.
     """
     env = os.environ if env is None else env
     hints = typing.get_type_hints(EdgeConfig)
     names = {f.name for f in dataclasses.fields(EdgeConfig)}
     values: dict[str, Any] = {}
+    problems: list[str] = []
 
     path = file or (Path(env["EDGE_CONFIG"]) if env.get("EDGE_CONFIG") else None)
     if path is not None:
         data = read_toml(path)
-        section = data.get("edge", data)
-        for key, raw in section.items():
-            if key not in names:
-                raise ConfigError(f"config file {path}: unknown key {key!r}")
-            values[key] = _coerce(key, hints[key], raw, f"config file {path}")
-    apply_env_and_flags(values, names, hints, env, flags)
+        section: dict[str, Any] = data
+        if isinstance(data.get("edge"), dict):
+            section = dict(data["edge"])
+            for key in data.keys() - {"edge"}:  # would be ignored: say so
+                problems.append(
+                    f"config file {path}: {key!r} is outside [edge]: move it under [edge]"
+                    if key in names
+                    else f"config file {path}: unknown key {key!r}{did_you_mean(key, names)}"
+                )
+        put_all(values, section, names, hints, f"config file {path}", problems)
+    apply_env_and_flags(values, names, hints, env, flags, problems)
     cfg = EdgeConfig(**values)
-    _validate(cfg)
+    problems += _problems(cfg)
+    raise_problems(problems)
     return cfg
 
 
@@ -256,9 +313,30 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+
+
+def put_all(
+    values: dict[str, Any],
+    section: Mapping[str, Any],
+    names: Iterable[str],
+    hints: Mapping[str, Any],
+    source: str,
+    problems: list[str],
+    where: str = "",
+) -> None:
+    """A file section's settings into ``values``; each unknown key (with the closest known
+    one) and each value of the wrong type appended to ``problems``. ``where``: `` in [x]``."""
+    names = set(names)
+    for key, raw in section.items():
+        if key not in names:
+            problems.append(f"{source}: unknown key {key!r}{where}{did_you_mean(key, names)}")
+        else:
+            _put(values, hints, key, raw, source, problems)
 
 
 def apply_env_and_flags(
@@ -267,21 +345,37 @@ def apply_env_and_flags(
     hints: Mapping[str, Any],
     env: Mapping[str, str],
     flags: Mapping[str, Any] | None,
+    problems: list[str],
 ) -> None:
     """Lay ``EDGE_<NAME>`` variables, then flags (None values ignored), over ``values`` (what
-    the file gave): the shared part of every component's precedence. ConfigError for an
-    unknown flag or a bad value, naming where it came from."""
+    the file gave): the shared part of every component's precedence. An unknown flag or a bad
+    value is appended to ``problems``, naming where it came from."""
     names = set(names)
-    for name in names:
+    for name in sorted(names):
         key = ENV_PREFIX + name.upper()
         if key in env:
-            values[name] = _coerce(name, hints[name], env[key], f"environment {key}")
+            _put(values, hints, name, env[key], f"environment {key}", problems)
     for name, raw in (flags or {}).items():
         if raw is None:
             continue
         if name not in names:
-            raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _coerce(name, hints[name], raw, f"--{name.replace('_', '-')}")
+            problems.append(f"unknown setting {name!r}{did_you_mean(name, names)}")
+        else:
+            _put(values, hints, name, raw, f"--{name.replace('_', '-')}", problems)
+
+
+def _put(
+    values: dict[str, Any],
+    hints: Mapping[str, Any],
+    name: str,
+    raw: Any,
+    source: str,
+    problems: list[str],
+) -> None:
+    try:
+        values[name] = _coerce(name, hints[name], raw)
+    except ValueError as exc:
+        problems.append(f"{name} from {source}: {exc}")
 
 
 def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]:
@@ -293,9 +387,14 @@ def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]
     return host, int(port)
 
 
-def _validate(cfg: EdgeConfig) -> None:
+def _problems(cfg: EdgeConfig) -> list[str]:
+    """Every range or consistency check ``cfg`` fails, as messages."""
+    problems: list[str] = []
     if cfg.metrics_addr:
-        split_host_port(cfg.metrics_addr)
+        try:
+            split_host_port(cfg.metrics_addr)
+        except ConfigError as exc:
+            problems.append(str(exc))
     checks = [
         (cfg.heartbeat_ms > 0, "heartbeat_ms must be > 0"),
         (cfg.missed_beats >= 1, "missed_beats must be >= 1"),
@@ -317,6 +416,7 @@ def _validate(cfg: EdgeConfig) -> None:
         (0.0 <= cfg.sched_shed_threshold <= 1.0, "sched_shed_threshold must be within 0..1"),
         (0.0 <= cfg.sched_shed_below <= 1.0, "sched_shed_below must be within 0..1"),
         (cfg.sched_probe in ("lag", "cpu"), "sched_probe must be 'lag' or 'cpu'"),
+        (cfg.log_level.lower() in LOG_LEVELS, "log_level must be " + " / ".join(LOG_LEVELS)),
         (0.0 < cfg.sched_lag_ms <= 60_000.0, "sched_lag_ms must be within 0..60000 (exclusive 0)"),
         (len(str(cfg.run_dir / "agents.sock")) < 100, "run_dir is too long for an AF_UNIX path"),
         (cfg.agg_window_s >= 0, "agg_window_s must be >= 0 (0 turns aggregates off)"),
@@ -341,6 +441,4 @@ def _validate(cfg: EdgeConfig) -> None:
         (cfg.upstream_ack_timeout_s > 0, "upstream_ack_timeout_s must be > 0"),
         (cfg.upstream_backoff_max_s >= 0.1, "upstream_backoff_max_s must be >= 0.1"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    return problems + [message for ok, message in checks if not ok]

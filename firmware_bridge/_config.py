@@ -31,7 +31,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edge.config import EdgeConfig, apply_env_and_flags, coerce_setting, read_toml
+from edge.config import (
+    LOG_LEVELS,
+    EdgeConfig,
+    apply_env_and_flags,
+    did_you_mean,
+    put_all,
+    raise_problems,
+    read_toml,
+)
 from edge.errors import ConfigError
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
@@ -79,6 +87,7 @@ class BridgeConfig:
     """The config file read (for messages)."""
 
 
+_TABLES = ("bridge", "link", "device")
 _SCALARS = (
     "run_dir",
     "log_level",
@@ -96,33 +105,50 @@ def load_bridge_config(
     file: Path | None = None,
 ) -> BridgeConfig:
     """flags (None ignored) > EDGE_<NAME> env > the TOML file (``file`` or
-    $EDGE_BRIDGE_CONFIG) > defaults. Raises ConfigError naming the key and its source."""
+    $EDGE_BRIDGE_CONFIG) > defaults. Raises one ConfigError listing every mistake in the
+    settings (unknown keys with the closest known one, bad values, out of range) and the
+    first in the links and devices, each naming the key and its source."""
     env = os.environ if env is None else env
     hints = typing.get_type_hints(BridgeConfig)
     values: dict[str, Any] = {}
+    problems: list[str] = []
     path = file or (Path(env["EDGE_BRIDGE_CONFIG"]) if env.get("EDGE_BRIDGE_CONFIG") else None)
     if path is not None:
         data = read_toml(path)
         src = f"config file {path}"
         for key in data:
-            if key not in ("bridge", "link", "device"):
-                raise ConfigError(f"{src}: unknown table {key!r} (tables: bridge, link, device)")
-        for key, raw in data.get("bridge", {}).items():
-            if key not in _SCALARS:
-                raise ConfigError(f"{src}: unknown key {key!r} in [bridge]")
-            values[key] = coerce_setting(key, hints[key], raw, src)
-        values["links"] = _links(data.get("link", []), src)
-        values["devices"] = _devices(data.get("device", []), src, path.parent, values["links"])
+            if key not in _TABLES:
+                problems.append(
+                    f"{src}: unknown table {key!r}{did_you_mean(key, _TABLES)}"
+                    f" (tables: {', '.join(_TABLES)})"
+                )
+        bridge = data.get("bridge", {})
+        if isinstance(bridge, dict):
+            put_all(values, bridge, _SCALARS, hints, src, problems, " in [bridge]")
+        else:
+            problems.append(f"{src}: bridge must be a table: [bridge]")
+        # links and devices: their first mistake stops the reading (a device's link is
+        # looked up among the links), after the settings' mistakes are listed with it
+        try:
+            values["links"] = _links(data.get("link", []), src)
+            values["devices"] = _devices(data.get("device", []), src, path.parent, values["links"])
+        except ConfigError as exc:
+            problems.append(str(exc))
+            values.pop("links", None)
         values["source"] = str(path)
-    apply_env_and_flags(values, _SCALARS, hints, env, flags)
+    apply_env_and_flags(values, _SCALARS, hints, env, flags, problems)
     cfg = BridgeConfig(**values)
-    for ok, message in (
-        (cfg.bridge_tick_ms > 0, "bridge_tick_ms must be > 0"),
-        (cfg.bridge_safe_after_ms > 0, "bridge_safe_after_ms must be > 0"),
-        (cfg.bridge_health_ms > 0, "bridge_health_ms must be > 0"),
-    ):
-        if not ok:
-            raise ConfigError(message)
+    problems += [
+        message
+        for ok, message in (
+            (cfg.bridge_tick_ms > 0, "bridge_tick_ms must be > 0"),
+            (cfg.bridge_safe_after_ms > 0, "bridge_safe_after_ms must be > 0"),
+            (cfg.bridge_health_ms > 0, "bridge_health_ms must be > 0"),
+            (cfg.log_level.lower() in LOG_LEVELS, "log_level must be " + " / ".join(LOG_LEVELS)),
+        )
+        if not ok
+    ]
+    raise_problems(problems)
     return cfg
 
 
@@ -160,9 +186,12 @@ def _devices(raw: Any, src: str, base: Path, links: tuple[LinkSpec, ...]) -> tup
         if not isinstance(t, dict):
             raise ConfigError(f"{src}: [[device]] #{i} must be a table")
         name = _name(t.get("name"), f"[[device]] #{i}", src)
-        unknown = set(t) - {"name", "link", "profile", "unit", "labels"}
+        known = ("name", "link", "profile", "unit", "labels")
+        unknown = sorted(set(t) - set(known))
         if unknown:
-            raise ConfigError(f"{src}: device {name}: unknown keys {sorted(unknown)}")
+            raise ConfigError(
+                f"{src}: device {name}: unknown keys {unknown}{did_you_mean(unknown[0], known)}"
+            )
         if t.get("link") not in names:
             raise ConfigError(f"{src}: device {name}: link {t.get('link')!r} is not a [[link]]")
         if not isinstance(t.get("profile"), str):

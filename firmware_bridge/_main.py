@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from edge import __version__
+from edge.config import LOG_LEVEL_HELP, LOG_LEVELS
 from edge.errors import ConfigError
 
 
@@ -25,7 +26,10 @@ from edge.errors import ConfigError
     help="edged's run directory (agents.sock; the bridge's lock).",
 )
 @click.option(
-    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    metavar="LEVEL",
+    help=LOG_LEVEL_HELP,
 )
 @click.version_option(__version__, prog_name="edge-bridge")
 def main(config_file: Path | None, **flags: Any) -> None:

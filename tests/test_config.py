@@ -75,3 +75,57 @@ def test_upstream_settings_that_would_defeat_their_purpose_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=words):
         load_config(flags, env={})
+
+
+def test_every_mistake_at_once_in_words_not_python(tmp_path: Path) -> None:
+    f = tmp_path / "edge.toml"
+    f.write_text('[edge]\nheartbeat_msec = 250\nheartbeat_ms = 2.5\nmissed_beats = "fast"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config({"max_batch": "many"}, env={"EDGE_SCHED_LAG_MS": "soon"}, file=f)
+    text = str(info.value)
+    assert text.startswith("5 problems:")
+    assert "unknown key 'heartbeat_msec' (did you mean heartbeat_ms?)" in text
+    assert "heartbeat_ms from config file" in text and "expected a whole number, got 2.5" in text
+    assert "missed_beats from config file" in text and "got 'fast'" in text
+    assert "max_batch from --max-batch: expected a whole number, got 'many'" in text
+    assert "sched_lag_ms from environment EDGE_SCHED_LAG_MS: expected a number" in text
+    assert "invalid literal" not in text and "base 10" not in text
+
+
+@pytest.mark.parametrize("raw", ["2.5", "1e3", "", "0x10", True])
+def test_integer_settings_refuse_what_is_not_a_whole_number(raw: object) -> None:
+    with pytest.raises(ConfigError, match="heartbeat_ms .*expected a whole number"):
+        load_config({"heartbeat_ms": raw}, env={})
+
+
+def test_integer_settings_take_whole_numbers_from_text() -> None:
+    assert load_config(env={"EDGE_HEARTBEAT_MS": " 1_000 "}).heartbeat_ms == 1000
+
+
+def test_a_key_outside_the_edge_table_is_not_silently_ignored(tmp_path: Path) -> None:
+    f = tmp_path / "edge.toml"
+    f.write_text("heartbeat_ms = 250\n[edge]\nmissed_beats = 5\n")
+    with pytest.raises(ConfigError, match="'heartbeat_ms' is outside \\[edge\\]"):
+        load_config(env={}, file=f)
+
+
+def test_missing_file_says_cannot_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no.toml: cannot read: No such file"):
+        load_config(env={}, file=tmp_path / "no.toml")
+
+
+def test_settings_added_since_get_the_same_checks(tmp_path: Path) -> None:
+    """max_targets (rule targets) and metrics_addr's host:port check join the one list of
+    problems, with did-you-mean for a misspelling, like every older key."""
+    f = tmp_path / "edge.toml"
+    f.write_text('[edge]\nmax_target = 8\nmax_targets = "lots"\nmetrics_addr = "9108"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config({"max_targetz": 3}, env={}, file=f)
+    text = str(info.value)
+    assert text.startswith("4 problems:"), text
+    assert "unknown key 'max_target' (did you mean max_targets?)" in text
+    assert "max_targets from config file" in text and "expected a whole number, got 'lots'" in text
+    assert "metrics_addr '9108': expected host:port" in text
+    assert "unknown setting 'max_targetz' (did you mean max_targets?)" in text
+    with pytest.raises(ConfigError, match="max_targets must be within 1..65536"):
+        load_config({"max_targets": 0}, env={})

@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -44,11 +45,19 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import EdgeError
-from ._bench_goals import goal_lines, goal_rows
+from ._bench_goals import E2E_P99_GOAL_US, goal_lines, goal_rows
 from ._bench_rules import ACTIVATION_RULES, activation_table, eval_cost, memory_per_rule
 from ._bench_scenarios import SCENARIOS, run_scenarios, scenario_config, write_latency_plot
 from ._bench_scenarios import summary_lines as scenario_summary_lines
-from ._sim import Rig, new_hist, record_ns, sigterm_as_interrupt, summary_us
+from ._sim import (
+    WITH_UPSTREAM,
+    Rig,
+    new_hist,
+    psi_cpu_some_us,
+    record_ns,
+    sigterm_as_interrupt,
+    summary_us,
+)
 
 STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute")
 PROBE_METRIC = "bench_probe"
@@ -56,7 +65,6 @@ PROBE_RULE = f"{PROBE_METRIC} > 0.5"
 LOAD_RULE = "load_value > 1000000"
 LOAD_SERIES = 16
 _PROBE_COUNTS = ("iterations", "answered", "lost", "mismatched", "late", "dropped", "samples_sent")
-E2E_P99_GOAL_US = 1000.0  # the issue's target: e2e p99 under 1 ms, with background load
 OTHERS_WARN_PCT = 10.0  # CPU (% of one core) used by processes outside the bench
 
 
@@ -113,7 +121,21 @@ def machine_info() -> dict[str, Any]:
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "pyzmq": zmq.pyzmq_version(),
         "libzmq": zmq.zmq_version(),
+        "commit": _commit(),
     }
+
+
+def _commit() -> str | None:
+    """The checkout's commit (short, ``+dirty`` with local changes); None outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def pingpong(
@@ -169,15 +191,6 @@ def pingpong(
     }
 
 
-def _psi_cpu_some_us() -> int | None:
-    """Linux pressure stall information: total µs some runnable task waited for a CPU."""
-    try:
-        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    except (OSError, IndexError):
-        return None
-    return int(first.rsplit("total=", 1)[1])
-
-
 class _CpuMeter:
     """CPU use between start() and stop(), in percent of one core: each of our processes, the
     whole machine, and everything else (other people's work on a shared box skews a bench, so
@@ -205,7 +218,7 @@ class _CpuMeter:
         # while the busy fields of /proc/stat are tick-sampled and miss short wake-ups.
         t = self._psutil.cpu_times()
         out["machine"] = (time.monotonic() * self._ncpu - t.idle - getattr(t, "iowait", 0.0))
-        psi = _psi_cpu_some_us()
+        psi = psi_cpu_some_us()
         out["psi"] = float("nan") if psi is None else psi / 1e6
         return out
 
@@ -231,7 +244,7 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
     sizes = _message_sizes()
     started = datetime.datetime.now(datetime.UTC)
     machine = machine_info()
-    with Rig() as rig:
+    with Rig(edged_env=WITH_UPSTREAM) as rig:
         say(f"run directory {rig.root} (removed afterwards)")
         rules = rig.root / "bench_rules.yaml"
         rules.write_text(_rules_yaml(cfg["sla_ms"]), encoding="utf-8")
@@ -347,8 +360,9 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         "cpu_pct_note": "percent of one core over the window; machine = all cores busy; "
                         "others = machine minus the bench's processes (work not ours); "
                         "psi_cpu_some = share of time some runnable task waited for a CPU",
-        "goal": {"e2e_p99_us_below": E2E_P99_GOAL_US,
-                 "met": bool(e2e.get("p99") is not None and e2e["p99"] < E2E_P99_GOAL_US)},
+        # the goal table's e2e P99 goal (``goals`` holds every row): one goal, not two
+        "goal": {"e2e_p99_us_at_most": E2E_P99_GOAL_US,
+                 "met": bool(e2e.get("p99") is not None and e2e["p99"] <= E2E_P99_GOAL_US)},
         "edged_exit_code": edged_exit,
         "rules": rules_doc,
         "counters": {k: v for k, v in sorted(counters.items()) if v},
@@ -412,7 +426,6 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     sla = doc["sla_rate"]
     jitter = doc["jitter_pct"]
     ratio = doc["ratio_p99"]
-    goal = doc["goal"]
     p = doc["probe"]
     base = doc["baseline_pingpong_us"]
     cpu = ", ".join(f"{k} {v:g} %" for k, v in doc["cpu_pct"].items()
@@ -430,8 +443,6 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"CPU (one core = 100 %): {cpu}"
         + ("" if doc["cpu_pct"]["psi_cpu_some"] is None
            else f"; CPU pressure {doc['cpu_pct']['psi_cpu_some']:g} % of the time"),
-        f"goal e2e p99 < {goal['e2e_p99_us_below']:g} µs: "
-        + ("[green]met[/]" if goal["met"] else "[red]not met[/]"),
     ]
     g = doc.get("gc")
     if g:

@@ -11,12 +11,20 @@ from pathlib import Path
 
 import click
 
-from ._main import _emit_json, _fail, console, err_console, handles_errors
+from ._main import (
+    HelpGroup,
+    _emit_json,
+    _fail,
+    console,
+    err_console,
+    handles_errors,
+    problems_text,
+)
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def bridge() -> None:
     """The firmware bridge's device profiles."""
 
@@ -70,4 +78,4 @@ def bridge_check(files: tuple[Path, ...], as_json: bool) -> None:
         if bad:
             sys.exit(1)
     elif bad:
-        _fail(f"{bad} problem(s)", 1)
+        _fail(problems_text(bad), 1)

@@ -17,6 +17,7 @@ import collections
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from ..errors import EdgeError, RuntimeStateError
 from ._demo_upstream import AGG_WINDOW_S as DEMO_AGG_WINDOW_S
 from ._demo_upstream import DEVICE_ID as DEMO_DEVICE
 from ._demo_upstream import DemoUpstream
-from ._main import rules_sla_table, stage_table
+from ._main import STAGE_LEGEND, problems_text, rules_sla_table, stage_table
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "examples" / "demo_rules.yaml"
 DEVICE_EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bridge"
@@ -51,6 +52,7 @@ class DemoView:
         self.agents: list[dict[str, Any]] = []
         self.sim: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, Any] | None = None
+        self.seen_aggs: set[Any] = set()
 
     @property
     def elapsed(self) -> float:
@@ -81,10 +83,32 @@ class DemoView:
                     f"({e['rule_id']})")
         elif kind == "ack":
             what = f"ack #{e['instruction_id']} from {e['agent_id']}: {e['detail']}"
+        elif kind == "aggregate":
+            what = f"upstream: {e['detail']}"
         else:
             who = " ".join(x for x in (e["agent_id"], e["rule_id"]) if x)
             what = f"{kind.replace('_', ' ')} {who} {e['detail']}".rstrip()
         return f"[{t:5.1f}s] {what}"
+
+    def aggregates_arrived(self, up: DemoUpstream) -> list[dict[str, Any]]:
+        """Aggregates that reached EDGE_AGG since the last call, as events of their own."""
+        fresh = []
+        for a in up.aggregates():
+            seq = a.get("seq")
+            if seq is None or seq in self.seen_aggs:
+                continue
+            self.seen_aggs.add(seq)
+            agg = a.get("aggregate") or {}
+            fired = sum(r.get("instructions", 0) for r in agg.get("rules", []))
+            fresh.append({
+                "wall_ms": int(time.time() * 1000), "kind": "aggregate", "agent_id": "",
+                "rule_id": "", "instruction_id": 0,
+                "detail": f"aggregate Edge-Seq {seq} arrived in EDGE_AGG: "
+                          f"{agg.get('samples', 0):,} samples, {fired} instructions, "
+                          f"{len(agg.get('series', []))} series",
+            })
+        self.recent.extend(fresh)
+        return fresh
 
     def counters(self) -> dict[str, int]:
         return dict((self.stats or {}).get("counters", {}))
@@ -131,7 +155,8 @@ class DemoView:
         t.add_column("event")
         for e in self.recent:
             style = {"instruction": "bold", "ack": "green", "undeliverable": "red",
-                     "ack_timeout": "red", "bad_input": "red"}.get(e["kind"], "dim")
+                     "ack_timeout": "red", "bad_input": "red",
+                     "aggregate": "cyan"}.get(e["kind"], "dim")
             t.add_row(Text(self.event_line(e), style=style))
         if not self.recent:
             t.add_row(Text("(nothing yet)", style="dim"))
@@ -254,7 +279,8 @@ def _devices_summary(console: Console, child: Any) -> None:
     console.print(f"plant: {last['plant']}", style="dim")
 
 
-def _summary(console: Console, view: DemoView, duration: float, edged_exit: int | None) -> None:
+def _summary(console: Console, view: DemoView, duration: float, edged_exit: int | None,
+             rule_ids: Sequence[str] = ()) -> None:
     stats = view.stats or {}
     c = view.counters()
     console.rule("demo summary")
@@ -266,8 +292,11 @@ def _summary(console: Console, view: DemoView, duration: float, edged_exit: int 
                   f"timed out {c.get('ack_timeouts', 0)})")
     fired = {rid: r.get("ok", 0) + r.get("failed", 0) + r.get("rejected", 0) + r.get("timeout", 0)
              + r.get("undeliverable", 0) for rid, r in stats.get("rules", {}).items()}
-    if fired:
-        console.print("by rule: " + ", ".join(f"{rid} {n}" for rid, n in sorted(fired.items())))
+    quiet = [rid for rid in rule_ids if not fired.get(rid)]
+    if fired or quiet:
+        console.print("by rule: " + ", ".join(
+            [f"{rid} {n}" for rid, n in sorted(fired.items())]
+            + [f"{rid} 0 (did not fire in {duration:g} s)" for rid in quiet]))
     handled = [f"{aid}: " + ", ".join(f"{act} x{n}" for act, n in sorted(s["handled"].items()))
                for aid, s in sorted(view.sim.items()) if s.get("handled")]
     if handled:
@@ -277,8 +306,9 @@ def _summary(console: Console, view: DemoView, duration: float, edged_exit: int 
         console.print("restarts: " + ", ".join(f"{a} x{n}" for a, n in sorted(restarts.items())))
     if stats:
         console.print(stage_table(stats, title="latency per stage (µs)"))
+        console.print(STAGE_LEGEND, style="dim", highlight=False)
         if stats.get("rules"):
-            console.print(rules_sla_table(stats))
+            console.print(rules_sla_table(stats, rule_ids))
         sla, jitter = stats.get("sla_rate"), stats.get("jitter_pct")
         console.print(f"SLA attainment: {'n/a' if sla is None else f'{sla * 100:.3f} %'} "
                       f"({stats.get('sla_met', 0)}/{stats.get('sla_judged', 0)})   "
@@ -322,10 +352,11 @@ def demo(duration: float, rules_file: Path | None, live: bool | None, devices: b
                       "(the repository's examples/demo_rules.yaml is the default)")
         sys.exit(2)
     try:
-        n_rules = len(load_rule_file(rules_file).rules)
+        rule_ids = [r.rule_id for r in load_rule_file(rules_file).rules]
+        n_rules = len(rule_ids)
     except RuleFileError as exc:
         console.print(str(exc), markup=False)
-        console.print(f"[bold red]demo:[/] {rules_file} has {len(exc.problems)} problem(s)")
+        console.print(f"[bold red]demo:[/] {rules_file} has {problems_text(len(exc.problems))}")
         sys.exit(1)
     use_live = console.is_terminal if live is None else live
     if devices is None:
@@ -345,6 +376,7 @@ def demo(duration: float, rules_file: Path | None, live: bool | None, devices: b
                                   f"is {DEMO_DEVICE!r}, trusting {up.public.name}[/]")
                 if devices:
                     rules_file = _with_device_rules(rules_file, rig.root)
+                    rule_ids = [r.rule_id for r in load_rule_file(rules_file).rules]
                 edged = rig.start_edged(rules_file, log_level="WARNING",
                                         config_file=up.config if up else None)
                 if up is not None:
@@ -370,12 +402,19 @@ def demo(duration: float, rules_file: Path | None, live: bool | None, devices: b
                 if up is not None:
                     _push_through_fleet(console, up, ctl, rules_file)
 
+                next_agg = [time.monotonic() + DEMO_AGG_WINDOW_S]
+
                 def tick() -> list[dict[str, Any]]:
                     if not edged.alive():
                         raise RuntimeStateError(
                             f"edged exited during the demo (code {edged.proc.returncode}); "
                             f"{edged.log_tail()}")
-                    return view.update(ctl, fleet)
+                    fresh = view.update(ctl, fleet)
+                    if up is not None and time.monotonic() >= next_agg[0]:
+                        # one `edgectl fleet aggregates` a window: each arrival as it lands
+                        next_agg[0] = time.monotonic() + DEMO_AGG_WINDOW_S
+                        fresh += view.aggregates_arrived(up)
+                    return fresh
 
                 end = view.t0 + duration
                 if use_live:
@@ -417,6 +456,6 @@ def demo(duration: float, rules_file: Path | None, live: bool | None, devices: b
     finally:
         if up is not None:
             up.close()  # after edge-sync and edged: the server goes last
-    _summary(console, view, duration, edged_exit)
+    _summary(console, view, duration, edged_exit, rule_ids)
     if edged_exit != 0:
         sys.exit(1)

@@ -35,7 +35,8 @@ from ..rules import (
 )
 from ..rules import encode_rule_table as _encode
 from ..wire import MessageType, decode_aggregate, fb, message_type
-from ._main import _emit_json, _fail, console, handles_errors
+from ._main import HelpGroup, _emit_json, _fail, console, handles_errors, json_option
+from ._rules_cmds import lifetime_ms, scope_names
 
 _T = TypeVar("_T")
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -48,7 +49,7 @@ class FleetCtx:
     timeout: float
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 @click.option("--url", "upstream_url", help="NATS server URL(s), comma-separated (upstream_url).")
 @click.option("--creds", "upstream_creds", type=_file, help="NATS credentials file (.creds).")
 @click.option("--nkey", "upstream_nkey", type=_file, help="NKey seed file.")
@@ -62,6 +63,8 @@ def fleet(ctx: click.Context, **flags: Any) -> None:
     aggregates. Options default to EDGE_UPSTREAM_* and the config file."""
     root = ctx.find_root()
     cfg = load_config(flags, file=root.params.get("config_file"))
+    if not cfg.upstream_url.strip():
+        _fail("no upstream: give --url nats://HOST:4222 (or upstream_url, EDGE_UPSTREAM_URL)", 2)
     ctx.obj = FleetCtx(cfg, float(root.params.get("timeout") or 5.0))
 
 
@@ -175,12 +178,13 @@ def describe_value(value: bytes) -> TableInfo | None:
 @click.option(
     "--expires-in",
     metavar="DURATION",
-    help="Boards refuse the table this long after the push, e.g. 720h (default: never).",
+    help="Boards refuse the table this long after the push, e.g. 30d or 720h (default: never).",
 )
 @click.option(
     "--scope",
     multiple=True,
-    metavar="ID",
+    callback=scope_names,
+    metavar="ID[,ID...]",
     help="Device ids / groups the table is for (repeatable; default: the target device or "
     "group, so the table cannot be replayed under another key).",
 )
@@ -189,7 +193,7 @@ def describe_value(value: bytes) -> TableInfo | None:
     is_flag=True,
     help="Publish a table signed by a key other than --key, or not newer than the key's.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def fleet_push(
@@ -276,14 +280,8 @@ def _check_key_name(kv_key: str) -> None:
 
 
 def _expires_ms(expires_in: str | None) -> int:
-    if not expires_in:
-        return 0
-    from ..rules import parse_duration
-
-    try:
-        return int(time.time() * 1000) + parse_duration(expires_in) // 1_000_000
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--expires-in") from None
+    lifetime = lifetime_ms(expires_in)
+    return int(time.time() * 1000) + lifetime if lifetime else 0
 
 
 async def _current(kv: Any, kv_key: str) -> tuple[TableInfo | None, int | None]:

@@ -34,10 +34,20 @@ from ..rules import (
     replay,
     rule_json,
     sign_table,
+    unmatched_series,
     write_key_pair,
 )
 from ..wire import CtlOp, MessageType, message_type
-from ._main import Ctx, _emit_json, _fail, console, handles_errors
+from ._main import (
+    Ctx,
+    HelpGroup,
+    _emit_json,
+    _fail,
+    compact_table,
+    console,
+    handles_errors,
+    json_option,
+)
 
 # RulesList fields compared by `diff`, in display order (rule_id is the key, not a field).
 DIFF_FIELDS = (
@@ -140,19 +150,48 @@ def _fmt_wall(unix_ms: int) -> str:
         return f"{unix_ms} ms after the epoch"
 
 
-def _expires_in(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
-    if value is None:
+_DAY_MS = 86_400_000
+
+
+def lifetime_ms(value: str | None, param_hint: str = "--expires-in") -> int:
+    """A table's lifetime (``30d``, ``2w``, or a rule duration: ``720h``, ``90m``) in ms;
+    0 for none. Raises click.BadParameter."""
+    if not value:
         return 0
+    text = value.strip()
+    for unit, ms in (("d", _DAY_MS), ("w", 7 * _DAY_MS)):
+        number = text.removesuffix(unit)
+        if number != text and number.replace(".", "", 1).isdigit():
+            return round(float(number) * ms)
     try:
-        return parse_duration(value) // 1_000_000
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        return parse_duration(text) // 1_000_000
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a duration: use a number with ms, s, m, h, d or w (e.g. 30d)",
+            param_hint=param_hint,
+        ) from None
+
+
+def _expires_in(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
+    return lifetime_ms(value)
+
+
+def scope_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """``--scope a,b --scope c`` -> ("a", "b", "c"): a comma separates scopes (a device id or
+    group never holds one). Raises click.BadParameter for an empty name."""
+    names = tuple(part.strip() for item in value for part in item.split(","))
+    if any(not n or any(c.isspace() for c in n) for n in names):
+        raise click.BadParameter(
+            f"{', '.join(map(repr, value))}: a scope is a device id or group name, without "
+            "spaces; separate several with commas or repeat --scope"
+        )
+    return names
 
 
 # --- edgectl rules -----------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def rules() -> None:
     """Check, compile, sign, push, inspect, compare and roll back rule tables."""
 
@@ -221,13 +260,15 @@ def rules_check(file: Path, as_json: bool) -> None:
     "--expires-in",
     callback=_expires_in,
     metavar="DURATION",
-    help="Refuse activation this long after compiling, e.g. 720h (default: never).",
+    help="Refuse activation this long after compiling, e.g. 30d or 720h (default: never).",
 )
 @click.option(
     "--scope",
     multiple=True,
-    metavar="ID",
-    help="A device id or group name the table is for (repeatable; default: any device).",
+    callback=scope_names,
+    metavar="ID[,ID...]",
+    help="Device ids or group names the table is for (comma-separated or repeated; "
+    "default: any device).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 @handles_errors
@@ -283,7 +324,7 @@ def rules_compile(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Sign with this secret key file before sending (a rule file or an unsigned table).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_push(obj: Ctx, source: Path, key_file: Path | None, as_json: bool) -> None:
@@ -309,7 +350,7 @@ def rules_push(obj: Ctx, source: Path, key_file: Path | None, as_json: bool) -> 
 
 
 @rules.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_list(obj: Ctx, as_json: bool) -> None:
@@ -317,7 +358,8 @@ def rules_list(obj: Ctx, as_json: bool) -> None:
     r = obj.request(CtlOp.RULES_LIST)
     if as_json:
         return _emit_json(r)
-    t = Table(title=f"rule table version {r['active']} (last-known-good {r['lkg']})")
+    lkg = "none" if r["lkg"] is None else f"version {r['lkg']}"
+    t = compact_table(f"rule table version {r['active']} (last-known-good: {lkg})")
     for col in ("prio", "rule", "condition", "action", "SLA ms", "agents"):
         t.add_column(col)
     for rule in sorted(r["rules"], key=lambda x: -x["priority"]):
@@ -334,7 +376,7 @@ def rules_list(obj: Ctx, as_json: bool) -> None:
 
 @rules.command("show")
 @click.argument("rule_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_show(obj: Ctx, rule_id: str, as_json: bool) -> None:
@@ -373,18 +415,20 @@ def rules_show(obj: Ctx, rule_id: str, as_json: bool) -> None:
 
 @rules.command("diff")
 @click.argument("file", type=_existing_file)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_diff(obj: Ctx, file: Path, as_json: bool) -> None:
-    """Compare a rule file with the active table: rules added, removed and changed."""
+    """Compare a rule file with the active table: rules added, removed and changed. Exits 0
+    when they are the same, 1 when they differ (like diff)."""
     _, decoded, info = _compiled(load_rule_file(file))
     r = obj.request(CtlOp.RULES_LIST)
     d = diff_rules([rule_json(x) for x in decoded.rules], r["rules"])
     same_hash = info.content_hash.hex() == r.get("hash")
     doc = {"file": str(file), "active": r["active"], "same": same_hash, **d}
     if as_json:
-        return _emit_json(doc)
+        _emit_json(doc)
+        sys.exit(0 if same_hash else 1)
     console.print(f"{file} against active table version {r['active']}:", highlight=False)
     for x in d["added"]:
         console.print(f"[green]+ {x['rule_id']}[/]: {x['condition']}", highlight=False)
@@ -401,10 +445,11 @@ def rules_diff(obj: Ctx, file: Path, as_json: bool) -> None:
             "the rules match field by field, but the content hashes differ: the custom actions "
             "differ, or fields this edged does not report"
         )
+    sys.exit(0 if same_hash else 1)
 
 
 @rules.command("rollback")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 @handles_errors
 def rules_rollback(obj: Ctx, as_json: bool) -> None:
@@ -427,8 +472,12 @@ def rules_replay(rules_file: Path, trace: Path, end_ms: float | None) -> None:
     virtual clock, with the engine edged runs; print one JSON object per firing."""
     import json
 
+    ruleset, rows = load_rule_file(rules_file), read_trace(trace)
+    for text in unmatched_series(ruleset, rows):
+        click.echo(f"warning: {trace}: series {text} is matched by no rule's selector", err=True)
     counts: dict[str, int] = {}
-    for firing in replay(load_rule_file(rules_file), read_trace(trace), end_ms, counts):
+    fired = replay(ruleset, rows, end_ms, counts)
+    for firing in fired:
         click.echo(json.dumps(firing, sort_keys=True))
     if counts.get("targets_cut"):
         click.echo(
@@ -436,12 +485,15 @@ def rules_replay(rules_file: Path, trace: Path, end_ms: float | None) -> None:
             f"matched more than {MAX_TARGETS} agents (the fan-out cap)",
             err=True,
         )
+    if not fired:
+        rows_text = f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
+        click.echo(f"replay: no rule fired over {rows_text} of {trace}", err=True)
 
 
 # --- edgectl keys ------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def keys() -> None:
     """Ed25519 key pairs that sign rule tables."""
 
@@ -454,7 +506,7 @@ def keys() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Writes PREFIX.key (secret, mode 0600) and PREFIX.pub.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @handles_errors
 def keys_gen(prefix: Path, as_json: bool) -> None:
     """Make a signing key pair: PREFIX.key signs (`rules compile --sign`), PREFIX.pub goes to

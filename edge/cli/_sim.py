@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +74,25 @@ def summary_us(hist: Any) -> dict[str, Any]:
     return out
 
 
-def child_env() -> dict[str, str]:
+# edged aggregates only for a configured upstream; the bench measures a board that has one
+# (edged never connects to it: edge-sync would)
+WITH_UPSTREAM = {"EDGE_UPSTREAM_URL": "nats://127.0.0.1:1"}
+
+
+def psi_cpu_some_us() -> int | None:
+    """Linux pressure stall information: total µs some runnable task waited for a CPU (None
+    without PSI). Two readings over a window say how busy the machine was meanwhile."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first.rsplit("total=", 1)[1])
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_DROP)}
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
     return env
 
 
@@ -113,7 +129,7 @@ class Child:
     """One child process with a line protocol on its stdin/stdout; stderr goes to ``log``."""
 
     def __init__(self, name: str, argv: Sequence[str], log: Path, *, pipes: bool = True,
-                 cwd: Path | None = None):
+                 cwd: Path | None = None, env: Mapping[str, str] | None = None):
         self.name = name
         self.log = log
         self._buf = b""
@@ -126,7 +142,7 @@ class Child:
                 stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if pipes else err,
                 stderr=err,
-                env=child_env(),
+                env=child_env(env),
                 cwd=cwd,
                 start_new_session=True,
             )
@@ -240,7 +256,10 @@ class Rig:
     """A throw-away directory (``/tmp/edge-XXXX``: AF_UNIX paths are short) holding edged's
     run and data directories, its log, and the simulated agents' logs."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, edged_env: Mapping[str, str] | None = None) -> None:
+        """``edged_env``: EDGE_* settings for edged (the bench gives it an upstream_url so that
+        it aggregates, as a board with an upstream does)."""
+        self.edged_env = dict(edged_env or {})
         self.root = Path(tempfile.mkdtemp(prefix="edge-", dir="/tmp"))
         self.run_dir = self.root / "run"
         self.data_dir = self.root / "data"
@@ -269,7 +288,7 @@ class Rig:
         if config_file is not None:
             argv += ["--config", str(config_file)]
         edged = self.edged = Child("edged", argv, self.root / "edged.log", pipes=False,
-                                   cwd=self.root)
+                                   cwd=self.root, env=self.edged_env)
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:

@@ -19,13 +19,13 @@ from ..config import load_config
 from ..errors import EdgeError, NotRunningError
 from ..store import Outbox, Store
 from ..sync import read_status
-from ._main import Ctx, _emit_json, console, handles_errors
+from ._main import Ctx, HelpGroup, _emit_json, console, handles_errors, json_option
 
 # status older than this (seconds) with a live pid means edge-sync is stuck
 _STALE_S = 10.0
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def sync() -> None:
     """edge-sync on this board: link state, outbox, last publish, last rule table."""
 
@@ -106,7 +106,7 @@ def _table_line(v: Any) -> str:
 
 
 @sync.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

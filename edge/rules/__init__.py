@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from ._replay import parse_trace as parse_trace
     from ._replay import read_trace as read_trace
     from ._replay import replay as replay
+    from ._replay import unmatched_series as unmatched_series
     from ._source import Problem as Problem
     from ._source import RuleFileError as RuleFileError
     from ._source import compose_source as compose_source
@@ -78,6 +79,7 @@ _LAZY = {
     "parse_trace": "_replay",
     "read_trace": "_replay",
     "replay": "_replay",
+    "unmatched_series": "_replay",
     "Problem": "_source",
     "RuleFileError": "_source",
     "load_rule_file": "_source",

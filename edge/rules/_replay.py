@@ -1,7 +1,7 @@
 """Offline replay: the compiled engine edged uses, on a virtual clock, over a recorded trace.
 
 Trace: CSV with header ``t_ms,agent_id,metric,value`` and an optional fifth column ``labels``
-as ``k=v;k2=v2``. Rows are taken in time order (file order among equal times). Every agent is
+as ``k=v;k2=v2`` (any other spelling is refused). Rows are taken in time order (file order among equal times). Every agent is
 known from its first row: that is its "first message" for absent(), and it declares every
 series the trace ever gives it. Before each row, timers due at or before its time fire; after
 the last row the clock runs to the last row's time, or to ``end_ms``.
@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import io
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 from ..errors import RuleError
 from ._board import BOARD_AGENT, BoardEval, bind_board
 from ._engine import AgentEval, CompiledTable, Firing, Timers
+from ._ir import Selector
 from ._model import RuleSet
 from ._targets import resolve_targets
 
@@ -88,12 +90,11 @@ def parse_trace(text: str, name: str = "<trace>") -> list[TraceRow]:
             continue
         labels: list[tuple[str, str]] = []
         if len(rec) == 5 and rec[4].strip():
-            for pair in rec[4].split(";"):
-                k, sep, v = pair.partition("=")
-                if not sep or not k.strip():
-                    problems.append(f"{name}:{line}: label {pair!r} is not k=v")
-                    break
-                labels.append((k.strip(), v.strip()))
+            try:
+                labels = _labels(rec[4])
+            except ValueError as exc:
+                problems.append(f"{name}:{line}: {exc}")
+                continue
         agent, metric = rec[1].strip(), rec[2].strip()
         if not agent or not metric:
             problems.append(f"{name}:{line}: agent_id and metric must not be empty")
@@ -102,6 +103,48 @@ def parse_trace(text: str, name: str = "<trace>") -> list[TraceRow]:
     if problems:
         raise TraceError("\n".join(problems))
     return rows
+
+
+_LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:]*\Z")
+
+
+def _labels(text: str) -> list[tuple[str, str]]:
+    """``k=v;k2=v2`` -> pairs. Raises ValueError for any other spelling (``{k="v"}``,
+    ``k=v,k2=v2``): a label misread would silently match no rule."""
+    form = "labels are written k=v;k2=v2 (no braces or quotes, ';' between labels)"
+    pairs: list[tuple[str, str]] = []
+    for pair in text.split(";"):
+        k, sep, v = (x.strip() for x in pair.partition("="))
+        if not sep or not _LABEL_KEY.match(k):
+            raise ValueError(f"label {pair.strip()!r} is not k=v: {form}")
+        if "=" in v or any(c in v for c in '{}"'):
+            raise ValueError(f"label value {v!r} of {k!r} is not plain text: {form}")
+        if any(k == seen for seen, _ in pairs):
+            raise ValueError(f"label {k!r} given twice")
+        pairs.append((k, v))
+    return pairs
+
+
+def unmatched_series(ruleset: RuleSet, rows: Iterable[TraceRow]) -> list[str]:
+    """The trace's series (``metric{k="v"}`` text, in first-seen order) that no rule's
+    selector matches for any agent carrying it (a board rule's selector names its agent):
+    replaying them can fire nothing, which usually means a misspelt metric or label."""
+    selectors = [
+        (Selector(s.metric, s.series_labels()), s.agent)
+        for r in ruleset.rules
+        for s in r.condition.selectors
+    ]
+    seen: dict[tuple[str, tuple[tuple[str, str], ...]], set[str]] = {}
+    for r in rows:
+        seen.setdefault((r.metric, r.labels), set()).add(r.agent_id)
+    return [
+        Selector(metric, labels).text()
+        for (metric, labels), agents in seen.items()
+        if not any(
+            sel.matches(metric, labels) and (agent is None or agent in agents)
+            for sel, agent in selectors
+        )
+    ]
 
 
 def replay(

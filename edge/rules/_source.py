@@ -9,6 +9,7 @@ in the file through the YAML/JSON quoting (``_value_position``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from pathlib import Path
@@ -56,7 +57,8 @@ class Problem:
     hint: str = ""
 
     def render(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}"
+        # line 0: the file as a whole (it cannot be read), no position to give
+        where = f"{self.file}:{self.line}:{self.col}" if self.line > 0 else self.file
         text = f"{where}: {self.rule + ': ' if self.rule else ''}{self.message}"
         if self.content and self.content_col >= 0:
             # the content's line holding the spot (a block scalar can span lines), caret below
@@ -124,11 +126,7 @@ def compose_source(text: str, name: str) -> Any:
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise RuleFileError(
-            [Problem(name, line, col, f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}")]
-        ) from None
+        raise RuleFileError([_yaml_problem(name, exc)]) from None
 
 
 def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
@@ -194,6 +192,27 @@ def parse_rule_text(text: str, name: str = "<rules>") -> RuleSet:
     return RuleSet(tuple(rules), version=version, description=description, custom_actions=custom)
 
 
+def _yaml_problem(name: str, exc: yaml.YAMLError) -> Problem:
+    """Placed where the mistake starts: an unclosed quote is reported at the quote, where
+    PyYAML notices it only at the end of the file (its "context" mark)."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    found, opened = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    context = getattr(exc, "context", None)
+    if opened is not None and context:
+        message = f"not valid YAML/JSON: {context.removeprefix('while ')} that starts here: {problem}"
+        if found is not None and found.line != opened.line:
+            message += f" (line {found.line + 1})"
+        return Problem(name, opened.line + 1, opened.column + 1, message, hint=_yaml_hint(problem))
+    line, col = (found.line + 1, found.column + 1) if found is not None else (1, 1)
+    return Problem(name, line, col, f"not valid YAML/JSON: {problem}", hint=_yaml_hint(problem))
+
+
+def _yaml_hint(problem: str) -> str:
+    if "end of stream" in problem:
+        return "a quote or bracket opened here is never closed"
+    return ""
+
+
 def problem_at(name: str, node: Any, message: str, rule: str = "", hint: str = "") -> Problem:
     """A Problem placed at the start of YAML ``node`` (from :func:`compose_source`)."""
     mark = node.start_mark
@@ -223,11 +242,23 @@ def _rule(
     def bad(key: str, message: str, hint: str = "") -> None:
         problems.append(_at(name, nodes.get(key, node), message, label, hint))
 
+    key_nodes = {k.value: k for k, _ in node.value}
+    meant: set[str] = set()  # required keys a misspelling stands for: not also "missing"
     for key in nodes:
         if key not in _KNOWN_KEYS:
-            bad(key, f"unknown key {key!r}", "keys: " + ", ".join(sorted(_KNOWN_KEYS)))
+            close = difflib.get_close_matches(str(key), sorted(_KNOWN_KEYS), n=1, cutoff=0.6)
+            meant.update(close)
+            problems.append(
+                _at(
+                    name,
+                    key_nodes[key],
+                    f"unknown key {key!r}" + (f" (did you mean {close[0]}?)" if close else ""),
+                    label,
+                    "" if close else "keys: " + ", ".join(sorted(_KNOWN_KEYS)),
+                )
+            )
     for key in ("rule_id", "rule_content", "action", "priority", "sla_threshold"):
-        if key not in nodes:
+        if key not in nodes and key not in meant:
             problems.append(_at(name, node, f"missing {key}", label))
     if not isinstance(rid, str) or not _RULE_ID_RE.match(rid):
         if "rule_id" in nodes:

@@ -24,11 +24,12 @@ from typing import Any, NoReturn
 import zmq
 
 from .. import __version__
+from .._digest import sha256
 from .._log import configure as configure_logging
 from .._log import dropped_records as dropped_log_records
 from .._sdnotify import Notifier
 from ..clock import SYSTEM_CLOCK, Clock
-from ..config import EdgeConfig, load_config
+from ..config import LOG_LEVEL_HELP, LOG_LEVELS, EdgeConfig, load_config
 from ..errors import (
     AlreadyRunningError,
     ConfigError,
@@ -111,6 +112,8 @@ class Edged:
         self._trusted: TrustedKeys = {}
         self._groups = tuple(g.strip() for g in cfg.device_groups.split(",") if g.strip())
         self._infos: dict[int, TableInfo] = {}
+        self._counter_base: dict[str, int] = {}
+        """The loop's counters at the operator's last reset (edgectl stats --reset)."""
         self._closed = False
         self._ready = False
         """open() went all the way (the stop records are written only then)."""
@@ -155,6 +158,7 @@ class Edged:
                 k.strip() for k in cfg.rules_trusted_keys.split(",") if k.strip()
             )
             table = self._recover_table()
+            starts = self.store.count_start()
             self.writer.start()
             self._ctx = zmq.Context()
             with _starting(f"the sockets in {cfg.run_dir}",
@@ -162,6 +166,9 @@ class Edged:
                 self.loop = ControlLoop(
                     cfg,
                     self._ctx,
+                    # start n numbers its instructions from n * 10^12 + 1: unique across
+                    # restarts (an agent or a log reader never confuses two), still readable
+                    first_instruction_id=starts * IDS_PER_START + 1,
                     writer=self.writer,
                     clock=self.clock,
                     table=table,
@@ -172,12 +179,23 @@ class Edged:
                 )
             self.loop.registry.known = self.store.load_agents()
             self.loop.on_housekeeping = self._health
+            aggregating = cfg.aggregating
             self.stats = StatsView(
                 lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh)),
-                windowed=cfg.agg_window_s > 0,
+                windowed=aggregating,
             )
-            if cfg.agg_window_s > 0:
+            if aggregating:
                 self.agg = self._make_aggregator(self.loop)
+                log.info(
+                    "aggregates every %g s into the outbox for edge-sync (upstream %s)",
+                    cfg.agg_window_s,
+                    cfg.upstream_url,
+                )
+            else:
+                log.info(
+                    "aggregates off: %s", "agg_window_s = 0" if cfg.upstream_url else
+                    "no upstream configured (set upstream_url to keep them for edge-sync)"
+                )
             self.gcwatch.install()
             if self.metrics is not None:
                 self.metrics.start()
@@ -222,11 +240,21 @@ class Edged:
         return ruleset, info
 
     def _recover_table(self) -> CompiledTable:
-        """The active table from the store, else last-known-good, else the rules file, else
+        """The table to run at start, and one log line saying which and why.
+
+        Without a rules file: the active table from the store, else last-known-good, else
         none. A stored table that no longer verifies (a key removed from the trust list, an
         older schema) is skipped with an error in the log, never a failed start. Expiry is not
-        checked here: a board keeps controlling with the table it has."""
+        checked here: a board keeps controlling with the table it has.
+
+        With a rules file (``--rules``) the file wins: when its rules differ from the stored
+        table's they are activated as a new version (the stored one becomes last-known-good,
+        so ``edgectl rules rollback`` brings it back). The one exception is a stored table
+        that is signed (the fleet path, a signed push): it keeps running, and a warning names
+        the conflict; a local file must not undo what the fleet decided.
+        """
         assert self.store is not None
+        recovered: tuple[str, RuleSet, TableInfo] | None = None
         for which, stored in (
             ("active", self.store.active_rule_table()),
             ("last-known-good", self.store.lkg_rule_table()),
@@ -240,31 +268,97 @@ class Edged:
                 log.error("stored %s rule table %d refused: %s", which, version, exc)
                 continue
             self._infos[ruleset.version] = info
-            log.info(
-                "recovered %s rule table version %d (%d rules)", which, version, len(ruleset.rules)
-            )
-            return CompiledTable(ruleset)
+            recovered = (which, ruleset, info)
+            break
         if self.cfg.rules_file is not None:
-            from ..rules import RuleFileError, load_rule_file  # the compiler, only for text
+            return self._table_from_file(self.cfg.rules_file, recovered)
+        if recovered is None:
+            log.info("no rule table: none stored and no --rules file (edgectl rules push FILE)")
+            return CompiledTable(RuleSet(()))
+        which, ruleset, _ = recovered
+        log.info(
+            "running the stored %s rule table version %d (%d rules)",
+            which,
+            ruleset.version,
+            len(ruleset.rules),
+        )
+        return CompiledTable(ruleset)
 
-            try:
-                ruleset = load_rule_file(self.cfg.rules_file)
-            except RuleFileError as exc:  # one line: each problem's place and message
-                problems = "; ".join(
-                    f"{p.file}:{p.line}:{p.col}: {p.rule + ': ' if p.rule else ''}{p.message}"
-                    for p in exc.problems
+    def _table_from_file(
+        self, path: Path, recovered: tuple[str, RuleSet, TableInfo] | None
+    ) -> CompiledTable:
+        """``--rules FILE`` at start: see :meth:`_recover_table`. A file with mistakes is a
+        failed start (RuleFileError, every mistake listed), never a silent fallback."""
+        assert self.store is not None
+        try:
+            digest = sha256(path.read_bytes()).digest()
+        except OSError:
+            digest = b""  # load_rule_file below says what is wrong with the file
+        if recovered is not None and recovered[0] == "active":
+            stored = recovered[1]
+            if digest and self.store.rules_file_mark() == (digest, stored.version):
+                # the file edged last activated, byte for byte: no compiler, no PyYAML (~1.4
+                # MB of RSS and ~40 ms of start-up on every boot)
+                log.info(
+                    "running the stored active rule table version %d: %s is unchanged",
+                    stored.version,
+                    path,
                 )
-                raise RuleError(
-                    f"rule file {self.cfg.rules_file}: {problems}; fix it (`edgectl rules check "
-                    f"{self.cfg.rules_file}` shows every problem) or start without --rules"
-                ) from exc
-            ruleset = _with_version(ruleset, max(ruleset.version, 1))
-            blob = encode_rule_table(ruleset)
-            self._infos[ruleset.version] = self._decode(blob, check_applies=False)[1]
-            self.store.put_rule_table(ruleset.version, blob, activate=True)
-            log.info("activated %s as rule table version %d", self.cfg.rules_file, ruleset.version)
-            return CompiledTable(ruleset)
-        return CompiledTable(RuleSet(()))
+                return CompiledTable(stored)
+        from ..rules import RuleFileError, load_rule_file  # the compiler, for a changed file
+
+        try:
+            ruleset = load_rule_file(path)
+        except RuleFileError as exc:  # one line: each problem's place and message
+            problems = "; ".join(p.render().splitlines()[0] for p in exc.problems)
+            raise RuleError(
+                f"rule file {path}: {problems}; fix it (`edgectl rules check {path}` shows "
+                "every problem) or start without --rules"
+            ) from exc
+        if recovered is not None:
+            which, stored, info = recovered
+            if stored.content_hash == ruleset.content_hash:
+                log.info(
+                    "running the stored %s rule table version %d: the same rules as %s",
+                    which,
+                    stored.version,
+                    path,
+                )
+                if which == "active" and digest:
+                    self.store.set_rules_file_mark(digest, stored.version)
+                return CompiledTable(stored)
+            if info.key_id is not None:
+                log.warning(
+                    "%s differs from the stored %s rule table version %d, which is signed "
+                    "(key %s): running the signed table and ignoring the file; drop --rules, "
+                    "or push a signed table of the file (edgectl rules compile --sign, "
+                    "edgectl fleet push)",
+                    path,
+                    which,
+                    stored.version,
+                    info.key_id.hex()[:16],
+                )
+                return CompiledTable(stored)
+        # above every stored version (a rollback leaves newer ones stored): versions are immutable
+        floor = max((row["version"] for row in self.store.list_rule_tables()), default=0) + 1
+        ruleset = _with_version(ruleset, max(ruleset.version, floor))
+        blob = encode_rule_table(ruleset)
+        self._infos[ruleset.version] = self._decode(blob, check_applies=False)[1]
+        self.store.put_rule_table(ruleset.version, blob, activate=True)
+        if digest:
+            self.store.set_rules_file_mark(digest, ruleset.version)
+        if recovered is None:
+            log.info("activated %s as rule table version %d", path, ruleset.version)
+        else:
+            log.info(
+                "activated %s as rule table version %d: its rules differ from the stored %s "
+                "table version %d (now last-known-good: edgectl rules rollback brings it back)",
+                path,
+                ruleset.version,
+                recovered[0],
+                recovered[1].version,
+            )
+        return CompiledTable(ruleset)
 
     def start(self) -> Edged:
         """Open (if needed) and run the loop on a thread; returns once it is polling."""
@@ -445,7 +539,7 @@ class Edged:
     def _stats_doc(self, refresh: bool = True) -> dict[str, Any]:
         assert self.stats is not None and self.loop is not None
         doc = self.stats.snapshot(refresh=refresh)
-        doc["counters"], doc["scheduler"] = self._counts()
+        doc["counters"], doc["scheduler"] = self._counts(since_reset=True)
         doc["wall_ms"] = self.clock.wall_ms()
         doc["rules_version"] = self.loop.table.version
         return doc
@@ -453,6 +547,7 @@ class Edged:
     def _metrics_read(self) -> dict[str, Any]:
         loop = self._require_loop()
         assert self.stats is not None and self.writer is not None
+        # since start, whatever an operator reset: Prometheus's counters only ever grow
         return {
             "counters": dict(loop.counters),
             "agents": loop.registry.counts(),
@@ -461,7 +556,8 @@ class Edged:
                 for rec in list(loop.registry.by_id.values())
                 for name, v in sorted(rec.health().items())
             ],
-            "stats": self.stats.snapshot(),
+            "stats": self.stats.snapshot(since_reset=False),
+            "histograms": self.stats.prometheus(),
             "store": self.writer.counters,
         }
 
@@ -483,7 +579,7 @@ class Edged:
         loop = self._require_loop()
         assert self.writer is not None and self.store is not None
         table = loop.table
-        counters, scheduler = self._counts()
+        counters, scheduler = self._counts(since_reset=True)
         return {
             "device_id": self.cfg.device_id,
             "version": __version__,
@@ -521,20 +617,27 @@ class Edged:
             "outbox": self.outbox.stats() if self.outbox is not None else None,
         }
 
-    def _counts(self) -> tuple[dict[str, int], dict[str, Any]]:
+    def _counts(self, *, since_reset: bool = False) -> tuple[dict[str, int], dict[str, Any]]:
         """The loop's counters and the scheduler's counts, copied together on the loop thread
-        (between two iterations) so that they agree; directly once the loop has stopped."""
+        (between two iterations) so that they agree; directly once the loop has stopped.
+        ``since_reset``: the counters since the operator's last ``edgectl stats --reset``
+        (the loop's own never go back: Prometheus and the aggregates read them)."""
         loop = self._require_loop()
 
         def read() -> tuple[dict[str, int], dict[str, Any]]:
             return dict(loop.counters), self._scheduler_status()
 
+        result: tuple[dict[str, int], dict[str, Any]]
         if loop.stopped.is_set() or not loop.ready.is_set():
-            return read()
-        try:
-            result: tuple[dict[str, int], dict[str, Any]] = loop.call(read)
-        except RuntimeStateError:  # stopping meanwhile
-            return read()
+            result = read()
+        else:
+            try:
+                result = loop.call(read)
+            except RuntimeStateError:  # stopping meanwhile
+                result = read()
+        if since_reset and self._counter_base:
+            base = self._counter_base
+            return {k: v - base.get(k, 0) for k, v in result[0].items()}, result[1]
         return result
 
     def _scheduler_status(self) -> dict[str, Any]:
@@ -548,11 +651,14 @@ class Edged:
 
     def _ctl_stats_reset(self, args: dict[str, Any], blob: bytes) -> dict[str, Any]:
         assert self.stats is not None
+        # the operator's view only: stats and status count from here, Prometheus and the
+        # upstream aggregates keep counting from the start (a client must not reset them)
         self.stats.reset()
         self.gcwatch.reset()
         loop = self._require_loop()
+
         def reset() -> None:
-            loop.counters.update(dict.fromkeys(loop.counters, 0))
+            self._counter_base = dict(loop.counters)
             if loop.overload is not None:
                 loop.overload.reset_counts()
 
@@ -638,7 +744,8 @@ class Edged:
         info = self._infos.get(table.version)
         return {
             "active": table.version,
-            "lkg": loop.lkg_table.version if loop.lkg_table else None,
+            # from the store, what rollback uses: the loop's own pointer is empty after a restart
+            "lkg": lkg[0] if (lkg := self.store.lkg_rule_table()) is not None else None,
             "hash": table.ruleset.content_hash.hex(),
             "table": info.to_json() if info is not None else None,
             "rules": [rule_json(r) for r in table.ruleset.rules],
@@ -653,7 +760,13 @@ class Edged:
         if after == 0 and args.get("from_end"):
             return {"events": [], "last": loop.event_seq}
         events = loop.events_after(after)
-        return {"events": events, "last": events[-1]["seq"] if events else after}
+        # newest: the loop's own count, lower than `after` when this is a new edged (a tail
+        # that followed the previous one starts again from 0)
+        return {
+            "events": events,
+            "last": events[-1]["seq"] if events else after,
+            "newest": loop.event_seq,
+        }
 
 
 def _open_store(cfg: EdgeConfig, clock: Clock) -> Store:
@@ -701,6 +814,10 @@ def _with_version(ruleset: RuleSet, version: int) -> RuleSet:
     return dataclasses.replace(ruleset, version=version)
 
 
+IDS_PER_START = 10**12
+"""Instruction ids of one start of edged: start n uses n * 10^12 + 1 onwards."""
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -725,6 +842,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="edged",
         allow_abbrev=False,  # as before: an option is spelled in full
         description="edged: the edge runtime daemon (metrics in, rules, instructions out).",
+        epilog="exit codes: 0 stopped cleanly (SIGTERM/SIGINT), 1 cannot start, 2 bad command "
+        "line or configuration, 3 another edged holds the run or data directory.",
     )
     p.add_argument("--config", dest="config_file", metavar="FILE", type=_path("file"),
                    help="TOML config file (also $EDGE_CONFIG).")
@@ -734,13 +853,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="LMDB state (default ~/.local/state/edge).")
     p.add_argument("--device-id", metavar="TEXT", help="This board's id (default: hostname).")
     p.add_argument("--rules", dest="rules_file", metavar="FILE", type=_path("file"),
-                   help="Rule file to activate when the store has no active table.")
+                   help="Rule file to run: activated as a new version when its rules differ "
+                   "from the stored table (unless that one is signed: see the log).")
     p.add_argument("--metrics-addr", metavar="TEXT",
                    help="host:port for /metrics; '' disables (default 127.0.0.1:9108).")
-    p.add_argument("--heartbeat-ms", metavar="INTEGER", type=int,
+    # the value is checked by load_config, with the file's and environment's mistakes
+    p.add_argument("--heartbeat-ms", metavar="INTEGER",
                    help="Heartbeat interval agents are told to use.")
     p.add_argument("--run-dir-group", metavar="TEXT", help="Group allowed to reach the sockets.")
-    p.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", type=str.upper, choices=[v.upper() for v in LOG_LEVELS],
+                   metavar="LEVEL", help=LOG_LEVEL_HELP)
     p.add_argument("--version", action="version", version=f"edged, version {__version__}",
                    help="Show the version and exit.")
     p.add_argument("--self-test", action="store_true",

@@ -11,6 +11,10 @@ from typing import Self
 from ..errors import AlreadyRunningError
 
 
+def _stop_hint(pid: str) -> str:
+    return f"`kill -TERM {pid}`" if pid.isdigit() else "`kill -TERM` its pid"
+
+
 class InstanceLock:
     """``path`` flock'd for ``owner`` (the program named in the error); ``hint`` says how to
     run a second one beside it."""
@@ -38,7 +42,7 @@ class InstanceLock:
                 os.close(fd)
             raise AlreadyRunningError(
                 f"{self.owner} is already running (pid {pid}) with lock {self.path}; "
-                f"stop it first (`kill -TERM <pid>`) or {self.hint}"
+                f"stop it first ({_stop_hint(pid)}) or {self.hint}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

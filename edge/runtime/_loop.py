@@ -139,6 +139,7 @@ class ControlLoop:
         clock: Clock = SYSTEM_CLOCK,
         table: CompiledTable | None = None,
         utilisation: Callable[[], float] | None = None,
+        first_instruction_id: int = 1,
     ):
         self.cfg = cfg
         self.clock = clock
@@ -180,7 +181,7 @@ class ControlLoop:
         self.events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=4096)
         self.event_seq = 0
         self._limiter = RateLimiter(cfg.log_rate_per_s)
-        self._next_iid = 1
+        self._next_iid = first_instruction_id
         self._stop = False
         self._thread: threading.Thread | None = None
         self.started_ns = clock.monotonic_ns()
@@ -591,7 +592,9 @@ class ControlLoop:
         self._sent_order.append((t_send, iid))
         rec.instructions += 1
         self.counters["instructions_sent"] += 1
-        self._event("instruction", rec.agent_id, rule.rule_id, iid, r.action_name)
+        self._event(
+            "instruction", rec.agent_id, rule.rule_id, iid, _trigger(r.action_name, f.agent, f)
+        )
 
     def _undeliverable(
         self, rec: AgentRecord, rule_id: str, iid: int, counter: str, why: str
@@ -660,7 +663,10 @@ class ControlLoop:
         counters["acks"] += 1
         name = _ACK_NAMES.get(status, "failed")
         counters["acks_" + name] += 1
-        self._event("ack", rec.agent_id, rule.rule_id, ack.instruction_id, name)
+        e2e_us = (ack.t_done_ns - t_sample) / 1000.0
+        self._event(
+            "ack", rec.agent_id, rule.rule_id, ack.instruction_id, f"{name}, e2e {e2e_us:,.0f} µs"
+        )
         self._audit(
             "instruction",
             id=ack.instruction_id,
@@ -668,7 +674,7 @@ class ControlLoop:
             rule_id=rule.rule_id,
             action=rule.rule.action_name,
             status=name,
-            e2e_us=(ack.t_done_ns - t_sample) / 1000.0,
+            e2e_us=e2e_us,
             sla_met=met,
             detail=ack.detail,
         )
@@ -1152,6 +1158,15 @@ class ControlLoop:
     def events_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
         keys = ("seq", "wall_ms", "kind", "agent_id", "rule_id", "instruction_id", "detail")
         return [dict(zip(keys, e, strict=True)) for e in list(self.events) if e[0] > seq][:limit]
+
+
+def _trigger(action: str, owner: object, f: Firing) -> str:
+    """An instruction event's detail: the action and the sample that fired it (``owner``:
+    the firing's agent record, whose series name the metric; a board rule's has none)."""
+    series = owner.series if isinstance(owner, AgentRecord) else ()
+    mid = f.metric_id
+    name = series[mid][1] if mid < len(series) and series[mid][0] == mid else f"metric {mid}"
+    return f"{action} ({name} = {f.value:g})"
 
 
 def hard_msg_cap(max_msg_bytes: int) -> int:

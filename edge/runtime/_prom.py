@@ -9,10 +9,11 @@ email, ssl and OpenSSL's libcrypto, ~9.6 MB of RSS against a 30 MB budget for al
 (``edgectl bench --scenarios footprint`` reports the import breakdown). What edged
 needs is one read-only page of the text format 0.0.4
 (https://prometheus.io/docs/instrumenting/exposition_formats/): ``# HELP`` / ``# TYPE`` lines,
-then ``name{label="value",...} value`` per sample. The families and sample names are the ones
-prometheus_client produced before (counters carry the ``_total`` suffix), so dashboards and
-alerts keep working; a test parses the page with prometheus_client's own parser when it is
-installed.
+then ``name{label="value",...} value`` per sample. Counters carry the ``_total`` suffix
+and are never reset by a client (``edgectl stats --reset`` resets only the operator's view);
+latency is exposed as histograms (``_bucket{le=...}``, ``_sum``, ``_count``) per stage and per
+rule, with fixed bounds, so a Prometheus server can compute rates and quantiles and aggregate
+boards. A test parses the page with prometheus_client's own parser.
 
 The server is one thread that accepts one connection at a time (``Connection: close``), reads
 the request head with a timeout, answers ``GET``/``HEAD`` on ``/metrics`` (and ``/``), and
@@ -38,7 +39,6 @@ log = logging.getLogger("edge.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_REQUEST_HEAD = 8192  # bytes; a scrape's request is a few hundred
 _STORE_GAUGES = {"queued", "last_commit_us", "max_commit_us"}  # these go down: not counters
-_QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("0.999", "p999"), ("1", "max"))
 _OUTCOMES = ("ok", "failed", "rejected", "timeout", "undeliverable")
 
 Sample = tuple[tuple[tuple[str, str], ...], float]
@@ -78,6 +78,21 @@ def _family(out: list[str], name: str, kind: str, doc: str, samples: Iterable[Sa
             out.append(f"{name} {_value(value)}\n")
 
 
+def _histogram(out: list[str], name: str, doc: str, label: str, le_s: list[float],
+               series: dict[str, tuple[list[int], int, float]]) -> None:
+    """One histogram family: per ``label`` value, cumulative ``_bucket{le}`` counts (then
+    ``+Inf``), ``_sum`` (seconds) and ``_count``; all only ever grow, so ``rate()`` and
+    ``histogram_quantile()`` work and boards aggregate."""
+    out.append(f"# HELP {name} {_escape_help(doc)}\n# TYPE {name} histogram\n")
+    bounds = [_value(b) for b in le_s] + ["+Inf"]
+    for key, (cum, count, total_s) in series.items():
+        lv = f'{label}="{_escape_label(str(key))}"'
+        for le, c in zip(bounds, cum, strict=True):
+            out.append(f'{name}_bucket{{le="{le}",{lv}}} {_value(c)}\n')
+        out.append(f"{name}_sum{{{lv}}} {_value(total_s)}\n")
+        out.append(f"{name}_count{{{lv}}} {_value(count)}\n")
+
+
 def _labelled(label: str, items: Iterable[tuple[str, float]]) -> Iterator[Sample]:
     return ((((label, str(k)),), v) for k, v in items)
 
@@ -95,18 +110,14 @@ def render(data: dict[str, Any]) -> str:
                 "An agent's own health_* series (a bridged device: online, errors, timeouts, ...)",
                 [((("agent", a), ("name", n)), v) for a, n, v in health])
     stats = data["stats"]
-    _family(
-        out,
-        "edge_stage_latency_microseconds",
-        "gauge",
-        "Per-stage latency percentiles since start or reset",
-        (
-            ((("stage", stage), ("quantile", q)), summary[key])
-            for stage, summary in stats["stages_us"].items()
-            for q, key in _QUANTILES
-            if key in summary
-        ),
-    )
+    hists = data.get("histograms")
+    if hists is not None:
+        _histogram(out, "edge_stage_latency_seconds",
+                   "Latency per stage of the metric -> instruction -> Ack loop, since start",
+                   "stage", hists["le_s"], hists["stages"])
+        _histogram(out, "edge_rule_e2e_latency_seconds",
+                   "e2e latency (sample -> agent done) of acknowledged instructions per rule, "
+                   "since start", "rule_id", hists["le_s"], hists["rules"])
     if stats["jitter_pct"] is not None:
         _family(out, "edge_e2e_jitter_percent", "gauge",
                 "Mean absolute deviation of e2e latency over its mean",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,15 @@ def _hist(word_size: int = INTERVAL_WORD, digits: int = 3) -> HdrHistogram:
     return HdrHistogram(1, _MAX_NS, digits, word_size=word_size)
 
 
+LE_NS = tuple(
+    round(ms * 1_000_000)
+    for ms in (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000,
+               2500, 5000, 10000)
+)
+"""Upper bounds (ns) of the latency histograms Prometheus gets (``le``: 10 µs .. 10 s, then
++Inf): fixed, so that boards aggregate and ``rate()`` works across restarts."""
+
+
 class RuleCounts:
     __slots__ = (
         "fired",
@@ -64,18 +74,37 @@ class RuleCounts:
         "undeliverable",
         "sla_met",
         "sla_judged",
+        "e2e_le",
+        "e2e_sum_ns",
     )
+    _COUNTS = __slots__[:8]
 
     def __init__(self) -> None:
         self.fired = self.ok = self.failed = self.rejected = 0
         self.timeout = self.undeliverable = self.sla_met = self.sla_judged = 0
+        self.e2e_le = [0] * (len(LE_NS) + 1)
+        """Acknowledged instructions' e2e per LE_NS bucket (not cumulative; the last: +Inf)."""
+        self.e2e_sum_ns = 0
 
     def add(self, other: RuleCounts) -> None:
-        for name in self.__slots__:
+        for name in self._COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.e2e_le = [a + b for a, b in zip(self.e2e_le, other.e2e_le, strict=True)]
+        self.e2e_sum_ns += other.e2e_sum_ns
+
+    def minus(self, base: RuleCounts | None) -> RuleCounts:
+        """These counts since ``base`` (an earlier copy of them)."""
+        out = RuleCounts()
+        out.add(self)
+        if base is not None:
+            for name in self._COUNTS:
+                setattr(out, name, getattr(out, name) - getattr(base, name))
+            out.e2e_le = [a - b for a, b in zip(out.e2e_le, base.e2e_le, strict=True)]
+            out.e2e_sum_ns -= base.e2e_sum_ns
+        return out
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        d: dict[str, Any] = {name: getattr(self, name) for name in self._COUNTS}
         d["sla_rate"] = (self.sla_met / self.sla_judged) if self.sla_judged else None
         return d
 
@@ -146,6 +175,9 @@ class StatsBook:
         e2e = t_done - t_sample
         rec("e2e", e2e)
         rec("ack", t_ack_recv - t_done)
+        if e2e >= 0:
+            rc.e2e_le[bisect_left(LE_NS, e2e)] += 1
+            rc.e2e_sum_ns += e2e
         met = status == 0 and 0 <= e2e <= sla_ns
         rc.sla_judged += 1
         rc.sla_met += met
@@ -188,13 +220,21 @@ def _buckets(h: HdrHistogram) -> list[tuple[int, int]]:
     return [(value(i), counts[i]) for i in itertools.compress(range(len(counts)), counts)]
 
 
-def _summary(h: HdrHistogram) -> dict[str, Any]:
+def _since(buckets: list[tuple[int, int]], base: dict[int, int] | None) -> list[tuple[int, int]]:
+    """The buckets' counts minus ``base`` (value -> count of an earlier copy)."""
+    if not base:
+        return buckets
+    return [(v, c - base.get(v, 0)) for v, c in buckets if c > base.get(v, 0)]
+
+
+def _summary(h: HdrHistogram, base: dict[int, int] | None = None) -> dict[str, Any]:
     """count, mean, min, max and percentiles (µs), with hdrh's semantics: a percentile is the
-    highest value equivalent to the bucket where the cumulative count reaches it."""
-    n = h.get_total_count()
+    highest value equivalent to the bucket where the cumulative count reaches it. ``base``:
+    only what was recorded since that copy of the buckets (the operator's reset)."""
+    buckets = _since(_buckets(h), base)
+    n = sum(c for _, c in buckets)
     if not n:
         return {"count": 0}
-    buckets = _buckets(h)
     median = h._hdr_median_equiv_value  # noqa: SLF001 - the value hdrh's mean uses
     out: dict[str, Any] = {
         "count": n,
@@ -209,16 +249,35 @@ def _summary(h: HdrHistogram) -> dict[str, Any]:
         while k < len(targets) and cum >= targets[k][1]:
             out[targets[k][0]] = h.get_highest_equivalent_value(v) / 1000.0
             k += 1
-    out["max"] = h.get_max_value() / 1000.0
-    out["min"] = h.get_min_value() / 1000.0
+    if base:
+        out["max"] = h.get_highest_equivalent_value(buckets[-1][0]) / 1000.0
+        out["min"] = h.get_lowest_equivalent_value(buckets[0][0]) / 1000.0
+    else:
+        out["max"] = h.get_max_value() / 1000.0
+        out["min"] = h.get_min_value() / 1000.0
     return out
 
 
-def jitter_pct(h: HdrHistogram) -> float | None:
+def cumulative_le(h: HdrHistogram) -> tuple[list[int], int, float]:
+    """Prometheus's view of ``h``: cumulative counts at or below each LE_NS bound (then +Inf),
+    the count, and the sum in seconds (from bucket midpoints: within 0.1 %)."""
+    buckets = _buckets(h)
+    median = h._hdr_median_equiv_value  # noqa: SLF001 - the value hdrh's mean uses
+    out, cum, i = [], 0, 0
+    for v, c in buckets:
+        while i < len(LE_NS) and v > LE_NS[i]:
+            out.append(cum)
+            i += 1
+        cum += c
+    out += [cum] * (len(LE_NS) + 1 - len(out))
+    return out, cum, sum(median(v) * c for v, c in buckets) / 1e9
+
+
+def jitter_pct(h: HdrHistogram, base: dict[int, int] | None = None) -> float | None:
     """The seed's jitter: mean absolute deviation of e2e over its mean, in percent.
 
     Both mean and deviation use the histogram's bucket values (3 significant digits)."""
-    items = _buckets(h)
+    items = _since(_buckets(h), base)
     n = sum(c for _, c in items)
     if not n:
         return None
@@ -250,6 +309,10 @@ class StatsView:
         self._total = StatsBook(TOTAL_WORD)
         self._window: StatsBook | None = StatsBook(digits=WINDOW_DIGITS) if windowed else None
         """Since the last ``take_window()`` (the upstream aggregation window), when windowed."""
+        self._base: _Baseline | None = None
+        """What the cumulative book held at the operator's last reset (``edgectl stats
+        --reset``); snapshots report since then. The book itself is never reset: Prometheus
+        reads it, and its histograms and counters only grow."""
 
     def refresh(self, swap: Callable[[StatsBook], StatsBook | None] | None = None) -> None:
         """Merge the loop's interval book; ``swap`` overrides the usual one (e.g. a direct
@@ -273,28 +336,62 @@ class StatsView:
         return book
 
     def reset(self) -> None:
+        """The operator's reset: later snapshots count from now. Prometheus's histograms and
+        counters (``prometheus()``, ``snapshot(since_reset=False)``) are not touched."""
+        self.refresh()
         with self._lock:
-            self._swap(StatsBook())
-            self._total = StatsBook(TOTAL_WORD)
+            self._base = _Baseline(self._total)
 
-    def snapshot(self, refresh: bool = True) -> dict[str, Any]:
-        """Percentiles in µs per stage, SLA per rule and overall, jitter in percent."""
+    def snapshot(self, refresh: bool = True, *, since_reset: bool = True) -> dict[str, Any]:
+        """Percentiles in µs per stage, SLA per rule and overall, jitter in percent; since the
+        operator's last reset, or (``since_reset=False``) since edged started."""
         if refresh:
             self.refresh()
         with self._lock:
             t = self._total
-            stages = {s: _summary(t.hists[s]) for s in STAGES}
-            rules = {rid: rc.as_dict() for rid, rc in sorted(t.rules.items())}
-            met = sum(rc.sla_met for rc in t.rules.values())
-            judged = sum(rc.sla_judged for rc in t.rules.values())
+            base = self._base if since_reset else None
+            hb = base.hists if base is not None else {}
+            stages = {s: _summary(t.hists[s], hb.get(s)) for s in STAGES}
+            counts = {
+                rid: rc.minus(base.rules.get(rid) if base is not None else None)
+                for rid, rc in sorted(t.rules.items())
+            }
+            rules = {rid: rc.as_dict() for rid, rc in counts.items() if rc.sla_judged or rc.fired}
+            met = sum(rc.sla_met for rc in counts.values())
+            judged = sum(rc.sla_judged for rc in counts.values())
             return {
                 "stages_us": stages,
                 "e2e_us": stages["e2e"],
-                "jitter_pct": jitter_pct(t.hists["e2e"]),
+                "jitter_pct": jitter_pct(t.hists["e2e"], hb.get("e2e")),
                 "sla_rate": (met / judged) if judged else None,
                 "sla_met": met,
                 "sla_judged": judged,
                 "rules": rules,
-                "clamped": t.clamped,
-                "clock_skewed": t.skewed,
+                "clamped": t.clamped - (base.clamped if base is not None else 0),
+                "clock_skewed": t.skewed - (base.skewed if base is not None else 0),
             }
+
+    def prometheus(self) -> dict[str, Any]:
+        """Since start, never reset: per stage and per rule, ``(cumulative counts per LE_NS
+        bound then +Inf, count, sum in seconds)``. Call after ``snapshot()`` (no refresh)."""
+        with self._lock:
+            t = self._total
+            stages = {s: cumulative_le(t.hists[s]) for s in STAGES}
+            rules = {
+                rid: (list(itertools.accumulate(rc.e2e_le)), sum(rc.e2e_le), rc.e2e_sum_ns / 1e9)
+                for rid, rc in sorted(t.rules.items())
+            }
+        return {"le_s": [ns / 1e9 for ns in LE_NS], "stages": stages, "rules": rules}
+
+
+class _Baseline:
+    """A copy of the cumulative book's counts at the operator's reset: the non-empty buckets
+    only (a few hundred at most), not the 25,600-counter histograms."""
+
+    __slots__ = ("hists", "rules", "clamped", "skewed")
+
+    def __init__(self, book: StatsBook):
+        self.hists = {s: dict(_buckets(h)) for s, h in book.hists.items()}
+        self.rules = {rid: rc.minus(None) for rid, rc in book.rules.items()}
+        self.clamped = book.clamped
+        self.skewed = book.skewed

@@ -97,6 +97,16 @@ class Agent:
             agent.report("cpu_usage", 0.93)
 
     ``run_dir`` defaults to edged's (EDGE_RUN_DIR / config); ``endpoint`` overrides it.
+
+    ``wait_for_edged``: ``connect()`` waits for edged however long it takes (a line in the log
+    every ``connect_timeout`` seconds) instead of raising ConnectError, so the boot order of
+    agents and edged does not matter. A refusal (duplicate id, bad declaration) still raises.
+
+    While edged is unreachable (not started yet, restarting) reports are dropped, never queued
+    stale: ``report()`` returns False, ``report_many()``/``report_ids()`` return how many
+    samples were sent, and ``counters["dropped"]`` counts the rest. Samples handed to ZeroMQ
+    in the moment between edged dying and the SDK noticing (milliseconds) are lost without
+    being counted here.
     """
 
     def __init__(
@@ -110,6 +120,7 @@ class Agent:
         kind: str = "",
         heartbeat_ms: int = 0,
         connect_timeout: float = 5.0,
+        wait_for_edged: bool = False,
         clock: Clock = SYSTEM_CLOCK,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ):
@@ -123,6 +134,8 @@ class Agent:
         self._handler = handler
         self._heartbeat_ms = heartbeat_ms
         self._connect_timeout = connect_timeout
+        self._wait_for_edged = wait_for_edged
+        self._drop_logged = False
         self._clock = clock
         # many agents in one process (a bridge's devices) may share one context and its
         # I/O thread; an agent terms only a context it made
@@ -181,6 +194,16 @@ class Agent:
         answer within ``timeout`` seconds (default ``connect_timeout``)."""
         self.start()
         wait = self._connect_timeout if timeout is None else timeout
+        if self._wait_for_edged:
+            waited = 0.0
+            while not self._welcomed.wait(wait):
+                waited += wait
+                log.info(
+                    "agent %s: waiting for edged at %s (%.0f s so far)",
+                    self.agent_id,
+                    self.endpoint,
+                    waited,
+                )
         if not self._welcomed.wait(wait) or self._refusal:
             why = self._refusal or (
                 f"no answer from edged at {self.endpoint} within {wait:g} s; is edged running? "
@@ -219,6 +242,11 @@ class Agent:
     @property
     def session(self) -> int:
         return self._session
+
+    @property
+    def dropped(self) -> int:
+        """Samples not sent because edged was unreachable or not reading (since creation)."""
+        return self.counters["dropped"]
 
     def on_instruction(self, fn: Handler) -> Handler:
         """Decorator form of ``handler=``."""
@@ -307,6 +335,13 @@ class Agent:
                 raise AgentClosedError(f"agent {self.agent_id} is not connected")
             if not self._session:  # between edged restarts: drop, don't queue stale data
                 self.counters["dropped"] += len(samples)
+                if not self._drop_logged:  # once per outage: the counter has the rest
+                    self._drop_logged = True
+                    log.warning(
+                        "agent %s: edged is unreachable: reports are dropped (counted in "
+                        "counters['dropped']) until it answers again",
+                        self.agent_id,
+                    )
                 return 0
             for start in range(0, len(samples), step):
                 chunk = samples[start : start + step]
@@ -442,6 +477,7 @@ class Agent:
                     self._deferred.clear()
                 self._max_batch = max(1, w.max_batch)
                 self._session = w.session
+                self._drop_logged = False
                 self._welcomed.set()
             elif mtype is MessageType.NOTICE:
                 n = decode_notice(buf)

@@ -4,7 +4,8 @@ One environment (``subdir=True``: ``<path>/data.mdb`` + ``<path>/lock.mdb``), op
 locking so that edge-sync and edgectl can open it from their own processes, and with sync on:
 a committed transaction is on disk. Named databases::
 
-    meta         schema_version, rules.active, rules.lkg, audit.last_seq   (u64 values)
+    meta         schema_version, rules.active, rules.lkg, audit.last_seq, edged.starts (u64),
+                 rules.file (SHA-256 + u64)
     rule_tables  version -> RuleTable blob
     agents       agent id -> JSON record
     audit        sequence -> JSON record (append-only, pruned oldest-first)
@@ -50,6 +51,9 @@ _K_ACTIVE = b"rules.active"
 _K_LKG = b"rules.lkg"
 # The last audit sequence ever assigned, so that sequences go on after the log is pruned empty.
 K_LAST_SEQ = b"audit.last_seq"
+_K_STARTS = b"edged.starts"
+# the --rules file edged last ran: its bytes' SHA-256 (32 bytes) + the table version (u64)
+_K_RULES_FILE = b"rules.file"
 
 # Audit records decoded per read transaction in iter_audit(): keeps each transaction (and so
 # the pages it pins, and a pending map growth) short while the caller consumes the iterator.
@@ -238,6 +242,34 @@ class Store:
             self._activate_in(txn, version)
 
         self._write(op, f"activating rule table v{version}")
+
+    def count_start(self) -> int:
+        """Count one more start of edged, durably; return the count (1 the first time).
+        Instruction ids are numbered per start from it, so they are unique across restarts."""
+
+        def op(txn: lmdb.Transaction[bytes]) -> int:
+            raw = txn.get(_K_STARTS, db=self._dbs["meta"])
+            starts = (_codec.from_u64(raw) if raw is not None else 0) + 1
+            txn.put(_K_STARTS, _codec.u64(starts), db=self._dbs["meta"])
+            return starts
+
+        return self._write(op, "counting a start")
+
+    def rules_file_mark(self) -> tuple[bytes, int] | None:
+        """(SHA-256 of the rule file's bytes, table version) edged last ran from --rules."""
+        with self._read() as txn:
+            raw = txn.get(_K_RULES_FILE, db=self._dbs["meta"])
+        return (bytes(raw[:32]), _codec.from_u64(raw[32:])) if raw and len(raw) == 40 else None
+
+    def set_rules_file_mark(self, digest: bytes, version: int) -> None:
+        """Remember that rule table ``version`` is the rule file whose bytes hash to ``digest``,
+        so that the next start with the same file need not compile it."""
+        value = bytes(digest) + _codec.u64(version)
+
+        def op(txn: lmdb.Transaction[bytes]) -> None:
+            txn.put(_K_RULES_FILE, value, db=self._dbs["meta"])
+
+        self._write(op, "remembering the rules file")
 
     def get_rule_table(self, version: int) -> bytes | None:
         """The blob of rule table ``version``; None when it is not stored."""

@@ -10,7 +10,7 @@ import click
 
 from .. import __version__
 from .._log import configure as configure_logging
-from ..config import load_config
+from ..config import LOG_LEVEL_HELP, LOG_LEVELS, load_config
 from ..errors import ConfigError
 
 
@@ -40,7 +40,10 @@ from ..errors import ConfigError
     "--upstream-nkey", type=click.Path(dir_okay=False, path_type=Path), help="NKey seed file."
 )
 @click.option(
-    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    metavar="LEVEL",
+    help=LOG_LEVEL_HELP,
 )
 @click.version_option(__version__, prog_name="edge-sync")
 def main(config_file: Path | None, **flags: Any) -> None:
@@ -53,6 +56,14 @@ def main(config_file: Path | None, **flags: Any) -> None:
         cfg = load_config(flags, file=config_file)
     except ConfigError as exc:
         click.echo(f"edge-sync: configuration error: {exc}", err=True)
+        sys.exit(2)
+    if not cfg.upstream_url.strip():
+        click.echo(
+            "edge-sync: configuration error: no upstream configured: set upstream_url "
+            '(upstream_url = "nats://HOST:4222" in the config file edged reads too, '
+            "EDGE_UPSTREAM_URL, or --upstream-url)",
+            err=True,
+        )
         sys.exit(2)
     configure_logging(cfg.log_level)
     from ._service import serve

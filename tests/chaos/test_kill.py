@@ -43,8 +43,10 @@ def test_sigkill_under_load(
 ) -> None:
     kills = tools.scaled(3, 200, mode)
     run, data = dirs
+    # an upstream configured (none listening): edged keeps aggregates only for one
     edged = tools.EdgedProcess(run, data, chaos_rules, tmp_path / "edged.log",
-                               agg_window_s=0.25, commit_interval_ms=5)
+                               agg_window_s=0.25, commit_interval_ms=5,
+                               upstream_url="nats://127.0.0.1:4222")
     rnd = random.Random(3)
     seen: Records = {"audit": {}, "outbox": {}}
     recovery: list[float] = []

@@ -126,9 +126,14 @@ def test_latency_plot_written(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     doc = {"e2e_us": _LAT, "probe_e2e_us": _LAT, "baseline_pingpong_us": _LAT,
            "config": {"loop_rate": 1000.0}, "background_metrics_per_s": 5000.0}
+    doc["machine"] = {"commit": "abc1234"}
+    doc["timestamp"] = "2026-12-02T20:50:00+00:00"
     png = tmp_path / "sub" / "bench_latency.png"
     res = write_latency_plot(doc, png)
     assert res["written"] is True and res["path"] == str(png)
+    # the goal line (the goal table's e2e goals), the commit and the date are on the plot
+    assert res["goals_us"] == {"p99": 200.0, "p999": 500.0}
+    assert "commit abc1234, 2026-12-02 20:50 UTC" in res["title"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -137,6 +142,34 @@ def test_latency_plot_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Mon
     res = write_latency_plot({"e2e_us": _LAT}, tmp_path / "x.png")
     assert res == {"written": False, "reason": res["reason"]} and "matplotlib" in res["reason"]
     assert not (tmp_path / "x.png").exists()
+
+
+def _overload_doc(**high: float) -> dict[str, Any]:
+    """The overload result as `make bench` on a busy machine printed it (issue 15)."""
+    h = {"unloaded_p99_us": 12_200.0, "overloaded_p99_us": 126_000.0,
+         "without_scheduler_p99_us": 38_800.0, "overloaded_answered": 900,
+         "without_scheduler_answered": 800, "p99_ratio": 10.3, "without_scheduler_p99_ratio": 3.2,
+         "overloaded_lost": 0, "without_scheduler_lost": 0, **high}
+    run = {"offered_per_s": 1.8e6, "cpu_pressure_pct": 20.0}
+    return {"capacity_per_s": 0.9e6, "high_priority": h, **run,
+            "without_scheduler": dict(run), "shed": {}}
+
+
+def test_overload_that_contradicts_itself_is_reported_as_not_valid() -> None:
+    from edge.cli._bench_scenarios import overload_lines, overload_validity
+
+    doc = _overload_doc()
+    why = overload_validity(doc, 1.0)
+    assert any("missed its 1 ms SLA" in w for w in why)  # 12.2 ms unloaded: machine too busy
+    assert any("not comparable" in w for w in why)  # 126 ms with vs 38.8 ms without
+    doc["invalid_because"] = why
+    lines = overload_lines(doc)
+    assert "measurement not valid" in lines[0] and "shedding" not in " ".join(lines)
+    fine = _overload_doc(unloaded_p99_us=600.0, overloaded_p99_us=3_600.0)
+    assert overload_validity(fine, 1.0) == []
+    starved = _overload_doc(unloaded_p99_us=600.0, overloaded_p99_us=3_600.0)
+    starved["without_scheduler"]["offered_per_s"] = 0.9e6
+    assert any("only 1.00x capacity" in w for w in overload_validity(starved, 1.0))
 
 
 def test_bridge(tmp_path: Path) -> None:

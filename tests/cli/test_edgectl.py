@@ -232,6 +232,13 @@ def test_rules_replay_cli(tmp_path: Path) -> None:
             "t_ms": 10000,
         }
     ]
+    assert r.stderr == ""
+    quiet = tmp_path / "quiet.csv"
+    quiet.write_text("t_ms,agent_id,metric,value\n0,p1,cpu_usgae,0.95\n")
+    r = CliRunner().invoke(cli, ["rules", "replay", str(rules), str(quiet)])
+    assert r.exit_code == 0 and r.stdout == ""
+    assert "series cpu_usgae is matched by no rule's selector" in r.stderr
+    assert "no rule fired over 1 row of" in r.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("t_ms,agent_id,metric,value\nsoon,p1,cpu,1\n")
     r = CliRunner().invoke(cli, ["rules", "replay", str(rules), str(bad)])

@@ -115,7 +115,7 @@ def test_check_reports_every_problem(write: Callable[[str, str], Path]) -> None:
     bad = write("bad.yaml", BAD)
     r = invoke("rules", "check", str(bad))
     assert r.exit_code == 1
-    assert f"{bad}:1:" in r.output and f"{bad}:2:" in r.output and "2 problem(s)" in r.output
+    assert f"{bad}:1:" in r.output and f"{bad}:2:" in r.output and "2 problems" in r.output
     r = invoke("rules", "check", "--json", str(bad))
     assert r.exit_code == 1
     doc = json.loads(r.output)
@@ -169,6 +169,22 @@ def test_compile_signed_with_version_expiry_and_scope(
     assert info.expires_at_unix_ms - info.created_at_unix_ms == 720 * 3600 * 1000
 
 
+def test_the_docs_example_works_as_written(
+    write: Callable[[str, str], Path], tmp_path: Path, keypair: tuple[Path, Path]
+) -> None:
+    """docs/rules.md: --expires-in 30d, and --scope plc-3,line-3 as two scopes."""
+    out = tmp_path / "t.bin"
+    args = ["-o", str(out), "--version", "12", "--sign", str(keypair[0])]
+    r = invoke("rules", "compile", str(write("a.yaml", RULES_A)), *args,
+               "--expires-in", "30d", "--scope", "plc-3,line-3")
+    assert r.exit_code == 0, r.output
+    _, info = decode_table_with_info(out.read_bytes(), trusted_keys=load_trusted_keys([keypair[1]]))
+    assert info.scope == ("plc-3", "line-3")
+    assert info.expires_at_unix_ms - info.created_at_unix_ms == 30 * 86_400_000
+    r = invoke("rules", "compile", str(write("b.yaml", RULES_A)), *args, "--scope", "plc 3")
+    assert r.exit_code == 2 and "without spaces" in r.output
+
+
 def test_compile_refusals_write_nothing(
     write: Callable[[str, str], Path], tmp_path: Path, keypair: tuple[Path, Path]
 ) -> None:
@@ -178,7 +194,7 @@ def test_compile_refusals_write_nothing(
     r = invoke("rules", "compile", str(src), "-o", str(out), "--expires-in", "30")
     assert r.exit_code == 2 and "duration" in r.output
     r = invoke("rules", "compile", str(write("bad.yaml", BAD)), "-o", str(out))
-    assert r.exit_code == 1 and "2 problem(s)" in r.output
+    assert r.exit_code == 1 and "2 problems" in r.output
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -225,7 +241,9 @@ def test_push_list_show_diff(
     assert same.exit_code == 0 and "no differences" in same.output
     assert json.loads(invoke("rules", "diff", str(a), "--json", run_dir=run_dir).output)["same"]
 
-    d = json.loads(invoke("rules", "diff", str(b), "--json", run_dir=run_dir).output)
+    differs = invoke("rules", "diff", str(b), "--json", run_dir=run_dir)
+    assert differs.exit_code == 1  # like diff(1): 1 when there are differences
+    d = json.loads(differs.output)
     assert d["active"] == pushed["version"] and not d["same"]
     assert d["added"] == [{"rule_id": "new", "condition": "rate(flow, 10s) < -1"}]
     assert d["removed"] == [{"rule_id": "old", "condition": "temp > 80"}]
@@ -235,7 +253,9 @@ def test_push_list_show_diff(
         'avg(pressure{line="3"}, 5s) > 7.5 and not absent(valve, 2s)',
         'max(pressure{line="3"}, 5s) >= 8 and not absent(valve, 2s)',
     ]
-    text = invoke("rules", "diff", str(b), run_dir=run_dir).output
+    r = invoke("rules", "diff", str(b), run_dir=run_dir)
+    text = r.output
+    assert r.exit_code == 1
     assert "+ new: rate(flow, 10s) < -1" in text and "- old: temp > 80" in text
     assert "~ cpu_hot" in text and "priority: 8 -> 9" in text
 

@@ -65,3 +65,24 @@ def test_an_unknown_backend_is_one_clear_error() -> None:
     with pytest.raises(BackendError, match="unknown link kind 'profibus'; kinds: can, mcu"):
         backend("profibus")
     assert backend("can").__name__ == "CanLink"
+
+
+def test_every_settings_mistake_at_once_with_did_you_mean(tmp_path: Path) -> None:
+    """The bridge's settings get edged's checks: all mistakes in one error, in words, with
+    the closest key or table for a misspelling."""
+    f = tmp_path / "b.toml"
+    f.write_text(
+        '[bridge]\nbridge_tick_msec = 5\nbridge_health_ms = 2.5\n[brigde]\n'
+        '[[device]]\nname = "d"\nlink = "n"\nprofil = "p.yaml"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_bridge_config({"log_level": "loud"}, env={"EDGE_BRIDGE_SAFE_AFTER_MS": "soon"}, file=f)
+    text = str(info.value)
+    assert text.startswith("6 problems:"), text
+    assert "unknown key 'bridge_tick_msec' in [bridge] (did you mean bridge_tick_ms?)" in text
+    assert "bridge_health_ms from config file" in text and "expected a whole number, got 2.5" in text
+    assert "unknown table 'brigde' (did you mean bridge?)" in text
+    assert "device d: unknown keys ['profil'] (did you mean profile?)" in text
+    assert "bridge_safe_after_ms from environment EDGE_BRIDGE_SAFE_AFTER_MS" in text
+    assert "log_level must be debug / info / warning / error" in text
+    assert "invalid literal" not in text

@@ -109,4 +109,4 @@ def test_edgectl_bridge_check(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "ok (modbus, 5 points" in r.output
     r = CliRunner().invoke(edgectl, ["bridge", "check", str(good), str(bad)])
     assert r.exit_code == 1
-    assert f"{bad}:4:48" in r.output and "11 problem(s)" in r.output
+    assert f"{bad}:4:48" in r.output and "11 problems" in r.output

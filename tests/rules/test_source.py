@@ -287,3 +287,26 @@ def test_value_position_finds_each_character_in_the_source(
             assert source[at] == ch or (node.style == '"' and source[at] == "\\"), (i, source)
     line, col = _value_position(source, node, value, len(value))
     assert line_starts[line - 1] + col - 1 > prev
+
+
+def test_a_misspelt_field_gets_did_you_mean_at_the_key_and_no_missing_noise() -> None:
+    text = "- rule_id: a\n  rule_contnet: x > 1\n  action: alert\n  priority: 1\n  sla_threshold: 5\n"
+    with pytest.raises(RuleFileError) as info:
+        parse_rule_text(text, "r.yaml")
+    (p,) = info.value.problems
+    assert (p.line, p.col) == (2, 3)
+    assert "unknown key 'rule_contnet' (did you mean rule_content?)" in p.message
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens() -> None:
+    text = '- rule_id: a\n  rule_content: "x > 1\n  action: alert\n  priority: 1\n'
+    with pytest.raises(RuleFileError) as info:
+        parse_rule_text(text, "r.yaml")
+    (p,) = info.value.problems
+    assert (p.line, p.col) == (2, 17) and "never closed" in p.render()
+
+
+def test_an_unreadable_file_has_no_made_up_position(tmp_path: Path) -> None:
+    with pytest.raises(RuleFileError) as info:
+        load_rule_file(tmp_path / "nope.yaml")
+    assert str(info.value) == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"

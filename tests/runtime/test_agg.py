@@ -179,13 +179,16 @@ def test_last_is_the_latest_sample_by_time_not_by_arrival() -> None:
     assert acc.last == 2.0
 
 
+UPSTREAM = "nats://127.0.0.1:1"  # configured; edged itself never connects to it
+
+
 def test_a_live_edged_appends_aggregates_to_the_outbox_and_keeps_the_last_partial_window(
     make_cfg: Any, agent_factory: Any
 ) -> None:
     from edge.runtime import Edged
     from tests.support import wait_for
 
-    d = Edged(make_cfg(agg_window_s=0.2, device_id="board-7")).start()
+    d = Edged(make_cfg(agg_window_s=0.2, device_id="board-7", upstream_url=UPSTREAM)).start()
     try:
         got: list[Any] = []
         with agent_factory("agg-1", ["cpu_usage"], handler=got.append) as agent:
@@ -224,12 +227,39 @@ def test_a_live_edged_appends_aggregates_to_the_outbox_and_keeps_the_last_partia
         d.close()
 
 
+def test_no_aggregates_until_an_upstream_is_configured(
+    make_cfg: Any, agent_factory: Any, caplog: Any
+) -> None:
+    """Nothing would ever send them: with no upstream_url the outbox stays empty (a board
+    without an upstream otherwise fills 64 MiB of flash over a week), and the log says so."""
+    import logging
+
+    from edge.runtime import Edged
+    from edge.store import Outbox, Store
+    from tests.support import wait_for
+
+    cfg = make_cfg(agg_window_s=0.05)
+    assert not cfg.upstream_url and not cfg.aggregating
+    with caplog.at_level(logging.INFO, logger="edge"):
+        d = Edged(cfg).start()
+    try:
+        with agent_factory("agg-3", ["cpu_usage"]) as agent:
+            agent.report("cpu_usage", 0.5)
+            wait_for(lambda: d.loop is not None and d.loop.counters["samples"] == 1)
+        assert d.agg is None
+    finally:
+        d.close()
+    assert "aggregates off: no upstream configured" in caplog.text
+    with Store.open(cfg.data_dir / "state") as store:
+        assert Outbox(store).peek(0, 10) == []
+
+
 def test_closing_edged_keeps_the_partial_window(make_cfg: Any, agent_factory: Any) -> None:
     from edge.runtime import Edged
     from edge.store import Outbox, Store
     from tests.support import wait_for
 
-    cfg = make_cfg(agg_window_s=3600)
+    cfg = make_cfg(agg_window_s=3600, upstream_url=UPSTREAM)
     d = Edged(cfg).start()
     try:
         with agent_factory("agg-2", ["cpu_usage"]) as agent:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge import __version__
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, load_config
 from edge.runtime import main
 from edge.runtime._daemon import _parser
 
@@ -48,7 +48,9 @@ def test_flags_parse_to_config_values(tmp_path: Path) -> None:
         "--heartbeat-ms", "250", "--log-level", "debug", "--metrics-addr", "",
     ])
     assert ns.run_dir == tmp_path / "run" and ns.rules_file == tmp_path / "r.yaml"
-    assert ns.heartbeat_ms == 250 and ns.log_level == "DEBUG" and ns.metrics_addr == ""
+    assert ns.heartbeat_ms == "250" and ns.log_level == "DEBUG" and ns.metrics_addr == ""
+    flags = {k: v for k, v in vars(ns).items() if k != "config_file"}
+    assert load_config(flags, env={}).heartbeat_ms == 250  # checked and converted there
     assert ns.device_id is None and ns.config_file is None  # unset: load_config ignores None
 
 
@@ -56,7 +58,8 @@ def test_flags_parse_to_config_values(tmp_path: Path) -> None:
     "argv, message",
     [
         (["--log-level", "loud"], "invalid choice"),
-        (["--heartbeat-ms", "x"], "invalid int value"),
+        # in words, with the config file's and environment's mistakes (load_config)
+        (["--heartbeat-ms", "x"], "heartbeat_ms from --heartbeat-ms: expected a whole number"),
         (["--rule", "r.yaml"], "unrecognized arguments"),  # no abbreviations
         (["extra"], "unrecognized arguments"),
     ],

@@ -48,13 +48,6 @@ edge_events_total{event="bad_frames"} 0.0
 # TYPE edge_agents gauge
 edge_agents{state="connected"} 2.0
 edge_agents{state="known_offline"} 1.0
-# HELP edge_stage_latency_microseconds Per-stage latency percentiles since start or reset
-# TYPE edge_stage_latency_microseconds gauge
-edge_stage_latency_microseconds{quantile="0.5",stage="e2e"} 12.5
-edge_stage_latency_microseconds{quantile="0.9",stage="e2e"} 20.0
-edge_stage_latency_microseconds{quantile="0.99",stage="e2e"} 31.25
-edge_stage_latency_microseconds{quantile="0.999",stage="e2e"} 40.0
-edge_stage_latency_microseconds{quantile="1",stage="e2e"} 41.0
 # HELP edge_e2e_jitter_percent Mean absolute deviation of e2e latency over its mean
 # TYPE edge_e2e_jitter_percent gauge
 edge_e2e_jitter_percent 22.5
@@ -93,18 +86,38 @@ def test_render_is_the_text_format_edged_always_served() -> None:
 def test_render_special_values_and_no_jitter() -> None:
     data = _data()
     data["stats"]["jitter_pct"] = None
-    data["stats"]["stages_us"]["e2e"] = {"p50": float("inf"), "p99": float("nan")}
+    data["stats"]["rules"]["r2"]["sla_rate"] = float("nan")
+    data["stats"]["rules"]["r3"] = {**data["stats"]["rules"]["r2"], "sla_rate": float("inf")}
     text = render(data)
     assert "edge_e2e_jitter_percent" not in text
-    assert 'edge_stage_latency_microseconds{quantile="0.5",stage="e2e"} +Inf\n' in text
-    assert 'edge_stage_latency_microseconds{quantile="0.99",stage="e2e"} NaN\n' in text
+    assert 'edge_rule_sla_attainment_ratio{rule_id="r2"} NaN\n' in text
+    assert 'edge_rule_sla_attainment_ratio{rule_id="r3"} +Inf\n' in text
+
+
+def test_histograms_render_buckets_sum_and_count() -> None:
+    data = _data()
+    data["histograms"] = {
+        "le_s": [0.001, 0.01],
+        "stages": {"e2e": ([2, 3, 4], 4, 0.0125)},
+        "rules": {"cpu_hot": ([1, 1, 1], 1, 0.0005)},
+    }
+    text = render(data)
+    assert (
+        "# TYPE edge_stage_latency_seconds histogram\n"
+        'edge_stage_latency_seconds_bucket{le="0.001",stage="e2e"} 2.0\n'
+        'edge_stage_latency_seconds_bucket{le="0.01",stage="e2e"} 3.0\n'
+        'edge_stage_latency_seconds_bucket{le="+Inf",stage="e2e"} 4.0\n'
+        'edge_stage_latency_seconds_sum{stage="e2e"} 0.0125\n'
+        'edge_stage_latency_seconds_count{stage="e2e"} 4.0\n'
+    ) in text
+    assert 'edge_rule_e2e_latency_seconds_count{rule_id="cpu_hot"} 1.0\n' in text
 
 
 def test_prometheus_clients_parser_reads_the_page() -> None:
     parser = pytest.importorskip("prometheus_client.parser")
     families = {f.name: f for f in parser.text_string_to_metric_families(render(_data()))}
     assert sorted(families) == sorted([
-        "edge_events", "edge_agents", "edge_stage_latency_microseconds",
+        "edge_events", "edge_agents",
         "edge_e2e_jitter_percent", "edge_rule_sla_attainment_ratio", "edge_rule_instructions",
         "edge_store", "edge_store_level",
     ])  # fmt: skip
@@ -253,9 +266,74 @@ def test_live_edged_serves_every_family(make_cfg: Any, agent_factory: Any) -> No
     assert status == 200
     names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     assert names == {
-        "edge_events_total", "edge_agents", "edge_stage_latency_microseconds",
+        "edge_events_total", "edge_agents", "edge_stage_latency_seconds",
+        "edge_rule_e2e_latency_seconds",
         "edge_e2e_jitter_percent", "edge_rule_sla_attainment_ratio",
         "edge_rule_instructions_total", "edge_store_total", "edge_store_level",
     }  # fmt: skip
     assert 'edge_rule_instructions_total{outcome="ok",rule_id="cpu_hot"} 1.0' in text
     assert 'edge_agents{state="active"} 1.0' in text
+
+
+def _scrape(d: Edged) -> dict[str, Any]:
+    """The page parsed by prometheus_client: {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert d.metrics is not None
+    _, _, body = _get(d.metrics)
+    out: dict[str, Any] = {}
+    types = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        types[fam.name] = fam.type
+        for smp in fam.samples:
+            out[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+    out["types"] = types
+    return out
+
+
+def test_counters_and_histograms_only_grow_whatever_a_client_resets(
+    make_cfg: Any, agent_factory: Any
+) -> None:
+    """Prometheus can rate() every counter and histogram: `edgectl stats --reset` resets the
+    operator's view only; histograms are cumulative with _sum and _count, per stage and rule."""
+    from edge.cli import CtlClient
+    from edge.wire import CtlOp
+
+    with Edged(make_cfg(metrics_addr="127.0.0.1:0")) as d, CtlClient(d.cfg.run_dir) as ctl:
+        with agent_factory("p1", ["cpu_usage"], handler=lambda ins: None) as agent:
+            for i in range(3):  # fire, re-arm, fire ...: three acknowledged instructions
+                agent.report("cpu_usage", 1.0)
+                wait_for(lambda i=i: d.loop is not None and d.loop.counters["acks"] == i + 1)
+                agent.report("cpu_usage", 0.0)
+            before = _scrape(d)
+            ctl.request(CtlOp.STATS_RESET)
+            assert ctl.request(CtlOp.STATS)["counters"]["acks"] == 0  # the operator's view
+            assert ctl.request(CtlOp.STATS)["e2e_us"]["count"] == 0
+            agent.report("cpu_usage", 1.0)
+            wait_for(lambda: d.loop is not None and d.loop.counters["acks"] == 4)
+            after = _scrape(d)
+        assert ctl.request(CtlOp.STATS)["counters"]["acks"] == 1
+    types = after.pop("types")
+    before.pop("types")
+    assert types["edge_stage_latency_seconds"] == "histogram"
+    assert types["edge_rule_e2e_latency_seconds"] == "histogram"
+    assert types["edge_events"] == "counter"
+    # nothing that counts went down: every counter, bucket, _sum and _count only grew
+    for key, value in before.items():
+        name = key[0]
+        if name.endswith(("_total", "_bucket", "_count", "_sum")):
+            assert after[key] >= value, key
+    assert after[("edge_events_total", (("event", "acks"),))] == 4
+    for label, name in (("stage", "edge_stage_latency_seconds"),
+                        ("rule_id", "edge_rule_e2e_latency_seconds")):
+        key = "e2e" if label == "stage" else "cpu_hot"
+        buckets = sorted(
+            (float(dict(lb)["le"]), v) for (n, lb), v in after.items()
+            if n == f"{name}_bucket" and dict(lb)[label] == key
+        )
+        counts = [v for _, v in buckets]
+        assert counts == sorted(counts) and buckets[-1][0] == float("inf")
+        assert counts[-1] == after[(f"{name}_count", ((label, key),))] == 4
+        assert after[(f"{name}_sum", ((label, key),))] > 0
+        # the rate between the two scrapes is what happened in between: one more instruction
+        assert counts[-1] - before[(f"{name}_count", ((label, key),))] == 1

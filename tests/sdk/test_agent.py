@@ -66,6 +66,50 @@ def test_no_handler_rejects(edged: Edged, agent_factory: Any) -> None:
         wait_for(lambda: edged.loop.counters["acks_rejected"] == 1)
 
 
+def test_wait_for_edged_connects_whenever_edged_comes_up_and_drops_are_counted(
+    make_cfg: Any, run_dir: Path, caplog: Any
+) -> None:
+    """Boot order does not matter with wait_for_edged; while edged is away report() says
+    what it dropped (returns False, counts it) instead of dropping silently."""
+    import logging
+
+    got: list[Any] = []
+    agent = Agent(
+        "early", ["cpu_usage"], run_dir=run_dir, connect_timeout=0.1, wait_for_edged=True,
+        handler=got.append,
+    )
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            agent.connect()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            failed.append(exc)
+        done.set()
+
+    with caplog.at_level(logging.INFO, logger="edge.sdk"):
+        t = threading.Thread(target=connect)
+        t.start()
+        wait_for(lambda: "waiting for edged" in caplog.text, what="the waiting line")
+        assert not done.is_set()  # several connect_timeouts passed: still waiting
+        d = Edged(make_cfg()).start()
+        try:
+            assert done.wait(20) and not failed
+            t.join()
+            assert agent.report("cpu_usage", 0.99)
+            wait_for(lambda: got, what="an instruction")
+            d.close()
+            wait_for(lambda: not agent.connected, what="the SDK to notice edged is gone")
+            assert agent.report("cpu_usage", 0.5) is False
+            assert agent.report_many([("cpu_usage", 0.5), ("cpu_usage", 0.6)]) == 0
+            assert agent.dropped == 3 and agent.counters["dropped"] == 3
+            assert "reports are dropped" in caplog.text
+        finally:
+            d.close()
+            agent.close()
+
+
 def test_deferred_ack_from_another_thread_carries_the_devices_time(
     edged: Edged, agent_factory: Any
 ) -> None:

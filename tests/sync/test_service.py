@@ -104,12 +104,12 @@ def test_edge_sync_exit_codes(run_dir: Path, tmp_path: Path) -> None:
     bad.write_text("[edge]\noutbox_policy = 'drop-random'\n")
     res = CliRunner().invoke(edge_sync_main, ["--config", str(bad)])
     assert res.exit_code == 2 and "outbox_policy" in res.output
+    dirs = ["--run-dir", str(run_dir), "--data-dir", str(tmp_path / "data")]
+    res = CliRunner().invoke(edge_sync_main, dirs, env={"EDGE_UPSTREAM_URL": ""})
+    assert res.exit_code == 2 and "no upstream configured: set upstream_url" in res.output
     lock = SyncLock(run_dir / LOCK_NAME).acquire()
     try:
-        res = CliRunner().invoke(
-            edge_sync_main,
-            ["--run-dir", str(run_dir), "--data-dir", str(tmp_path / "data")],
-        )
+        res = CliRunner().invoke(edge_sync_main, [*dirs, "--upstream-url", "nats://127.0.0.1:1"])
     finally:
         lock.release()
     assert res.exit_code == 3 and "already running" in res.output
