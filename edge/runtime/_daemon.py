@@ -865,7 +865,8 @@ def _parser() -> argparse.ArgumentParser:
                    metavar="LEVEL", help=LOG_LEVEL_HELP)
     p.add_argument("--version", action="version", version=f"edged, version {__version__}",
                    help="Show the version and exit.")
-    p.add_argument("--self-test", action="store_true",
+    # default None, like every unset flag: load_config ignores None (main pops it first)
+    p.add_argument("--self-test", action="store_true", default=None,
                    help="Start on a temporary run and data dir, run one built-in agent through "
                    "a rule, its instruction and Ack, print the stage timings, exit 0 (1 on failure).")
     return p
