@@ -33,7 +33,9 @@ now() { cut -d' ' -f1 /proc/uptime; }
 say boot-s $(now)
 i=0
 until [ "$(systemctl is-active edged.service)" = active ] || [ $i -ge 600 ]; do sleep 1; i=$((i+1)); done
-say units edged=$(systemctl is-active edged.service) edge-sync=$(systemctl is-active edge-sync.service) target=$(systemctl is-active edge.target)
+i=0
+until [ "$(systemctl is-active edge-bridge.service)" = active ] || [ $i -ge 300 ]; do sleep 1; i=$((i+1)); done
+say units edged=$(systemctl is-active edged.service) edge-sync=$(systemctl is-active edge-sync.service) edge-bridge=$(systemctl is-active edge-bridge.service) target=$(systemctl is-active edge.target)
 if edgectl --run-dir /run/edge --timeout 120 status --json > /run/status.json 2>/run/status.err; then
     say status-ok $(python3 -c 'import json; d=json.load(open("/run/status.json")); print("pid", d["pid"], "rules", d["rules"]["version"], "device", d["device_id"])')
 else
@@ -124,7 +126,7 @@ def test_full_boot_units_status_and_watchdog(tmp_path: Path) -> None:
     print("\n[aarch64, EMULATED qemu-system TCG] " + "\n".join(report) + f"\nwall {wall:.0f} s")
     assert report and report[-1] == "EDGE-CHECK done", "\n".join(lines[-60:])
     text = "\n".join(report)
-    assert "units edged=active edge-sync=active target=active" in text
+    assert "units edged=active edge-sync=active edge-bridge=active target=active" in text
     assert "EDGE-CHECK status-ok pid " in text
     m = re.search(r"watchdog stopped=([\d.]+) dead=([\d.]+) restarted=([\d.]+) active=([\d.]+) "
                   r"nrestarts=(\d+) result=(\d+)", text)
