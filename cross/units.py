@@ -26,7 +26,7 @@ from pathlib import Path
 
 HOST_UNITS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
 _EXPOSURE = re.compile(r"Overall exposure level for (\S+): ([0-9.]+) (\S+)")
-_EXEC = re.compile(r"^Exec(?:Start|StartPre|StartPost|Reload|Stop|StopPost)=[-@:+!]*(/\S+)", re.M)
+_EXEC = re.compile(r"^Exec(?:Start|StartPre|StartPost|Condition|Reload|Stop|StopPost)=[-@:+!]*(/\S+)", re.M)
 
 INSTALL_HINT = (
     "systemd-analyze is missing: run `apt-get install -y systemd` (as root), "
