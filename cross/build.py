@@ -677,8 +677,21 @@ def workspace(arch: Arch) -> Iterator[tuple[Path, Path]]:
     try:
         yield work, tmp_out
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_unless_mounted(work)
         shutil.rmtree(tmp_out, ignore_errors=True)
+
+
+def _remove_unless_mounted(path: Path) -> None:
+    """rmtree, unless something is still mounted below ``path`` (an mmdebstrap killed before
+    its cleanup leaves /dev bind-mounted in its chroot: removing through it would empty the
+    host's /dev). Then the path is named instead, to remove after ``umount -R``."""
+    mounts = [ln.split()[1] for ln in Path("/proc/self/mounts").read_text().splitlines()]
+    below = [m for m in mounts if m.startswith(f"{path}/")]
+    if below:
+        print(f"cross: {path} not removed: {len(below)} mounts below it (umount -R {below[0]})",
+              file=sys.stderr)
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def publish(tmp_out: Path, final: Path) -> None:
