@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from .test_build import build
+
 ROOT = Path(__file__).resolve().parents[2]
 ALL_ARCHES = ("aarch64", "armv7", "riscv64")
 ARCHES = tuple(a for a in os.environ.get("EDGE_CROSS_ARCHES", ",".join(ALL_ARCHES)).split(",") if a)
@@ -56,7 +58,8 @@ class Rootfs:
     ) -> subprocess.CompletedProcess[str]:
         """``command`` (a shell line) inside the rootfs, as root, under qemu-user."""
         r = shlex.quote(str(self.dir))
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        env = {**build.ARCHES[self.arch].qemu_env, **(env or {})}  # inside env -i as well
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         script = (
             f"mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && "
             f"mount -t sysfs sys {r}/sys && mount -t tmpfs tmp {r}/tmp && "

@@ -96,8 +96,9 @@ def test_rules_check_and_replay_on_the_examples(rootfs: Rootfs) -> None:
 
 
 def test_idle_rss_of_edged(rootfs: Rootfs) -> None:
-    """edged started on a temp dir, idle: its RSS once ready (EMULATED: qemu-user's own
-    memory is not counted; RSS is the guest process's as the kernel reports it)."""
+    """edged started on a temp dir, idle: its RSS once ready. EMULATED: under qemu-user the
+    process is qemu itself, so this RSS includes qemu's translator and code cache; a board's
+    edged is smaller (the native figure is in the README)."""
     script = (
         "d=$(mktemp -d); EDGE_LOG_LEVEL=WARNING edged --run-dir $d/run --data-dir $d/data "
         "--metrics-addr '' & pid=$!; "
