@@ -621,17 +621,24 @@ def write_packages(rootdir: Path, out: Path) -> None:
     out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def kernel_of(rootdir: Path) -> Path:
+    """The rootfs's kernel: /boot/vmlinuz-* (arm64, armhf) or /boot/vmlinux-* (riscv64)."""
+    kernels = sorted((rootdir / "boot").glob("vmlinu[zx]-*"))
+    if not kernels:
+        raise BuildError("the rootfs has no /boot/vmlinuz-* or vmlinux-*: the kernel package "
+                         "did not install")
+    return kernels[-1]
+
+
 def extlinux(rootdir: Path) -> None:
     """/boot/extlinux/extlinux.conf: what U-Boot's distro boot reads on most boards."""
-    kernels = sorted((rootdir / "boot").glob("vmlinuz-*"))
-    if not kernels:
-        raise BuildError("the rootfs has no /boot/vmlinuz-*: the kernel package did not install")
-    ver = kernels[-1].name.removeprefix("vmlinuz-")
+    kernel = kernel_of(rootdir)
+    ver = kernel.name.split("-", 1)[1]
     conf = rootdir / "boot/extlinux/extlinux.conf"
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(
         "default edge\ntimeout 1\nlabel edge\n"
-        f"  kernel /boot/vmlinuz-{ver}\n  initrd /boot/initrd.img-{ver}\n"
+        f"  kernel /boot/{kernel.name}\n  initrd /boot/initrd.img-{ver}\n"
         "  append root=LABEL=edge-root rw console=ttyAMA0 console=ttyS0\n"
     )
 
@@ -723,9 +730,10 @@ def image(arch: Arch) -> Path:
         base_pkgs, base_s = build_rootfs(arch, deb, rootdir, work)
         write_manifest(rootdir, base_pkgs, deb, [project, *vendored], tmp_out / "manifest.json")
         extlinux(rootdir)
-        kernel = sorted((rootdir / "boot").glob("vmlinuz-*"))[-1]
+        kernel = kernel_of(rootdir)
         shutil.copyfile(kernel, tmp_out / "vmlinuz")
-        shutil.copyfile(rootdir / "boot" / kernel.name.replace("vmlinuz", "initrd.img"), tmp_out / "initrd.img")
+        shutil.copyfile(rootdir / "boot" / f"initrd.img-{kernel.name.split('-', 1)[1]}",
+                        tmp_out / "initrd.img")
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootdir), "-cf",
              str(tmp_out / "rootfs.tar"), "."], "tar")
         make_disk(rootdir, tmp_out / "disk.img")
