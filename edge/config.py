@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._rt import parse_rt
 from .errors import ConfigError
 
 ENV_PREFIX = "EDGE_"
@@ -85,14 +86,30 @@ class EdgeConfig:
     mem_trim_margin_bytes: int = 16 << 20
     """When RSS grows this far above its steady state (after a burst of big frames, say), the
     ctl thread returns the allocator's free memory to the kernel (malloc_trim); 0: never."""
+    mem_file_margin_bytes: int = 2 << 20
+    """When the file-backed part of RSS (the store's pages LMDB has read) grows this far above
+    its steady state, the ctl thread unmaps them (MADV_DONTNEED: they stay in the page cache);
+    0: never."""
     max_targets: int = 64
     """Instructions one firing of a rule with ``target`` may send (agents in id order); the
     agents beyond are counted in ``instructions_targets_cut``."""
     max_metrics_per_agent: int = 4096
+    fast_lane: bool = True
+    """Offer the fast lane: the same protocol over AF_UNIX SOCK_SEQPACKET on
+    ``<run_dir>/agents.seq`` beside ZeroMQ, for agents that ask for it (docs/protocol.md)."""
+    fast_lane_max_conns: int = 256
+    """Fast-lane connections at once; more are closed as they come (``seq_refused_full``)."""
+    fast_lane_hello_ms: int = 5000
+    """A fast-lane connection that sends nothing this long is closed (``seq_silent_closed``)."""
     sndhwm: int = 1000
     """Per-agent send queue (messages) before instructions to a non-reading agent are dropped."""
     ack_timeout_ms: int = 5000
     """After this, an unacknowledged instruction is closed as timed out (and an SLA miss)."""
+    stall_after_timeouts: int = 8
+    """An agent whose instructions time out this many times in a row (no Ack between), or
+    whose queue is full, is *stalled*: its instructions are counted
+    (``instructions_suppressed_stalled``) instead of sent, for a back-off of 0.1 s doubling
+    to 5 s, then one goes out as a probe; its Ack ends the stall. 0: only a full queue."""
     commit_interval_ms: float = 5.0
     """Group-commit period of the store writer."""
     map_size: int = 64 << 20
@@ -110,6 +127,10 @@ class EdgeConfig:
     """SCHED_FIFO priority (1-99) for the loop's thread; 0 leaves the normal scheduler."""
     mlock: bool = False
     """mlockall(MCL_CURRENT | MCL_FUTURE): no page faults to disk on the control path."""
+    rt: str = ""
+    """The real-time profile in one switch, ``CPU[:PRIO]`` (e.g. "1:80"; PRIO defaults to 50):
+    the loop's thread and libzmq's I/O threads pinned to CPU at SCHED_FIFO PRIO, and mlock.
+    Sets cpu_affinity, rt_priority and mlock; empty: those three as given."""
     gc_freeze: bool = True
     """Move every object alive after start-up into the GC's permanent generation, so a full
     collection on the loop thread never walks the ~100k objects of the imported libraries."""
@@ -302,6 +323,9 @@ def load_config(
     cfg = EdgeConfig(**values)
     problems += _problems(cfg)
     raise_problems(problems)
+    if cfg.rt:
+        cpus, prio = parse_rt(cfg.rt)
+        cfg = dataclasses.replace(cfg, cpu_affinity=cpus, rt_priority=prio, mlock=True)
     return cfg
 
 
@@ -390,6 +414,11 @@ def split_host_port(addr: str, setting: str = "metrics_addr") -> tuple[str, int]
 def _problems(cfg: EdgeConfig) -> list[str]:
     """Every range or consistency check ``cfg`` fails, as messages."""
     problems: list[str] = []
+    if cfg.rt:
+        try:
+            parse_rt(cfg.rt)
+        except ValueError as exc:
+            problems.append(str(exc))
     if cfg.metrics_addr:
         try:
             split_host_port(cfg.metrics_addr)
@@ -402,14 +431,18 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (cfg.agent_keep_gone_s >= 0, "agent_keep_gone_s must be >= 0"),
         (cfg.rcv_conn_bytes >= 1 << 20, "rcv_conn_bytes must be >= 1 MiB"),
         (cfg.mem_trim_margin_bytes >= 0, "mem_trim_margin_bytes must be >= 0"),
+        (cfg.mem_file_margin_bytes >= 0, "mem_file_margin_bytes must be >= 0"),
         (4096 <= cfg.max_msg_bytes <= 64 << 20, "max_msg_bytes must be within 4 KiB..64 MiB"),
         (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),
+        (cfg.stall_after_timeouts >= 0, "stall_after_timeouts must be >= 0"),
         (0 <= cfg.busy_poll_us <= 1_000_000, "busy_poll_us must be within 0..1000000"),
         (0 <= cfg.gc_interval_ms <= 60_000, "gc_interval_ms must be within 0..60000"),
         (0 <= cfg.rt_priority <= 99, "rt_priority must be within 0..99"),
         (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
         (1 <= cfg.max_targets <= 65_536, "max_targets must be within 1..65536"),
+        (1 <= cfg.fast_lane_max_conns <= 65_536, "fast_lane_max_conns must be within 1..65536"),
+        (cfg.fast_lane_hello_ms > 0, "fast_lane_hello_ms must be > 0"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),
         (1 <= cfg.sched_queue <= 1_000_000, "sched_queue must be within 1..1000000"),

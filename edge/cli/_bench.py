@@ -47,11 +47,15 @@ from rich.table import Table
 from ..errors import EdgeError
 from ._bench_goals import E2E_P99_GOAL_US, goal_lines, goal_rows
 from ._bench_rules import ACTIVATION_RULES, activation_table, eval_cost, memory_per_rule
-from ._bench_scenarios import SCENARIOS, run_scenarios, scenario_config, write_latency_plot
+from ._bench_scenarios import (
+    SCENARIOS,
+    ScenarioRig,
+    run_scenarios,
+    scenario_config,
+    write_latency_plot,
+)
 from ._bench_scenarios import summary_lines as scenario_summary_lines
 from ._sim import (
-    WITH_UPSTREAM,
-    Rig,
     new_hist,
     psi_cpu_some_us,
     record_ns,
@@ -60,6 +64,10 @@ from ._sim import (
 )
 
 STAGES = ("collect", "trans1", "compute", "rule", "trans2", "execute")
+PROBES = {"zmq": "bench-probe", "seqpacket": "bench-probe-seq"}
+"""One probe agent per transport: the ZeroMQ default and the fast lane."""
+_INTERLEAVED = ("interleaved with the loop's segments in the same window; the same background "
+                "load sent to the pong process (over ZeroMQ, as edged gets it) meanwhile")
 PROBE_METRIC = "bench_probe"
 PROBE_RULE = f"{PROBE_METRIC} > 0.5"
 LOAD_RULE = "load_value > 1000000"
@@ -78,7 +86,7 @@ def _rules_yaml(sla_ms: float) -> str:
         "  params: {rate: 0.5}\n"
         "  priority: 9\n"
         f"  sla_threshold: {sla_ms:g}\n"
-        "  agents: [bench-probe]\n"
+        "  agents: [bench-probe*]\n"
         "- rule_id: bench_load_guard\n"
         "  rule_name: background series guard (evaluated on every sample, never fires)\n"
         f'  rule_content: "{LOAD_RULE}"\n'
@@ -138,37 +146,74 @@ def _commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def pingpong(
-    endpoint: str, request_bytes: int, seconds: float, rate: float, sla_ns: int = 1_000_000
-) -> dict[str, Any]:
-    """Round trips DEALER -> ROUTER (another process) -> DEALER, paced at ``rate``/s like the
-    loop; µs summary plus ``lost`` (no answer within 1 s), the seed's jitter of the round trips
-    and the share of them within ``sla_ns`` (what the transport alone would attain)."""
+def pingpong_into(
+    hist: Any, target: str, request_bytes: int, seconds: float, rate: float, rt: str | None = None
+) -> int:
+    """Round trips to the pong process (another process), paced at ``rate``/s like the loop,
+    recorded into ``hist`` (ns); returns how many got no answer within 1 s. ``target`` is an
+    ``ipc://`` endpoint (DEALER -> ROUTER) or ``seqpacket:PATH`` (AF_UNIX SOCK_SEQPACKET, the
+    fast lane's floor). ``rt``: the real-time profile for this thread and libzmq's threads
+    while it runs (restored afterwards)."""
+    import select
+    import socket
+
     import zmq
 
-    from ..runtime._stats import jitter_pct, share_at_or_below
+    from .._rt import apply_rt_profile
 
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    hist = new_hist()
-    lost = 0
     payload = bytes(request_bytes)
     now = time.monotonic_ns
     period = int(1e9 / rate) if rate > 0 else 0
-    try:
-        sock.connect(endpoint)
-        for _ in range(200):  # connect and warm both sides up; not recorded
+    lost = 0
+    if target.startswith("seqpacket:"):
+        lane = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        lane.connect(target[len("seqpacket:") :])
+        poll = select.poll()
+        poll.register(lane.fileno(), select.POLLIN)
+
+        def send() -> None:
+            lane.send(payload)
+
+        def answered(timeout_ms: int) -> bool:
+            if not poll.poll(timeout_ms):
+                return False
+            lane.recv(1 << 16)
+            return True
+
+        def close() -> None:
+            lane.close()
+    else:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(target)
+
+        def send() -> None:
             sock.send(payload)
-            if sock.poll(2000):
-                sock.recv()
+
+        def answered(timeout_ms: int) -> bool:
+            if not sock.poll(timeout_ms):
+                return False
+            sock.recv()
+            return True
+
+        def close() -> None:
+            sock.close(linger=0)
+            ctx.term()
+
+    saved = (os.sched_getaffinity(0), os.sched_getscheduler(0), os.sched_getparam(0))
+    if rt:
+        apply_rt_profile(rt, mlock=False)
+    try:
+        for _ in range(50):  # connect and warm both sides up; not recorded
+            send()
+            answered(2000)
         end = now() + int(seconds * 1e9)
         next_ns = now()
         while now() < end:
             t0 = now()
-            sock.send(payload)
-            if sock.poll(1000):
-                sock.recv()
+            send()
+            if answered(1000):
                 record_ns(hist, now() - t0)
             else:
                 lost += 1
@@ -180,8 +225,19 @@ def pingpong(
                 else:
                     next_ns = now()
     finally:
-        sock.close(linger=0)
-        ctx.term()
+        close()
+        if rt:
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(0, saved[1], saved[2])
+                os.sched_setaffinity(0, saved[0])
+    return lost
+
+
+def hist_summary(hist: Any, lost: int, sla_ns: int) -> dict[str, Any]:
+    """µs summary of a ns histogram plus ``lost``, the seed's jitter and the share within
+    ``sla_ns``."""
+    from ..runtime._stats import jitter_pct, share_at_or_below
+
     within = share_at_or_below(hist, sla_ns)
     return {
         **summary_us(hist),
@@ -189,6 +245,15 @@ def pingpong(
         "jitter_pct": jitter_pct(hist),
         "within_sla_pct": None if within is None else round(within * 100, 4),
     }
+
+
+def pingpong(
+    endpoint: str, request_bytes: int, seconds: float, rate: float, sla_ns: int = 1_000_000
+) -> dict[str, Any]:
+    """One run of ``pingpong_into``, summarised (µs, lost, jitter, share within ``sla_ns``)."""
+    hist = new_hist()
+    lost = pingpong_into(hist, endpoint, request_bytes, seconds, rate)
+    return hist_summary(hist, lost, sla_ns)
 
 
 class _CpuMeter:
@@ -236,6 +301,169 @@ class _CpuMeter:
         return pct
 
 
+def _lanes(
+    probe_reps: dict[str, dict[str, Any]], bases: dict[str, dict[str, Any]], rt: str | None
+) -> dict[str, Any]:
+    """Per transport: the probe's figures against that transport's own ping-pong."""
+    lanes = {}
+    for lane, rep in probe_reps.items():
+        p_e2e = rep.get("e2e_us") or {}
+        lanes[lane] = {
+            "transport": rep.get("transport"),
+            "rt": rt,
+            "rt_applied": rep.get("rt_applied") or None,
+            "e2e_us": p_e2e,
+            "rtt_us": rep.get("rtt_us"),
+            "sla_1ms_pct": rep.get("e2e_within_1ms_pct"),
+            "jitter_pct": rep.get("e2e_jitter_pct"),
+            "baseline_pingpong_us": bases[lane],
+            "ratio_p99": _ratio(p_e2e.get("p99"), bases[lane].get("p99")),
+            "ratio_p999": _ratio(p_e2e.get("p999"), bases[lane].get("p999")),
+            "probe": {k: rep.get(k, 0) for k in _PROBE_COUNTS},
+        }
+    return lanes
+
+
+def _rt_pass(
+    rig: ScenarioRig, rules: Path, cfg: dict[str, Any], say: Callable[[str], None],
+    req: int, reply: int,
+) -> dict[str, Any]:
+    """The same window with the real-time profile on both ends: edged (``rt``), the probes
+    (``Agent(rt=)``), the pong and the ping-pong's client, all pinned to one CPU at
+    SCHED_FIFO (the lowest p50 and the tightest tails on a 2-core board)."""
+    from ..wire import CtlOp
+    from ._client import CtlClient
+
+    rt = cfg["rt"]
+    conf = rig.root / "edged-rt.toml"
+    base = cfg["edged_config"].read_text(encoding="utf-8") if cfg["edged_config"] else ""
+    conf.write_text(f'{base}\nrt = "{rt}"\n', encoding="utf-8")
+    ep, seq = rig.root / "pong-rt.sock", rig.root / "pong-rt.seq"
+    pong = rig.spawn("pong", "--endpoint", f"ipc://{ep}", "--seq-path", str(seq),
+                     "--reply-bytes", str(reply), "--rt", rt)  # fmt: skip
+    pong.expect("ready")
+    say(f"the real-time profile ({rt}) on every process of the loop and of the baselines")
+    targets = {"zmq": f"ipc://{ep}", "seqpacket": f"seqpacket:{seq}"}
+    w = _loop_window(rig, rules, cfg, say, targets, pong, req, rt, conf)
+    with CtlClient(rig.run_dir, timeout=10.0) as ctl:
+        edged_rt = ctl.request(CtlOp.STATUS).get("realtime")
+    rig.stop_sims()
+    rig.stop_edged()
+    return {
+        "rt": rt,
+        "edged_realtime": edged_rt,
+        "lanes": _lanes(w["probe_reps"], w["bases"], rt),
+        "stages_us": {s: w["stats"]["stages_us"].get(s, {"count": 0}) for s in STAGES},
+        "e2e_us": w["stats"]["e2e_us"],
+        "cpu_pct": w["cpu_pct"],
+    }
+
+
+def _loop_window(
+    rig: ScenarioRig,
+    rules: Path,
+    cfg: dict[str, Any],
+    say: Callable[[str], None],
+    targets: dict[str, str],
+    pong: Any,
+    req: int,
+    rt: str | None,
+    config_file: Path | None,
+) -> dict[str, Any]:
+    """edged, the background load, a probe per transport and the pong's own load, then the
+    measured window: segments of each loop and of each baseline (``targets``), alternating.
+    ``rt``: the real-time profile (CPU:PRIO) for edged and the probes. Leaves edged running
+    (the caller measures activation on it, then stops everything)."""
+    from ..wire import CtlOp
+    from ._client import CtlClient
+
+    sla_ns = int(cfg["sla_ms"] * 1e6)
+    pong_ep = targets["zmq"]
+    # 2. edged, the background load, a probe per transport, and the pong's own load
+    say("starting edged and the agents")
+    edged = rig.start_edged(rules, log_level="WARNING", config_file=config_file)
+    rd = str(rig.run_dir)
+    bg_rate = cfg["background_rate"] or 1
+    load = rig.spawn("load", "--run-dir", rd, "--rate", str(bg_rate),
+                     "--batch", str(cfg["background_batch"]), "--series", str(LOAD_SERIES))
+    rt_args = ("--rt", rt) if rt else ()
+    probes = {
+        lane: rig.spawn("probe", "--run-dir", rd, "--rate", str(cfg["loop_rate"]),
+                        "--agent-id", agent_id, "--transport", lane, *rt_args)
+        for lane, agent_id in PROBES.items()
+    }  # fmt: skip
+    # the ping-pong's peer gets the same background load as edged, over ZeroMQ as edged does
+    pong_load = rig.spawn_bench("blast", "--endpoint", pong_ep, "--raw", "--series",
+                                str(LOAD_SERIES), "--batch", str(cfg["background_batch"]),
+                                "--rate", str(bg_rate), tag="-pong")  # fmt: skip
+    for child in (load, *probes.values(), pong_load):
+        child.expect("ready")
+    loads = [c for c in (load, pong_load) if cfg["background_rate"]]
+    segments = cfg["segments"]
+    seg_s = cfg["duration_s"] / segments
+    pp_hists = {lane: new_hist() for lane in PROBES}
+    pp_lost = dict.fromkeys(PROBES, 0)
+    with CtlClient(rig.run_dir, timeout=10.0) as ctl:
+        if cfg["background_rate"]:
+            load.send("run")
+        say(f"warm-up {cfg['warmup_s']:g} s per transport")
+        for p in probes.values():
+            p.send("run")
+            time.sleep(cfg["warmup_s"])  # the warm-up runs in the children meanwhile
+            p.send("pause")
+            p.expect("paused")
+
+        # 3. the measured window: segments of each loop and each baseline, alternating
+        ctl.request(CtlOp.STATS_RESET)
+        for c in (*loads, *probes.values()):
+            c.send("mark")
+            c.expect("marked")
+        pids = {"edged": edged.pid, "load": load.pid, "pong": pong.pid,
+                "pong_load": pong_load.pid}  # fmt: skip
+        pids.update({f"probe_{lane}": p.pid for lane, p in probes.items()})
+        cpu = _CpuMeter(pids)
+        cpu.start()
+        t0 = time.monotonic()
+        say(f"closed loop and baselines interleaved: {segments} segments of {seg_s:g} s "
+            f"each, per transport, at {cfg['loop_rate']:g}/s under "
+            f"{cfg['background_rate']:g} metrics/s")  # fmt: skip
+        for _ in range(segments):
+            for p in probes.values():  # the loops: the load goes to edged
+                p.send("run")
+                time.sleep(seg_s)  # measuring: the children do the work
+                p.send("pause")
+                p.expect("paused")
+            if cfg["background_rate"]:  # the baselines: the same load goes to the pong
+                load.send("pause")
+                load.expect("paused")
+                pong_load.send("run")
+            for lane, target in targets.items():
+                pp_lost[lane] += pingpong_into(pp_hists[lane], target, req, seg_s,
+                                               cfg["loop_rate"], rt)  # fmt: skip
+            if cfg["background_rate"]:
+                pong_load.send("pause")
+                pong_load.expect("paused")
+                load.send("run")
+        stats = ctl.request(CtlOp.STATS)
+        window = time.monotonic() - t0
+        gc_window = ctl.request(CtlOp.STATUS).get("gc")  # reset with the stats
+        cpu_pct = cpu.stop()
+        load_rep: dict[str, Any] = {}
+        if cfg["background_rate"]:
+            load.send("report")
+            load_rep = load.expect("report")
+        probe_reps = {}
+        for lane, p in probes.items():
+            p.send("report")
+            probe_reps[lane] = p.expect("report")
+    return {
+        "edged": edged, "stats": stats, "window": window, "gc": gc_window, "cpu_pct": cpu_pct,
+        "load_rep": load_rep, "probe_reps": probe_reps, "seg_s": seg_s,
+        # the baselines' figures: measured in the same window, under the same load
+        "bases": {lane: hist_summary(pp_hists[lane], pp_lost[lane], sla_ns) for lane in PROBES},
+    }  # fmt: skip
+
+
 def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
     """Run the whole benchmark; return the result document. Raises EdgeError subclasses."""
     from ..wire import CtlOp
@@ -244,70 +472,31 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
     sizes = _message_sizes()
     started = datetime.datetime.now(datetime.UTC)
     machine = machine_info()
-    with Rig(edged_env=WITH_UPSTREAM) as rig:
+    with ScenarioRig() as rig:  # its edged has WITH_UPSTREAM in its environment
         say(f"run directory {rig.root} (removed afterwards)")
         rules = rig.root / "bench_rules.yaml"
         rules.write_text(_rules_yaml(cfg["sla_ms"]), encoding="utf-8")
 
-        # 1. the baseline on a quiet machine (no edged yet)
+        # 1. the baselines on a quiet machine (no edged yet): ZeroMQ and SEQPACKET round trips
         pong_ep = f"ipc://{rig.root / 'pong.sock'}"
-        pong = rig.spawn("pong", "--endpoint", pong_ep, "--reply-bytes", str(sizes["instruction"]))
+        pong_seq = f"seqpacket:{rig.root / 'pong.seq'}"
+        pong = rig.spawn("pong", "--endpoint", pong_ep, "--seq-path", str(rig.root / "pong.seq"),
+                         "--reply-bytes", str(sizes["instruction"]))  # fmt: skip
         pong.expect("ready")
-        say(f"baseline ping-pong, idle machine, {cfg['baseline_s']:g} s")
+        say(f"baseline ping-pong, idle machine, {cfg['baseline_s']:g} s per transport")
         sla_ns = int(cfg["sla_ms"] * 1e6)
-        base_idle = pingpong(
-            pong_ep, sizes["metric_batch_1"], cfg["baseline_s"], cfg["loop_rate"], sla_ns
-        )
+        req = sizes["metric_batch_1"]
+        base_idle = pingpong(pong_ep, req, cfg["baseline_s"], cfg["loop_rate"], sla_ns)
+        base_idle_seq = pingpong(pong_seq, req, cfg["baseline_s"], cfg["loop_rate"], sla_ns)
 
-        # 2. edged, the background load and the probe
-        say("starting edged and the agents")
-        edged = rig.start_edged(rules, log_level="WARNING", config_file=cfg["edged_config"])
-        rd = str(rig.run_dir)
-        load = rig.spawn("load", "--run-dir", rd, "--rate", str(cfg["background_rate"] or 1),
-                         "--batch", str(cfg["background_batch"]), "--series", str(LOAD_SERIES))
-        probe = rig.spawn("probe", "--run-dir", rd, "--rate", str(cfg["loop_rate"]))
-        load.expect("ready")
-        probe.expect("ready")
-        if not cfg["background_rate"]:
-            load.stop()  # --background-rate 0: the loop alone
-        with CtlClient(rig.run_dir, timeout=10.0) as ctl:
-            load.send("run")
-            probe.send("run")
-            say(f"warm-up {cfg['warmup_s']:g} s")
-            time.sleep(cfg["warmup_s"])  # the warm-up runs in the children meanwhile
-            probe.send("pause")
-            probe.expect("paused")
-
-            # 3. the measured window
-            ctl.request(CtlOp.STATS_RESET)
-            if load.alive():
-                load.send("mark")
-                load.expect("marked")
-            cpu = _CpuMeter({c.name: c.pid for c in (edged, load, probe) if c.alive()})
-            cpu.start()
-            t0 = time.monotonic()
-            probe.send("run")
-            say(f"closed loop {cfg['duration_s']:g} s at {cfg['loop_rate']:g}/s under "
-                f"{cfg['background_rate']:g} metrics/s")
-            time.sleep(cfg["duration_s"])  # measuring: the children do the work
-            probe.send("pause")
-            probe.expect("paused")
-            stats = ctl.request(CtlOp.STATS)
-            window = time.monotonic() - t0
-            gc_window = ctl.request(CtlOp.STATUS).get("gc")  # reset with the stats
-            cpu_pct = cpu.stop()
-            machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-            load_rep: dict[str, Any] = {}
-            if load.alive():
-                load.send("report")
-                load_rep = load.expect("report")
-            probe.send("report")
-            probe_rep = probe.expect("report")
-
-        # 4. the baseline again, under the same background load (edged still evaluating it)
-        say(f"baseline ping-pong under the background load, {cfg['baseline_s']:g} s")
-        base_loaded = pingpong(pong_ep, sizes["metric_batch_1"], cfg["baseline_s"],
-                               cfg["loop_rate"], sla_ns)
+        # 2.-4. the measured window, default profile
+        targets = {"zmq": pong_ep, "seqpacket": pong_seq}
+        w = _loop_window(rig, rules, cfg, say, targets, pong, req, None, cfg["edged_config"])
+        stats, window, gc_window, cpu_pct = w["stats"], w["window"], w["gc"], w["cpu_pct"]
+        load_rep, probe_reps, bases, seg_s = w["load_rep"], w["probe_reps"], w["bases"], w["seg_s"]
+        probe_rep = probe_reps["zmq"]
+        base_loaded = bases["zmq"]
+        machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         # 5. activation: a 10,000-rule table, all bound to the probe's series
         say(f"activation of a {ACTIVATION_RULES:,}-rule table on the live edged")
         with CtlClient(rig.run_dir, timeout=60.0) as ctl:
@@ -315,8 +504,11 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
             t_push = time.perf_counter()
             pushed = ctl.request(CtlOp.RULES_PUSH, blob=blob)
             push_ms = (time.perf_counter() - t_push) * 1000
+            if cfg["rt"]:  # the next pass's edged recovers the bench's own table, not this one
+                ctl.request(CtlOp.RULES_ROLLBACK)
         rig.stop_sims()
         edged_exit = rig.stop_edged()
+        rt_doc = _rt_pass(rig, rules, cfg, say, req, sizes["instruction"]) if cfg["rt"] else None
     say("rule engine: memory per rule and evaluation cost (in process)")
     rules_doc = {
         "activation": {"rules": pushed["rules"], "loop_pause_us": round(pushed["pause_us"], 1),
@@ -328,8 +520,10 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
     }
 
     counters = stats.get("counters", {})
-    probe_samples = int(probe_rep.get("samples_sent", 0))
+    probe_samples = sum(int(r.get("samples_sent", 0)) for r in probe_reps.values())
     bg_received = max(0, int(counters.get("samples", 0)) - probe_samples)
+    load_s = float(load_rep.get("elapsed_s") or window)  # the load pauses for the baselines
+    lanes = _lanes(probe_reps, bases, None)
     e2e = stats["e2e_us"]
     base_p99 = base_loaded.get("p99")
     doc: dict[str, Any] = {
@@ -348,11 +542,17 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         "probe_e2e_us": probe_rep.get("e2e_us"),
         "probe_rtt_us": probe_rep.get("rtt_us"),
         "probe": {k: probe_rep.get(k, 0) for k in _PROBE_COUNTS},
-        "baseline_pingpong_us": {**base_loaded, "conditions": "background load on, edged running"},
+        "baseline_pingpong_us": {**base_loaded, "conditions": _INTERLEAVED},
         "baseline_pingpong_idle_us": {**base_idle, "conditions": "idle machine, no edged"},
+        "baseline_seqpacket_idle_us": {**base_idle_seq, "conditions": "idle machine, no edged"},
+        "lanes": lanes,
+        "rt_profile": rt_doc,
+        "lanes_note": "per transport, from the probe agents (sample t_ns to the end of the "
+                      "handler, same clock); e2e_us/stages_us above are edged's, over both",
+        "segments": {"count": cfg["segments"], "seconds_each": seg_s},
         "ratio_p99": _ratio(e2e.get("p99"), base_p99),
         "ratio_p99_idle": _ratio(e2e.get("p99"), base_idle.get("p99")),
-        "background_metrics_per_s": round(bg_received / window, 1) if window > 0 else 0.0,
+        "background_metrics_per_s": round(bg_received / load_s, 1) if load_s > 0 else 0.0,
         "background_sent_per_s": round(float(load_rep.get("sent_per_s", 0.0)), 1),
         "background_late_batches": load_rep.get("late", 0),
         "window_s": round(window, 3),
@@ -489,12 +689,16 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
               help="Seconds of each baseline ping-pong run. [default: 3; --quick 0.5]")
 @click.option("--edged-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A TOML config for edged (e.g. commit_interval_ms), for experiments.")
+@click.option("--rt", "rt", default=None, metavar="CPU[:PRIO]",
+              help="The real-time profile's pass: every process of the loop and of the "
+                   "baselines pinned to CPU at SCHED_FIFO PRIO. [default: the last CPU, "
+                   "priority 50; '' skips the pass]")
 @click.option("--quick", is_flag=True, help="A smoke run of a few seconds (tests, CI).")
 @click.option("--scenarios", default=",".join(SCENARIOS), show_default=True,
               help="Comma-separated scenarios to run, in this order.")
 def bench(json_path: Path | None, duration: float | None, warmup: float | None,
           background_rate: float, background_batch: int, loop_rate: float, sla_ms: float,
-          baseline_s: float | None, edged_config: Path | None, quick: bool,
+          baseline_s: float | None, edged_config: Path | None, rt: str | None, quick: bool,
           scenarios: str) -> None:
     """Measure the metric -> rule -> instruction -> Ack loop against raw pyzmq ping-pong.
 
@@ -505,13 +709,22 @@ def bench(json_path: Path | None, duration: float | None, warmup: float | None,
         "duration_s": duration if duration is not None else (2.0 if quick else 20.0),
         "warmup_s": warmup if warmup is not None else (0.5 if quick else 3.0),
         "baseline_s": baseline_s if baseline_s is not None else (0.5 if quick else 3.0),
+        "segments": 2 if quick else 10,
         "background_rate": background_rate,
         "background_batch": background_batch,
         "loop_rate": loop_rate,
         "sla_ms": sla_ms,
         "quick": quick,
         "edged_config": edged_config,
+        "rt": f"{max(os.sched_getaffinity(0))}:50" if rt is None else rt,
     }
+    if cfg["rt"]:
+        from .._rt import parse_rt
+
+        try:
+            parse_rt(cfg["rt"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--rt") from None
     if min(cfg["duration_s"], cfg["warmup_s"], cfg["baseline_s"]) <= 0:
         raise click.BadParameter("durations must be > 0")
     if background_rate < 0 or background_batch < 1 or loop_rate < 0 or sla_ms <= 0:

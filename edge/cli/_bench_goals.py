@@ -162,7 +162,53 @@ def goal_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             else f"cantools full decode {doc['bridge']['can_decode']['baseline_cantools_full_decode_per_s']:,}/s",
             "≥ 20,000/s",
         ),
+        *lane_rows(doc),
     ]
+
+
+def _profile(lane: dict[str, Any]) -> str:
+    return "real-time profile" if lane.get("rt") else "default profile"
+
+
+def lane_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The latency issue's rows: per transport, the probe's e2e against that transport's own
+    ping-pong, measured in interleaved segments of the same window (``lanes``)."""
+    lanes = doc.get("lanes") or {}
+    rt_lanes = (doc.get("rt_profile") or {}).get("lanes") or {}
+    rows = []
+    z = lanes.get("zmq")
+    q = rt_lanes.get("seqpacket") or lanes.get("seqpacket")  # its goals are the rt profile's
+    zr = rt_lanes.get("zmq")
+
+    def pp(lane: dict[str, Any], key: str, name: str) -> str | None:
+        v = (lane.get("baseline_pingpong_us") or {}).get(key)
+        return None if v is None else f"{name} ping-pong {key} {v:,.1f} µs"
+
+    if z is not None:
+        rows.append(_row(f"ZeroMQ, {_profile(z)}: e2e P99 ÷ ZeroMQ ping-pong P99",
+                         z.get("ratio_p99"), 1.3, "×", _le, pp(z, "p99", "ZeroMQ"), "≤ 1.3"))  # fmt: skip
+    if zr is not None:
+        e2e = zr.get("e2e_us") or {}
+        rows.append(_row("ZeroMQ, real-time profile: e2e P99", e2e.get("p99"), 600, "µs", _le,
+                         pp(zr, "p99", "ZeroMQ"), "≤ 600 µs"))  # fmt: skip
+    if q is not None and q.get("transport") == "seqpacket":
+        e2e = q.get("e2e_us") or {}
+        prof = _profile(q)
+        rows += [
+            _row(f"fast lane, {prof}: e2e P99", e2e.get("p99"), 300, "µs", _le,
+                 pp(q, "p99", "SEQPACKET"), "≤ 300 µs (real-time profile)"),
+            _row(f"fast lane, {prof}: e2e P99.9", e2e.get("p999"), 1000, "µs", _le,
+                 pp(q, "p999", "SEQPACKET"), "≤ 1 ms (real-time profile)"),
+            _row(f"fast lane, {prof}: SLA attainment at 1 ms", q.get("sla_1ms_pct"), 99.9, "%",
+                 _ge, None, "≥ 99.9 % (real-time profile)"),
+            _row(f"fast lane, {prof}: e2e P99 ÷ SEQPACKET ping-pong P99", q.get("ratio_p99"),
+                 2.5, "×", _le, pp(q, "p99", "SEQPACKET"), "≤ 2.5"),
+        ]  # fmt: skip
+    execute = _get(doc, "stages_us", "execute", "p50")
+    if lanes:
+        rows.append(_row("execute stage P50 (SDK: check, decode, handler, Ack)", execute, 10,
+                         "µs", _le, None, "≤ 10 µs"))  # fmt: skip
+    return rows
 
 
 def _fmt(v: float | None, unit: str) -> str:

@@ -562,7 +562,8 @@ def _overload_rig(rig: ScenarioRig, cfg: dict[str, Any], say: Say, rules: str, o
     c = stats.get("counters", {})
     sent, dropped = _sum(reps, "sent"), _sum(reps, "dropped")
     elapsed = max(r["elapsed_s"] for r in reps)
-    lost_keys = ("instructions_dropped_full", "instructions_unroutable", "instructions_agent_gone",
+    lost_keys = ("instructions_dropped_full", "instructions_suppressed_stalled",
+                 "instructions_unroutable", "instructions_agent_gone",
                  "ack_timeouts", "notices_dropped", "agents_lost", "handler_errors")
     sched = stats.get("scheduler") or {}
     out.update({

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.table import Table
+from rich.table import Column, Table
 
 from ..config import EdgeConfig, load_config
 from ..errors import EdgeError, RuleTableError
@@ -399,7 +399,14 @@ def fleet_status(obj: FleetCtx, as_json: bool) -> None:
     if not docs:
         console.print("no device has reported yet (bucket EDGE_DEVICES is empty)")
         return
-    t = Table("device", "link", "table", "lag", "outbox", "oldest", "drops", "last refused")
+    # the ids never fold (a script or an eye looks for them whole); the refusal's text does
+    t = Table(
+        Column("device", no_wrap=True, min_width=6),
+        Column("link", no_wrap=True),
+        Column("table", no_wrap=True),
+        "lag", "outbox", "oldest", "drops",
+        Column("last refused", overflow="fold"),
+    )  # fmt: skip
     for d in docs:
         edged = d.get("edged") or {}
         outbox = d.get("outbox") or {}

@@ -61,6 +61,10 @@ def record_ns(hist: Any, ns: int) -> None:
     hist.record_value(min(max(ns, 1), HIST_MAX_NS))
 
 
+def _pct_or_none(share: float | None) -> float | None:
+    return None if share is None else round(share * 100, 4)
+
+
 def summary_us(hist: Any) -> dict[str, Any]:
     """count, min, mean, p50, p90, p99, p999, max of a ns histogram, in µs (count 0: only count)."""
     n = hist.get_total_count()
@@ -422,9 +426,14 @@ def sim() -> None:
 @click.option("--high", type=float, default=1.0)
 @click.option("--low", type=float, default=0.0)
 @click.option("--timeout-ms", type=float, default=1000.0, help="Give up on one instruction then.")
+@click.option("--transport", type=click.Choice(["zmq", "seqpacket"]), default="zmq")
+@click.option("--rt", default=None, help="The SDK's real-time profile, CPU[:PRIO].")
 def probe(run_dir: Path, agent_id: str, metric: str, rate: float, high: float, low: float,
-          timeout_ms: float) -> None:
-    """High sample -> wait for the instruction (timed in the handler) -> low sample -> pace."""
+          timeout_ms: float, transport: str, rt: str | None) -> None:
+    """High sample -> wait for the instruction (timed in the handler) -> low sample -> pace.
+    ``run`` and ``pause`` switch the loop on and off (segments add up); ``mark`` zeroes the
+    figures; ``report`` sends them."""
+    from ..runtime._stats import jitter_pct, share_at_or_below
     from ..sdk import Agent
 
     cmds = Commands()
@@ -434,10 +443,13 @@ def probe(run_dir: Path, agent_id: str, metric: str, rate: float, high: float, l
 
     def on_instruction(ins: Any) -> None:
         last[0] = (ins.t_sample_ns, now(), ins.instruction_id)
-        got.set()
+
+    def acked(ins: Any, status: Any) -> None:
+        got.set()  # after the Ack: waking the loop thread is not part of the execute stage
 
     with _reported_errors(), Agent(agent_id, [metric], handler=on_instruction, run_dir=run_dir,
-                                   kind="bench-probe") as agent:
+                                   kind="bench-probe", after_ack=acked, transport=transport,
+                                   rt=rt) as agent:
         mid = agent.metric_id(metric)
         period_ns = int(1e9 / rate) if rate > 0 else 0
         wait_s = timeout_ms / 1000.0
@@ -445,22 +457,31 @@ def probe(run_dir: Path, agent_id: str, metric: str, rate: float, high: float, l
         counts = collections.Counter[str]()
         emit("ready", pid=os.getpid())
         running = False
-        next_ns = started = now()
+        next_ns = seg_started = now()
+        elapsed_ns = 0
         while True:
             word = cmds.poll() if running else cmds.wait(0.2)
             if word == "quit":
                 break
-            if word == "run":
-                e2e, rtt = new_hist(), new_hist()
-                counts = collections.Counter()
+            if word == "run" and not running:
                 running, next_ns = True, now()
-                started = now()
+                seg_started = now()
             elif word == "pause":
+                if running:
+                    elapsed_ns += now() - seg_started
                 running = False
                 emit("paused")
+            elif word == "mark":
+                e2e, rtt = new_hist(), new_hist()
+                counts = collections.Counter()
+                elapsed_ns = 0
+                emit("marked")
             elif word == "report":
                 emit("report", e2e_us=summary_us(e2e), rtt_us=summary_us(rtt),
-                     elapsed_s=(now() - started) / 1e9, **counts)
+                     e2e_jitter_pct=jitter_pct(e2e),
+                     e2e_within_1ms_pct=_pct_or_none(share_at_or_below(e2e, 1_000_000)),
+                     elapsed_s=elapsed_ns / 1e9, transport=agent.transport,
+                     rt_applied=agent.rt_applied, **counts)
             if not running:
                 continue
             # one iteration of the closed loop
@@ -517,7 +538,9 @@ def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, ba
         values = [0.25 + 0.5 * (i % 97) / 97 for i in range(batch)]
         period = batch / rate
         sent = late = 0
-        mark = (time.monotonic(), 0)
+        mark_sent = 0
+        active_s = 0.0  # time spent running since the last mark (pauses do not count)
+        run_t = time.monotonic()
         emit("ready", pid=os.getpid())
         running = False
         next_t = 0.0
@@ -527,15 +550,21 @@ def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, ba
             if word == "quit":
                 break
             if word == "run":
-                running, next_t = True, time.monotonic()
-                mark = (next_t, sent)
+                if not running:
+                    running, next_t = True, time.monotonic()
+                    run_t = next_t
+            elif word == "pause":
+                if running:
+                    active_s += time.monotonic() - run_t
+                running = False
+                emit("paused")
             elif word == "mark":
-                mark = (time.monotonic(), sent)
+                mark_sent, active_s, run_t = sent, 0.0, time.monotonic()
                 emit("marked")
             elif word == "report":
-                elapsed = time.monotonic() - mark[0]
-                emit("report", sent=sent - mark[1], elapsed_s=elapsed,
-                     sent_per_s=(sent - mark[1]) / elapsed if elapsed > 0 else 0.0,
+                elapsed = active_s + (time.monotonic() - run_t if running else 0.0)
+                emit("report", sent=sent - mark_sent, elapsed_s=elapsed,
+                     sent_per_s=(sent - mark_sent) / elapsed if elapsed > 0 else 0.0,
                      late=late, dropped=agent.counters["dropped"])
             if not running:
                 continue
@@ -559,32 +588,72 @@ def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, ba
 @sim.command()
 @click.option("--endpoint", required=True, help="ipc://... to bind.")
 @click.option("--reply-bytes", type=int, default=128)
-def pong(endpoint: str, reply_bytes: int) -> None:
+@click.option("--seq-path", type=click.Path(path_type=Path), default=None,
+              help="Also answer on an AF_UNIX SOCK_SEQPACKET socket bound here (the fast lane's "
+                   "floor).")
+@click.option("--rt", default=None, help="The real-time profile, CPU[:PRIO], for this process.")
+def pong(endpoint: str, reply_bytes: int, seq_path: Path | None, rt: str | None) -> None:
     """Answer each frame with ``reply-bytes`` bytes, the way edged's loop reads: poll, then
-    recv NOBLOCK until empty, send NOBLOCK."""
+    recv NOBLOCK until empty, send NOBLOCK; on both transports, like edged. MetricBatch
+    frames (a background load sent to this peer, as edged gets one) are read and dropped."""
+    import socket
+
     import zmq
+
+    from .._rt import apply_rt_profile
 
     cmds = Commands()
     reply = bytes(reply_bytes)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    if rt:  # after the socket: libzmq's I/O thread exists
+        apply_rt_profile(rt)
+    lane: socket.socket | None = None
+    conns: dict[int, socket.socket] = {}
+    batch = b"EMBT"
     try:
         with _reported_errors():
             sock.bind(endpoint)
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
+            if seq_path is not None:
+                lane = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK)
+                lane.bind(str(seq_path))
+                lane.listen(8)
+                poller.register(lane.fileno(), zmq.POLLIN)
             emit("ready", pid=os.getpid())
             while cmds.poll() != "quit":
-                if not poller.poll(100):
-                    continue
-                while True:
-                    try:
-                        rid, _msg = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    sock.send_multipart((rid, reply), zmq.NOBLOCK)
+                for s, _ in poller.poll(100):
+                    if s is sock:
+                        while True:
+                            try:
+                                rid, msg = sock.recv_multipart(zmq.NOBLOCK)
+                            except zmq.Again:
+                                break
+                            if msg[4:8] != batch:
+                                sock.send_multipart((rid, reply), zmq.NOBLOCK)
+                    elif lane is not None and s == lane.fileno():
+                        c, _ = lane.accept()
+                        c.setblocking(False)
+                        conns[c.fileno()] = c
+                        poller.register(c.fileno(), zmq.POLLIN)
+                    elif s in conns:
+                        c = conns[s]
+                        try:
+                            msg = c.recv(1 << 16)
+                        except BlockingIOError:
+                            continue
+                        if not msg:
+                            poller.unregister(s)
+                            conns.pop(s).close()
+                        elif msg[4:8] != batch:
+                            c.send(reply, socket.MSG_DONTWAIT)
     finally:
+        for c in conns.values():
+            c.close()
+        if lane is not None:
+            lane.close()
         sock.close(linger=0)
         ctx.term()
 

@@ -101,7 +101,7 @@ class Edged:
         self.stats: StatsView | None = None
         self.agg: Aggregator | None = None
         self.gcwatch = GcWatch()
-        self.memory = MemoryWatch(cfg.mem_trim_margin_bytes)
+        self.memory = MemoryWatch(cfg.mem_trim_margin_bytes, file_margin=cfg.mem_file_margin_bytes)
         """RSS, its high-water mark, and malloc_trim after bursts (the ctl thread's tick)."""
         """Collections and their pauses since start (or the last stats reset)."""
         self.gc_off_loop: GcOffLoop | None = None
@@ -142,6 +142,7 @@ class Edged:
                     self.metrics = MetricsServer(cfg.metrics_addr, self._metrics_read,
                                                  start=False)
             self.store = _open_store(cfg, self.clock)
+            self.memory.release_files = self.store.release_resident
             self.outbox = Outbox(
                 self.store,
                 max_bytes=cfg.outbox_max_bytes,
@@ -861,6 +862,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-ms", metavar="INTEGER",
                    help="Heartbeat interval agents are told to use.")
     p.add_argument("--run-dir-group", metavar="TEXT", help="Group allowed to reach the sockets.")
+    p.add_argument("--rt", metavar="CPU[:PRIO]",
+                   help="Real-time profile: the loop and libzmq's threads pinned to CPU at "
+                        "SCHED_FIFO PRIO (default 50), memory locked.")
     p.add_argument("--log-level", type=str.upper, choices=[v.upper() for v in LOG_LEVELS],
                    metavar="LEVEL", help=LOG_LEVEL_HELP)
     p.add_argument("--version", action="version", version=f"edged, version {__version__}",

@@ -25,6 +25,7 @@ from typing import Any, cast
 import zmq
 
 from .._log import RateLimiter
+from .._rt import apply_to_current_thread, apply_to_zmq_threads
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig
 from ..errors import RuntimeStateError, TooLargeError, VerifyError
@@ -57,6 +58,7 @@ from ..wire import (
     encode_instruction,
     encode_notice,
     encode_welcome,
+    lean_type,
     verify,
 )
 from ._agg import BatchTap
@@ -64,7 +66,9 @@ from ._lifecycle import AgentState
 from ._overload import COUNTERS as SCHED_COUNTERS
 from ._overload import OverloadControl
 from ._registry import AGENT_ID_RE, FORGET, LIVENESS, METRIC_NAME_RE, AgentRecord, Registry
-from ._rt import apply_to_current_thread, apply_to_zmq_threads
+from ._seqlane import COUNTERS as SEQ_COUNTERS
+from ._seqlane import RID_PREFIX as LANE_RID_PREFIX
+from ._seqlane import SeqLane
 from ._stats import StatsBook
 
 log = logging.getLogger("edge.loop")
@@ -73,7 +77,11 @@ _BOARD = "@board"  # prepare()'s key for the board rules' binding
 _BUDGET = 256  # frames per drain before timers and housekeeping get a turn
 _HOUSEKEEPING_NS = 50_000_000
 _MAX_IDLE_MS = 100  # bounds how long a stop request waits
+_STALL_MIN_NS = 100_000_000  # a stalled agent's first back-off; doubled per failed probe
+_STALL_MAX_NS = 5_000_000_000
 _SESSIONS = SystemRandom()  # what `secrets` uses, without its hmac -> OpenSSL import (~3.5 MB)
+
+_LANE_RID = LANE_RID_PREFIX
 
 COUNTERS = (
     "frames_in",
@@ -92,6 +100,7 @@ COUNTERS = (
     "timer_firings",
     "instructions_sent",
     "instructions_dropped_full",
+    "instructions_suppressed_stalled",
     "instructions_unroutable",
     "instructions_agent_gone",
     "instructions_no_target",
@@ -103,6 +112,7 @@ COUNTERS = (
     "agents_recovered",
     "agents_gone",
     "agents_forgotten",
+    "agents_stalled",
     "bad_frames",
     "bad_malformed",
     "bad_too_large",
@@ -123,6 +133,7 @@ COUNTERS = (
     "loop_iterations",
     "busy_polls",
     *SCHED_COUNTERS,
+    *SEQ_COUNTERS,
 )
 
 
@@ -158,6 +169,23 @@ class ControlLoop:
             rcvhwm=rcv_hwm(cfg.rcv_conn_bytes, cap),
         )
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.lane: SeqLane | None = None
+        """The fast lane (AF_UNIX SOCK_SEQPACKET, edge.runtime._seqlane); None: not offered."""
+        if cfg.fast_lane:
+            try:
+                self.lane = SeqLane(
+                    cfg.run_dir,
+                    max_bytes=cfg.max_msg_bytes,
+                    max_conns=cfg.fast_lane_max_conns,
+                    hello_timeout_ns=cfg.fast_lane_hello_ms * 1_000_000,
+                    counters=self.counters,
+                )
+            except OSError:
+                self.sock.close(linger=0)
+                os.close(self._wake_fd)
+                raise
+        self._poller = zmq.Poller()
         self._calls: collections.deque[tuple[Callable[[], Any], Future[Any]]] = collections.deque()
         self.registry = Registry(
             forget_ns=int(cfg.agent_forget_s * 1e9), keep_gone_ns=int(cfg.agent_keep_gone_s * 1e9)
@@ -177,7 +205,6 @@ class ControlLoop:
         self.book = StatsBook()
         self.tap: BatchTap | None = None
         """Set by edged when upstream aggregation is on: batches handed to the digest."""
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=4096)
         self.event_seq = 0
         self._limiter = RateLimiter(cfg.log_rate_per_s)
@@ -212,9 +239,12 @@ class ControlLoop:
     def run(self) -> None:
         """Run until ``stop()``. Call from the thread that will own the loop."""
         self._thread = threading.current_thread()
-        poller = zmq.Poller()
+        poller = self._poller
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self._wake_fd, zmq.POLLIN)
+        wake_fd = self._wake_fd
+        if self.lane is not None:
+            poller.register(self.lane.fileno(), zmq.POLLIN)
         sock = self.sock
         now_ns = self.clock.monotonic_ns
         counters = self.counters
@@ -250,8 +280,10 @@ class ControlLoop:
                     if s is sock:
                         self._drain()
                         drained = True
-                    else:
+                    elif s == wake_fd:
                         self._run_calls()
+                    else:
+                        self._lane_event(s)
                 if not drained and ov is not None and ov.pending:
                     ov.drain()
                 if events and busy_ns:
@@ -281,6 +313,8 @@ class ControlLoop:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+        if self.lane is not None:
+            self.lane.close()
         os.close(self._wake_fd)
         path = self.endpoint[len("ipc://") :]
         try:
@@ -354,13 +388,9 @@ class ControlLoop:
                 )
                 continue
             rid, buf = frames
-            try:
-                mtype = verify(buf, max_bytes=max_bytes)
-            except TooLargeError as exc:
-                self._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
-                continue
-            except VerifyError as exc:
-                self._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
+            # the agents' own encoders' layouts are checked in ~1 µs; anything else is walked
+            mtype = lean_type(buf, max_bytes) or self._verified(rid, buf)
+            if mtype is None:
                 continue
             if not budget_end:
                 budget_end = t_recv + budget_ns
@@ -378,6 +408,25 @@ class ControlLoop:
             except Exception as exc:  # a bug must not take control down with it
                 self._handler_failed(exc, mtype, rid, t_recv)
 
+    def _verified(self, rid: bytes, buf: bytes) -> MessageType | None:
+        """verify() for a frame the lean checks did not take: its type, or None when it is
+        refused (counted and answered)."""
+        try:
+            return verify(buf, max_bytes=self.cfg.max_msg_bytes)
+        except TooLargeError as exc:
+            self._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
+        except VerifyError as exc:
+            self._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
+        return None
+
+    def _handle_any(self, mtype: MessageType, rid: bytes, buf: bytes, t_recv: int) -> None:
+        """Run a verified message's handler (a type agents do not send is refused)."""
+        handler = self._handlers.get(mtype)
+        if handler is None:
+            self._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
+            return
+        self._handle(handler, mtype, rid, buf, t_recv)
+
     def _handle(
         self,
         handler: Callable[[bytes, bytes, int], None],
@@ -391,6 +440,59 @@ class ControlLoop:
             handler(rid, buf, t_recv)
         except Exception as exc:  # a bug must not take control down with it
             self._handler_failed(exc, mtype, rid, t_recv)
+
+    # ---------------------------------------------------------------- the fast lane
+
+    def _lane_event(self, fd: int) -> None:
+        lane = self.lane
+        if lane is None:
+            return
+        now = self.clock.monotonic_ns()
+        if fd == lane.fileno():
+            for new in lane.accept(now):
+                self._poller.register(new.sock.fileno(), zmq.POLLIN)
+            return
+        c = lane.conns.get(fd)
+        if c is None:
+            self._poller.unregister(fd)
+            return
+        bufs, ended = lane.recv(c, _BUDGET)
+        t_recv = self.clock.monotonic_ns()
+        for buf in bufs:
+            self._take(c.rid, buf, t_recv)
+        if ended:
+            self._lane_closed(c, "the fast-lane connection closed")
+
+    def _lane_closed(self, c: Any, why: str) -> None:
+        """A fast-lane connection ended: its agent, if still registered on it, is lost at once
+        (no beats need to be missed: the kernel says so), and comes back with a new Hello."""
+        assert self.lane is not None
+        self._poller.unregister(c.sock.fileno())
+        self.lane.close_conn(c)
+        for rec in list(self.registry.by_session.values()):
+            if rec.routing_id == c.rid and rec.state is AgentState.ACTIVE:
+                now = self.clock.monotonic_ns()
+                self.registry.set_state(rec, AgentState.LOST, now)
+                self.counters["agents_lost"] += 1
+                self._event("agent_lost", rec.agent_id, "", 0, why)
+                self._audit("agent_lost", agent_id=rec.agent_id, reason=why)
+                log.warning("agent %s lost: %s", rec.agent_id, why)
+
+    def _take(self, rid: bytes, buf: bytes, t_recv: int) -> None:
+        """One fast-lane message: what ``_drain`` does for a ZeroMQ frame (the overload
+        scheduler takes over ZeroMQ batches only)."""
+        self.counters["frames_in"] += 1
+        mtype = lean_type(buf, self.cfg.max_msg_bytes) or self._verified(rid, buf)
+        if mtype is not None:
+            self._handle_any(mtype, rid, buf, t_recv)
+
+    def _send(self, rid: bytes, buf: bytes) -> None:
+        """Send to a peer of either transport; raises zmq.Again (full) or zmq.ZMQError
+        EHOSTUNREACH (gone), as the ROUTER does."""
+        if rid[:4] == _LANE_RID and self.lane is not None:
+            self.lane.send(rid, buf)
+        else:
+            self.sock.send_multipart((rid, buf), zmq.NOBLOCK)
 
     def _handler_failed(self, exc: Exception, mtype: MessageType, rid: bytes, t: int) -> None:
         self.counters["handler_errors"] += 1
@@ -540,6 +642,11 @@ class ControlLoop:
         """One instruction for firing ``f`` to ``rec`` (``source``: the agent that fired when
         that is another one; empty when it is ``rec`` itself)."""
         rule = f.rule
+        if rec.stall_backoff_ns and self._suppress(rec, timing[3]):
+            self.counters["instructions_suppressed_stalled"] += 1
+            self.book.record_unacked(rule.rule_id, "undeliverable")
+            rec.suppressed += 1
+            return
         iid = self._next_iid
         self._next_iid = iid + 1
         r = rule.rule
@@ -559,7 +666,7 @@ class ControlLoop:
             )
         )
         try:
-            self.sock.send_multipart((rec.routing_id, buf), zmq.NOBLOCK)
+            self._send(rec.routing_id, buf)
         except zmq.Again:
             self._undeliverable(
                 rec,
@@ -568,6 +675,7 @@ class ControlLoop:
                 "instructions_dropped_full",
                 "agent is not reading: its queue is full",
             )
+            self._stall(rec, timing[3], "its queue is full")
             return
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
@@ -590,11 +698,45 @@ class ControlLoop:
             from_timer,
         )
         self._sent_order.append((t_send, iid))
+        if rec.stall_backoff_ns:
+            rec.stall_probe = iid  # the rest wait for its Ack (or its timeout)
         rec.instructions += 1
         self.counters["instructions_sent"] += 1
         self._event(
             "instruction", rec.agent_id, rule.rule_id, iid, _trigger(r.action_name, f.agent, f)
         )
+
+    def _suppress(self, rec: AgentRecord, now: int) -> bool:
+        """Is ``rec`` (stalled) to be spared this instruction? Not when its back-off is over
+        and no probe is out: then this one is the probe."""
+        return bool(rec.stall_probe) or now < rec.stalled_until_ns
+
+    def _stall(self, rec: AgentRecord, now: int, why: str) -> None:
+        """``rec`` is not reading: suppress its instructions for a back-off (doubled when it
+        was stalled already and its probe failed). One audit record per stall, not one per
+        instruction: the stall's count goes into the record that ends it."""
+        first = not rec.stall_backoff_ns
+        rec.stall_backoff_ns = (
+            _STALL_MIN_NS if first else min(rec.stall_backoff_ns * 2, _STALL_MAX_NS)
+        )
+        rec.stalled_until_ns = now + rec.stall_backoff_ns
+        rec.stall_probe = 0
+        if first:
+            rec.suppressed = 0
+            self.counters["agents_stalled"] += 1
+            self._event("agent_stalled", rec.agent_id, "", 0, why)
+            self._audit("agent_stalled", agent_id=rec.agent_id, reason=why)
+            if self._limiter.allow("agents_stalled", now):
+                log.warning("agent %s stalled (%s): instructions suppressed", rec.agent_id, why)
+
+    def _unstall(self, rec: AgentRecord) -> None:
+        """``rec`` acknowledged again: its stall is over."""
+        rec.timeouts_in_row = 0
+        if not rec.stall_backoff_ns:
+            return
+        self._event("agent_unstalled", rec.agent_id, "", 0, f"{rec.suppressed} suppressed")
+        self._audit("agent_unstalled", agent_id=rec.agent_id, suppressed=rec.suppressed)
+        rec.stall_backoff_ns = rec.stalled_until_ns = rec.stall_probe = rec.suppressed = 0
 
     def _undeliverable(
         self, rec: AgentRecord, rule_id: str, iid: int, counter: str, why: str
@@ -643,6 +785,8 @@ class ControlLoop:
                 )
             return
         rec, rule, t_sample, t_bsend, t_recv0, t_eval, t_decide, _t_send, from_timer = p
+        if rec.timeouts_in_row or rec.stall_backoff_ns:
+            self._unstall(rec)
         rec.acks += 1
         rec.last_seen_ns = t_recv
         status = int(ack.status)
@@ -814,7 +958,15 @@ class ControlLoop:
         )
         if self.writer is not None:
             self.writer.put_agent(rec.agent_id, rec.persistent())
-        log.info("agent %s registered (%d series, pid %d)", rec.agent_id, len(series), rec.pid)
+        self._log_agent(
+            logging.INFO,
+            "agents_registered",
+            t_recv,
+            "agent %s registered (%d series, pid %d)",
+            rec.agent_id,
+            len(series),
+            rec.pid,
+        )
 
     def _check_hello(self, hello: Any) -> str:
         if not AGENT_ID_RE.match(hello.agent_id):
@@ -852,7 +1004,7 @@ class ControlLoop:
             )
         )
         try:
-            self.sock.send_multipart((rec.routing_id, probe), zmq.NOBLOCK)
+            self._send(rec.routing_id, probe)
         except zmq.Again:
             return True
         except zmq.ZMQError as exc:
@@ -870,7 +1022,7 @@ class ControlLoop:
             self.counters["agents_recovered"] += 1
             self._event("agent_recovered", rec.agent_id, "", 0, "")
             self._audit("agent_recovered", agent_id=rec.agent_id)
-            log.info("agent %s is back", rec.agent_id)
+            self._log_agent(logging.INFO, "agents_recovered", now, "agent %s is back", rec.agent_id)
 
     def _gone(self, rec: AgentRecord, reason: str) -> None:
         self.registry.set_state(rec, AgentState.GONE, self.clock.monotonic_ns())
@@ -879,7 +1031,14 @@ class ControlLoop:
             rec.eval.retire()
         self._event("agent_gone", rec.agent_id, "", 0, reason)
         self._audit("agent_gone", agent_id=rec.agent_id, reason=reason)
-        log.info("agent %s left: %s", rec.agent_id, reason)
+        self._log_agent(
+            logging.INFO,
+            "agents_gone",
+            self.clock.monotonic_ns(),
+            "agent %s left: %s",
+            rec.agent_id,
+            reason,
+        )
         if self.cfg.agent_keep_gone_s:
             if self.writer is not None:
                 self.writer.put_agent(rec.agent_id, rec.persistent())
@@ -901,6 +1060,18 @@ class ControlLoop:
             self.writer.forget_agent(rec.agent_id)
         self.counters["agents_forgotten"] += 1
 
+    def _log_agent(self, level: int, kind: str, now: int, msg: str, *args: Any) -> None:
+        """An agent's lifecycle line, at the log rate (each one is audited anyway): agents
+        that come and go by the thousand would otherwise queue a LogRecord per event (the
+        queue holds up to 10,000, ~1 KB each) and cost the loop a record's making each."""
+        lim = self._limiter
+        if not lim.allow(kind, now):
+            return
+        more = lim.take_suppressed(kind)
+        if more:
+            msg += f" ({more} more like it since the last one: see the audit log)"
+        log.log(level, msg, *args)
+
     def _grace_ns(self, rec: AgentRecord) -> int:
         return rec.heartbeat_ms * 1_000_000 * self.cfg.missed_beats
 
@@ -916,6 +1087,12 @@ class ControlLoop:
                 continue
             rec, rule = p[0], p[1]
             self.counters["ack_timeouts"] += 1
+            rec.timeouts_in_row += 1
+            stall_after = self.cfg.stall_after_timeouts
+            if rec.stall_probe == iid or (
+                stall_after and rec.timeouts_in_row >= stall_after and not rec.stall_backoff_ns
+            ):
+                self._stall(rec, now, f"{rec.timeouts_in_row} instructions in a row not acked")
             self.book.record_unacked(rule.rule_id, "timeout")
             self._event("ack_timeout", rec.agent_id, rule.rule_id, iid, "")
             self._audit(
@@ -927,6 +1104,11 @@ class ControlLoop:
                 status="timeout",
                 detail=f"no Ack within {self.cfg.ack_timeout_ms} ms",
             )
+        lane = self.lane
+        if lane is not None and lane.conns:
+            for c in lane.silent(now):
+                self.counters["seq_silent_closed"] += 1
+                self._lane_closed(c, "said nothing")
         # Liveness and forgetting, off the registry's deadline heap: only records whose
         # deadline passed are touched, however many agents ever connected.
         reg = self.registry
@@ -952,7 +1134,14 @@ class ControlLoop:
             silent_ms = (now - rec.last_seen_ns) / 1e6
             self._event("agent_lost", rec.agent_id, "", 0, f"no message for {silent_ms:.0f} ms")
             self._audit("agent_lost", agent_id=rec.agent_id, silent_ms=round(silent_ms, 1))
-            log.warning("agent %s lost: %d beats missed", rec.agent_id, self.cfg.missed_beats)
+            self._log_agent(
+                logging.WARNING,
+                "agents_lost",
+                now,
+                "agent %s lost: %d beats missed",
+                rec.agent_id,
+                self.cfg.missed_beats,
+            )
         # Agents recovered from the store that never came back are forgotten after the grace.
         if reg.known and now - self.started_ns >= reg.forget_ns:
             for agent_id in list(reg.known):
@@ -1122,7 +1311,7 @@ class ControlLoop:
 
     def _send_control(self, rid: bytes, buf: bytes) -> None:
         try:
-            self.sock.send_multipart((rid, buf), zmq.NOBLOCK)
+            self._send(rid, buf)
             self.counters["notices_sent"] += 1
         except zmq.ZMQError:  # gone or not reading: the refusal is counted already
             self.counters["notices_dropped"] += 1
@@ -1141,7 +1330,14 @@ class ControlLoop:
 
     def agents_snapshot(self) -> list[dict[str, Any]]:
         now = self.clock.monotonic_ns()
-        out = [rec.describe(now) for rec in list(self.registry.by_id.values())]
+        lane = self.lane
+        out = []
+        for r in list(self.registry.by_id.values()):
+            row = r.describe(now)
+            peer = lane.peer(r.routing_id) if lane is not None else None
+            if peer is not None:  # a fast-lane agent: its transport and peer credentials
+                row.update(peer)
+            out.append(row)
         for agent_id, rec in list(self.registry.known.items()):
             out.append(
                 {
@@ -1195,4 +1391,6 @@ def _session_agent(registry: Registry, session: int) -> str:
 
 
 def _peer(rid: bytes) -> str:
+    if rid[:4] == _LANE_RID:
+        return f"fast-lane connection {int.from_bytes(rid[4:], 'big')}"
     return rid.decode("utf-8", "replace")[:160] if rid else "?"

@@ -56,8 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import zmq
 
 from ..config import EdgeConfig
-from ..errors import TooLargeError, VerifyError
-from ..wire import MessageType, NoticeCode, decode_metric_batch, verify
+from ..wire import MessageType, decode_metric_batch, lean_type
 from ._lifecycle import AgentState
 from ._registry import AgentRecord
 from ._scheduler import (
@@ -275,21 +274,12 @@ class OverloadControl:
             )
             return
         rid, buf = frames
-        try:
-            mtype = verify(buf, max_bytes=loop.cfg.max_msg_bytes)
-        except TooLargeError as exc:
-            loop._bad("bad_too_large", rid, str(exc), NoticeCode.TOO_LARGE)
-            return
-        except VerifyError as exc:
-            loop._bad("bad_malformed", rid, str(exc), NoticeCode.MALFORMED)
+        mtype = lean_type(buf, loop.cfg.max_msg_bytes) or loop._verified(rid, buf)
+        if mtype is None:
             return
         if mtype is MessageType.METRIC_BATCH and self._admit_guarded(rid, buf, t_recv):
             return
-        handler = loop._handlers.get(mtype)
-        if handler is None:
-            loop._bad("bad_unexpected_type", rid, f"{mtype.name} is not sent by agents")
-            return
-        loop._handle(handler, mtype, rid, buf, t_recv)
+        loop._handle_any(mtype, rid, buf, t_recv)
 
     def _admit_guarded(self, rid: bytes, buf: bytes, t_recv: int) -> bool:
         try:

@@ -39,6 +39,11 @@ class AgentRecord:
         "acks",
         "last_batch_seq",
         "batch_gaps",
+        "timeouts_in_row",
+        "stalled_until_ns",
+        "stall_backoff_ns",
+        "stall_probe",
+        "suppressed",
     )
 
     def __init__(
@@ -73,6 +78,16 @@ class AgentRecord:
         self.acks = 0
         self.last_batch_seq = -1
         self.batch_gaps = 0
+        self.timeouts_in_row = 0
+        """Ack timeouts since its last Ack."""
+        self.stalled_until_ns = 0
+        """Stalled (not reading): instructions are suppressed until then; 0: not stalled."""
+        self.stall_backoff_ns = 0
+        """The current stall's back-off (0: not stalled)."""
+        self.stall_probe = 0
+        """The instruction sent as the stall's probe, while its fate is open (0: none)."""
+        self.suppressed = 0
+        """Instructions suppressed in the current stall."""
 
     @property
     def last_value(self) -> list[float | None]:
@@ -97,6 +112,7 @@ class AgentRecord:
             "batch_gaps": self.batch_gaps,
             "instructions": self.instructions,
             "acks": self.acks,
+            "stalled": bool(self.stall_backoff_ns),
             "rules_bound": self.eval.rules_bound() if self.eval else 0,
             "health": self.health(),
         }

@@ -365,6 +365,21 @@ class Store:
             "readers": ei["num_readers"],
         }
 
+    def release_resident(self) -> int:
+        """Take this process's mapped pages of the data file out of its RSS; returns the
+        bytes of mapping advised (0: nothing mapped, or not possible here).
+
+        Every page LMDB reads goes through its read-only shared mapping, and a page the writer
+        once read (each page of an append-only log, as it fills) stays mapped: RSS grows with
+        what was ever written (~0.5 KB per agent that came and went). Those pages are clean
+        copies of the file (writes go through ``pwrite``: ``writemap`` is off), so
+        ``MADV_DONTNEED`` only unmaps them; the next read faults them in again from the page
+        cache. Held under the gate so that the map cannot be resized (and its address range
+        reused) meanwhile."""
+        with self._gate.shared():
+            self._live_env()
+            return release_file_mapping(str(self.path / "data.mdb"))
+
     # -- internals shared with the writer ----------------------------------------------------
 
     def _live_env(self) -> lmdb.Environment:
@@ -612,3 +627,52 @@ def _check_schema(txn: lmdb.Transaction, dbs: dict[str, Any], path: Path, *, sta
         )
     if found < 1:
         raise StoreError(f"the store at {path} has an invalid schema version {bytes(raw)!r}")
+
+
+_MADV_DONTNEED = 4
+
+
+def release_file_mapping(path: str) -> int:
+    """``madvise(MADV_DONTNEED)`` every read-only shared mapping of ``path`` in this process
+    (from /proc/self/maps); returns the bytes advised. A writable or private mapping is never
+    touched (its pages may hold data the file does not). 0 where it cannot be done (no /proc,
+    no libc madvise)."""
+    ranges = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].rstrip("\n") == path and parts[1] == "r--s":
+                    lo, hi = parts[0].split("-")
+                    ranges.append((int(lo, 16), int(hi, 16) - int(lo, 16)))
+    except OSError:
+        return 0
+    if not ranges:
+        return 0
+    madvise = _libc_madvise()
+    if madvise is None:
+        return 0
+    done = 0
+    for addr, size in ranges:
+        if madvise(addr, size, _MADV_DONTNEED) == 0:
+            done += size
+    return done
+
+
+_madvise: Any = None
+
+
+def _libc_madvise() -> Any:
+    global _madvise
+    if _madvise is None:
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).madvise
+        except (OSError, AttributeError):
+            _madvise = False
+            return None
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _madvise = fn
+    return _madvise or None

@@ -1,5 +1,6 @@
 """ZeroMQ sockets and the run directory they live in."""
 
+from ._zmq import AGENTS_SEQ as AGENTS_SEQ
 from ._zmq import AGENTS_SOCK as AGENTS_SOCK
 from ._zmq import CTL_SOCK as CTL_SOCK
 from ._zmq import endpoint as endpoint

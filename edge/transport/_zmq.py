@@ -17,6 +17,8 @@ from ..errors import RuntimeStateError
 
 AGENTS_SOCK = "agents.sock"
 CTL_SOCK = "ctl.sock"
+AGENTS_SEQ = "agents.seq"
+"""The fast lane's socket: AF_UNIX SOCK_SEQPACKET, beside agents.sock (edge.runtime._seqlane)."""
 
 
 def endpoint(run_dir: Path, name: str) -> str:

@@ -6,6 +6,8 @@ Above transport (ZeroMQ sockets), below rules: it imports nothing from edge but 
 * A lean codec for the hot path (MetricBatch, Heartbeat, Instruction, Ack): hand-written struct
   packing, byte-identical to flatbuffers.Builder output for a fixed call order.
 * ``encode_*`` / ``decode_*`` for every other message, ``decode(buf)`` for any of them.
+* ``lean_type`` / ``lean_instruction``: verify + decode in one pass for the layouts our own
+  encoders write (edge.wire._lean), with verify() as the fallback for any other layout.
 * ``fb``: the flatc-generated classes, for building or reading with flatbuffers.Builder.
 """
 
@@ -39,6 +41,9 @@ from ._doc import decode_aggregate as decode_aggregate
 from ._doc import decode_doc as decode_doc
 from ._doc import encode_aggregate as encode_aggregate
 from ._doc import encode_doc as encode_doc
+from ._lean import lean_ack as lean_ack
+from ._lean import lean_instruction as lean_instruction
+from ._lean import lean_type as lean_type
 from ._messages import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._messages import SAMPLE_FORMAT as SAMPLE_FORMAT
 from ._messages import SAMPLE_SIZE as SAMPLE_SIZE

@@ -66,14 +66,16 @@ class Checker:
         from edge.errors import EdgeError, VerifyError, WireError
         from edge.rules import decode_table_with_info
         from edge.wire import SAMPLE_FORMAT as FORMAT
-        from edge.wire import MessageType, decode, verify
+        from edge.wire import MessageType, decode, lean_instruction, lean_type, verify
         from tests.wire.wire_builders import generated_decode
 
         assert FORMAT == SAMPLE_FORMAT, FORMAT
 
         self._verify, self._decode, self._generated = verify, decode, generated_decode
+        self._lean_type, self._lean_instruction = lean_type, lean_instruction
+        self.lean_taken = 0
         self._rules = decode_table_with_info
-        self._batch = MessageType.METRIC_BATCH
+        self._batch, self._instruction = MessageType.METRIC_BATCH, MessageType.INSTRUCTION
         self._edge, self._verify_error, self._wire = EdgeError, VerifyError, WireError
         self.inputs = self.rejected = self.accepted = self.decoder_refused = 0
         self.malformed_accepted = 0
@@ -82,16 +84,31 @@ class Checker:
 
     def __call__(self, data: bytes) -> None:
         self.inputs += 1
+        data = bytes(data)
+        try:  # the fixed-layout checks edged and the SDK try first (edge.wire._lean)
+            lean_t = self._lean_type(data, 1 << 30)
+            lean_ins = self._lean_instruction(data)
+        except Exception as exc:
+            self._finding(data, f"a lean check raised {exc!r}")
+            return
         try:
             t = self._verify(data)
         except self._wire:
             self.rejected += 1
+            if lean_t is not None or lean_ins is not None:
+                self._finding(data, "a lean check accepted what verify refuses")
             return
         except Exception as exc:  # the verifier itself must only ever refuse with WireError
             self._finding(data, f"verify raised {exc!r}")
             return
         self.accepted += 1
         self.by_type[t.name] = self.by_type.get(t.name, 0) + 1
+        if lean_t is not None or lean_ins is not None:
+            self.lean_taken += 1
+            if (lean_t or self._instruction) is not t:
+                self._finding(data, f"a lean check took a {t.name} as {lean_t}")
+            elif lean_ins is not None and repr(lean_ins) != repr(self._decode(data)):
+                self._finding(data, "lean_instruction decoded differently")
         if bytes(data[4:8]) in RULE_TYPES:
             try:
                 self._rules(bytes(data), trusted_keys={}, require_signed=False)
@@ -131,6 +148,7 @@ class Checker:
             "rejected": self.rejected,
             "accepted": self.accepted,
             "decoder_refused": self.decoder_refused,
+            "lean_taken": self.lean_taken,
             "malformed_accepted": self.malformed_accepted,
             "accepted_by_type": self.by_type,
             "examples": self.examples,

@@ -128,6 +128,8 @@ def test_stuck_and_vanishing_neighbours(
         probe_p50_us={k: round(tools.pctl(v, 0.5) or 0) for k, v in latencies.items()},
         probe_p99_us={k: round(v or 0) for k, v in p99.items()}, p99_ratio=ratio,
         instructions_dropped_full=counters["instructions_dropped_full"],
+        instructions_suppressed_stalled=counters.get("instructions_suppressed_stalled"),
+        agents_stalled=counters.get("agents_stalled"),
         ack_timeouts=counters["ack_timeouts"], handler_errors=counters["handler_errors"],
     )
     assert all(latencies.values()), "the probe was not served in some phase"

@@ -174,6 +174,53 @@ def test_hello_bye_churn_leaves_nothing_behind(edged: Edged, run_dir: Path) -> N
         p.close()
 
 
+# ---------------------------------------------------------------- a stalled agent
+
+
+def _fire(p: RawPeer, session: int, n: int, seq0: int = 0) -> None:
+    """``n`` rising edges of cpu_usage: ``n`` firings of cpu_hot."""
+    for i in range(n):
+        p.send(encode_metric_batch(session, seq0 + i, 0, [(0, 0.1, 1), (0, 0.99, 2)]))
+
+
+def test_an_agent_that_stops_acking_is_stalled_not_flooded(make_cfg: Any, run_dir: Path) -> None:
+    """What a stuck agent cost its neighbours: every instruction encoded, sent and then timed
+    out (an audit record and an event each). After stall_after_timeouts in a row it is
+    stalled: its instructions are counted and suppressed (one audit record per stall), one
+    probe goes out per back-off, and its first Ack ends the stall."""
+    with Edged(make_cfg(ack_timeout_ms=100, stall_after_timeouts=3)) as d:
+        p = RawPeer(run_dir, b"deaf#1")
+        try:
+            w = p.hello("deaf-1")
+            c = d.loop.counters
+            _fire(p, w.session, 5)  # read, never acked
+            wait_for(lambda: c["agents_stalled"] == 1, what="the stall")
+            sent = c["instructions_sent"]
+            _fire(p, w.session, 200, seq0=5)
+            wait_for(lambda: c["instructions_suppressed_stalled"] >= 150, what="suppression")
+            assert c["instructions_sent"] - sent <= 5  # a probe per back-off at most
+            rec = d.loop.registry.by_id["deaf-1"]
+            assert rec.describe(0)["stalled"] and rec.suppressed >= 150
+            # it reads again: its Ack of whatever it got (the probe, once one is out) ends it
+            seq = iter(range(1000, 10**6, 2))
+            wait_for(lambda: _fire(p, w.session, 1, next(seq)) or rec.stall_probe, timeout=10,
+                     what="a probe once the back-off is over")
+            ins = _instruction(p)
+            while ins.instruction_id != rec.stall_probe:
+                ins = _instruction(p)
+            p.send(encode_ack(Ack(w.session, ins.instruction_id, AckStatus.OK, 1, 2)))
+            wait_for(lambda: not rec.describe(0)["stalled"], what="the stall to end")
+            (end,) = _audit(d, "agent_unstalled", agent_id="deaf-1")
+            assert end["suppressed"] >= 150
+            assert len(_audit(d, "agent_stalled", agent_id="deaf-1")) == 1
+            assert d.stats.snapshot()["rules"]["cpu_hot"]["undeliverable"] >= 150
+            before = c["instructions_sent"]
+            _fire(p, w.session, 3, seq0=300)
+            wait_for(lambda: c["instructions_sent"] == before + 3, what="sending again")
+        finally:
+            p.close()
+
+
 # ---------------------------------------------------------------- 3. bounded receive path
 
 
@@ -229,6 +276,67 @@ def test_memory_watch_trims_only_above_steady_plus_margin() -> None:
     assert snap["trims"] == 1 and snap["rss_bytes"] == 130 and snap["trim_margin_bytes"] == 50
 
 
+def test_memory_watch_releases_file_pages_above_their_own_margin() -> None:
+    files = iter([10, 10, 8, 11, 13, 9, 9])
+    released: list[int] = []
+    m = MemoryWatch(0, file_margin=4, release_files=lambda: released.append(1) or 1,
+                    read_rss=lambda: 100, read_file_rss=lambda: next(files), trim=lambda _: 0)
+    m.tick()  # 10
+    m.tick()  # 8: its steady state follows it down
+    m.tick()  # 11: within 8 + 4
+    assert m.file_steady == 8 and not released
+    m.tick()  # 13 > 12: released, and what is left (9) is the new steady state
+    assert released == [1] and m.file_releases == 1 and m.file_steady == 9
+    assert m.file_released_bytes == 4 and m.snapshot()["file_releases"] == 1
+
+
+def _mapped_rss(path: Path) -> int:
+    """Resident bytes of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, mine = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):
+                mine = line.rstrip("\n").endswith(str(path))
+            elif mine and first == "Rss:":
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_the_stores_pages_leave_rss_when_released(tmp_path: Path) -> None:
+    """What grew RSS with every agent that ever came and went: each page of the audit log
+    LMDB read stays mapped. Released, the mapping holds (almost) nothing; read again, it works."""
+    from edge.store import Store, StoreWriter
+
+    with Store.open(tmp_path / "state") as store:
+        w = StoreWriter(store)
+        w.start()
+        for i in range(20_000):
+            w.audit("agent_registered", agent_id=f"churn-{i}", pid=i, series=1)
+        assert w.flush(30)
+        w.close()
+        assert sum(1 for _ in store.iter_audit(kind="agent_registered")) == 20_000
+        data = store.path / "data.mdb"
+        before = _mapped_rss(data)
+        assert before > 1 << 20  # the log was read through the map
+        assert store.release_resident() > 0
+        assert _mapped_rss(data) < before // 10
+        assert sum(1 for _ in store.iter_audit(kind="agent_registered")) == 20_000
+
+
+def test_churn_gives_the_stores_pages_back(make_cfg: Any, run_dir: Path) -> None:
+    with Edged(make_cfg(mem_file_margin_bytes=256 << 10)) as d:
+        p = RawPeer(run_dir, b"churn#2")
+        try:
+            for i in range(1500):
+                w = p.hello(f"churn-{i}")
+                p.send(encode_bye(Bye(w.session, "done")))
+            wait_for(lambda: d.memory.file_releases >= 1, timeout=20,
+                     what="the store's pages to be released")
+        finally:
+            p.close()
+
+
 def test_memory_watch_margin_zero_never_trims() -> None:
     m = MemoryWatch(0, read_rss=lambda: 10**9, trim=lambda pad: pytest.fail("trimmed"))
     m.tick()
@@ -247,3 +355,29 @@ def test_status_shows_rss_and_its_high_water_mark(edged: Edged) -> None:
         mem = c.request(CtlOp.STATUS)["memory"]
     assert mem["rss_bytes"] > 1 << 20 and mem["rss_hwm_bytes"] >= mem["rss_bytes"]
     assert mem["trims"] == 0
+
+
+def test_stats_refreshes_leave_no_histograms_behind(make_cfg: Any) -> None:
+    """The idle growth after churn (~0.8 MB/s with a 1 s stats interval): every refresh
+    dropped a book of 8 histograms that only the cyclic GC could free, and edged runs that
+    once a minute. With collection off, the histograms alive stay those of the live books."""
+    import gc
+
+    from hdrh.histogram import HdrHistogram
+
+    from edge.runtime import CtlClient
+    from edge.wire import CtlOp
+
+    def histograms() -> int:
+        return sum(isinstance(o, HdrHistogram) for o in gc.get_objects())
+
+    with Edged(make_cfg()) as d, CtlClient(d.cfg.run_dir) as c:
+        gc.collect()
+        gc.disable()
+        try:
+            before = histograms()
+            for _ in range(30):
+                c.request(CtlOp.STATS)
+            assert histograms() <= before + 8  # at most one book in flight somewhere
+        finally:
+            gc.enable()

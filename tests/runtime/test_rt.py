@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from edge._rt import apply_to_current_thread, parse_cpus
 from edge.runtime import Edged
-from edge.runtime._rt import apply_to_current_thread, parse_cpus
 
 from ..support import wait_for
 
@@ -60,7 +60,7 @@ def test_busy_poll_window_keeps_the_loop_polling(make_cfg: Any, agent_factory: A
 
 def test_libzmq_io_threads_get_the_loops_cpu_set(make_cfg: Any) -> None:
     """The socket work happens on libzmq's I/O thread: the switches reach it too."""
-    from edge.runtime._rt import zmq_io_threads
+    from edge._rt import zmq_io_threads
 
     cpu = max(os.sched_getaffinity(0))
     with Edged(make_cfg(cpu_affinity=str(cpu))) as d:
@@ -71,3 +71,17 @@ def test_libzmq_io_threads_get_the_loops_cpu_set(make_cfg: Any) -> None:
         for tid in zio["threads"]:
             assert os.sched_getaffinity(tid) == {cpu}
     assert zmq_io_threads("/nonexistent") == []
+
+
+def test_the_rt_switch_sets_the_three_real_time_settings(make_cfg: Any) -> None:
+    """``rt = "CPU[:PRIO]"`` (edged --rt) is cpu_affinity + rt_priority + mlock in one."""
+    from edge.errors import ConfigError
+
+    cfg = make_cfg(rt="1:70")
+    assert (cfg.cpu_affinity, cfg.rt_priority, cfg.mlock) == ("1", 70, True)
+    assert make_cfg(rt="0").rt_priority == 50
+    assert make_cfg().mlock is False
+    with pytest.raises(ConfigError, match=r"expected CPU\[:PRIO\]"):
+        make_cfg(rt="fast")
+    with pytest.raises(ConfigError, match="1 to 99"):
+        make_cfg(rt="1:200")

@@ -117,3 +117,42 @@ def apply_to_current_thread(*, cpu_affinity: str, rt_priority: int, mlock: bool)
                 os.strerror(err),
             )
     return applied
+
+
+DEFAULT_RT_PRIORITY = 50
+"""SCHED_FIFO priority of ``--rt CPU`` without ``:PRIO`` (1-99; the kernel's own threads that
+must preempt ours, like the timer and RCU ones, run at 50 and above only when configured so)."""
+
+
+def parse_rt(text: str) -> tuple[str, int]:
+    """The real-time profile's one switch, ``CPU[:PRIO]``: ``"1"``, ``"1:80"``, ``"2-3:60"``
+    -> (the CPU set as ``cpu_affinity`` text, the SCHED_FIFO priority). Raises ValueError with
+    what is wrong and what is expected."""
+    cpus, sep, prio = text.strip().partition(":")
+    try:
+        if not parse_cpus(cpus):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"rt {text!r}: expected CPU[:PRIO], e.g. '1' or '1:80' (CPUs as '0,2' or '2-3')"
+        ) from None
+    if not sep:
+        return cpus.strip(), DEFAULT_RT_PRIORITY
+    try:
+        p = int(prio)
+    except ValueError:
+        p = 0
+    if not 1 <= p <= 99:
+        raise ValueError(f"rt {text!r}: the priority must be a whole number from 1 to 99")
+    return cpus.strip(), p
+
+
+def apply_rt_profile(spec: str, *, mlock: bool = True) -> dict[str, Any]:
+    """The real-time profile for this process's side of the loop: the calling thread (an
+    agent's I/O thread, edged's loop) and libzmq's I/O threads pinned to the CPUs of ``spec``
+    (``CPU[:PRIO]``) at SCHED_FIFO, memory locked where permitted. Each refusal is a warning
+    and a ``None`` in the result; nothing raises but a malformed ``spec`` (ValueError)."""
+    cpus, prio = parse_rt(spec)
+    applied = apply_to_current_thread(cpu_affinity=cpus, rt_priority=prio, mlock=mlock)
+    applied["zmq_io"] = apply_to_zmq_threads(cpu_affinity=cpus, rt_priority=prio)
+    return applied
