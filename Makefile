@@ -9,7 +9,7 @@ MCU_MPY_VERSION := 1.27.0
 MCU_WASM  := $(VENV)/node/.installed-$(MCU_MPY_VERSION)
 MCU_STUBS := $(VENV)/mpy-stubs/.installed-$(MCU_MPY_VERSION)
 
-.PHONY: demo test bench slow hil lint regen clean setup mcu-wasm mcu-stubs mcu-firmware mcu-timings chaos
+.PHONY: demo test bench slow hil lint regen clean setup mcu-wasm mcu-stubs mcu-firmware mcu-timings chaos image images cross-test cross-quick
 # the chaos campaign: CHAOS_SCALE multiplies its counts and durations (1 = the issue's goals:
 # 10^6 fuzzed frames, 200 SIGKILLs, 100,000 churned agents; ~15-25 min on 2 cores)
 CHAOS_SCALE ?= 1
@@ -104,3 +104,9 @@ regen: $(STAMP)
 
 clean:
 	rm -rf $(VENV) bench-out hil-out build/mcu .pytest_cache .hypothesis
+
+# Board images (cross/Makefile, README "Board images"): make image ARCH=aarch64|armv7|riscv64,
+# make images (one arch at a time), make cross-test (qemu-user and a full aarch64 boot),
+# make cross-quick (CI's share: one image and its short qemu-user checks). Root.
+image images cross-test cross-quick: $(STAMP)
+	$(MAKE) -f cross/Makefile $@ $(if $(ARCH),ARCH=$(ARCH),)

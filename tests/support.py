@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +114,47 @@ class RawPeer:
     def close(self) -> None:
         self.sock.close()
         self.ctx.term()
+
+
+class FakeSystemd:
+    """The receiving end of NOTIFY_SOCKET: collects ``KEY=value`` datagrams."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.messages: list[dict[str, str]] = []
+
+    def recv(self, timeout: float) -> dict[str, str] | None:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(4096)
+        except TimeoutError:
+            return None
+        msg = dict(line.split("=", 1) for line in data.decode().splitlines())
+        self.messages.append(msg)
+        return msg
+
+    def wait_for(self, key: str, timeout: float = 5.0) -> dict[str, str]:
+        """The next message carrying ``key`` (others are kept in ``messages``)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv(left)
+            if msg is not None and key in msg:
+                return msg
+        raise AssertionError(f"no {key} from the daemon within {timeout} s: {self.messages}")
+
+    def count(self, key: str, window_s: float) -> int:
+        """How many messages with ``key`` arrive during ``window_s`` seconds."""
+        n = 0
+        deadline = time.monotonic() + window_s
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv(left)
+            n += msg is not None and key in msg
+        return n
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 EXIT_DEADLINE_S = 5.0

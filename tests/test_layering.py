@@ -8,7 +8,7 @@ from pathlib import Path
 import edge
 
 LAYERS = [
-    "errors clock config _log _digest _rt",
+    "errors clock config _log _digest _rt _sdnotify",
     "transport",
     "wire",
     "rules",

@@ -27,6 +27,7 @@ from .. import __version__
 from .._digest import sha256
 from .._log import configure as configure_logging
 from .._log import dropped_records as dropped_log_records
+from .._sdnotify import Notifier
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import LOG_LEVEL_HELP, LOG_LEVELS, EdgeConfig, load_config
 from ..errors import (
@@ -64,6 +65,8 @@ from ._stats import StatsBook, StatsView
 log = logging.getLogger("edge.edged")
 
 _TICK_MS = 50
+_STATUS_NS = 5_000_000_000
+"""How often the STATUS line to systemd is refreshed (sent only when it changed)."""
 """The ctl thread's periodic work (aggregation digest, timed GC, stats snapshots) runs at
 least this often."""
 
@@ -78,9 +81,14 @@ class Edged:
         *,
         clock: Clock = SYSTEM_CLOCK,
         utilisation: Callable[[], float] | None = None,
+        notifier: Notifier | None = None,
     ):
-        """``utilisation`` replaces the overload scheduler's load probe (0-1; tests)."""
+        """``utilisation`` replaces the overload scheduler's load probe (0-1; tests);
+        ``notifier`` is systemd's notify socket (default: from $NOTIFY_SOCKET, inert without)."""
         self.cfg = cfg
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
+        self._notified_ready = False
+        self._next_status_ns = 0
         self.clock = clock
         self._utilisation = utilisation
         self._locks: list[InstanceLock] = []
@@ -171,6 +179,7 @@ class Edged:
                     self._ctx, cfg.run_dir, self._handlers(), tick=self._tick, tick_ms=_TICK_MS
                 )
             self.loop.registry.known = self.store.load_agents()
+            self.loop.on_housekeeping = self._health
             aggregating = cfg.aggregating
             self.stats = StatsView(
                 lambda fresh: self._loop_call(lambda: self._require_loop().swap_book(fresh)),
@@ -392,6 +401,8 @@ class Edged:
         if self._closed:
             return
         self._closed = True
+        if self._notified_ready:
+            _quietly("sd_notify STOPPING", self.notifier.stopping)
         _quietly("gc watch", self.gcwatch.uninstall)
         if self.loop is not None:
             _quietly("loop stop", self.loop.stop)
@@ -415,6 +426,7 @@ class Edged:
         for lock in reversed(self._locks):
             _quietly(f"lock {lock.path}", lock.release)
         self._locks.clear()
+        _quietly("sd_notify socket", self.notifier.close)
 
     def _final_records(self) -> None:
         assert self.writer is not None and self.stats is not None and self.loop is not None
@@ -441,6 +453,35 @@ class Edged:
         self.close()
 
     # ------------------------------------------------------------ helpers
+
+    def _health(self, now_ns: int) -> None:
+        """The loop's housekeeping hook (loop thread, every 50 ms): READY once the loop turns
+        (sockets bound, store open, table loaded: ``open`` did those), then WATCHDOG pings and
+        a STATUS line every few seconds. Nothing here runs when the loop is stuck."""
+        notifier = self.notifier
+        if not notifier.active:
+            return
+        if not self._notified_ready:
+            self._notified_ready = True
+            notifier.ready(self.status_line())
+            self._next_status_ns = now_ns + _STATUS_NS
+        notifier.watchdog(now_ns)
+        if now_ns >= self._next_status_ns:
+            self._next_status_ns = now_ns + _STATUS_NS
+            notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        """One line of health for systemd's STATUS (loop thread, or after it stopped)."""
+        loop = self._require_loop()
+        c = loop.counters
+        counts = loop.registry.counts()
+        bad = sum(v for k, v in c.items() if k.startswith("bad_"))
+        return (
+            f"agents {counts[AgentState.ACTIVE.value]} active {counts[AgentState.LOST.value]} lost"
+            f", rules v{loop.table.version} ({len(loop.table.rules)})"
+            f", {c['batches']} batches, {c['instructions_sent']} instructions"
+            f", {c['ack_timeouts']} ack timeouts, {bad} bad frames, {len(loop.inflight)} in flight"
+        )
 
     def _require_loop(self) -> ControlLoop:
         if self.loop is None:
@@ -828,18 +869,30 @@ def _parser() -> argparse.ArgumentParser:
                    metavar="LEVEL", help=LOG_LEVEL_HELP)
     p.add_argument("--version", action="version", version=f"edged, version {__version__}",
                    help="Show the version and exit.")
+    # default None, like every unset flag: load_config ignores None (main pops it first)
+    p.add_argument("--self-test", action="store_true", default=None,
+                   help="Start on a temporary run and data dir, run one built-in agent through "
+                   "a rule, its instruction and Ack, print the stage timings, exit 0 (1 on failure).")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(
+    argv: Sequence[str] | None = None, *, self_test: Callable[[], int] | None = None
+) -> None:
     """edged's command line (``argv`` defaults to ``sys.argv[1:]``).
 
     Exits 2 on a bad command line or configuration, 3 when another edged holds the run
     directory, 1 when it cannot start (or is interrupted before it serves); returns after a
-    clean stop on SIGTERM/SIGINT.
+    clean stop on SIGTERM/SIGINT. ``self_test`` runs ``--self-test`` (the console script
+    passes edge.cli's, which drives an SDK agent: this layer may not import it).
     """
     flags = vars(_parser().parse_args(argv))
     config_file: Path | None = flags.pop("config_file")
+    if flags.pop("self_test"):
+        if self_test is None:
+            print("edged: --self-test needs the edged console script", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(self_test())
     try:
         _run(config_file, flags)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers are installed

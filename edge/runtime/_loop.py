@@ -229,6 +229,10 @@ class ControlLoop:
         )
         """Priority order and shedding when the loop is behind (``_overload``); None: off.
         ``utilisation`` replaces its load probe (tests)."""
+        self.on_housekeeping: Callable[[int], None] | None = None
+        """Called on the loop thread at every housekeeping pass (every 50 ms while the loop
+        turns; monotonic ns): edged feeds systemd's watchdog from here, so the pings stop
+        when the loop is stuck."""
 
     # ---------------------------------------------------------------- running
 
@@ -1146,6 +1150,14 @@ class ControlLoop:
                 self._audit("agent_forgotten", agent_id=agent_id, reason="never came back")
                 if self.writer is not None:
                     self.writer.forget_agent(agent_id)
+        hook = self.on_housekeeping
+        if hook is not None:
+            try:
+                hook(now)
+            except Exception:  # a broken health hook must not take control down
+                self.counters["handler_errors"] += 1
+                if self._limiter.allow("handler_errors", now):
+                    log.exception("housekeeping hook failed")
 
     # ---------------------------------------------------------------- rule tables
 

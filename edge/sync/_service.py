@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._sdnotify import Notifier
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import EdgeConfig
 from ..errors import AlreadyRunningError, ConfigError, RuntimeStateError
@@ -129,8 +130,11 @@ class SyncService:
         link_options: LinkOptions | None = None,
         clock: Clock = SYSTEM_CLOCK,
         restart_backoff: Backoff | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        """``notifier``: systemd's notify socket (default from $NOTIFY_SOCKET; inert without)."""
         self.cfg = cfg
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.clock = clock
         self._components = components
         self._link_options = link_options
@@ -217,6 +221,7 @@ class SyncService:
             asyncio.create_task(self._supervise(c, ctx), name=f"edge-sync {c.name}")
             for c in components
         ]
+        tasks.append(asyncio.create_task(self._health(ctx), name="edge-sync health"))
         log.info(
             "edge-sync running: device %s, upstream %s, components %s",
             cfg.device_id,
@@ -235,6 +240,26 @@ class SyncService:
                 await asyncio.wait(pending, timeout=5.0)
             self._loop = None
 
+    async def _health(self, ctx: SyncContext) -> None:
+        """READY once the store is open and every task is started, then WATCHDOG and STATUS
+        from a task on the event loop itself: a blocked event loop stops the pings."""
+        notifier = self.notifier
+        if not notifier.active:
+            return
+        notifier.ready(_status_line(ctx.status))
+        period = notifier.watchdog_ns / 4e9 if notifier.watchdog_ns else 5.0
+        last_status = 0.0
+        try:
+            while not await ctx.sleep(min(period, 5.0)):
+                now = self.clock.monotonic_ns()
+                notifier.watchdog(now)
+                if now / 1e9 - last_status >= 5.0:
+                    last_status = now / 1e9
+                    notifier.status(_status_line(ctx.status))
+        finally:
+            notifier.stopping()
+            notifier.close()
+
     async def _supervise(self, component: Component, ctx: SyncContext) -> None:
         backoff = self._restart_backoff or Backoff(0.5, 30.0)
         while not ctx.stopping.is_set():
@@ -250,6 +275,15 @@ class SyncService:
                     return
                 log.warning("edge-sync component %s returned early; restarting it", component.name)
             await ctx.sleep(backoff.next())
+
+
+def _status_line(status: SyncStatus) -> str:
+    """One line for systemd's STATUS: the link and the outbox publisher's progress."""
+    doc = status.snapshot()
+    line = f"link {doc.get('link_state', '?')}, {doc.get('link_connects', 0)} connects"
+    if doc.get("link_error"):
+        line += f", last error: {doc['link_error']}"
+    return line
 
 
 def _link_status(status: SyncStatus, link: Link) -> None:

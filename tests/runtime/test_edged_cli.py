@@ -38,7 +38,7 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_flag_is_a_config_setting() -> None:
     # load_config refuses a name it does not know: each option must land on a field
     fields = {f.name for f in dataclasses.fields(EdgeConfig)}
-    dests = set(vars(_parser().parse_args([]))) - {"config_file"}
+    dests = set(vars(_parser().parse_args([]))) - {"config_file", "self_test"}
     assert dests and dests <= fields
 
 
