@@ -13,6 +13,7 @@ enforces it):
     sdk                           the agent library (talks to edged over the wire only)
     sim                           simulated agents, load generators, the child-process rig
     cli                           edgectl: operator commands, bench, demo
+    _edged                        the edged console script (the self-test imported only for it)
 
 Agents use ``edge.sdk``; operators use ``edgectl``. Everything else is internal.
 """

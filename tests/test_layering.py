@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import edge
@@ -18,6 +20,7 @@ LAYERS = [
     "sdk",
     "sim",
     "cli",
+    "_edged",
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names.split()}
 ROOT = Path(edge.__file__).parent
@@ -120,3 +123,18 @@ def test_importing_the_bridge_does_not_import_its_drivers() -> None:
             "sys.modules if m.split('.')[0] in ('can', 'cantools', 'pymodbus', 'serial')})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_edged_console_script_imports_no_command_line_toolkit() -> None:
+    """``edged`` (edge._edged) starts edge.runtime only: click, rich, edgectl's package and the
+    SDK (which the self-test uses) cost ~10 MB and ~300 ms and are imported for --self-test."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['edged', '--help']\n"
+        "from edge._edged import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('click', 'rich', 'edge.cli', 'edge.sdk')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy[:2] or m.startswith(heavy[2:])))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

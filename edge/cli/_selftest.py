@@ -162,10 +162,3 @@ def run(
     total = (time.perf_counter() - t_all) * 1000
     print(f"edged self-test passed in {total:.0f} ms", file=out)
     return 0
-
-
-def edged_main() -> None:
-    """The ``edged`` console script: edged's own command line, with ``--self-test``."""
-    from ..runtime import main
-
-    main(self_test=run)
