@@ -85,7 +85,7 @@ chaos: $(STAMP)
 	@mkdir -p $(dir $(CHAOS_OUT))
 	CHAOS_SCALE=$(CHAOS_SCALE) CHAOS_OUT=$(CHAOS_OUT) $(PY) -m pytest -q -m chaos tests/chaos
 
-bench: $(STAMP) $(VENV)/.bench
+bench: $(STAMP) $(VENV)/.bench $(MCU_WASM)
 	@mkdir -p $(dir $(BENCH_OUT))
 	$(VENV)/bin/edgectl bench --json $(BENCH_OUT)
 
