@@ -596,6 +596,12 @@ class Edged:
             },
             "inflight": len(loop.inflight),
             "realtime": loop.rt_applied,
+            # Python's thread names by native id: what `top -H` / /proc/PID/task show as
+            # "edged" (libzmq names its own "ZMQbg/..."), for pinning and for profiling
+            "threads": {
+                "loop" if t.ident == self.gcwatch.loop_thread else t.name: t.native_id
+                for t in threading.enumerate()
+            },
             "gc": self.gcwatch.snapshot(),
             "memory": self.memory.snapshot(),
             "counters": counters,

@@ -85,3 +85,15 @@ def test_the_rt_switch_sets_the_three_real_time_settings(make_cfg: Any) -> None:
         make_cfg(rt="fast")
     with pytest.raises(ConfigError, match="1 to 99"):
         make_cfg(rt="1:200")
+
+
+def test_status_names_the_threads_by_native_id(edged: Any) -> None:
+    """Pinning or profiling one thread (top -H, taskset -p, py-spy) needs its native id."""
+    from edge.runtime import CtlClient
+    from edge.wire import CtlOp
+
+    with CtlClient(edged.cfg.run_dir) as c:
+        threads = c.request(CtlOp.STATUS)["threads"]
+    assert {"loop", "edge-ctl", "edge-store-writer"} <= set(threads)
+    assert threads["loop"] == edged._thread.native_id
+    assert all(os.path.isdir(f"/proc/self/task/{tid}") for tid in threads.values())
