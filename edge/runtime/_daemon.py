@@ -602,7 +602,10 @@ class Edged:
                 "loop" if t.ident == self.gcwatch.loop_thread else t.name: t.native_id
                 for t in threading.enumerate()
             },
-            "gc": self.gcwatch.snapshot(),
+            "gc": {
+                **self.gcwatch.snapshot(),
+                "young_skipped": self.gc_off_loop.skipped if self.gc_off_loop else 0,
+            },
             "memory": self.memory.snapshot(),
             "counters": counters,
             "scheduler": scheduler,
