@@ -287,6 +287,8 @@ class Rig:
         from ..runtime import CtlClient
         from ..wire import CtlOp
 
+        self.stop_edged()  # a rig runs one edged at a time (the bench's second pass starts anew)
+        self.edged_exit = None
         argv = [*edged_command(), "--run-dir", str(self.run_dir), "--data-dir", str(self.data_dir),
                 "--rules", str(rules_file), "--metrics-addr", "", "--log-level", log_level]
         if config_file is not None:

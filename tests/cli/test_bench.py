@@ -95,6 +95,12 @@ def test_quick_bench_writes_every_required_key(tmp_path: Path) -> None:
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", doc["timestamp"])
     assert doc["edged_exit_code"] == 0
     assert "e2e (edged)" in r.stdout  # the one-screen summary
+    # every edged it started is gone (the real-time pass's once outlived the bench, at FIFO)
+    run = re.search(r"run directory (\S+)", r.stdout + r.stderr)
+    assert run, r.stdout + r.stderr
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if any(run.group(1) in a for a in p.info["cmdline"] or ())]
+    assert not left, f"processes of the bench's run left running: {left}"
 
 
 def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
