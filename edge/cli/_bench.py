@@ -427,20 +427,6 @@ def _rt_pass(
     }
 
 
-def _agent_profile(rt: str | None) -> str | None:
-    """The probes' (and the ping-pong client's) side of the real-time profile: edged's CPU,
-    one priority above edged. Both at one priority, an instruction edged has sent waits on the
-    run queue until edged's loop blocks (it has the background load to work through); one
-    above, the agent runs at once, for the few µs its handler takes, and blocks again. The
-    pong stays at edged's priority, so the floor is measured the same way."""
-    if not rt:
-        return rt
-    from .._rt import parse_rt
-
-    cpus, prio = parse_rt(rt)
-    return f"{cpus}:{min(99, prio + 1)}"
-
-
 def _loop_window(
     rig: ScenarioRig,
     rules: Path,
@@ -468,8 +454,7 @@ def _loop_window(
     bg_rate = cfg["background_rate"] or 1
     load = rig.spawn("load", "--run-dir", rd, "--rate", str(bg_rate),
                      "--batch", str(cfg["background_batch"]), "--series", str(LOAD_SERIES))
-    agent_rt = _agent_profile(rt)
-    rt_args = ("--rt", agent_rt) if agent_rt else ()
+    rt_args = ("--rt", rt) if rt else ()
     probes = {
         lane: rig.spawn("probe", "--run-dir", rd, "--rate", str(cfg["loop_rate"]),
                         "--agent-id", agent_id, "--transport", lane, *rt_args)
@@ -524,7 +509,7 @@ def _loop_window(
                 pong_load.send("run")
             for lane, target in targets.items():
                 pp_lost[lane] += pingpong_into(pp_hists[lane], target, req, seg_s,
-                                               cfg["loop_rate"], agent_rt)  # fmt: skip
+                                               cfg["loop_rate"], rt)  # fmt: skip
             if cfg["background_rate"]:
                 pong_load.send("pause")
                 pong_load.expect("paused")
