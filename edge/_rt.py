@@ -95,6 +95,32 @@ def apply_to_zmq_threads(*, cpu_affinity: str, rt_priority: int) -> dict[str, An
     return applied
 
 
+def apply_to_helper_threads(
+    *, cpu_affinity: str, rt_priority: int, skip: set[int]
+) -> dict[str, Any]:
+    """With SCHED_FIFO asked for: every other Python thread of this process (edged's store
+    writer, ctl server, metrics exporter; not those in ``skip``) on the loop's CPUs at
+    SCHED_FIFO one step below the loop. These threads take the GIL the loop needs: at
+    SCHED_OTHER an ordinary task on a busy CPU preempts one of them while it holds the GIL,
+    and the loop, real-time or not, waits until the scheduler gives that thread a CPU again
+    (milliseconds on a loaded 2-core board). One step below, nothing but the loop's own side
+    preempts them, and the loop, which does, gets the GIL back within the switch interval.
+    Returns ``{thread name: {"cpu_affinity": ..., "sched_fifo": ...}}`` for what took effect."""
+    import threading
+
+    out: dict[str, Any] = {}
+    if not rt_priority:
+        return out
+    prio = max(1, rt_priority - 1)
+    for t in threading.enumerate():
+        tid = t.native_id
+        if tid is None or tid in skip or not t.is_alive():
+            continue
+        cpus, fifo = _schedule([tid], cpu_affinity, prio, f"thread {t.name}")
+        out[t.name] = {"cpu_affinity": cpus, "sched_fifo": fifo}
+    return out
+
+
 def apply_to_current_thread(*, cpu_affinity: str, rt_priority: int, mlock: bool) -> dict[str, Any]:
     """Apply what was asked; return what took effect (shown by `edgectl status`)."""
     applied: dict[str, Any] = {"cpu_affinity": None, "sched_fifo": None, "mlockall": False}

@@ -301,6 +301,72 @@ class _CpuMeter:
         return pct
 
 
+def _task_sched(pid: int) -> dict[int, tuple[str, int, int, int]]:
+    """Per thread of ``pid``: (comm, ns on a CPU, ns runnable but waiting for one, timeslices),
+    from /proc/PID/task/TID/schedstat (empty when the kernel has no schedstat)."""
+    out = {}
+    root = Path(f"/proc/{pid}/task")
+    try:
+        tids = [int(t) for t in os.listdir(root)]
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            run, wait, slices = (int(x) for x in (root / str(tid) / "schedstat").read_text().split())
+            comm = (root / str(tid) / "comm").read_text().strip()
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+        out[tid] = (comm, run, wait, slices)
+    return out
+
+
+class _SchedMeter:
+    """What the scheduler did to each process over a window, and to each of edged's threads:
+    CPU used and time spent runnable but waiting for a CPU (run-queue wait), in percent of the
+    window, and the mean wait per timeslice. The wait is what bounds a tail on a busy 2-vCPU
+    box: a message that arrives while its thread waits for a CPU waits with it."""
+
+    def __init__(self, pids: dict[str, int], edged_pid: int, edged_threads: dict[str, int]):
+        self._pids = pids
+        self._edged = edged_pid
+        names = {tid: name for name, tid in edged_threads.items()}
+        self._names = names
+        self._t0 = 0.0
+        self._s0: dict[int, dict[int, tuple[str, int, int, int]]] = {}
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._s0 = {pid: _task_sched(pid) for pid in self._pids.values()}
+
+    def stop(self) -> dict[str, Any]:
+        elapsed_ns = (time.monotonic() - self._t0) * 1e9
+        out: dict[str, Any] = {}
+        for label, pid in self._pids.items():
+            before, after = self._s0.get(pid, {}), _task_sched(pid)
+            per: dict[str, list[int]] = {}
+            total = [0, 0, 0]
+            for tid, (comm, run, wait, slices) in after.items():
+                c0 = before.get(tid, (comm, 0, 0, 0))
+                d = [run - c0[1], wait - c0[2], slices - c0[3]]
+                total = [a + b for a, b in zip(total, d, strict=True)]
+                if pid == self._edged:
+                    name = self._names.get(tid, comm)
+                    acc = per.setdefault(name, [0, 0, 0])
+                    per[name] = [a + b for a, b in zip(acc, d, strict=True)]
+            out[label] = _sched_row(total, elapsed_ns)
+            if per:
+                out[label]["threads"] = {n: _sched_row(v, elapsed_ns) for n, v in
+                                         sorted(per.items(), key=lambda kv: -kv[1][0])}
+        return out
+
+
+def _sched_row(d: list[int], elapsed_ns: float) -> dict[str, float]:
+    run, wait, slices = d
+    return {"cpu_pct": round(run / elapsed_ns * 100, 2),
+            "runq_wait_pct": round(wait / elapsed_ns * 100, 2),
+            "wait_per_slice_us": round(wait / slices / 1000, 1) if slices else 0.0}
+
+
 def _lanes(
     probe_reps: dict[str, dict[str, Any]], bases: dict[str, dict[str, Any]], rt: str | None
 ) -> dict[str, Any]:
@@ -356,6 +422,8 @@ def _rt_pass(
         "stages_us": {s: w["stats"]["stages_us"].get(s, {"count": 0}) for s in STAGES},
         "e2e_us": w["stats"]["e2e_us"],
         "cpu_pct": w["cpu_pct"],
+        "sched": w["sched"],
+        "gc": w["gc"],
     }
 
 
@@ -422,7 +490,9 @@ def _loop_window(
                 "pong_load": pong_load.pid}  # fmt: skip
         pids.update({f"probe_{lane}": p.pid for lane, p in probes.items()})
         cpu = _CpuMeter(pids)
+        sched = _SchedMeter(pids, edged.pid, ctl.request(CtlOp.STATUS).get("threads", {}))
         cpu.start()
+        sched.start()
         t0 = time.monotonic()
         say(f"closed loop and baselines interleaved: {segments} segments of {seg_s:g} s "
             f"each, per transport, at {cfg['loop_rate']:g}/s under "
@@ -448,6 +518,7 @@ def _loop_window(
         window = time.monotonic() - t0
         gc_window = ctl.request(CtlOp.STATUS).get("gc")  # reset with the stats
         cpu_pct = cpu.stop()
+        sched_pct = sched.stop()
         load_rep: dict[str, Any] = {}
         if cfg["background_rate"]:
             load.send("report")
@@ -458,6 +529,7 @@ def _loop_window(
             probe_reps[lane] = p.expect("report")
     return {
         "edged": edged, "stats": stats, "window": window, "gc": gc_window, "cpu_pct": cpu_pct,
+        "sched": sched_pct,
         "load_rep": load_rep, "probe_reps": probe_reps, "seg_s": seg_s,
         # the baselines' figures: measured in the same window, under the same load
         "bases": {lane: hist_summary(pp_hists[lane], pp_lost[lane], sla_ns) for lane in PROBES},
@@ -557,6 +629,10 @@ def run_bench(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]
         "background_late_batches": load_rep.get("late", 0),
         "window_s": round(window, 3),
         "cpu_pct": cpu_pct,
+        "sched": w["sched"],
+        "sched_note": "per process (and per edged thread) over the window, from "
+                      "/proc/PID/task/TID/schedstat: cpu_pct on a CPU, runq_wait_pct runnable "
+                      "but waiting for a CPU, wait_per_slice_us the mean wait per timeslice",
         "cpu_pct_note": "percent of one core over the window; machine = all cores busy; "
                         "others = machine minus the bench's processes (work not ours); "
                         "psi_cpu_some = share of time some runnable task waited for a CPU",
@@ -622,6 +698,19 @@ def summary_table(doc: dict[str, Any]) -> Table:
     return t
 
 
+def sched_lines(sched: dict[str, Any] | None, profile: str = "") -> list[str]:
+    """The scheduler's share: CPU and run-queue wait of every process, and of edged's threads."""
+    if not sched:
+        return []
+    procs = ", ".join(f"{k} {v['cpu_pct']:g}/{v['runq_wait_pct']:g}" for k, v in sched.items())
+    threads = sched.get("edged", {}).get("threads", {})
+    ths = ", ".join(f"{k} {v['cpu_pct']:g}/{v['runq_wait_pct']:g} "
+                    f"({v['wait_per_slice_us']:g} µs per slice)" for k, v in threads.items())
+    return [f"scheduler{profile} (% of the window on a CPU / runnable but waiting): {procs}",
+            f"  edged's threads: {ths}"] if ths else [
+            f"scheduler{profile} (% of the window on a CPU / runnable but waiting): {procs}"]
+
+
 def summary_lines(doc: dict[str, Any]) -> list[str]:
     sla = doc["sla_rate"]
     jitter = doc["jitter_pct"]
@@ -644,6 +733,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         + ("" if doc["cpu_pct"]["psi_cpu_some"] is None
            else f"; CPU pressure {doc['cpu_pct']['psi_cpu_some']:g} % of the time"),
     ]
+    lines.extend(sched_lines(doc.get("sched")))
     g = doc.get("gc")
     if g:
         lines.append(

@@ -26,6 +26,7 @@ import zmq
 from .. import __version__
 from .._digest import sha256
 from .._log import configure as configure_logging
+from .._rt import apply_to_helper_threads
 from .._log import dropped_records as dropped_log_records
 from .._sdnotify import Notifier
 from ..clock import SYSTEM_CLOCK, Clock
@@ -104,6 +105,8 @@ class Edged:
         self.memory = MemoryWatch(cfg.mem_trim_margin_bytes, file_margin=cfg.mem_file_margin_bytes)
         """RSS, its high-water mark, and malloc_trim after bursts (the ctl thread's tick)."""
         """Collections and their pauses since start (or the last stats reset)."""
+        self.rt_helpers: dict[str, Any] = {}
+        """The real-time profile of the threads beside the loop (set once they run)."""
         self.gc_off_loop: GcOffLoop | None = None
         """Set by serve() (the edged command) unless gc_interval_ms is 0."""
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -371,7 +374,14 @@ class Edged:
         self.gcwatch.loop_thread = self._thread.ident
         self.loop.ready.wait(10)
         self.ctl.start()
+        self._pin_helpers(skip={self._thread.native_id or 0})
         return self
+
+    def _pin_helpers(self, skip: set[int]) -> None:
+        """The real-time profile for the threads beside the loop (edge._rt: why)."""
+        self.rt_helpers = apply_to_helper_threads(
+            cpu_affinity=self.cfg.cpu_affinity, rt_priority=self.cfg.rt_priority, skip=skip
+        )
 
     def serve(self) -> None:
         """Run the loop on this thread until SIGTERM/SIGINT or ``request_stop``."""
@@ -382,6 +392,7 @@ class Edged:
         if self.cfg.gc_interval_ms > 0:
             self.gc_off_loop = GcOffLoop(self.cfg.gc_interval_ms * 1_000_000).start()
         self.ctl.start()  # after the GC policy: the first STATUS already reports it
+        self._pin_helpers(skip={threading.get_native_id()})  # this thread: the loop's own
         try:
             self.loop.run()
         finally:
@@ -595,8 +606,17 @@ class Edged:
                 "hash": table.ruleset.content_hash.hex(),
             },
             "inflight": len(loop.inflight),
-            "realtime": loop.rt_applied,
-            "gc": self.gcwatch.snapshot(),
+            "realtime": {**loop.rt_applied, "helpers": self.rt_helpers},
+            # Python's thread names by native id: what `top -H` / /proc/PID/task show as
+            # "edged" (libzmq names its own "ZMQbg/..."), for pinning and for profiling
+            "threads": {
+                "loop" if t.ident == self.gcwatch.loop_thread else t.name: t.native_id
+                for t in threading.enumerate()
+            },
+            "gc": {
+                **self.gcwatch.snapshot(),
+                "young_skipped": self.gc_off_loop.skipped if self.gc_off_loop else 0,
+            },
             "memory": self.memory.snapshot(),
             "counters": counters,
             "scheduler": scheduler,

@@ -78,13 +78,20 @@ class GcOffLoop:
     in the middle of a message; a timed one on the ctl thread delays the loop only when a
     message arrives during it. Generation 1 every 10th tick (Python's own 10:1 ratio); the
     full collection, the only long one (it walks every object not frozen), every
-    ``full_every``-th tick. ``stop()`` turns automatic collection back on."""
+    ``full_every``-th tick. A generation-0 tick with fewer than ``min_young`` objects to look
+    at is skipped (counted in ``skipped``): the loop's messages leave almost nothing alive
+    (~50 container objects per 0.2 s at 30,000 samples/s), and a collection's fixed cost
+    (~25 µs, the GIL held) then buys nothing; the young objects wait for the next tick that
+    has enough of them, or for the generation-1 tick. ``stop()`` turns automatic collection
+    back on."""
 
-    def __init__(self, interval_ns: int, full_every: int = 600) -> None:
+    def __init__(self, interval_ns: int, full_every: int = 600, min_young: int = 700) -> None:
         if interval_ns <= 0:
             raise ValueError(f"interval_ns must be positive, got {interval_ns}")
         self.interval_ns = interval_ns
         self.full_every = full_every
+        self.min_young = min_young  # Python's own generation-0 threshold
+        self.skipped = 0
         self.ticks = 0
         self._next = 0
         self._was_enabled = gc.isenabled()
@@ -109,5 +116,8 @@ class GcOffLoop:
         self._next = now_ns + self.interval_ns
         self.ticks += 1
         gen = 2 if self.ticks % self.full_every == 0 else 1 if self.ticks % 10 == 0 else 0
+        if gen == 0 and gc.get_count()[0] < self.min_young:
+            self.skipped += 1
+            return None
         gc.collect(gen)
         return gen

@@ -24,7 +24,7 @@ from typing import Any, cast
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .._rt import apply_rt_profile, parse_rt
+from .._rt import apply_rt_profile, apply_to_current_thread, parse_rt
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import load_config
 from ..errors import (
@@ -148,7 +148,10 @@ class Agent:
     whose work takes longer returns :data:`DEFERRED` and calls :meth:`ack` when done.
     ``after_ack(instruction, status)``, when given, runs on the I/O thread once the Ack has
     left: the place for work that must not count in the execute stage (logging, waking
-    another thread).
+    another thread). The application's own threads share the I/O thread's GIL: one that an
+    ordinary task preempts while it holds the GIL stalls the I/O thread, SCHED_FIFO or not;
+    :meth:`pin_current_thread` puts the calling thread (the one that calls ``report()``) on
+    the profile's CPU one priority below the I/O thread.
     """
 
     def __init__(
@@ -355,6 +358,16 @@ class Agent:
             buf = encode_ack(Ack(session, instruction_id, status, t_delivered, t_done, detail[:500]))
             out.send(buf)
         return True
+
+    def pin_current_thread(self) -> dict[str, Any]:
+        """The real-time profile for the calling thread: the ``rt=`` CPU at SCHED_FIFO one
+        below the I/O thread, so no ordinary task preempts it while it holds the GIL the I/O
+        thread needs. Returns what took effect; {} without ``rt=``."""
+        if self._rt is None:
+            return {}
+        cpus, prio = parse_rt(self._rt)
+        return apply_to_current_thread(cpu_affinity=cpus, rt_priority=max(1, prio - 1),
+                                       mlock=False)  # fmt: skip
 
     # ------------------------------------------------------------ reporting
 

@@ -287,6 +287,8 @@ class Rig:
         from ..runtime import CtlClient
         from ..wire import CtlOp
 
+        self.stop_edged()  # a rig runs one edged at a time (the bench's second pass starts anew)
+        self.edged_exit = None
         argv = [*edged_command(), "--run-dir", str(self.run_dir), "--data-dir", str(self.data_dir),
                 "--rules", str(rules_file), "--metrics-addr", "", "--log-level", log_level]
         if config_file is not None:
@@ -451,6 +453,7 @@ def probe(run_dir: Path, agent_id: str, metric: str, rate: float, high: float, l
                                    kind="bench-probe", after_ack=acked, transport=transport,
                                    rt=rt) as agent:
         mid = agent.metric_id(metric)
+        agent.pin_current_thread()  # this thread reports: with --rt, beside the I/O thread
         period_ns = int(1e9 / rate) if rate > 0 else 0
         wait_s = timeout_ms / 1000.0
         e2e, rtt = new_hist(), new_hist()

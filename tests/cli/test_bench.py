@@ -70,6 +70,13 @@ def test_quick_bench_writes_every_required_key(tmp_path: Path) -> None:
     for lane in rt["lanes"].values():
         _summary(lane["e2e_us"])
         assert lane["rt_applied"]["cpu_affinity"] == rt["edged_realtime"]["cpu_affinity"]
+    # the scheduler's share, the evidence for what bounds a tail: edged's loop among its threads
+    for sched in (doc["sched"], rt["sched"]):
+        assert {"edged", "probe_zmq", "probe_seqpacket", "pong"} <= set(sched)
+        loop = sched["edged"]["threads"]["loop"]
+        assert loop["cpu_pct"] > 0 and loop["runq_wait_pct"] >= 0
+        assert {"edge-ctl", "edge-store-writer"} <= set(sched["edged"]["threads"])
+    assert "scheduler (% of the window" in r.stdout
     assert isinstance(doc["instructions"], int) and doc["instructions"] > 0
     assert isinstance(doc["acks"], int) and doc["acks"] > 0
     assert abs(doc["instructions"] - doc["acks"]) <= 2  # one may be in flight at the cut
@@ -88,6 +95,12 @@ def test_quick_bench_writes_every_required_key(tmp_path: Path) -> None:
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", doc["timestamp"])
     assert doc["edged_exit_code"] == 0
     assert "e2e (edged)" in r.stdout  # the one-screen summary
+    # every edged it started is gone (the real-time pass's once outlived the bench, at FIFO)
+    run = re.search(r"run directory (\S+)", r.stdout + r.stderr)
+    assert run, r.stdout + r.stderr
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if any(run.group(1) in a for a in p.info["cmdline"] or ())]
+    assert not left, f"processes of the bench's run left running: {left}"
 
 
 def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:

@@ -40,7 +40,7 @@ def test_gc_off_loop_collects_on_its_timer_and_restores_automatic_collection() -
     from edge.runtime._gcwatch import GcOffLoop
 
     assert gc.isenabled()
-    off = GcOffLoop(100, full_every=100).start()
+    off = GcOffLoop(100, full_every=100, min_young=0).start()
     try:
         assert not gc.isenabled()
         gens = [off.tick(t) for t in range(0, 100 * 100, 100)]
@@ -51,3 +51,19 @@ def test_gc_off_loop_collects_on_its_timer_and_restores_automatic_collection() -
         off.stop()
     assert gc.isenabled()
     assert off.tick(10**12) is None  # stopped: no more collections
+
+
+def test_gc_off_loop_skips_a_young_collection_with_little_to_collect() -> None:
+    """Generation 0 only once enough young objects wait; generations 1 and 2 stay on time."""
+    from edge.runtime._gcwatch import GcOffLoop
+
+    off = GcOffLoop(100, full_every=100, min_young=10**9).start()
+    try:
+        gens = [off.tick(t) for t in range(0, 100 * 100, 100)]
+        assert gens.count(0) == 0 and off.skipped == 90
+        assert gens.count(1) == 9 and gens.count(2) == 1
+        off.min_young = 1
+        keep = [[] for _ in range(50)]  # young container objects alive at the next tick
+        assert off.tick(10_000) == 0 and keep
+    finally:
+        off.stop()

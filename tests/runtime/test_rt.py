@@ -55,6 +55,7 @@ def test_busy_poll_window_keeps_the_loop_polling(make_cfg: Any, agent_factory: A
             "sched_fifo": None,
             "mlockall": False,
             "zmq_io": {"threads": [], "cpu_affinity": None, "sched_fifo": None},
+            "helpers": {},  # no SCHED_FIFO asked for: the other threads are left alone
         }
 
 
@@ -85,3 +86,37 @@ def test_the_rt_switch_sets_the_three_real_time_settings(make_cfg: Any) -> None:
         make_cfg(rt="fast")
     with pytest.raises(ConfigError, match="1 to 99"):
         make_cfg(rt="1:200")
+
+
+def test_status_names_the_threads_by_native_id(edged: Any) -> None:
+    """Pinning or profiling one thread (top -H, taskset -p, py-spy) needs its native id."""
+    from edge.runtime import CtlClient
+    from edge.wire import CtlOp
+
+    with CtlClient(edged.cfg.run_dir) as c:
+        threads = c.request(CtlOp.STATUS)["threads"]
+    assert {"loop", "edge-ctl", "edge-store-writer"} <= set(threads)
+    assert threads["loop"] == edged._thread.native_id
+    assert all(os.path.isdir(f"/proc/self/task/{tid}") for tid in threads.values())
+
+
+def test_the_threads_beside_the_loop_follow_it_one_priority_below(make_cfg: Any) -> None:
+    """With SCHED_FIFO, the store writer and the ctl thread (they take the GIL the loop needs)
+    run on the loop's CPU one priority below it, so no ordinary task preempts one of them
+    while it holds the GIL; without the privilege, the affinity still applies."""
+    cpu = max(os.sched_getaffinity(0))
+    with Edged(make_cfg(cpu_affinity=str(cpu), rt_priority=10)) as d:
+        helpers = d._ctl_status({}, b"")["realtime"]["helpers"]  # noqa: SLF001
+        threads = {t.name: t.native_id for t in threading.enumerate()}
+        assert {"edge-ctl", "edge-store-writer"} <= set(helpers)
+        assert "edge-loop" not in helpers  # the loop has its own, one priority higher
+        fifo_ok = d.loop is not None and d.loop.rt_applied["sched_fifo"] == 10
+        for name in ("edge-ctl", "edge-store-writer"):
+            assert helpers[name]["cpu_affinity"] == [cpu]
+            assert os.sched_getaffinity(threads[name]) == {cpu}
+            if fifo_ok:
+                assert helpers[name]["sched_fifo"] == 9
+                assert os.sched_getscheduler(threads[name]) == os.SCHED_FIFO
+                assert os.sched_getparam(threads[name]).sched_priority == 9
+            else:
+                assert helpers[name]["sched_fifo"] is None

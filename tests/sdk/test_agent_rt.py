@@ -44,6 +44,9 @@ with Agent("rt-1", ["cpu"], run_dir=sys.argv[1], rt=sys.argv[2]) as a:
                        for t in [got["thread"], *got["zmq_io"]["threads"]]}
     got["policy"] = {str(t): os.sched_getscheduler(t)
                      for t in [got["thread"], *got["zmq_io"]["threads"]]}
+    got["caller"] = a.pin_current_thread()
+    got["caller_affinity"] = sorted(os.sched_getaffinity(0))
+    got["caller_prio"] = os.sched_getparam(0).sched_priority
 print(json.dumps(got))
 """
 
@@ -52,7 +55,7 @@ def test_the_profile_pins_the_io_thread_and_libzmqs(edged: Edged, run_dir: Path)
     """In its own process: the profile pins every libzmq I/O thread of the process."""
     cpu = max(os.sched_getaffinity(0))
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(run_dir), f"{cpu}:1"],
+        [sys.executable, "-c", _CHILD, str(run_dir), f"{cpu}:5"],
         capture_output=True, text=True, timeout=60, check=True,
         env={**os.environ, "EDGE_CONFIG": ""},
     )  # fmt: skip
@@ -61,9 +64,13 @@ def test_the_profile_pins_the_io_thread_and_libzmqs(edged: Edged, run_dir: Path)
     assert got["zmq_io"]["threads"], "no libzmq I/O thread found"
     assert all(cpus == [cpu] for cpus in got["affinity"].values()), got
     if got["sched_fifo"] is None:  # no CAP_SYS_NICE here: said so, and not applied
-        assert "SCHED_FIFO priority 1 not applied" in out.stderr
+        assert "SCHED_FIFO priority 5 not applied" in out.stderr
     else:
         assert set(got["policy"].values()) == {os.SCHED_FIFO}
+    # the caller's thread (it reports, and holds the GIL meanwhile): same CPU, one below
+    assert got["caller"]["cpu_affinity"] == got["caller_affinity"] == [cpu]
+    if got["sched_fifo"] is not None:
+        assert got["caller"]["sched_fifo"] == got["caller_prio"] == 4
 
 
 def test_lean_and_full_paths_run_the_same_handler(tmp_path: Path) -> None:

@@ -201,3 +201,36 @@ def test_targeted_edits_of_the_free_bytes(seed: int) -> None:
             _check(bytes(b))
     # the edits reached both sides of the contract: taken mutants and refused ones in layout
     assert Seen.lean_taken > 100 and Seen.lean_layout_refused > 100, vars(Seen)
+
+
+# --- the memo of Instruction shapes --------------------------------------------------------------
+
+
+@given(instructions, st.integers(0, 2**64 - 1), st.integers(-(2**63), 2**63 - 1),
+       st.floats(allow_nan=True), st.integers(-(2**63), 2**63 - 1), st.integers(0, 2**32 - 1))
+@settings(max_examples=300)
+def test_a_remembered_shape_decodes_new_scalars_and_refuses_what_verify_refuses(
+    ins: Instruction, iid: int, deadline: int, value: float, t_sample: int, seed: int
+) -> None:
+    """Once an Instruction's shape is remembered, a buffer that differs only in the four
+    scalars decodes as the decoder does, and one that differs anywhere else is checked whole."""
+    buf = encode_instruction(ins)
+    if lean_instruction(buf) is None:  # more params than the lean path takes
+        return
+    again = bytearray(buf)
+    struct.pack_into("<Qqdq", again, 64, iid, deadline, value, t_sample)
+    hit = lean_instruction(bytes(again))
+    assert hit is not None and repr(hit) == repr(decode_instruction(bytes(again)))
+    rnd = random.Random(seed)
+    for _ in range(20):
+        _check(mutate(buf, rnd))
+        b = bytearray(buf)
+        i = rnd.choice([j for j in range(len(b)) if not 64 <= j < 96])
+        b[i] ^= 1 << rnd.randrange(8)
+        _check(bytes(b))
+
+
+def test_the_memo_is_bounded() -> None:
+    for k in range(lean_mod.INS_MEMO_MAX * 3):
+        lean_instruction(encode_instruction(Instruction(k, f"rule-{k}", Action.THROTTLE)))
+        assert len(lean_mod._ins_memo) <= lean_mod.INS_MEMO_MAX
