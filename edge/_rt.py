@@ -95,11 +95,16 @@ def apply_to_zmq_threads(*, cpu_affinity: str, rt_priority: int) -> dict[str, An
     return applied
 
 
+def _is_edged_thread(name: str) -> bool:
+    return name.startswith("edge-") and not name.startswith("edge-agent-")
+
+
 def apply_to_helper_threads(
     *, cpu_affinity: str, rt_priority: int, skip: set[int]
 ) -> dict[str, Any]:
-    """With SCHED_FIFO asked for: every other Python thread of this process (edged's store
-    writer, ctl server, metrics exporter; not those in ``skip``) on the loop's CPUs at
+    """With SCHED_FIFO asked for: edged's other threads (those it named ``edge-*``: store
+    writer, ctl server, metrics exporter; not those in ``skip``, never a thread of the
+    embedding program, such as its main thread when Edged runs in-process) on the loop's CPUs at
     SCHED_FIFO one step below the loop. These threads take the GIL the loop needs: at
     SCHED_OTHER an ordinary task on a busy CPU preempts one of them while it holds the GIL,
     and the loop, real-time or not, waits until the scheduler gives that thread a CPU again
@@ -114,7 +119,7 @@ def apply_to_helper_threads(
     prio = max(1, rt_priority - 1)
     for t in threading.enumerate():
         tid = t.native_id
-        if tid is None or tid in skip or not t.is_alive():
+        if tid is None or tid in skip or not t.is_alive() or not _is_edged_thread(t.name):
             continue
         cpus, fifo = _schedule([tid], cpu_affinity, prio, f"thread {t.name}")
         out[t.name] = {"cpu_affinity": cpus, "sched_fifo": fifo}

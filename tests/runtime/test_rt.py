@@ -110,6 +110,11 @@ def test_the_threads_beside_the_loop_follow_it_one_priority_below(make_cfg: Any)
         threads = {t.name: t.native_id for t in threading.enumerate()}
         assert {"edge-ctl", "edge-store-writer"} <= set(helpers)
         assert "edge-loop" not in helpers  # the loop has its own, one priority higher
+        # never the embedding program's threads: a FIFO main thread pinned beside a FIFO
+        # thread of its own that spins starves (it hung this test suite once)
+        assert threading.main_thread().name not in helpers
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        assert os.sched_getaffinity(0) != {cpu} or os.cpu_count() == 1
         fifo_ok = d.loop is not None and d.loop.rt_applied["sched_fifo"] == 10
         for name in ("edge-ctl", "edge-store-writer"):
             assert helpers[name]["cpu_affinity"] == [cpu]
