@@ -86,6 +86,10 @@ class EdgeConfig:
     mem_trim_margin_bytes: int = 16 << 20
     """When RSS grows this far above its steady state (after a burst of big frames, say), the
     ctl thread returns the allocator's free memory to the kernel (malloc_trim); 0: never."""
+    mem_settle_margin_bytes: int = 1 << 20
+    """When RSS has stayed this far above its level after the last burst for 5 s without
+    growing (a burst smaller than mem_trim_margin_bytes, over), the ctl thread trims once and
+    releases the store's pages; 0: never."""
     mem_file_margin_bytes: int = 2 << 20
     """When the file-backed part of RSS (the store's pages LMDB has read) grows this far above
     its steady state, the ctl thread unmaps them (MADV_DONTNEED: they stay in the page cache);
@@ -435,6 +439,7 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (cfg.rcv_conn_bytes >= 1 << 20, "rcv_conn_bytes must be >= 1 MiB"),
         (cfg.mem_trim_margin_bytes >= 0, "mem_trim_margin_bytes must be >= 0"),
         (cfg.mem_file_margin_bytes >= 0, "mem_file_margin_bytes must be >= 0"),
+        (cfg.mem_settle_margin_bytes >= 0, "mem_settle_margin_bytes must be >= 0"),
         (4096 <= cfg.max_msg_bytes <= 64 << 20, "max_msg_bytes must be within 4 KiB..64 MiB"),
         (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),

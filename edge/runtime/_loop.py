@@ -62,6 +62,7 @@ from ..wire import (
     verify,
 )
 from ._agg import BatchTap
+from ._events import EventRing
 from ._lifecycle import AgentState
 from ._overload import COUNTERS as SCHED_COUNTERS
 from ._overload import OverloadControl
@@ -205,8 +206,8 @@ class ControlLoop:
         self.book = StatsBook()
         self.tap: BatchTap | None = None
         """Set by edged when upstream aggregation is on: batches handed to the digest."""
-        self.events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=4096)
-        self.event_seq = 0
+        self.events = EventRing(4096)
+        """The last 4,096 events (``edgectl tail``), packed: nothing of a burst outlives it."""
         self._limiter = RateLimiter(cfg.log_rate_per_s)
         self._next_iid = first_instruction_id
         self._stop = False
@@ -1317,10 +1318,12 @@ class ControlLoop:
             self.counters["notices_dropped"] += 1
 
     def _event(self, kind: str, agent_id: str, rule_id: str, iid: int, detail: str) -> None:
-        self.event_seq += 1
-        self.events.append(
-            (self.event_seq, self.clock.wall_ms(), kind, agent_id, rule_id, iid, detail)
-        )
+        self.events.append(self.clock.wall_ms(), kind, agent_id, rule_id, iid, detail)
+
+    @property
+    def event_seq(self) -> int:
+        """The newest event's sequence number (0: none yet)."""
+        return self.events.seq
 
     def _audit(self, event: str, **fields: Any) -> None:
         if self.writer is not None:
@@ -1352,8 +1355,7 @@ class ControlLoop:
         return sorted(out, key=lambda d: d["agent_id"])
 
     def events_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
-        keys = ("seq", "wall_ms", "kind", "agent_id", "rule_id", "instruction_id", "detail")
-        return [dict(zip(keys, e, strict=True)) for e in list(self.events) if e[0] > seq][:limit]
+        return self.events.after(seq, limit)
 
 
 def _trigger(action: str, owner: object, f: Firing) -> str:
