@@ -101,6 +101,10 @@ class EdgeConfig:
     fast_lane: bool = True
     """Offer the fast lane: the same protocol over AF_UNIX SOCK_SEQPACKET on
     ``<run_dir>/agents.seq`` beside ZeroMQ, for agents that ask for it (docs/protocol.md)."""
+    max_connections: int = 1536
+    """Connections to agents.sock at once (ZeroMQ); more are refused in their handshake, before
+    any message of theirs is read (``connections_refused``); 0: no cap. Each agent holds one;
+    the rest is room for agents reconnecting."""
     fast_lane_max_conns: int = 256
     """Fast-lane connections at once; more are closed as they come (``seq_refused_full``)."""
     fast_lane_hello_ms: int = 5000
@@ -450,6 +454,7 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
         (1 <= cfg.max_targets <= 65_536, "max_targets must be within 1..65536"),
         (1 <= cfg.fast_lane_max_conns <= 65_536, "fast_lane_max_conns must be within 1..65536"),
+        (0 <= cfg.max_connections <= 65_536, "max_connections must be within 0..65536"),
         (cfg.fast_lane_hello_ms > 0, "fast_lane_hello_ms must be > 0"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),

@@ -599,6 +599,7 @@ class Edged:
             "realtime": loop.rt_applied,
             "gc": self.gcwatch.snapshot(),
             "memory": self.memory.snapshot(),
+            "connections": loop.conncap.snapshot() if loop.conncap is not None else None,
             "counters": counters,
             "scheduler": scheduler,
             "store": self.writer.counters,

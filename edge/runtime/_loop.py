@@ -62,6 +62,7 @@ from ..wire import (
     verify,
 )
 from ._agg import BatchTap
+from ._conncap import ConnectionCap
 from ._events import EventRing
 from ._lifecycle import AgentState
 from ._overload import COUNTERS as SCHED_COUNTERS
@@ -97,6 +98,7 @@ COUNTERS = (
     "acks_rejected",
     "acks_unknown",
     "acks_foreign",
+    "connections_refused",
     "firings",
     "timer_firings",
     "instructions_sent",
@@ -162,15 +164,27 @@ class ControlLoop:
         # frame is never allocated). With RCVHWM from rcv_conn_bytes, what one connection can
         # make edged hold is bounded by bytes, whatever it sends.
         cap = hard_msg_cap(cfg.max_msg_bytes)
-        self.sock = make_router(
-            ctx,
-            self.endpoint,
-            max_msg_bytes=cap,
-            sndhwm=cfg.sndhwm,
-            rcvhwm=rcv_hwm(cfg.rcv_conn_bytes, cap),
-        )
-        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.conncap: ConnectionCap | None = None
+        """The cap on agents.sock's connections (edge.runtime._conncap); None: no cap."""
+        if cfg.max_connections:
+            self.conncap = ConnectionCap(ctx, cfg.max_connections, self.counters,
+                                         audit=self._audit_later, clock_ns=clock.monotonic_ns,
+                                         log_rate_per_s=cfg.log_rate_per_s)
+        try:
+            self.sock = make_router(
+                ctx,
+                self.endpoint,
+                max_msg_bytes=cap,
+                sndhwm=cfg.sndhwm,
+                rcvhwm=rcv_hwm(cfg.rcv_conn_bytes, cap),
+                before_bind=self.conncap.watch if self.conncap is not None else None,
+            )
+        except BaseException:
+            if self.conncap is not None:
+                self.conncap.close()
+            raise
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.lane: SeqLane | None = None
         """The fast lane (AF_UNIX SOCK_SEQPACKET, edge.runtime._seqlane); None: not offered."""
         if cfg.fast_lane:
@@ -183,6 +197,8 @@ class ControlLoop:
                     counters=self.counters,
                 )
             except OSError:
+                if self.conncap is not None:
+                    self.conncap.close()
                 self.sock.close(linger=0)
                 os.close(self._wake_fd)
                 raise
@@ -313,6 +329,8 @@ class ControlLoop:
             pass
 
     def close(self) -> None:
+        if self.conncap is not None:
+            self.conncap.close()
         self.sock.close(linger=0)
         if self.lane is not None:
             self.lane.close()
@@ -335,6 +353,15 @@ class ControlLoop:
         if self.stopped.is_set():  # raced with the loop's exit
             self._run_calls(fail=True)
         return fut.result(timeout)
+
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the loop thread between two iterations; do not wait for it (a
+        thread that must never wait on the loop: the connection cap's). Dropped if the
+        loop is stopping."""
+        if self._stop or self.stopped.is_set():
+            return
+        self._calls.append((fn, Future()))
+        os.eventfd_write(self._wake_fd, 1)
 
     def _run_calls(self, fail: bool = False) -> None:
         try:
@@ -1328,6 +1355,10 @@ class ControlLoop:
     def _audit(self, event: str, **fields: Any) -> None:
         if self.writer is not None:
             self.writer.audit(event, **fields)
+
+    def _audit_later(self, event: str, **fields: Any) -> None:
+        """:meth:`_audit` from another thread: the writer's queue has one producer, the loop."""
+        self.post(lambda: self._audit(event, **fields))
 
     # ------------------------------------------------- snapshots (any thread)
 
