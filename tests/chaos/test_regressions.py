@@ -136,7 +136,8 @@ _PIPELINE = 64
 def test_defect3_agent_churn(mode: str, edged_proc: Callable[..., tools.EdgedProcess]) -> None:
     n = tools.scaled(20_000, 100_000, mode)
     edged = edged_proc()
-    steady = tools.steady_rss(edged, 0.5)
+    fresh, steady = tools.warm_steady_rss(edged) if mode == "campaign" else \
+        (tools.steady_rss(edged, 0.5),) * 2
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     s = tools.dealer(ctx, edged.run_dir)
     done = 0
@@ -159,11 +160,12 @@ def test_defect3_agent_churn(mode: str, edged_proc: Callable[..., tools.EdgedPro
         s.close()
         ctx.term()
     tools.report("defect3_churn", mode, agents_churned=done, per_s=round(done / seconds),
-                 agents=agents, rss_steady_mb=round(steady / tools.MB, 1),
+                 agents=agents, rss_fresh_mb=round(fresh / tools.MB, 1), rss_steady_mb=round(steady / tools.MB, 1),
                  rss_peak_mb=round(rss.peak / tools.MB, 1),
                  rss_growth_per_agent_b=round((rss.samples[-1] - steady) / max(done, 1)),
                  rss_back_within_10pct_s=recovered.get("back_s"),
-        rss_a_minute_after_mb=recovered.get("rss_mb"))
+        rss_a_minute_after_mb=recovered.get("rss_mb"),
+        **tools.recovery_ratios(recovered, fresh, steady))
     assert rss.peak <= tools.RSS_LIMIT, f"RSS peak {rss.peak >> 20} MB after {done} agents"
     if mode == "campaign":
         assert recovered["back_s"] is not None, "RSS not back within 10 % of steady a minute after"
@@ -173,7 +175,8 @@ def test_defect4_oversized_flood(
     mode: str, edged_proc: Callable[..., tools.EdgedProcess]
 ) -> None:
     edged = edged_proc()
-    steady = tools.steady_rss(edged, 0.5)
+    fresh, steady = tools.warm_steady_rss(edged) if mode == "campaign" else \
+        (tools.steady_rss(edged, 0.5),) * 2
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     s = tools.dealer(ctx, edged.run_dir, sndhwm=4)  # our own queue stays small
     big = b"\x00" * (2 << 20)
@@ -198,9 +201,10 @@ def test_defect4_oversized_flood(
     tools.report("defect4_2mib_flood", mode, frames_sent=sent, seconds=3.0,
                  bad_too_large=counters["bad_too_large"], probe_served_during=served,
                  stopped_at_safety=rss.over_safety.is_set(),
-                 rss_steady_mb=round(steady / tools.MB, 1),
+                 rss_fresh_mb=round(fresh / tools.MB, 1), rss_steady_mb=round(steady / tools.MB, 1),
                  rss_peak_mb=round(rss.peak / tools.MB, 1), rss_back_within_10pct_s=recovered.get("back_s"),
-        rss_a_minute_after_mb=recovered.get("rss_mb"))
+        rss_a_minute_after_mb=recovered.get("rss_mb"),
+        **tools.recovery_ratios(recovered, fresh, steady))
     assert edged.alive()
     assert rss.peak <= tools.RSS_LIMIT, f"RSS peak {rss.peak >> 20} MB"
     assert served > 0, "the probe was not served during the flood"
@@ -215,9 +219,10 @@ def test_connection_flood(mode: str, edged_proc: Callable[..., tools.EdgedProces
     cap = 256
     n = tools.scaled(600, 5000, mode)
     edged = edged_proc(max_connections=cap)
-    steady = tools.steady_rss(edged, 0.5)
+    fresh, steady = tools.warm_steady_rss(edged) if mode == "campaign" else \
+        (tools.steady_rss(edged, 0.5),) * 2
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    ctx.setsockopt(zmq.MAX_SOCKETS, n + 64)
+    ctx.set(zmq.MAX_SOCKETS, n + 64)
     socks: list[zmq.Socket[bytes]] = []
     try:
         with tools.Probe(edged.run_dir) as probe, tools.RssSampler(edged.pid, 0.01) as rss:
@@ -250,10 +255,11 @@ def test_connection_flood(mode: str, edged_proc: Callable[..., tools.EdgedProces
                  opened_per_s=round(n / max(opened_s, 1e-9)),
                  connections_refused=counters["connections_refused"],
                  connections_live=status["connections"]["live"],
-                 probe_served_during=served, rss_steady_mb=round(steady / tools.MB, 1),
+                 probe_served_during=served, rss_fresh_mb=round(fresh / tools.MB, 1), rss_steady_mb=round(steady / tools.MB, 1),
                  rss_peak_mb=round(rss.peak / tools.MB, 1),
                  rss_back_within_10pct_s=recovered.get("back_s"),
-                 rss_a_minute_after_mb=recovered.get("rss_mb"))
+                 rss_a_minute_after_mb=recovered.get("rss_mb"),
+        **tools.recovery_ratios(recovered, fresh, steady))
     assert edged.alive() and edged.tracebacks() == 0, edged.tail()
     assert counters["connections_refused"] >= n - cap
     assert status["connections"]["live"] <= cap + 64  # refused ones closing meanwhile
