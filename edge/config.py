@@ -86,6 +86,10 @@ class EdgeConfig:
     mem_trim_margin_bytes: int = 16 << 20
     """When RSS grows this far above its steady state (after a burst of big frames, say), the
     ctl thread returns the allocator's free memory to the kernel (malloc_trim); 0: never."""
+    mem_settle_margin_bytes: int = 1 << 20
+    """When RSS has stayed this far above its level after the last burst for 5 s without
+    growing (a burst smaller than mem_trim_margin_bytes, over), the ctl thread trims once and
+    releases the store's pages; 0: never."""
     mem_file_margin_bytes: int = 2 << 20
     """When the file-backed part of RSS (the store's pages LMDB has read) grows this far above
     its steady state, the ctl thread unmaps them (MADV_DONTNEED: they stay in the page cache);
@@ -97,6 +101,10 @@ class EdgeConfig:
     fast_lane: bool = True
     """Offer the fast lane: the same protocol over AF_UNIX SOCK_SEQPACKET on
     ``<run_dir>/agents.seq`` beside ZeroMQ, for agents that ask for it (docs/protocol.md)."""
+    max_connections: int = 1536
+    """Connections to agents.sock at once (ZeroMQ); more are refused in their handshake, before
+    any message of theirs is read (``connections_refused``); 0: no cap. Each agent holds one;
+    the rest is room for agents reconnecting."""
     fast_lane_max_conns: int = 256
     """Fast-lane connections at once; more are closed as they come (``seq_refused_full``)."""
     fast_lane_hello_ms: int = 5000
@@ -435,6 +443,7 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (cfg.rcv_conn_bytes >= 1 << 20, "rcv_conn_bytes must be >= 1 MiB"),
         (cfg.mem_trim_margin_bytes >= 0, "mem_trim_margin_bytes must be >= 0"),
         (cfg.mem_file_margin_bytes >= 0, "mem_file_margin_bytes must be >= 0"),
+        (cfg.mem_settle_margin_bytes >= 0, "mem_settle_margin_bytes must be >= 0"),
         (4096 <= cfg.max_msg_bytes <= 64 << 20, "max_msg_bytes must be within 4 KiB..64 MiB"),
         (1 <= cfg.max_batch <= (cfg.max_msg_bytes - 64) // 24, "max_batch must fit max_msg_bytes"),
         (cfg.ack_timeout_ms > 0, "ack_timeout_ms must be > 0"),
@@ -445,6 +454,7 @@ def _problems(cfg: EdgeConfig) -> list[str]:
         (0 <= cfg.urgent_priority <= 256, "urgent_priority must be within 0..256"),
         (1 <= cfg.max_targets <= 65_536, "max_targets must be within 1..65536"),
         (1 <= cfg.fast_lane_max_conns <= 65_536, "fast_lane_max_conns must be within 1..65536"),
+        (0 <= cfg.max_connections <= 65_536, "max_connections must be within 0..65536"),
         (cfg.fast_lane_hello_ms > 0, "fast_lane_hello_ms must be > 0"),
         (cfg.map_size <= cfg.max_map_size, "map_size must be <= max_map_size"),
         (0 <= cfg.sched_budget_us <= 1_000_000, "sched_budget_us must be within 0..1000000"),

@@ -175,8 +175,14 @@ def _memory_row(m: dict[str, Any]) -> str:
     return (
         f"RSS {m['rss_bytes'] / mb:.1f} MiB (peak {m['rss_hwm_bytes'] / mb:.1f}, "
         f"steady {m['steady_bytes'] / mb:.1f}); {m['trims']} trims gave back "
-        f"{m['trimmed_bytes'] / mb:.1f} MiB"
+        f"{m['trimmed_bytes'] / mb:.1f} MiB ({m.get('settles', 0)} after a burst settled)"
     )
+
+
+def _connections_row(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "no cap (max_connections 0)"
+    return f"{c['live']} open of max {c['max']}; {c['refused']} refused"
 
 
 @cli.command()
@@ -227,6 +233,7 @@ def status(obj: Ctx, as_json: bool, wait_s: float) -> None:
         ),
         ("overload", _overload_row(s.get("scheduler") or {}, c)),
         ("memory", _memory_row(s.get("memory") or {})),
+        ("connections", _connections_row(s.get("connections"))),
         (
             "hostile input",
             f"{c.get('acks_foreign', 0)} foreign acks, "

@@ -102,7 +102,8 @@ class Edged:
         self.stats: StatsView | None = None
         self.agg: Aggregator | None = None
         self.gcwatch = GcWatch()
-        self.memory = MemoryWatch(cfg.mem_trim_margin_bytes, file_margin=cfg.mem_file_margin_bytes)
+        self.memory = MemoryWatch(cfg.mem_trim_margin_bytes, file_margin=cfg.mem_file_margin_bytes,
+                                  settle_margin=cfg.mem_settle_margin_bytes)
         """RSS, its high-water mark, and malloc_trim after bursts (the ctl thread's tick)."""
         """Collections and their pauses since start (or the last stats reset)."""
         self.rt_helpers: dict[str, Any] = {}
@@ -618,6 +619,7 @@ class Edged:
                 "young_skipped": self.gc_off_loop.skipped if self.gc_off_loop else 0,
             },
             "memory": self.memory.snapshot(),
+            "connections": loop.conncap.snapshot() if loop.conncap is not None else None,
             "counters": counters,
             "scheduler": scheduler,
             "store": self.writer.counters,

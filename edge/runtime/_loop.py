@@ -62,6 +62,8 @@ from ..wire import (
     verify,
 )
 from ._agg import BatchTap
+from ._conncap import ConnectionCap
+from ._events import EventRing
 from ._lifecycle import AgentState
 from ._overload import COUNTERS as SCHED_COUNTERS
 from ._overload import OverloadControl
@@ -96,6 +98,7 @@ COUNTERS = (
     "acks_rejected",
     "acks_unknown",
     "acks_foreign",
+    "connections_refused",
     "firings",
     "timer_firings",
     "instructions_sent",
@@ -161,15 +164,27 @@ class ControlLoop:
         # frame is never allocated). With RCVHWM from rcv_conn_bytes, what one connection can
         # make edged hold is bounded by bytes, whatever it sends.
         cap = hard_msg_cap(cfg.max_msg_bytes)
-        self.sock = make_router(
-            ctx,
-            self.endpoint,
-            max_msg_bytes=cap,
-            sndhwm=cfg.sndhwm,
-            rcvhwm=rcv_hwm(cfg.rcv_conn_bytes, cap),
-        )
-        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.conncap: ConnectionCap | None = None
+        """The cap on agents.sock's connections (edge.runtime._conncap); None: no cap."""
+        if cfg.max_connections:
+            self.conncap = ConnectionCap(ctx, cfg.max_connections, self.counters,
+                                         audit=self._audit_later, clock_ns=clock.monotonic_ns,
+                                         log_rate_per_s=cfg.log_rate_per_s)
+        try:
+            self.sock = make_router(
+                ctx,
+                self.endpoint,
+                max_msg_bytes=cap,
+                sndhwm=cfg.sndhwm,
+                rcvhwm=rcv_hwm(cfg.rcv_conn_bytes, cap),
+                before_bind=self.conncap.watch if self.conncap is not None else None,
+            )
+        except BaseException:
+            if self.conncap is not None:
+                self.conncap.close()
+            raise
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.lane: SeqLane | None = None
         """The fast lane (AF_UNIX SOCK_SEQPACKET, edge.runtime._seqlane); None: not offered."""
         if cfg.fast_lane:
@@ -182,6 +197,8 @@ class ControlLoop:
                     counters=self.counters,
                 )
             except OSError:
+                if self.conncap is not None:
+                    self.conncap.close()
                 self.sock.close(linger=0)
                 os.close(self._wake_fd)
                 raise
@@ -205,8 +222,8 @@ class ControlLoop:
         self.book = StatsBook()
         self.tap: BatchTap | None = None
         """Set by edged when upstream aggregation is on: batches handed to the digest."""
-        self.events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=4096)
-        self.event_seq = 0
+        self.events = EventRing(4096)
+        """The last 4,096 events (``edgectl tail``), packed: nothing of a burst outlives it."""
         self._limiter = RateLimiter(cfg.log_rate_per_s)
         self._next_iid = first_instruction_id
         self._stop = False
@@ -312,6 +329,8 @@ class ControlLoop:
             pass
 
     def close(self) -> None:
+        if self.conncap is not None:
+            self.conncap.close()
         self.sock.close(linger=0)
         if self.lane is not None:
             self.lane.close()
@@ -334,6 +353,15 @@ class ControlLoop:
         if self.stopped.is_set():  # raced with the loop's exit
             self._run_calls(fail=True)
         return fut.result(timeout)
+
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the loop thread between two iterations; do not wait for it (a
+        thread that must never wait on the loop: the connection cap's). Dropped if the
+        loop is stopping."""
+        if self._stop or self.stopped.is_set():
+            return
+        self._calls.append((fn, Future()))
+        os.eventfd_write(self._wake_fd, 1)
 
     def _run_calls(self, fail: bool = False) -> None:
         try:
@@ -1317,14 +1345,20 @@ class ControlLoop:
             self.counters["notices_dropped"] += 1
 
     def _event(self, kind: str, agent_id: str, rule_id: str, iid: int, detail: str) -> None:
-        self.event_seq += 1
-        self.events.append(
-            (self.event_seq, self.clock.wall_ms(), kind, agent_id, rule_id, iid, detail)
-        )
+        self.events.append(self.clock.wall_ms(), kind, agent_id, rule_id, iid, detail)
+
+    @property
+    def event_seq(self) -> int:
+        """The newest event's sequence number (0: none yet)."""
+        return self.events.seq
 
     def _audit(self, event: str, **fields: Any) -> None:
         if self.writer is not None:
             self.writer.audit(event, **fields)
+
+    def _audit_later(self, event: str, **fields: Any) -> None:
+        """:meth:`_audit` from another thread: the writer's queue has one producer, the loop."""
+        self.post(lambda: self._audit(event, **fields))
 
     # ------------------------------------------------- snapshots (any thread)
 
@@ -1352,8 +1386,7 @@ class ControlLoop:
         return sorted(out, key=lambda d: d["agent_id"])
 
     def events_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
-        keys = ("seq", "wall_ms", "kind", "agent_id", "rule_id", "instruction_id", "detail")
-        return [dict(zip(keys, e, strict=True)) for e in list(self.events) if e[0] > seq][:limit]
+        return self.events.after(seq, limit)
 
 
 def _trigger(action: str, owner: object, f: Firing) -> str:

@@ -8,6 +8,12 @@ pages to the kernel. The steady state is the lowest RSS seen since the last trim
 growth (agents registering, a bigger table) moves it up only as slowly as it really happens.
 ctypes is loaded at the first trim, never on a board that is not attacked.
 
+A burst that stays under ``margin`` (100,000 agents churned: ~8 MB) left its free memory
+behind for good. So the watch also *settles*: once RSS is ``settle_margin`` above the lowest
+level since the last settle and has not grown for ``quiet_s``, it trims once and releases the
+store's pages, whatever the burst's size; the level after is the new reference, so a board
+that really grows pays one trim per ``settle_margin`` of growth, not one per tick.
+
 File-backed pages count in RSS too: every page of the store LMDB reads stays mapped, so RSS
 grew with all that was ever written (~0.5 KB per agent that came and went). When the
 file-backed share (statm's ``shared``) is ``file_margin`` above its own steady state, the watch
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -84,11 +91,17 @@ class MemoryWatch:
         read_rss: Callable[[], int] = rss_bytes,
         read_file_rss: Callable[[], int] = rss_file_bytes,
         trim: Callable[[int], int] | None = None,
+        settle_margin: int = 0,
+        quiet_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         """``margin`` 0 never trims; ``file_margin`` 0 (or no ``release_files``) never
-        releases file pages. ``read_rss``, ``read_file_rss`` and ``trim`` replace /proc and
-        libc (tests)."""
+        releases file pages; ``settle_margin`` 0 never settles. ``read_rss``,
+        ``read_file_rss``, ``trim`` and ``clock`` replace /proc, libc and time (tests)."""
         self.margin = margin
+        self.settle_margin = settle_margin
+        self.quiet_s = quiet_s
+        self._clock = clock
         self.file_margin = file_margin
         self.release_files = release_files
         self._read = read_rss
@@ -103,6 +116,11 @@ class MemoryWatch:
         self.trimmed_bytes = 0
         self.file_releases = 0
         self.file_released_bytes = 0
+        self.settles = 0
+        self._settled = self.rss
+        """The lowest RSS since the last settle (the reference ``settle_margin`` is above)."""
+        self._high = self.rss
+        self._last_rise = clock()
 
     def _release_files(self) -> None:
         """Give the store's mapped pages back; the file-backed level after is its new steady."""
@@ -131,23 +149,35 @@ class MemoryWatch:
             return
         if rss < self.steady:
             self.steady = rss
-        if not self.margin or rss <= self.steady + self.margin:
-            return
+        if rss < self._settled:
+            self._settled = rss
+        if rss > self._high:
+            self._high, self._last_rise = rss, self._clock()
+        if self.margin and rss > self.steady + self.margin:
+            after = self._give_back(rss, "over its steady")
+            if after is not None:
+                self.steady = after  # what is left is the new steady state (live data grew)
+        elif (self.settle_margin and rss > self._settled + self.settle_margin
+              and self._clock() - self._last_rise >= self.quiet_s):
+            after = self._give_back(rss, "settled above its last level")
+            if after is not None:
+                self.settles += 1
+                self._settled = self._high = after
+
+    def _give_back(self, rss: int, why: str) -> int | None:
+        """malloc_trim(0) and the store's pages released; the RSS after (None: no trim here)."""
         if not self._trim_loaded:
             self._trim, self._trim_loaded = _libc_malloc_trim(), True
         if self._trim is None:
-            return
+            return None
         self._trim(0)
         self._release_files()  # whatever the file-backed share is now: it is part of RSS too
         after = self.rss = self._read()
         self.trims += 1
         self.trimmed_bytes += max(0, rss - after)
-        log.info(
-            "RSS %.1f MB was %.1f MB over its steady %.1f MB: malloc_trim gave back %.1f MB",
-            rss / 1e6, (rss - self.steady) / 1e6, self.steady / 1e6, (rss - after) / 1e6,
-        )
-        # what is left after a trim is the new steady state (live data really grew)
-        self.steady = after
+        log.info("RSS %.1f MB %s (steady %.1f MB): malloc_trim gave back %.1f MB",
+                 rss / 1e6, why, self.steady / 1e6, (rss - after) / 1e6)
+        return after
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -156,6 +186,8 @@ class MemoryWatch:
             "steady_bytes": self.steady,
             "trim_margin_bytes": self.margin,
             "trims": self.trims,
+            "settles": self.settles,
+            "settle_margin_bytes": self.settle_margin,
             "trimmed_bytes": self.trimmed_bytes,
             "rss_file_bytes": self.file_rss,
             "file_margin_bytes": self.file_margin,

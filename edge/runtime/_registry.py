@@ -161,6 +161,8 @@ class Registry:
         self._states = dict.fromkeys(AgentState, 0)
         self._heap: list[tuple[int, int, int, AgentRecord]] = []
         self._seq = 0
+        self._peak = 0
+        """The most records by_id held since it was last rebuilt (see :meth:`forget`)."""
 
     def add(self, rec: AgentRecord) -> AgentRecord | None:
         """Register ``rec``; returns the record it replaces, if any."""
@@ -170,6 +172,7 @@ class Registry:
             self._states[old.state] -= 1
         self.by_id[rec.agent_id] = rec
         self.by_session[rec.session] = rec
+        self._peak = max(self._peak, len(self.by_id))
         self._states[rec.state] += 1
         self.known.pop(rec.agent_id, None)
         return old
@@ -200,6 +203,12 @@ class Registry:
         self._states[rec.state] -= 1
         if self.by_session.get(rec.session) is rec:
             del self.by_session[rec.session]
+        if self._peak >= SHRINK_FROM and len(self.by_id) < self._peak // 4:
+            # a dict keeps its table when entries go: 100,000 lost agents forgotten would
+            # leave ~10 MB of empty slots for good. Rebuilt at a quarter of the peak: O(1)
+            # amortised per forget
+            self.by_id, self.by_session = dict(self.by_id), dict(self.by_session)
+            self._peak = len(self.by_id)
         return True
 
     def schedule(self, due_ns: int, kind: int, rec: AgentRecord) -> None:
@@ -226,6 +235,8 @@ class Registry:
         return out
 
 
+SHRINK_FROM = 1024
+"""The registry's dicts are rebuilt once they fall below a quarter of a peak of this many."""
 LIVENESS = 0
 """A deadline kind: the agent's heartbeat grace may have run out."""
 FORGET = 1

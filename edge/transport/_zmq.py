@@ -9,6 +9,7 @@ from __future__ import annotations
 import grp
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -56,11 +57,13 @@ def make_router(
     max_msg_bytes: int,
     sndhwm: int = 1000,
     rcvhwm: int = 10000,
+    before_bind: Callable[[zmq.Socket[bytes]], None] | None = None,
 ) -> zmq.Socket[bytes]:
     """A bound ROUTER that never blocks the loop on a peer and refuses oversized frames.
 
     ROUTER_MANDATORY makes a send to a gone or full peer raise (EHOSTUNREACH / EAGAIN) so it
-    can be counted, instead of being dropped silently.
+    can be counted, instead of being dropped silently. ``before_bind`` sets up what must be
+    in place before the first connection (the connection cap's ZAP domain and monitor).
     """
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -75,6 +78,8 @@ def make_router(
             sock.close()
             raise RuntimeStateError(f"{path} exists and is not a socket")
         path.unlink(missing_ok=True)  # a stale socket from a crashed edged (we hold the lock)
+    if before_bind is not None:
+        before_bind(sock)
     sock.bind(ep)
     return sock
 

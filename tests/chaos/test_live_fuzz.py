@@ -25,7 +25,8 @@ WINDOW_S = 10.0
 def test_live_fuzz(mode: str, edged_proc: Callable[..., tools.EdgedProcess]) -> None:
     frames_goal = tools.scaled(20_000, 1_000_000, mode)
     edged = edged_proc(max_agents=256)
-    steady = tools.steady_rss(edged, 0.5)
+    fresh, steady = tools.warm_steady_rss(edged) if mode == "campaign" else \
+        (tools.steady_rss(edged, 0.5),) * 2
     rnd = random.Random(9)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     socks: list[zmq.Socket[bytes]] = []
@@ -93,9 +94,10 @@ def test_live_fuzz(mode: str, edged_proc: Callable[..., tools.EdgedProcess]) -> 
         probe_instructions=len(probe.latencies_us), probe_p99_us=tools.pctl(probe.latencies_us,
                                                                             0.99),
         probe_empty_10s_windows=empty,
-        rss_steady_mb=round(steady / tools.MB, 1), rss_peak_mb=round(rss.peak / tools.MB, 1),
+        rss_fresh_mb=round(fresh / tools.MB, 1), rss_steady_mb=round(steady / tools.MB, 1), rss_peak_mb=round(rss.peak / tools.MB, 1),
         rss_back_within_10pct_s=recovered.get("back_s"),
         rss_a_minute_after_mb=recovered.get("rss_mb"),
+        **tools.recovery_ratios(recovered, fresh, steady),
     )
     assert figures["handler_errors"] == 0 and figures["tracebacks"] == 0, edged.tail()
     assert empty == 0, "the probe went a whole window without an acknowledged instruction"

@@ -3,7 +3,9 @@
 1. a connection that never said Hello acknowledges another agent's instruction;
 2. 1,030 Hellos with distinct ids and no Bye, all lost, then a new agent;
 3. 20,000 (campaign: 100,000) agents saying Hello and Bye;
-4. frames of 2 MiB (over max_msg_bytes, under libzmq's cap) flooded for 3 s.
+4. frames of 2 MiB (over max_msg_bytes, under libzmq's cap) flooded for 3 s;
+
+and a connection flood (600, campaign 5,000 DEALERs held open against max_connections 256).
 
 Goals: the Ack is refused and the instruction stays open for its agent; the new agent is
 welcomed; edged's RSS never above 64 MB, and (campaign) back within 10 % of its steady state a
@@ -134,7 +136,8 @@ _PIPELINE = 64
 def test_defect3_agent_churn(mode: str, edged_proc: Callable[..., tools.EdgedProcess]) -> None:
     n = tools.scaled(20_000, 100_000, mode)
     edged = edged_proc()
-    steady = tools.steady_rss(edged, 0.5)
+    fresh, steady = tools.warm_steady_rss(edged) if mode == "campaign" else \
+        (tools.steady_rss(edged, 0.5),) * 2
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     s = tools.dealer(ctx, edged.run_dir)
     done = 0
@@ -157,11 +160,12 @@ def test_defect3_agent_churn(mode: str, edged_proc: Callable[..., tools.EdgedPro
         s.close()
         ctx.term()
     tools.report("defect3_churn", mode, agents_churned=done, per_s=round(done / seconds),
-                 agents=agents, rss_steady_mb=round(steady / tools.MB, 1),
+                 agents=agents, rss_fresh_mb=round(fresh / tools.MB, 1), rss_steady_mb=round(steady / tools.MB, 1),
                  rss_peak_mb=round(rss.peak / tools.MB, 1),
                  rss_growth_per_agent_b=round((rss.samples[-1] - steady) / max(done, 1)),
                  rss_back_within_10pct_s=recovered.get("back_s"),
-        rss_a_minute_after_mb=recovered.get("rss_mb"))
+        rss_a_minute_after_mb=recovered.get("rss_mb"),
+        **tools.recovery_ratios(recovered, fresh, steady))
     assert rss.peak <= tools.RSS_LIMIT, f"RSS peak {rss.peak >> 20} MB after {done} agents"
     if mode == "campaign":
         assert recovered["back_s"] is not None, "RSS not back within 10 % of steady a minute after"
@@ -171,7 +175,8 @@ def test_defect4_oversized_flood(
     mode: str, edged_proc: Callable[..., tools.EdgedProcess]
 ) -> None:
     edged = edged_proc()
-    steady = tools.steady_rss(edged, 0.5)
+    fresh, steady = tools.warm_steady_rss(edged) if mode == "campaign" else \
+        (tools.steady_rss(edged, 0.5),) * 2
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     s = tools.dealer(ctx, edged.run_dir, sndhwm=4)  # our own queue stays small
     big = b"\x00" * (2 << 20)
@@ -196,11 +201,69 @@ def test_defect4_oversized_flood(
     tools.report("defect4_2mib_flood", mode, frames_sent=sent, seconds=3.0,
                  bad_too_large=counters["bad_too_large"], probe_served_during=served,
                  stopped_at_safety=rss.over_safety.is_set(),
-                 rss_steady_mb=round(steady / tools.MB, 1),
+                 rss_fresh_mb=round(fresh / tools.MB, 1), rss_steady_mb=round(steady / tools.MB, 1),
                  rss_peak_mb=round(rss.peak / tools.MB, 1), rss_back_within_10pct_s=recovered.get("back_s"),
-        rss_a_minute_after_mb=recovered.get("rss_mb"))
+        rss_a_minute_after_mb=recovered.get("rss_mb"),
+        **tools.recovery_ratios(recovered, fresh, steady))
     assert edged.alive()
     assert rss.peak <= tools.RSS_LIMIT, f"RSS peak {rss.peak >> 20} MB"
     assert served > 0, "the probe was not served during the flood"
+    if mode == "campaign":
+        assert recovered["back_s"] is not None, "RSS not back within 10 % of steady a minute after"
+
+
+def test_connection_flood(mode: str, edged_proc: Callable[..., tools.EdgedProcess]) -> None:
+    """Connections opened as fast as they go, held open, past ``max_connections``: the ones
+    past the cap are refused in their handshake (counted), the probe goes on being served,
+    and edged's RSS stays bounded by the cap, not by the flood."""
+    cap = 256
+    n = tools.scaled(600, 5000, mode)
+    edged = edged_proc(max_connections=cap)
+    fresh, steady = tools.warm_steady_rss(edged) if mode == "campaign" else \
+        (tools.steady_rss(edged, 0.5),) * 2
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    ctx.set(zmq.MAX_SOCKETS, n + 64)
+    socks: list[zmq.Socket[bytes]] = []
+    try:
+        with tools.Probe(edged.run_dir) as probe, tools.RssSampler(edged.pid, 0.01) as rss:
+            mark = probe.mark()
+            t0 = time.monotonic()
+            for _ in range(n):
+                if rss.over_safety.is_set():
+                    break
+                s = ctx.socket(zmq.DEALER)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.RECONNECT_IVL, 50)  # refused, it comes back: a flood
+                s.connect(tools.endpoint(edged.run_dir, tools.AGENTS_SOCK))
+                socks.append(s)
+            opened_s = time.monotonic() - t0
+            wait_for(lambda: edged.counters()["connections_refused"] >= n - cap, 60,
+                     "the flood's connections to be refused")
+            time.sleep(1.0)  # the flood held open (and reconnecting) for a second
+            status = edged.status()
+            served = probe.mark() - mark
+        for s in socks:
+            s.close(0)
+        socks = []
+        recovered = tools.rss_recovery(edged, steady, 60.0) if mode == "campaign" else {}
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+    counters = edged.counters()
+    tools.report("connection_flood", mode, connections_opened=n, max_connections=cap,
+                 opened_per_s=round(n / max(opened_s, 1e-9)),
+                 connections_refused=counters["connections_refused"],
+                 connections_live=status["connections"]["live"],
+                 probe_served_during=served, rss_fresh_mb=round(fresh / tools.MB, 1), rss_steady_mb=round(steady / tools.MB, 1),
+                 rss_peak_mb=round(rss.peak / tools.MB, 1),
+                 rss_back_within_10pct_s=recovered.get("back_s"),
+                 rss_a_minute_after_mb=recovered.get("rss_mb"),
+        **tools.recovery_ratios(recovered, fresh, steady))
+    assert edged.alive() and edged.tracebacks() == 0, edged.tail()
+    assert counters["connections_refused"] >= n - cap
+    assert status["connections"]["live"] <= cap + 64  # refused ones closing meanwhile
+    assert served > 0, "the probe was not served during the flood"
+    assert rss.peak <= tools.RSS_LIMIT, f"RSS peak {rss.peak >> 20} MB"
     if mode == "campaign":
         assert recovered["back_s"] is not None, "RSS not back within 10 % of steady a minute after"
