@@ -18,6 +18,9 @@ Process faults act on the rig's processes (``edged``; ``bridge``, the edge-bridg
     sigkill    SIGKILL the process; restarted after the duration (no duration: stays dead)
     agent_kill an agent's connection is dropped (close, no Bye wait); reconnects after the duration
     cpu_hog    ``procs`` busy-looping processes (default 1) for the duration
+    disk_full  edged's data dir is a tmpfs of ``size_mb`` MiB (default 16; mounted before edged
+               starts, root only, else the run is SKIP); at the start a filler file takes all
+               of it but ``leave_kb`` (default 0), at the end it is removed (hil/_disk.py)
 
 Link faults act between a simulated device and edge-bridge (hil/_devices.py has the details):
 bus (CAN), serial (the MCU's UART), modbus, and device_offline for any device.
@@ -61,6 +64,7 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "sigkill": ("process", False, ()),
     "agent_kill": ("process", True, ()),
     "cpu_hog": ("process", True, ("procs",)),
+    "disk_full": ("process", True, ("size_mb", "leave_kb")),
     "can_drop": ("bus", True, ("rate",)),
     "can_delay": ("bus", True, ("ms",)),
     "can_corrupt": ("bus", True, ("rate",)),

@@ -26,6 +26,7 @@ def check(files: tuple[Path, ...]) -> None:
     from ._scenario import load_scenario
 
     bad = 0
+    mount_why: str | None = None  # asked once, only when a scenario needs it
     for f in files:
         try:
             sc = load_scenario(f)
@@ -36,6 +37,15 @@ def check(files: tuple[Path, ...]) -> None:
         click.echo(f"{f}: ok ({sc.id}: {len(sc.agents)} agents, {len(sc.devices)} devices, "
                    f"{'an uplink, ' if sc.uplink else ''}{len(sc.faults)} faults, "
                    f"{len(sc.assertions)} assertions, {sc.duration_ns / 1e9:g} s)")
+        disk = [x.id for x in sc.faults if x.kind == "disk_full"]
+        if disk:
+            if mount_why is None:
+                from ._disk import mount_problem
+
+                mount_why = mount_problem()
+            if mount_why:
+                click.echo(f"{f}: note: fault {disk[0]} (disk_full) needs root: {mount_why}; "
+                           "here the run's verdict will be SKIP", err=True)
     sys.exit(2 if bad else 0)
 
 

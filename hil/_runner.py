@@ -30,7 +30,7 @@ from typing import Any
 from edge.errors import EdgeError
 from edge.sim import Rig, new_hist, record_ns, summary_us
 
-from ._errors import HilError, PlantError, RigTimeoutError
+from ._errors import HilError, PlantError, RigSkipError, RigTimeoutError
 from ._faults import FAULTS, LINK_LAYERS, SignalFaults
 from ._plants import Plant, make_plant
 from ._scenario import AgentSpec, Scenario
@@ -171,6 +171,8 @@ class _Run:
         self._tail: threading.Thread | None = None
         self._tail_stop = threading.Event()
         self._t0_wall_ms = 0.0
+        self.disk: Any = None  # edged's data dir on a tmpfs (the disk-full fault, hil/_disk.py)
+        self._committed_at_free: float | None = None
 
     # -------------------------------------------------------------- phases
 
@@ -191,6 +193,7 @@ class _Run:
             self.uplink = Uplink(self.rig, f"hil-{sc.id}", sc.uplink[0])
             self.edged_config = self.uplink.start_server()
         self._clock_config()
+        self._disk_config()
         try:
             self.rig.start_edged(sc.rules_file, timeout=sc.start_timeout_s, log_level=sc.edged_log_level,
                                  config_file=self.edged_config)
@@ -217,11 +220,44 @@ class _Run:
             return
         self.clock_file = self.rig.root / "wall-clock"
         self._write_clock()
+        self._edged_settings(f'wall_clock_file = "{self.clock_file}"\n')
+
+    def _edged_settings(self, lines: str) -> None:
+        """Append settings to edged's config file (made here when the rig has none yet)."""
         if self.edged_config is None:
             self.edged_config = self.rig.root / "edged.toml"
             self.edged_config.write_text("", encoding="utf-8")
         with open(self.edged_config, "a", encoding="utf-8") as fh:
-            fh.write(f'wall_clock_file = "{self.clock_file}"\n')
+            fh.write(lines)
+
+    def _disk_config(self) -> None:
+        """The disk-full fault: edged's data dir on a small tmpfs (SKIP where the rig may not
+        mount one), and an LMDB map that starts small and may grow past the tmpfs, so that
+        the full disk is what stops its commits (as on a board's flash), not the map."""
+        sizes = [f.params.get("size_mb", 16.0) for f in self.sc.faults if f.kind == "disk_full"]
+        if not sizes:
+            return
+        from ._disk import DataDisk
+
+        self.disk = DataDisk(self.rig.data_dir, max(sizes))
+        self.disk.mount()
+        self._edged_settings(f"map_size = {1 << 20}\nmax_map_size = {256 << 20}\n")
+
+    def _disk_fill(self, f: Any) -> None:
+        n = self.disk.fill(int(f.params.get("leave_kb", 0.0) * 1024))
+        t_ms = (time.monotonic_ns() - self.t0) / 1e6
+        self.rec.extra.setdefault("disk.filled_bytes", []).append((t_ms, float(n)))
+
+    def _disk_free(self) -> None:
+        self.disk.free()
+        self._committed_at_free = self._store_counters().get("committed_records")
+
+    def _store_counters(self) -> dict[str, Any]:
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        with CtlClient(self.rig.run_dir, timeout=5.0) as c:
+            return dict(c.request(CtlOp.STATUS).get("store", {}))
 
     def _write_clock(self) -> None:
         tmp = self.clock_file.with_suffix(".tmp")
@@ -492,6 +528,8 @@ class _Run:
             self.bench.by_id[f.target].fault_start(f.kind, f.params)
         elif f.kind == "metric_flood":
             self._in_background(f"metric_flood {f.id}", lambda: self._flood_start(f))
+        elif f.kind == "disk_full":
+            self._in_background(f"disk_full {f.id}", lambda: self._disk_fill(f))
         elif f.kind == "rules_swap":
             self._in_background(f"rules_swap {f.id}", lambda: self._push_rules(f.target))
         elif f.target == "sync":
@@ -533,6 +571,8 @@ class _Run:
     def _fault_end(self, f: Any) -> None:
         if f.kind == "metric_flood":
             self._in_background(f"metric_flood {f.id} end", lambda: self._flood_end(f))
+        elif f.kind == "disk_full":
+            self._in_background(f"disk_full {f.id} end", self._disk_free)
         elif FAULTS[f.kind][0] == "clock":
             self._clock_fault(f, False)
         elif FAULTS[f.kind][0] == "network":
@@ -642,10 +682,17 @@ class _Run:
         if self.edged_dead:
             return
         with CtlClient(self.rig.run_dir, timeout=5.0) as c:
-            counters = c.request(CtlOp.STATUS).get("counters", {})
-        for k, v in counters.items():
+            status = c.request(CtlOp.STATUS)
+        for k, v in status.get("counters", {}).items():
             if isinstance(v, int | float):
                 self.rec.extra[f"edged.{k}"] = [(self.rec.end_ms, float(v))]
+        store = status.get("store", {})
+        for k, v in store.items():  # the store writer's: disk_errors, dropped_io_error, ...
+            if isinstance(v, int | float):
+                self.rec.extra[f"edged.store_{k}"] = [(self.rec.end_ms, float(v))]
+        if self._committed_at_free is not None and "committed_records" in store:
+            self.rec.extra["disk.commits_after_free"] = [
+                (self.rec.end_ms, float(store["committed_records"] - self._committed_at_free))]
 
     def _restart_edged(self) -> None:
         self.rig.edged_exit = None
@@ -710,6 +757,17 @@ class _Run:
             problems += self.uplink.close()
         if self.rig is not None:
             try:
+                if self.disk is not None:  # edged off the tmpfs before it is unmounted
+                    self.rig.stop_sims()
+                    self.rig.stop_edged()
+            except Exception as exc:
+                problems.append(f"rig: {exc}")
+            finally:
+                if self.disk is not None:
+                    why = self.disk.close()
+                    if why:
+                        problems.append(why)
+            try:
                 self.rig.close()
             except Exception as exc:
                 problems.append(f"rig: {exc}")
@@ -743,6 +801,8 @@ def run_scenario(sc: Scenario) -> RunResult:
         run.loop()
     except RigTimeoutError as exc:
         res.verdict, res.reason = "TIMEOUT", str(exc)
+    except RigSkipError as exc:
+        res.verdict, res.reason = "SKIP", str(exc)
     except (HilError, EdgeError) as exc:
         res.verdict, res.reason = "ERROR", str(exc)
     except KeyboardInterrupt:

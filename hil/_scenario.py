@@ -91,6 +91,8 @@ class DeviceSpec:
 DEVICE_HEALTH = ("health_online", "health_errors", "health_timeouts", "health_out_of_range",
                  "health_rejected", "health_link_reopens")
 CAN_HEALTH = ("health_bus_off", "health_error_passive")
+# the disk-full fault's (hil/_runner.py): the filler's size, commits after it was removed
+DISK_SIGNALS = ("disk.filled_bytes", "disk.commits_after_free")
 # the uplink's signals (hil/_uplink.py): during the run, then once after the drain
 UPLINK_SIGNALS = ("link_up", "outbox", "produced", "delivered", "duplicates", "dropped", "lost",
                   "outbox_left", "drain_s", "wall_span_s")
@@ -358,7 +360,7 @@ class _Checker(NodeChecker):
             signals |= {f"{d.id}.{h}" for h in DEVICE_HEALTH + (CAN_HEALTH if d.kind == "can" else ())}
         if uplink is not None:
             signals |= {f"uplink.{k}" for k in UPLINK_SIGNALS}
-        signals = _WithEdged(signals | {"load.offered_per_s"})
+        signals = _WithEdged(signals | {"load.offered_per_s", *DISK_SIGNALS})
         if not known_model:
             signals = _Anything()  # type: ignore[assignment]
 
@@ -575,6 +577,8 @@ class _Checker(NodeChecker):
             if target not in PROCESS_TARGETS and target not in agents:
                 self.bad(m["target"], f"the rig has no process {target!r} to aim {kind} at",
                          "targets: " + ", ".join([*PROCESS_TARGETS, *sorted(agents)]), where)
+            elif kind == "disk_full" and target != "edged":
+                self.bad(m["target"], "disk_full fills edged's data dir", "target: edged", where)
             elif target in agents and kind in ("sigstop",):
                 self.bad(m["target"], f"{kind} is for edged; an agent runs inside the rig (use agent_kill)", where=where)
             elif target == "bridge" and not devices:
