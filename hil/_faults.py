@@ -32,7 +32,9 @@ once).
 
 A metric_flood (target ``edged``) runs ``procs`` load agents (edge.sim's ``load`` role, the
 bench's) for the duration, each sending ``rate`` samples/s in batches of ``batch`` over
-``series`` series (``load_value{ch=N}``); the offered rate is ``load.offered_per_s``.
+``series`` series (``load_value{ch=N}``); the offered rate is ``load.offered_per_s``. With
+``ratio`` instead of ``rate`` the rig first measures edged's capacity (hil/_load.py) and offers
+``ratio`` times it: ``load.capacity_per_s``, ``load.ratio``.
 
 A rules_swap (target: a rule file, relative to the scenario) compiles it and pushes it to the
 running edged over ctl.sock at its start: a hot swap of the table under test.
@@ -84,7 +86,7 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "uplink_refuse": ("network", True, ()),
     "uplink_reset": ("network", False, ()),
     "rules_swap": ("rules", False, ()),
-    "metric_flood": ("load", True, ("rate", "batch", "series", "procs")),
+    "metric_flood": ("load", True, ("rate", "ratio", "batch", "series", "procs")),
     "clock_step": ("clock", False, ("ms",)),
     "clock_skew": ("clock", True, ("ppm",)),
 }

@@ -76,6 +76,10 @@ def run(scenarios: tuple[Path, ...], out_dir: Path, junit: Path | None) -> None:
         flag = " MARGINAL" if res.marginal else ""
         click.echo(f"{res.verdict:<7}{sc.id}{flag} ({res.wall_s:.1f} s)"
                    f"{': ' + res.reason if res.reason else ''}  -> {out_dir / sc.id}/report.html")
+        for k, fl in res.rig.get("load", {}).items():  # the figure an overload run is judged by
+            if fl["capacity_per_s"]:
+                click.echo(f"       load {k}: edged's capacity {fl['capacity_per_s']:,.0f} samples/s (this run), "
+                           f"offered {fl['offered_per_s']:,.0f}/s = {fl['ratio']:.2f}x by {fl['procs']} senders")
         worst = max(worst, {"PASS": 0, "SKIP": 0, "FAIL": 1}.get(res.verdict, 2))
     if junit is not None:
         write_junit(results, junit)

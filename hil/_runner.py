@@ -160,7 +160,7 @@ class _Run:
         self.uplink: Any = None  # edge-sync, the fault proxy and nats-server (hil/_uplink.py)
         self.edged_config: Any = None
         self.clock_file: Any = None  # edged's wall_clock_file (clock faults)
-        self.floods: dict[str, list[Any]] = {}  # metric_flood id -> its load children
+        self.floods: dict[str, Any] = {}  # metric_flood id -> its Flood (hil/_load.py)
         self.wall_offset_ms = 0.0
         self.wall_skew_ppm = 0.0
         self._skew_since = 0
@@ -213,6 +213,21 @@ class _Run:
 
             self.bench = Bench(sc.devices, self.rig, sc.seed)
             self.bench.start(sc.start_timeout_s, self.plant.values())
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """A flood at a multiple of edged's capacity: its senders start now and measure the
+        capacity (hil/_load.py), before the scenario's timeline begins."""
+        from ._load import Flood
+
+        for f in self.sc.faults:
+            if f.kind == "metric_flood" and f.params.get("ratio"):
+                fl = self.floods[f.id] = Flood(self.rig, f, self.sc.start_timeout_s)
+                try:
+                    fl.spawn()
+                    fl.calibrate()
+                except EdgeError as exc:
+                    raise HilError(f"metric_flood {f.id}: {exc}") from exc
 
     def _clock_config(self) -> None:
         """edged's wall clock under the rig's control when a scenario faults it."""
@@ -616,28 +631,27 @@ class _Run:
             self._stop_hogs()
 
     def _flood_start(self, f: Any) -> None:
-        p = f.params
-        kids = []
-        for i in range(int(p.get("procs", 1))):
-            kids.append(self.rig.spawn("load", "--run-dir", str(self.rig.run_dir), "--agent-id",
-                                       f"hil-load-{f.id}-{i}", "--rate", str(p.get("rate", 20000.0)),
-                                       "--batch", str(int(p.get("batch", 100))),
-                                       "--series", str(int(p.get("series", 16)))))
-        for k in kids:
-            k.expect("ready", timeout=self.sc.start_timeout_s)
-        for k in kids:
-            k.send("run")
-        self.floods[f.id] = kids
+        from ._load import Flood
+
+        fl = self.floods.get(f.id)
+        if fl is None:  # a fixed rate: its senders start now
+            fl = self.floods[f.id] = Flood(self.rig, f, self.sc.start_timeout_s)
+            fl.spawn()
+        fl.start()
 
     def _flood_end(self, f: Any) -> None:
-        offered = 0.0
-        for k in self.floods.pop(f.id, []):
-            k.send("report")
-            with contextlib.suppress(Exception):
-                offered += k.expect("report", timeout=5.0)["sent_per_s"]
-            k.stop()
-        t_ms = (time.monotonic_ns() - self.t0) / 1e6
-        self.rec.extra.setdefault("load.offered_per_s", []).append((t_ms, round(offered, 1)))
+        fl = self.floods.get(f.id)
+        if fl is None:
+            return
+        t_ms = (time.monotonic_ns() - self.t0) / 1e6  # the fault's end, not when its senders stopped
+        fl.stop()
+        self.rec.extra.setdefault("load.offered_per_s", []).append((t_ms, round(fl.offered, 1)))
+        if fl.capacity:
+            self.rec.extra.setdefault("load.capacity_per_s", []).append((t_ms, round(fl.capacity, 1)))
+            self.rec.extra.setdefault("load.ratio", []).append((t_ms, round(fl.offered / fl.capacity, 3)))
+        why = fl.shortfall()
+        if why:
+            self.errors.append(f"metric_flood {f.id}: {why}")
 
     def _push_rules(self, path: str) -> None:
         from pathlib import Path
@@ -736,6 +750,9 @@ class _Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
         self._stop_hogs()
+        for fl in self.floods.values():
+            with contextlib.suppress(Exception):
+                fl.stop()
         self._tail_stop.set()
         if self._tail is not None:
             self._tail.join(5)
@@ -817,6 +834,8 @@ def run_scenario(sc: Scenario) -> RunResult:
                    "teardown_problems": problems}
         if run.bench is not None:
             res.rig["devices"] = run.device_counters
+        if run.floods:
+            res.rig["load"] = {k: fl.summary() for k, fl in run.floods.items()}
     if res.verdict == "PASS" and problems:
         res.verdict, res.reason = "ERROR", "teardown: " + "; ".join(problems)
     if res.verdict == "PASS" and inj.get("p99", 0) / 1000 > sc.tolerance_ms:

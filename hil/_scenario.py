@@ -360,7 +360,7 @@ class _Checker(NodeChecker):
             signals |= {f"{d.id}.{h}" for h in DEVICE_HEALTH + (CAN_HEALTH if d.kind == "can" else ())}
         if uplink is not None:
             signals |= {f"uplink.{k}" for k in UPLINK_SIGNALS}
-        signals = _WithEdged(signals | {"load.offered_per_s", *DISK_SIGNALS})
+        signals = _WithEdged(signals | {"load.offered_per_s", "load.capacity_per_s", "load.ratio", *DISK_SIGNALS})
         if not known_model:
             signals = _Anything()  # type: ignore[assignment]
 
@@ -614,6 +614,11 @@ class _Checker(NodeChecker):
             if target not in ok:
                 self.bad(m["target"], f"the rig has no {need or 'simulated'} device {target!r} to aim {kind} at",
                          "targets: " + (", ".join(sorted(ok)) or f"none (add a {need or ''} device)"), where)
+        if kind == "metric_flood" and "ratio" in params and "rate" in params:
+            self.bad(m["params"], "metric_flood: rate (fixed) or ratio (x edged's measured capacity), not both",
+                     where=where)
+        elif kind == "metric_flood" and "ratio" in params and params["ratio"] <= 0:
+            self.bad(m["params"], "metric_flood: ratio must be > 0", where=where)
         if needs_duration and not dur:
             self.bad(n, f"a {kind} fault needs duration:", where=where)
         for k in params:
