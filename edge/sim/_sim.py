@@ -590,7 +590,7 @@ def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, ba
                 continue
             off = k % n
             sent += agent.report_ids(list(zip(cycle[off:off + batch], values,
-                                              itertools.repeat(time.monotonic_ns(), batch))))
+                                              itertools.repeat(time.monotonic_ns(), batch), strict=True)))
             k += batch
             next_t += period
             if next_t < t - max(period, catch_up_ms / 1000.0):  # fell behind: skip ahead
