@@ -591,6 +591,7 @@ class Bench:
                         for i, s in enumerate(specs)]
         self.bridge: Any = None
         self.by_id = {d.spec.id: d for d in self.devices}
+        self.trace = rig.root / "bridge-readings.csv"  # the bridge's bridge_trace_file
 
     def start(self, timeout: float, initial: dict[str, float]) -> None:
         for d in self.devices:
@@ -605,7 +606,7 @@ class Bench:
 
     def write_config(self) -> Path:
         parts = ["[bridge]", "bridge_tick_ms = 10", "bridge_safe_after_ms = 300",
-                 "bridge_health_ms = 200", ""]
+                 "bridge_health_ms = 200", f'bridge_trace_file = "{self.trace}"', ""]
         for d in self.devices:
             parts.append(d.link_toml())
             lines = [f'[[device]]\nname = "{d.spec.id}"\nlink = "{link_name(d)}"',
@@ -670,6 +671,29 @@ class Bench:
             except Exception as exc:
                 problems.append(f"device {d.spec.id}: {exc}")
         return problems
+
+    def readings(self, t0_ns: int) -> list[tuple[float, str, str, float, str]]:
+        """What the devices reported to edged through the bridge (its readings trace), as
+        recording samples, ms since ``t0_ns``; a reading from before the run is the value in
+        force at its start (t 0), the last one per series."""
+        import csv
+
+        out: list[tuple[float, str, str, float, str]] = []
+        before: dict[tuple[str, str, str], tuple[float, str, str, float, str]] = {}
+        try:
+            with open(self.trace, newline="", encoding="utf-8") as fh:
+                for row in csv.reader(fh):
+                    if len(row) != 5:
+                        continue  # a line the killed bridge left half written
+                    t_ms = (int(row[0]) - t0_ns) / 1e6
+                    sample = (max(t_ms, 0.0), row[1], row[2], float(row[3]), row[4])
+                    if t_ms < 0:
+                        before[(row[1], row[2], row[4])] = sample
+                    else:
+                        out.append(sample)
+        except FileNotFoundError:
+            return []
+        return [*before.values(), *out]
 
     def counters(self) -> dict[str, dict[str, int]]:
         out = {}

@@ -762,6 +762,12 @@ class _Run:
                     os.kill(self.bench.bridge.pid, signal.SIGCONT)
             self.device_counters = self.bench.counters()
             problems += self.bench.close()
+            if self.t0:  # what edged received from the devices, beside the rig's own samples
+                try:
+                    self.rec.samples.extend(self.bench.readings(self.t0))
+                except (OSError, ValueError) as exc:
+                    problems.append(f"the bridge's readings trace: {exc}")
+                self.rec.samples.sort(key=lambda s: s[0])
         for a in self.agents.values():
             try:
                 a.close()

@@ -163,6 +163,48 @@ def test_the_tank_behind_a_real_modbus_plc_and_edge_bridge(tmp_path: Path) -> No
     assert any(m == "health_online" and v == 1.0 for _, a, m, v, _ in res.recording.samples if a == "tank-plc")
     assert "ack:ok,tank-plc,tank_high" in Path(files["events"]).read_text()
     assert res.rig["teardown_problems"] == []
+    _device_points_replay_and_diff(sc.rules_file, tmp_path / sc.id, files)
+
+
+def _device_points_replay_and_diff(rules: Path, run: Path, files: dict[str, str]) -> None:
+    """The recording carries the PLC's readings as edged got them through the bridge: the rule
+    over a device point replays offline to the rig's firing, and edge-hil diff sees what a
+    candidate table changes on device points."""
+    import json
+    import subprocess
+    import sys
+
+    from edge.rules import load_rule_file, read_trace, replay
+
+    trace = read_trace(files["recording"])
+    fired = replay(load_rule_file(rules), trace)
+    assert [(f["rule_id"], f["agent_id"]) for f in fired] == [("tank_high", "tank-plc")]
+    text = Path(files["recording"]).read_text()
+    assert ",tank-plc,level," in text and ",tank-plc,pump," in text  # readings, not only health
+    if "mdf4" in files and not files["mdf4"].startswith("skipped"):
+        from asammdf import MDF
+
+        with MDF(files["mdf4"]) as mdf:
+            assert "tank-plc.level" in mdf.channels_db
+    cand = run.parent / "cand.yaml"
+    cand.write_text(  # the threshold on the PLC's level lowered, a warning on it added
+        "- {rule_id: tank_high, rule_name: t, rule_content: 'level > 0.75', action: safe_state,"
+        " priority: 10, sla_threshold: 50, agents: [tank-plc]}\n"
+        "- {rule_id: tank_warn, rule_name: w, rule_content: 'level > 0.7', action: alert,"
+        " priority: 1, sla_threshold: 50, agents: [tank-plc]}\n")
+
+    def diff(table: Path) -> dict:
+        r = subprocess.run([sys.executable, "-m", "hil", "diff", str(run), str(table), "--json",
+                            "--tol-ms", "5"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    same = diff(rules)
+    assert (same["added"], same["removed"], same["moved"], same["same"]) == ([], [], [], 1)
+    d = diff(cand)
+    assert [(f["rule_id"], f["agent_id"]) for f in d["added"]] == [("tank_warn", "tank-plc")]
+    assert [f["rule_id"] for f in d["moved"]] == ["tank_high"] and d["moved"][0]["by_ms"] < -100
+    assert d["removed"] == []
 
 
 DEVICE_SCENARIOS = ["modbus_plc_exception.yaml", "modbus_plc_offline.yaml", "modbus_plc_slow.yaml",
