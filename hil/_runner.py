@@ -157,6 +157,7 @@ class _Run:
         self._nice: int | None = None  # the rig's priority before its loop raised it
         self.bench: Any = None  # the devices and edge-bridge (hil/_devices.py), if any
         self.device_counters: dict[str, Any] = {}
+        self.fault_logs: dict[str, Any] = {}  # device -> its seeded hits (kind, stream, index)
         self.uplink: Any = None  # edge-sync, the fault proxy and nats-server (hil/_uplink.py)
         self.edged_config: Any = None
         self.clock_file: Any = None  # edged's wall_clock_file (clock faults)
@@ -761,6 +762,7 @@ class _Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.bench.bridge.pid, signal.SIGCONT)
             self.device_counters = self.bench.counters()
+            self.fault_logs = self.bench.fault_logs()
             problems += self.bench.close()
             if self.t0:  # what edged received from the devices, beside the rig's own samples
                 try:
@@ -840,6 +842,7 @@ def run_scenario(sc: Scenario) -> RunResult:
                    "teardown_problems": problems}
         if run.bench is not None:
             res.rig["devices"] = run.device_counters
+            res.rig["fault_log"] = run.fault_logs
         if run.floods:
             res.rig["load"] = {k: fl.summary() for k, fl in run.floods.items()}
     if res.verdict == "PASS" and problems:
