@@ -109,14 +109,15 @@ class _SimAgent:
         run.instructions.put((t, self.spec.id, ins.rule_id, action, params, ins.t_sample_ns))
         return None  # executed: the Ack says ok (the plant takes it on its next step)
 
-    def report(self, t_ns: int, now_ns: int, values: dict[str, float], t_ms: float) -> None:
-        """Report the step at ``t_ns`` (its schedule) sent at ``now_ns`` (``t_ms`` since start)."""
+    def report(self, t_ns: int, now_ns: int, values: dict[str, float], t_ms: float, ts_ns: int) -> None:
+        """Report the step at ``t_ns`` (its schedule) sent at ``now_ns`` (``t_ms`` since start);
+        ``ts_ns`` is the scenario's timeline (the signal faults' windows are on it)."""
         if self.agent is None or t_ns < self.next_ns:
             return
         self.next_ns = t_ns + self.spec.every_ns
         items = []
         for metric, sig in self.spec.report:
-            v = self.faults[metric].apply(t_ns, values[sig])
+            v = self.faults[metric].apply(ts_ns, values[sig])
             if v is None:
                 continue
             lab = self.spec.labels.get(metric)
@@ -173,6 +174,11 @@ class _Run:
         self._tail_stop = threading.Event()
         self._t0_wall_ms = 0.0
         self.disk: Any = None  # edged's data dir on a tmpfs (the disk-full fault, hil/_disk.py)
+        self.held_ns = 0  # how long wait: stimuli held the timeline
+        self._hold_since: dict[str, int] = {}
+        self._waited: dict[str, float] = {}  # fault id -> ms waited for it (-1: not back in time)
+        self._agents_polled = 0
+        self._fault_at: dict[str, list[Any]] = {}  # fault id -> [start ms, end ms] on the run's time
         self._committed_at_free: float | None = None
 
     # -------------------------------------------------------------- phases
@@ -406,7 +412,6 @@ class _Run:
         sc, plant, rec = self.sc, self.plant, self.rec
         assert plant is not None
         step, dt = sc.step_ns, sc.step_ns / 1e9
-        n_steps = sc.duration_ns // step
         stim_state: dict[int, dict[str, float]] = {}
         faults = sorted((f for f in sc.faults
                          if FAULTS[f.kind][0] != "signal"),
@@ -418,26 +423,39 @@ class _Run:
         if self.bench is not None or self.uplink is not None:
             self._tail = threading.Thread(target=self._tail_loop, name="hil-tail", daemon=True)
             self._tail.start()
-        give_up = self.t0 + sc.duration_ns + int(RUN_SLACK_S * 1e9)
-        for k in range(n_steps + 1):
+        slack = int(RUN_SLACK_S * 1e9)
+        waits = [s for s in sc.stimulus if s.kind == "wait"]
+        k = 0
+        while True:
+            # t_ns: the run's time (the schedule, the plant's physics); ts: the scenario's
+            # timeline (stimulus, faults, the end), held still while a wait: is waiting
             t_ns = k * step
+            ts = t_ns - self.held_ns
+            if ts > sc.duration_ns:
+                break
+            k += 1
             due = self.t0 + t_ns
             now = time.monotonic_ns()
             if now < due:
                 time.sleep((due - now) / 1e9)  # pacing the real-time loop to its schedule
                 now = time.monotonic_ns()
-            if now > give_up:
-                raise RigTimeoutError(f"the run did not finish within {sc.duration_ns / 1e9 + RUN_SLACK_S:g} s")
+            if now > self.t0 + sc.duration_ns + self.held_ns + slack:
+                raise RigTimeoutError(f"the run did not finish within "
+                                      f"{(sc.duration_ns + self.held_ns) / 1e9 + RUN_SLACK_S:g} s")
             record_ns(self.injection, now - due)
-            self._apply_stimulus(t_ns, stim_state)
+            self._apply_stimulus(ts, stim_state)
             self._apply_instructions(now)
             for f in faults:
-                if f.id not in started and t_ns >= f.start_ns:
+                if f.id not in started and ts >= f.start_ns:
                     started.add(f.id)
-                    self._fault_start(f, t_ns)
-                if f.id in started and f.id not in ended and f.duration_ns and t_ns >= f.start_ns + f.duration_ns:
+                    self._fault_at[f.id] = [(now - self.t0) / 1e6, None]
+                    self._fault_start(f, ts)
+                if f.id in started and f.id not in ended and f.duration_ns and ts >= f.start_ns + f.duration_ns:
                     ended.add(f.id)
+                    self._fault_at[f.id][1] = (now - self.t0) / 1e6
                     self._fault_end(f)
+            if waits and self._hold(ts, waits, ended):
+                self.held_ns += step  # the timeline stays at ts for the next step too
             if self.bench is not None:
                 self._devices_step(None)
             if k:
@@ -454,13 +472,14 @@ class _Run:
                     raise PlantError(f"the plant diverged: {name}={v:g} at t={t_ms / 1000:.3f} s "
                                      f"is outside its limits [{lim[0]:g}, {lim[1]:g}]")
             for a in self.agents.values():
-                a.report(t_ns, sent, values, t_ms)
+                a.report(t_ns, sent, values, t_ms, ts)
             if self.errors:
                 raise HilError("; ".join(self.errors))
         self._apply_instructions(time.monotonic_ns())
         rec.end_ms = (time.monotonic_ns() - self.t0) / 1e6
         for f in faults:
             if f.id in started and f.id not in ended:
+                self._fault_at[f.id][1] = rec.end_ms
                 self._fault_end(f)
         for th in self.threads:  # a hot swap or a restart still under way
             th.join(self.sc.start_timeout_s)
@@ -471,17 +490,64 @@ class _Run:
         if self.uplink is not None and sc.uplink is not None:  # delivered exactly once afterwards?
             for k, v in self.uplink.drain(sc.uplink[1]).items():
                 rec.extra[f"uplink.{k}"] = [(rec.end_ms, v)]
-        for f in sc.faults:
+        if waits:
+            rec.extra["rig.held_ms"] = [(rec.end_ms, self.held_ns / 1e6)]
+        for f in sc.faults:  # when each really began and ended on the run's time
             end = f.start_ns + f.duration_ns if f.duration_ns else sc.duration_ns
+            start_ms, end_ms = self._fault_at.get(f.id, [f.start_ns / 1e6, None])
+            if end_ms is None:
+                end_ms = start_ms + (min(end, sc.duration_ns) - f.start_ns) / 1e6
             rec.faults.append({"id": f.id, "kind": f.kind, "layer": FAULTS[f.kind][0],
-                               "target": f.target, "start_ms": f.start_ns / 1e6,
-                               "end_ms": min(end, sc.duration_ns) / 1e6, "params": f.params})
+                               "target": f.target, "start_ms": start_ms,
+                               "end_ms": end_ms, "params": f.params})
+
+    def _hold(self, ts: int, waits: list[Any], ended: set[str]) -> bool:
+        """Whether the timeline waits at ``ts``: a ``wait: {recovered: FAULT}`` that is due
+        and whose fault's target is not back yet (its deadline, ``timeout``, not passed).
+        Back: the fault over, edged, edge-bridge and edge-sync up again, every SDK agent
+        connected, every device active in edged. Polled each step (edged's agents table at
+        most every 100 ms)."""
+        now = time.monotonic_ns()
+        for s in waits:
+            if ts < s.at_ns or s.fault in self._waited:
+                continue
+            since = self._hold_since.setdefault(s.fault, now)
+            if self._recovered(s.fault, ended, now):
+                self._waited[s.fault] = (now - since) / 1e6
+                return False
+            if now - since > s.timeout_ns:  # not back in time: the timeline goes on without it
+                self._waited[s.fault] = -1.0
+                return False
+            return True
+        return False
+
+    def _recovered(self, fault_id: str, ended: set[str], now: int) -> bool:
+        if fault_id not in ended or self.edged_dead or self.bridge_dead or self.sync_dead:
+            return False
+        if any(th.is_alive() for th in self.threads):  # a restart or reconnect under way
+            return False
+        if not all(a.agent is not None and a.agent.connected for a in self.agents.values()):
+            return False
+        if self.bench is None:
+            return True
+        if now - self._agents_polled < 100_000_000:
+            return False
+        self._agents_polled = now
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        try:
+            with CtlClient(self.rig.run_dir, timeout=0.5) as c:
+                active = {a["agent_id"] for a in c.request(CtlOp.AGENTS)["agents"] if a.get("state") == "active"}
+        except Exception:  # edged not answering yet
+            return False
+        return set(self.bench.by_id) <= active
 
     def _apply_stimulus(self, t_ns: int, state: dict[int, dict[str, float]]) -> None:
         plant = self.plant
         assert plant is not None
         for i, s in enumerate(self.sc.stimulus):
-            if t_ns < s.at_ns:
+            if t_ns < s.at_ns or s.kind == "wait":  # a wait holds the timeline (_hold)
                 continue
             if s.kind == "set":
                 if i not in state:
@@ -843,6 +909,8 @@ def run_scenario(sc: Scenario) -> RunResult:
         if run.bench is not None:
             res.rig["devices"] = run.device_counters
             res.rig["fault_log"] = run.fault_logs
+        if run._waited:
+            res.rig["waited_ms"] = run._waited
         if run.floods:
             res.rig["load"] = {k: fl.summary() for k, fl in run.floods.items()}
     if res.verdict == "PASS" and problems:

@@ -14,7 +14,9 @@ problem_at), so a scenario's errors read like a rule file's. Layout::
                 uplink: {agg_window: 1s, drain_timeout: 30s}}   (edge-sync + nats-server)
     plant:     {model: motor|tank|vehicle|fmu, fmu: FILE, step: 10ms, params: {..},
                 initial: {input: value}, limits: {signal: [lo, hi]}}
-    stimulus:  [{at: 1s, set: {input: v}} | {at, ramp: {input: v}, over: 2s} | {at, profile: CSV}]
+    stimulus:  [{at: 1s, set: {input: v}} | {at, ramp: {input: v}, over: 2s} | {at, profile: CSV}
+                | {at, wait: {recovered: FAULT_ID}, timeout: 20s}]  (the timeline holds until
+                the fault's target is back: a restart's time is the machine's, not the scenario's)
     faults:    [{id, kind, target, start: 1s, duration: 500ms, params: {..}}]
     assertions: [{id, requirement, <one check>, <validator>, marginal: 10%}]
     outputs:   {formats: [json, junit, html, csv, mdf4]}
@@ -107,10 +109,12 @@ _AT_HINT = {"modbus": "hr:N, ir:N, co:N or di:N", "can": "Message.Signal of the 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Stimulus:
     at_ns: int
-    kind: str  # set | ramp | profile
+    kind: str  # set | ramp | profile | wait
     values: dict[str, float]
     over_ns: int = 0
     profile: tuple[tuple[float, dict[str, float]], ...] = ()  # (t_s after at, values)
+    fault: str = ""  # wait: the fault whose target must be back
+    timeout_ns: int = 0  # wait: the longest hold
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -197,6 +201,10 @@ def load_scenario(path: Path | str) -> Scenario:
 
 
 class _Checker(NodeChecker):
+    def __init__(self, name: str, base: Path):
+        super().__init__(name, base)
+        self._waits: list[tuple[Any, str, str]] = []  # wait: stimuli (node, fault id, where)
+
     def number(self, node: Any, what: str, where: str = "", *, integer: bool = False) -> float:
         v = super().number(node, what, where, integer=integer)
         return 0.0 if v is None else float(v)
@@ -374,6 +382,12 @@ class _Checker(NodeChecker):
                 if any(x.id == f.id for x in faults):
                     self.bad(n, f"duplicate fault id {f.id!r}")
                 faults.append(f)
+        for node, fid, where in self._waits:
+            if fid and fid not in {f.id for f in faults}:
+                self.bad(node, f"wait: no fault with id {fid!r}", "ids: " + ", ".join(sorted(f.id for f in faults)),
+                         where)
+        stimulus = [dataclasses.replace(s, timeout_ns=s.timeout_ns or int(start_timeout * 1e9))
+                    if s.kind == "wait" else s for s in stimulus]
         assertions = []
         for i, n in enumerate(self.seq(top.get("assertions"), "assertions")):
             a2 = self.assertion(n, i, signals, {f.id for f in faults}, {a.id for a in agents}, duration)
@@ -498,13 +512,24 @@ class _Checker(NodeChecker):
 
     def stimulus(self, n: Any, i: int, inputs: set[str], known: bool) -> Stimulus | None:
         where = f"stimulus #{i}"
-        m = self.mapping(n, "a stimulus", {"at", "set", "ramp", "over", "profile"}, where)
-        kinds = [k for k in ("set", "ramp", "profile") if k in m]
+        m = self.mapping(n, "a stimulus", {"at", "set", "ramp", "over", "profile", "wait", "timeout"}, where)
+        kinds = [k for k in ("set", "ramp", "profile", "wait") if k in m]
         if len(kinds) != 1:
-            self.bad(n, "a stimulus has exactly one of set:, ramp:, profile:", where=where)
+            self.bad(n, "a stimulus has exactly one of set:, ramp:, profile:, wait:", where=where)
             return None
         at = self.duration(m["at"], "at", where, zero=True) if "at" in m else 0
         kind = kinds[0]
+        if "timeout" in m and kind != "wait":
+            self.bad(m["timeout"], "timeout: is for wait:", where=where)
+        if kind == "wait":
+            wm = self.mapping(m["wait"], "wait", {"recovered"}, where)
+            if "recovered" not in wm:
+                self.bad(m["wait"], "wait: {recovered: FAULT_ID}", where=where)
+                return None
+            fid = self.text(wm["recovered"], "recovered", where)
+            self._waits.append((wm["recovered"], fid, where))
+            timeout = self.duration(m["timeout"], "timeout", where) if "timeout" in m else 0
+            return Stimulus(at, kind, {}, fault=fid, timeout_ns=timeout)
         if kind == "profile":
             p = self.file(m["profile"], "profile", where)
             rows = self._profile(p, m["profile"], inputs, known, where) if p else ()
