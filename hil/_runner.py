@@ -194,13 +194,16 @@ class _Run:
         for k, v in sc.initial.items():
             self.plant.set(k, v)
         self.rig = Rig()
+        self._disk_mount()  # first: a rig that may not mount starts nothing else (SKIP)
         if sc.uplink is not None:
             from ._uplink import Uplink
 
             self.uplink = Uplink(self.rig, f"hil-{sc.id}", sc.uplink[0])
             self.edged_config = self.uplink.start_server()
         self._clock_config()
-        self._disk_config()
+        if self.disk is not None:  # an LMDB map that starts small and may grow past the tmpfs,
+            # so that the full disk is what stops its commits (as on a board's flash), not the map
+            self._edged_settings(f"map_size = {1 << 20}\nmax_map_size = {256 << 20}\n")
         try:
             self.rig.start_edged(sc.rules_file, timeout=sc.start_timeout_s, log_level=sc.edged_log_level,
                                  config_file=self.edged_config)
@@ -252,18 +255,17 @@ class _Run:
         with open(self.edged_config, "a", encoding="utf-8") as fh:
             fh.write(lines)
 
-    def _disk_config(self) -> None:
-        """The disk-full fault: edged's data dir on a small tmpfs (SKIP where the rig may not
-        mount one), and an LMDB map that starts small and may grow past the tmpfs, so that
-        the full disk is what stops its commits (as on a board's flash), not the map."""
+    def _disk_mount(self) -> None:
+        """The disk-full fault: edged's data dir on a small tmpfs (RigSkipError where the rig
+        may not mount one)."""
         sizes = [f.params.get("size_mb", 16.0) for f in self.sc.faults if f.kind == "disk_full"]
         if not sizes:
             return
         from ._disk import DataDisk
 
-        self.disk = DataDisk(self.rig.data_dir, max(sizes))
-        self.disk.mount()
-        self._edged_settings(f"map_size = {1 << 20}\nmax_map_size = {256 << 20}\n")
+        disk = DataDisk(self.rig.data_dir, max(sizes))
+        disk.mount()
+        self.disk = disk
 
     def _disk_fill(self, f: Any) -> None:
         n = self.disk.fill(int(f.params.get("leave_kb", 0.0) * 1024))
