@@ -72,7 +72,7 @@ slow: $(STAMP)
 
 # the HIL scenario library (hil/scenarios): reports per scenario under HIL_OUT, one JUnit file
 HIL_OUT ?= hil-out
-hil: $(STAMP) $(VENV)/.hil
+hil: $(STAMP) $(VENV)/.hil $(MCU_WASM)
 	$(VENV)/bin/edge-hil run hil/scenarios --out $(HIL_OUT) --junit $(HIL_OUT)/junit.xml
 
 # plots, MDF4 and FMU plants need the optional `hil` extra (matplotlib, asammdf, FMPy)

@@ -81,6 +81,9 @@ class BridgeConfig:
     bridge_health_file: Path | None = None
     """Touched on every healthy tick (for a service manager that watches a file); systemd's
     watchdog is fed through $NOTIFY_SOCKET when it is set."""
+    bridge_trace_file: Path | None = None
+    """A setting for test rigs: every reading reported to edged is appended here as CSV
+    (``t_ns,device,metric,value,labels``; firmware_bridge._trace)."""
     links: tuple[LinkSpec, ...] = ()
     devices: tuple[DeviceSpec, ...] = ()
     source: str = ""
@@ -95,6 +98,7 @@ _SCALARS = (
     "bridge_safe_after_ms",
     "bridge_health_ms",
     "bridge_health_file",
+    "bridge_trace_file",
 )
 
 

@@ -22,6 +22,7 @@ from ._config import DeviceSpec
 from ._errors import ActionError
 from ._link import Link
 from ._profile import ActionSpec, Point, Profile, Write, substitute
+from ._trace import ReadingTrace
 
 log = logging.getLogger("firmware_bridge")
 
@@ -46,8 +47,10 @@ class Device:
         endpoint: str,
         context: zmq.Context[Any] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        trace: ReadingTrace | None = None,
     ):
         self.spec = spec
+        self.trace = trace  # bridge_trace_file: what was reported, for a test rig
         self.name = spec.name
         self.profile = profile
         self.link: Any = link  # its kind's methods: write / send / command
@@ -116,10 +119,13 @@ class Device:
             self.counters["dropped"] += len(items)
             return
         try:
-            self.agent.report_many(items, t_ns=t_ns)
+            sent = self.agent.report_many(items, t_ns=t_ns)
         except Exception as exc:  # edged went away between the check and the send
             self.counters["dropped"] += len(items)
             log.debug("device %s: report failed: %s", self.name, exc)
+            return
+        if self.trace is not None and sent:
+            self.trace.write(t_ns, self.name, items[:sent])
 
     # ------------------------------------------------------------ instructions
 

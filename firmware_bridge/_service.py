@@ -30,6 +30,7 @@ from ._config import BridgeConfig
 from ._device import Device
 from ._link import Link, backend
 from ._profile import load_profile
+from ._trace import ReadingTrace
 
 log = logging.getLogger("firmware_bridge")
 
@@ -58,6 +59,7 @@ class Bridge:
         self._hb: dict[str, int] = {}
         self._alive: dict[str, int] = {}
         self._closed = False
+        self.trace: ReadingTrace | None = None
         self.counters = {
             "ticks": 0,
             "safe_on_edged_loss": 0,
@@ -70,6 +72,8 @@ class Bridge:
         """Load every profile (ProfileError lists all their mistakes), open the links, start
         the agents (they connect whenever edged is there)."""
         try:
+            if self.cfg.bridge_trace_file is not None:
+                self.trace = ReadingTrace(self.cfg.bridge_trace_file)
             profiles = {d.name: load_profile(d.profile) for d in self.cfg.devices}
             for spec in self.cfg.links:
                 self.links[spec.name] = backend(spec.kind)(
@@ -88,6 +92,7 @@ class Bridge:
                     endpoint=self.endpoint,
                     context=self.ctx,
                     clock=self.clock,
+                    trace=self.trace,
                 )
                 dev.handle = _attach(link, dev)
                 self.devices.append(dev)
@@ -234,6 +239,8 @@ class Bridge:
             dev.agent.close()
         for link in self.links.values():
             link.close()
+        if self.trace is not None:
+            self.trace.close()
         self.ctx.term()
 
     def __enter__(self) -> Bridge:

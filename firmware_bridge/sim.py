@@ -50,6 +50,10 @@ class ModbusSim:
         self.silent = set(silent_units)
         self.exceptions = set(exception_units)
         self.delay_s = 0.0
+        self.fault: Callable[[int, int], str] | None = None
+        """A test rig's choice per request: ``fault(request number, unit)`` -> "timeout" (no
+        answer), "exception" (exception 4) or "" (answered); asked once as it arrives."""
+        self._decision = ""
         self.context = [
             SimDevice(id=u, simdata=(block(bits), block(bits), block(regs), block(regs)))
             for u in self.units
@@ -113,14 +117,17 @@ class ModbusSim:
         def trace_pdu(sending: bool, pdu: Any) -> Any:
             if not sending:
                 sim.requests += 1
+                sim._decision = sim.fault(sim.requests, pdu.dev_id) if sim.fault else ""
                 return pdu
-            if pdu.dev_id in sim.exceptions:
+            if pdu.dev_id in sim.exceptions or sim._decision == "exception":
                 return ExceptionResponse(
                     pdu.function_code & 0x7F, 4, pdu.dev_id, pdu.transaction_id
                 )
             return pdu
 
         def trace_packet(sending: bool, data: bytes) -> bytes:
+            if sending and sim._decision == "timeout":
+                return b""
             if sending and sim.silent and self._unit_of(data) in sim.silent:
                 return b""
             if sending and sim.delay_s > 0:

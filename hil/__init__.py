@@ -1,12 +1,14 @@
 """hil: hardware-in-the-loop rigs. Sits above edge.sdk/edge.sim (and firmware_bridge); nothing
 in edge imports it.
 
-    _errors      HilError, ScenarioError, PlantError, RigTimeoutError
+    _errors      HilError, ScenarioError, PlantError, RigTimeoutError, RigSkipError
     _plants      plant models (motor, tank, vehicle; an FMI 2.0 FMU through FMPy)
     _faults      the fault vocabulary (signal, process, bus, serial, modbus, network, clock,
                  load, rules) and the signal faults
     _devices     simulated devices on real links behind an edge-bridge child; the link faults
     _uplink      nats-server, the fault proxy and edge-sync; the network faults
+    _disk        edged's data dir on a tmpfs of its own; the disk-full fault
+    _load        metric floods at a rate or at a multiple of edged's capacity measured in the run
     _scenario    the scenario format, checked like rule files (file:line:col, all at once)
     _runner      one run: edged, agents, devices, the uplink, the plant in real time, faults,
                  teardown

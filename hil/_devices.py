@@ -27,13 +27,18 @@ Fault layers (``FAULTS`` in _faults.py), aimed at a device by its id:
              serial_garbage (``bytes`` random bytes to the host at the start), line_break
              (nothing crosses the line for the duration), mcu_reset (the board resets, as a
              brown-out: it boots again with its outputs safe)
-    modbus   modbus_timeout (the unit does not answer), modbus_exception (exception 4, device
-             failure, to every request), modbus_slow (each answer ``ms`` late; the server's
-             one loop also updates its datastore late: the rig reads and writes it from a
-             thread of its own, so the plant's step never waits)
+    modbus   modbus_timeout (the unit does not answer a request; ``rate``, default 1: every
+             one), modbus_exception (exception 4, device failure; ``rate`` likewise),
+             modbus_slow (each answer ``ms`` late; the server's one loop also updates its
+             datastore late: the rig reads and writes it from a thread of its own, so the
+             plant's step never waits)
     any      device_offline: Modbus silent, the ECU silent and deaf, the MCU's line cut
 
-Every random choice draws from the run's seeded generator: the same seed, the same faults.
+Every random choice is drawn per frame, byte or request *index* (counted per device and
+direction from the run's start) from a stream keyed by (seed, device, kind, direction, index),
+never by wall time: the same scenario and seed fault the same frame numbers, bytes and
+requests, however the machine's timing went. Each hit is in the device's fault log
+(``rig.fault_log`` in result.json).
 """
 
 from __future__ import annotations
@@ -64,23 +69,48 @@ def _free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _Active:
-    """The device-layer faults in force on one device: kind -> params (set by the loop)."""
+FAULT_LOG_MAX = 5000
+"""Hits kept per device in its fault log (the counters count them all)."""
 
-    def __init__(self, rng: random.Random) -> None:
+
+class _Active:
+    """The device-layer faults in force on one device: kind -> params (set by the loop), and
+    its seeded choices: ``draw(kind, stream, index)`` is the same generator for the same seed
+    and index, whenever it is asked."""
+
+    def __init__(self, seed: int) -> None:
         self.on: dict[str, dict[str, float]] = {}
-        self.rng = rng
+        self.seed = seed
         self.lock = threading.Lock()
+        self.log: list[tuple[str, str, int]] = []
+        self._next: collections.Counter[str] = collections.Counter()
 
     def get(self, kind: str) -> dict[str, float] | None:
         return self.on.get(kind)
 
-    def chance(self, kind: str) -> bool:
+    def index(self, stream: str, n: int = 1) -> int:
+        """The index of the next unit (frame, byte, request) on ``stream``; ``n`` of them taken."""
+        with self.lock:
+            i = self._next[stream]
+            self._next[stream] = i + n
+            return i
+
+    def draw(self, kind: str, stream: str, index: int) -> random.Random:
+        return random.Random(f"{self.seed}:{kind}:{stream}:{index}")  # str seeds: sha512, stable
+
+    def hit(self, kind: str, stream: str, index: int) -> random.Random | None:
+        """The unit's generator when ``kind`` is in force and its draw falls under ``rate``
+        (logged), else None."""
         p = self.on.get(kind)
         if p is None:
-            return False
+            return None
+        r = self.draw(kind, stream, index)
+        if r.random() >= p.get("rate", 1.0):
+            return None
         with self.lock:
-            return self.rng.random() < p.get("rate", 1.0)
+            if len(self.log) < FAULT_LOG_MAX:
+                self.log.append((kind, stream, index))
+        return r
 
     @property
     def offline(self) -> bool:
@@ -93,10 +123,10 @@ class Device:
 
     kind = ""
 
-    def __init__(self, spec: Any, root: Path, rng: random.Random):
+    def __init__(self, spec: Any, root: Path, seed: int):
         self.spec = spec
         self.root = root
-        self.faults = _Active(rng)
+        self.faults = _Active(seed)
         self.counters: collections.Counter[str] = collections.Counter()
 
     def link_toml(self) -> str:
@@ -130,8 +160,8 @@ class Device:
 class ModbusDevice(Device):
     kind = "modbus"
 
-    def __init__(self, spec: Any, root: Path, rng: random.Random):
-        super().__init__(spec, root, rng)
+    def __init__(self, spec: Any, root: Path, seed: int):
+        super().__init__(spec, root, seed)
         self.sim: Any = None
         self._last: dict[str, int] = {}
         self._want: dict[str, int] = {}
@@ -155,6 +185,17 @@ class ModbusDevice(Device):
         # injected breaks a request (a silent unit, the bridge's reconnect): expected here
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         self.sim = ModbusSim(units=(self.spec.unit,)).start()
+        self.sim.fault = self._decide
+
+    def _decide(self, index: int, unit: int) -> str:
+        """Request ``index`` (the server's count): timeout, exception or answered ("")."""
+        if unit != self.spec.unit:
+            return ""
+        if self.faults.hit("modbus_timeout", "req", index):
+            return "timeout"
+        if self.faults.hit("modbus_exception", "req", index):
+            return "exception"
+        return ""
 
     @staticmethod
     def _where(at: str) -> tuple[str, int]:
@@ -225,20 +266,15 @@ class ModbusDevice(Device):
 
     def fault_start(self, kind: str, params: dict[str, float]) -> None:
         super().fault_start(kind, params)
-        if kind in ("modbus_timeout", "device_offline"):
+        if kind == "device_offline":
             self.sim.silent.add(self.spec.unit)
-        elif kind == "modbus_exception":
-            self.sim.exceptions.add(self.spec.unit)
         elif kind == "modbus_slow":
             self.sim.delay_s = params.get("ms", 200.0) / 1000.0
 
     def fault_end(self, kind: str) -> None:
         super().fault_end(kind)
-        if kind in ("modbus_timeout", "device_offline") and not (
-                {"modbus_timeout", "device_offline"} & set(self.faults.on)):
+        if kind == "device_offline":
             self.sim.silent.discard(self.spec.unit)
-        elif kind == "modbus_exception":
-            self.sim.exceptions.discard(self.spec.unit)
         elif kind == "modbus_slow":
             self.sim.delay_s = 0.0
 
@@ -267,17 +303,18 @@ class _FaultyBus:
         self.inq: collections.deque[tuple[float, Any]] = collections.deque()
         self.counters: collections.Counter[str] = collections.Counter()
 
-    def _mangle(self, msg: Any, due: float) -> Any:
-        """None to drop ``msg``; else the frame (maybe corrupted) to pass at ``due``."""
+    def _mangle(self, msg: Any, stream: str) -> Any:
+        """None to drop ``msg``; else the frame (maybe corrupted). ``stream``: "tx" (the ECU's
+        frames) or "rx" (frames to it); the choice is the frame index's on that stream."""
         f = self.faults
-        if f.offline or "can_bus_off" in f.on or f.chance("can_drop"):
+        i = f.index(stream)
+        if f.offline or "can_bus_off" in f.on or f.hit("can_drop", stream, i):
             self.counters["dropped"] += 1
             return None
-        if f.chance("can_corrupt") and len(msg.data):
+        r = f.hit("can_corrupt", stream, i) if len(msg.data) else None
+        if r is not None:
             data = bytearray(msg.data)
-            with f.lock:
-                i = f.rng.randrange(len(data))
-            data[i] ^= 0xFF
+            data[r.randrange(len(data))] ^= 0xFF
             msg.data = data
             self.counters["corrupted"] += 1
         return msg
@@ -288,7 +325,7 @@ class _FaultyBus:
 
     def send(self, msg: Any, timeout: float | None = None) -> None:
         now = time.monotonic()
-        m = self._mangle(msg, now)
+        m = self._mangle(msg, "tx")
         if m is None:
             return
         d = self._delay_s()
@@ -316,7 +353,7 @@ class _FaultyBus:
             msg = self.bus.recv(timeout=min(left, 0.005))
             if msg is None or msg.is_error_frame or msg.arbitration_id in self.own:
                 continue
-            m = self._mangle(msg, now)
+            m = self._mangle(msg, "rx")
             if m is None:
                 continue
             d = self._delay_s()
@@ -336,8 +373,8 @@ class _FaultyBus:
 class CanDevice(Device):
     kind = "can"
 
-    def __init__(self, spec: Any, root: Path, rng: random.Random):
-        super().__init__(spec, root, rng)
+    def __init__(self, spec: Any, root: Path, seed: int):
+        super().__init__(spec, root, seed)
         from can.interfaces.udp_multicast import UdpMulticastBus
 
         self.group = UdpMulticastBus.DEFAULT_GROUP_IPv4
@@ -452,24 +489,26 @@ class SerialRelay:
         self._thread = threading.Thread(target=self._run, name="hil-serial", daemon=True)
         self._thread.start()
 
-    def _mangle(self, data: bytes) -> bytes:
+    def _mangle(self, data: bytes, stream: str) -> bytes:
+        """What crosses of ``data`` on ``stream`` ("up": MCU -> host, "down"); the choices are
+        each byte's, by its index on the stream."""
         f = self.faults
+        first = f.index(stream, len(data))
         if f.offline or "line_break" in f.on:
             self.counters["bytes_lost"] += len(data)
             return b""
-        drop, flip = f.get("serial_drop"), f.get("serial_flip")
-        if not drop and not flip:
+        if "serial_drop" not in f.on and "serial_flip" not in f.on:
             return data
         out = bytearray()
-        with f.lock:
-            for b in data:
-                if drop and f.rng.random() < drop.get("rate", 0.01):
-                    self.counters["bytes_dropped"] += 1
-                    continue
-                if flip and f.rng.random() < flip.get("rate", 0.01):
-                    b ^= 1 << f.rng.randrange(8)
-                    self.counters["bytes_flipped"] += 1
-                out.append(b)
+        for j, b in enumerate(data):
+            if f.hit("serial_drop", stream, first + j):
+                self.counters["bytes_dropped"] += 1
+                continue
+            r = f.hit("serial_flip", stream, first + j)
+            if r is not None:
+                b ^= 1 << r.randrange(8)
+                self.counters["bytes_flipped"] += 1
+            out.append(b)
         return bytes(out)
 
     def _run(self) -> None:
@@ -494,7 +533,7 @@ class SerialRelay:
                 except OSError:  # the other end closed (the bridge reopening): keep relaying
                     continue
                 self.counters[f"bytes_{key}"] += len(data)
-                data = self._mangle(data)
+                data = self._mangle(data, key)
                 if data:
                     with contextlib.suppress(OSError):
                         os.write(dst, data)
@@ -511,8 +550,8 @@ class SerialRelay:
 class McuDevice(Device):
     kind = "mcu"
 
-    def __init__(self, spec: Any, root: Path, rng: random.Random):
-        super().__init__(spec, root, rng)
+    def __init__(self, spec: Any, root: Path, seed: int):
+        super().__init__(spec, root, seed)
         self.sim: Any = None
         self.relay: SerialRelay | None = None
         self._seen = 0
@@ -559,9 +598,8 @@ class McuDevice(Device):
         if kind == "mcu_reset":
             self.sim.reset()
         elif kind == "serial_garbage" and self.relay is not None:
-            with self.faults.lock:
-                self.relay.inject += bytes(self.faults.rng.randrange(256)
-                                           for _ in range(int(params.get("bytes", 64))))
+            r = self.faults.draw(kind, "inject", self.faults.index("inject"))
+            self.relay.inject += r.randbytes(int(params.get("bytes", 64)))
 
     def close(self) -> None:
         relay, self.relay = self.relay, None
@@ -587,10 +625,10 @@ class Bench:
 
     def __init__(self, specs: Any, rig: Any, seed: int):
         self.rig = rig
-        self.devices = [DEVICE_KINDS[s.kind](s, rig.root, random.Random(seed * 7919 + i))
-                        for i, s in enumerate(specs)]
+        self.devices = [DEVICE_KINDS[s.kind](s, rig.root, seed * 7919 + i) for i, s in enumerate(specs)]
         self.bridge: Any = None
         self.by_id = {d.spec.id: d for d in self.devices}
+        self.trace = rig.root / "bridge-readings.csv"  # the bridge's bridge_trace_file
 
     def start(self, timeout: float, initial: dict[str, float]) -> None:
         for d in self.devices:
@@ -605,7 +643,7 @@ class Bench:
 
     def write_config(self) -> Path:
         parts = ["[bridge]", "bridge_tick_ms = 10", "bridge_safe_after_ms = 300",
-                 "bridge_health_ms = 200", ""]
+                 "bridge_health_ms = 200", f'bridge_trace_file = "{self.trace}"', ""]
         for d in self.devices:
             parts.append(d.link_toml())
             lines = [f'[[device]]\nname = "{d.spec.id}"\nlink = "{link_name(d)}"',
@@ -670,6 +708,33 @@ class Bench:
             except Exception as exc:
                 problems.append(f"device {d.spec.id}: {exc}")
         return problems
+
+    def readings(self, t0_ns: int) -> list[tuple[float, str, str, float, str]]:
+        """What the devices reported to edged through the bridge (its readings trace), as
+        recording samples, ms since ``t0_ns``; a reading from before the run is the value in
+        force at its start (t 0), the last one per series."""
+        import csv
+
+        out: list[tuple[float, str, str, float, str]] = []
+        before: dict[tuple[str, str, str], tuple[float, str, str, float, str]] = {}
+        try:
+            with open(self.trace, newline="", encoding="utf-8") as fh:
+                for row in csv.reader(fh):
+                    if len(row) != 5:
+                        continue  # a line the killed bridge left half written
+                    t_ms = (int(row[0]) - t0_ns) / 1e6
+                    sample = (max(t_ms, 0.0), row[1], row[2], float(row[3]), row[4])
+                    if t_ms < 0:
+                        before[(row[1], row[2], row[4])] = sample
+                    else:
+                        out.append(sample)
+        except FileNotFoundError:
+            return []
+        return [*before.values(), *out]
+
+    def fault_logs(self) -> dict[str, list[tuple[str, str, int]]]:
+        """Per device, every seeded hit: (kind, stream, index)."""
+        return {d.spec.id: list(d.faults.log) for d in self.devices if d.faults.log}
 
     def counters(self) -> dict[str, dict[str, int]]:
         out = {}

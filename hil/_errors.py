@@ -4,7 +4,9 @@
      +-- HilError                 the rig itself broke (a verdict of ERROR, never FAIL)
           +-- ScenarioError       a scenario file with mistakes (every one, file:line:col)
           +-- PlantError          a plant model failed to load or step, returned NaN, diverged
-          +-- RigTimeoutError          a phase or the teardown ran past its timeout (verdict TIMEOUT)
+          +-- RigTimeoutError     a phase or the teardown ran past its timeout (verdict TIMEOUT)
+          +-- RigSkipError        the rig cannot run the scenario here (a fault needs what it
+                                  lacks: root to mount a tmpfs): verdict SKIP, with the reason
 """
 
 from __future__ import annotations
@@ -29,3 +31,8 @@ class PlantError(HilError):
 
 class RigTimeoutError(HilError):
     """A phase of the run (start, run, teardown) did not finish within its timeout."""
+
+
+class RigSkipError(HilError):
+    """The rig lacks what a fault needs (the disk-full fault's tmpfs mount): the run is SKIP,
+    with this reason, never ERROR or FAIL."""

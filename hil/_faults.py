@@ -18,6 +18,9 @@ Process faults act on the rig's processes (``edged``; ``bridge``, the edge-bridg
     sigkill    SIGKILL the process; restarted after the duration (no duration: stays dead)
     agent_kill an agent's connection is dropped (close, no Bye wait); reconnects after the duration
     cpu_hog    ``procs`` busy-looping processes (default 1) for the duration
+    disk_full  edged's data dir is a tmpfs of ``size_mb`` MiB (default 16; mounted before edged
+               starts, root only, else the run is SKIP); at the start a filler file takes all
+               of it but ``leave_kb`` (default 0), at the end it is removed (hil/_disk.py)
 
 Link faults act between a simulated device and edge-bridge (hil/_devices.py has the details):
 bus (CAN), serial (the MCU's UART), modbus, and device_offline for any device.
@@ -29,7 +32,9 @@ once).
 
 A metric_flood (target ``edged``) runs ``procs`` load agents (edge.sim's ``load`` role, the
 bench's) for the duration, each sending ``rate`` samples/s in batches of ``batch`` over
-``series`` series (``load_value{ch=N}``); the offered rate is ``load.offered_per_s``.
+``series`` series (``load_value{ch=N}``); the offered rate is ``load.offered_per_s``. With
+``ratio`` instead of ``rate`` the rig first measures edged's capacity (hil/_load.py) and offers
+``ratio`` times it: ``load.capacity_per_s``, ``load.ratio``.
 
 A rules_swap (target: a rule file, relative to the scenario) compiles it and pushes it to the
 running edged over ctl.sock at its start: a hot swap of the table under test.
@@ -61,6 +66,7 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "sigkill": ("process", False, ()),
     "agent_kill": ("process", True, ()),
     "cpu_hog": ("process", True, ("procs",)),
+    "disk_full": ("process", True, ("size_mb", "leave_kb")),
     "can_drop": ("bus", True, ("rate",)),
     "can_delay": ("bus", True, ("ms",)),
     "can_corrupt": ("bus", True, ("rate",)),
@@ -72,15 +78,15 @@ FAULTS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "serial_garbage": ("serial", False, ("bytes",)),
     "line_break": ("serial", True, ()),
     "mcu_reset": ("serial", False, ()),
-    "modbus_timeout": ("modbus", True, ()),
-    "modbus_exception": ("modbus", True, ()),
+    "modbus_timeout": ("modbus", True, ("rate",)),
+    "modbus_exception": ("modbus", True, ("rate",)),
     "modbus_slow": ("modbus", True, ("ms",)),
     "device_offline": ("device", True, ()),
     "uplink_blackhole": ("network", True, ()),
     "uplink_refuse": ("network", True, ()),
     "uplink_reset": ("network", False, ()),
     "rules_swap": ("rules", False, ()),
-    "metric_flood": ("load", True, ("rate", "batch", "series", "procs")),
+    "metric_flood": ("load", True, ("rate", "ratio", "batch", "series", "procs")),
     "clock_step": ("clock", False, ("ms",)),
     "clock_skew": ("clock", True, ("ppm",)),
 }

@@ -26,6 +26,7 @@ def check(files: tuple[Path, ...]) -> None:
     from ._scenario import load_scenario
 
     bad = 0
+    mount_why: str | None = None  # asked once, only when a scenario needs it
     for f in files:
         try:
             sc = load_scenario(f)
@@ -36,6 +37,15 @@ def check(files: tuple[Path, ...]) -> None:
         click.echo(f"{f}: ok ({sc.id}: {len(sc.agents)} agents, {len(sc.devices)} devices, "
                    f"{'an uplink, ' if sc.uplink else ''}{len(sc.faults)} faults, "
                    f"{len(sc.assertions)} assertions, {sc.duration_ns / 1e9:g} s)")
+        disk = [x.id for x in sc.faults if x.kind == "disk_full"]
+        if disk:
+            if mount_why is None:
+                from ._disk import mount_problem
+
+                mount_why = mount_problem()
+            if mount_why:
+                click.echo(f"{f}: note: fault {disk[0]} (disk_full) needs root: {mount_why}; "
+                           "here the run's verdict will be SKIP", err=True)
     sys.exit(2 if bad else 0)
 
 
@@ -66,6 +76,10 @@ def run(scenarios: tuple[Path, ...], out_dir: Path, junit: Path | None) -> None:
         flag = " MARGINAL" if res.marginal else ""
         click.echo(f"{res.verdict:<7}{sc.id}{flag} ({res.wall_s:.1f} s)"
                    f"{': ' + res.reason if res.reason else ''}  -> {out_dir / sc.id}/report.html")
+        for k, fl in res.rig.get("load", {}).items():  # the figure an overload run is judged by
+            if fl["capacity_per_s"]:
+                click.echo(f"       load {k}: edged's capacity {fl['capacity_per_s']:,.0f} samples/s (this run), "
+                           f"offered {fl['offered_per_s']:,.0f}/s = {fl['ratio']:.2f}x by {fl['procs']} senders")
         worst = max(worst, {"PASS": 0, "SKIP": 0, "FAIL": 1}.get(res.verdict, 2))
     if junit is not None:
         write_junit(results, junit)

@@ -31,12 +31,25 @@ def _e2e(res: RunResult) -> dict[str, dict[str, Any]]:
     for i in res.recording.instructions:
         if i["e2e_ms"] is not None:  # None: to a bridge device (seen in edged's tail)
             by.setdefault(i["rule_id"], []).append(i["e2e_ms"])
+    sla = _slas(res)
     out = {}
     for rule, xs in by.items():
         xs.sort()
-        out[rule] = {"count": len(xs), "p50": xs[len(xs) // 2],
-                     "p99": xs[min(len(xs) - 1, math.ceil(0.99 * len(xs)) - 1)], "max": xs[-1]}
+        p99 = xs[min(len(xs) - 1, math.ceil(0.99 * len(xs)) - 1)]
+        out[rule] = {"count": len(xs), "p50": xs[len(xs) // 2], "p99": p99, "max": xs[-1],
+                     "sla_ms": sla.get(rule), "within_sla": None if rule not in sla else p99 <= sla[rule]}
     return out
+
+
+def _slas(res: RunResult) -> dict[str, float]:
+    """Each rule's SLA (its sla_threshold, ms) in the table under test."""
+    from edge.errors import EdgeError
+    from edge.rules import load_rule_file
+
+    try:
+        return {r.rule_id: r.sla_ms for r in load_rule_file(res.scenario.rules_file).rules}
+    except (EdgeError, OSError):
+        return {}
 
 
 def result_doc(res: RunResult) -> dict[str, Any]:
@@ -236,7 +249,14 @@ def _html(res: RunResult, plots: dict[str, str]) -> str:
                      f"<td>{f['start_ms'] / 1000:.3f}</td><td>{f['end_ms'] / 1000:.3f}</td>"
                      f"<td>{e(json.dumps(f['params']))}</td></tr>" for f in res.recording.faults)
     e2e = "".join(f"<tr><td>{e(r)}</td><td>{s['count']}</td><td>{s['p50']:.3f}</td><td>{s['p99']:.3f}</td>"
-                  f"<td>{s['max']:.3f}</td></tr>" for r, s in doc["e2e_ms"].items())
+                  f"<td>{s['max']:.3f}</td><td>{s['sla_ms'] if s['sla_ms'] is not None else '-'}"
+                  f"{'' if s['within_sla'] is None else (' (met)' if s['within_sla'] else ' (missed)')}</td></tr>"
+                  for r, s in doc["e2e_ms"].items())
+    load = "".join(
+        f"<p>load <code>{e(k)}</code>: edged's capacity {fl['capacity_per_s'] or 0:,.0f} samples/s "
+        f"(measured in this run), offered {fl['offered_per_s']:,.0f}/s = "
+        f"{fl['ratio'] if fl['ratio'] is not None else '-'}x (asked {fl['asked_ratio'] or '-'}x, "
+        f"{fl['procs']} senders)</p>" for k, fl in res.rig.get("load", {}).items())
     imgs = "".join(f"<p><img src='{Path(p).name}' alt='{k}'></p>" for k, p in plots.items() if p.endswith(".png"))
     if not imgs and plots:
         imgs = f"<p>{e(next(iter(plots.values())))}</p>"
@@ -254,7 +274,8 @@ plant {e(res.scenario.model)} at {res.scenario.step_ns / 1e6:g} ms, wall {res.wa
 <h2>Faults</h2><table><tr><th>id</th><th>kind</th><th>target</th><th>start s</th><th>end s</th><th>params</th></tr>{faults}</table>
 <h2>Signals</h2>{imgs}
 <h2>End to end per rule (sample -> instruction handled, ms)</h2>
-<table><tr><th>rule</th><th>count</th><th>p50</th><th>p99</th><th>max</th></tr>{e2e}</table>
+<table><tr><th>rule</th><th>count</th><th>p50</th><th>p99</th><th>max</th><th>SLA ms</th></tr>{e2e}</table>
+{load}
 <h2>The rig itself</h2><p>injection (step lateness) p50 {inj.get('p50', 0):.0f} µs, p99 {inj.get('p99', 0):.0f} µs;
 observation p50 {obs.get('p50', 0):.0f} µs, p99 {obs.get('p99', 0):.0f} µs; tolerance {res.scenario.tolerance_ms:g} ms</p>
 </body></html>"""

@@ -30,7 +30,7 @@ from typing import Any
 from edge.errors import EdgeError
 from edge.sim import Rig, new_hist, record_ns, summary_us
 
-from ._errors import HilError, PlantError, RigTimeoutError
+from ._errors import HilError, PlantError, RigSkipError, RigTimeoutError
 from ._faults import FAULTS, LINK_LAYERS, SignalFaults
 from ._plants import Plant, make_plant
 from ._scenario import AgentSpec, Scenario
@@ -109,14 +109,15 @@ class _SimAgent:
         run.instructions.put((t, self.spec.id, ins.rule_id, action, params, ins.t_sample_ns))
         return None  # executed: the Ack says ok (the plant takes it on its next step)
 
-    def report(self, t_ns: int, now_ns: int, values: dict[str, float], t_ms: float) -> None:
-        """Report the step at ``t_ns`` (its schedule) sent at ``now_ns`` (``t_ms`` since start)."""
+    def report(self, t_ns: int, now_ns: int, values: dict[str, float], t_ms: float, ts_ns: int) -> None:
+        """Report the step at ``t_ns`` (its schedule) sent at ``now_ns`` (``t_ms`` since start);
+        ``ts_ns`` is the scenario's timeline (the signal faults' windows are on it)."""
         if self.agent is None or t_ns < self.next_ns:
             return
         self.next_ns = t_ns + self.spec.every_ns
         items = []
         for metric, sig in self.spec.report:
-            v = self.faults[metric].apply(t_ns, values[sig])
+            v = self.faults[metric].apply(ts_ns, values[sig])
             if v is None:
                 continue
             lab = self.spec.labels.get(metric)
@@ -157,10 +158,11 @@ class _Run:
         self._nice: int | None = None  # the rig's priority before its loop raised it
         self.bench: Any = None  # the devices and edge-bridge (hil/_devices.py), if any
         self.device_counters: dict[str, Any] = {}
+        self.fault_logs: dict[str, Any] = {}  # device -> its seeded hits (kind, stream, index)
         self.uplink: Any = None  # edge-sync, the fault proxy and nats-server (hil/_uplink.py)
         self.edged_config: Any = None
         self.clock_file: Any = None  # edged's wall_clock_file (clock faults)
-        self.floods: dict[str, list[Any]] = {}  # metric_flood id -> its load children
+        self.floods: dict[str, Any] = {}  # metric_flood id -> its Flood (hil/_load.py)
         self.wall_offset_ms = 0.0
         self.wall_skew_ppm = 0.0
         self._skew_since = 0
@@ -171,6 +173,13 @@ class _Run:
         self._tail: threading.Thread | None = None
         self._tail_stop = threading.Event()
         self._t0_wall_ms = 0.0
+        self.disk: Any = None  # edged's data dir on a tmpfs (the disk-full fault, hil/_disk.py)
+        self.held_ns = 0  # how long wait: stimuli held the timeline
+        self._hold_since: dict[str, int] = {}
+        self._waited: dict[str, float] = {}  # fault id -> ms waited for it (-1: not back in time)
+        self._agents_polled = 0
+        self._fault_at: dict[str, list[Any]] = {}  # fault id -> [start ms, end ms] on the run's time
+        self._committed_at_free: float | None = None
 
     # -------------------------------------------------------------- phases
 
@@ -185,12 +194,16 @@ class _Run:
         for k, v in sc.initial.items():
             self.plant.set(k, v)
         self.rig = Rig()
+        self._disk_mount()  # first: a rig that may not mount starts nothing else (SKIP)
         if sc.uplink is not None:
             from ._uplink import Uplink
 
             self.uplink = Uplink(self.rig, f"hil-{sc.id}", sc.uplink[0])
             self.edged_config = self.uplink.start_server()
         self._clock_config()
+        if self.disk is not None:  # an LMDB map that starts small and may grow past the tmpfs,
+            # so that the full disk is what stops its commits (as on a board's flash), not the map
+            self._edged_settings(f"map_size = {1 << 20}\nmax_map_size = {256 << 20}\n")
         try:
             self.rig.start_edged(sc.rules_file, timeout=sc.start_timeout_s, log_level=sc.edged_log_level,
                                  config_file=self.edged_config)
@@ -210,6 +223,21 @@ class _Run:
 
             self.bench = Bench(sc.devices, self.rig, sc.seed)
             self.bench.start(sc.start_timeout_s, self.plant.values())
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """A flood at a multiple of edged's capacity: its senders start now and measure the
+        capacity (hil/_load.py), before the scenario's timeline begins."""
+        from ._load import Flood
+
+        for f in self.sc.faults:
+            if f.kind == "metric_flood" and f.params.get("ratio"):
+                fl = self.floods[f.id] = Flood(self.rig, f, self.sc.start_timeout_s)
+                try:
+                    fl.spawn()
+                    fl.calibrate()
+                except EdgeError as exc:
+                    raise HilError(f"metric_flood {f.id}: {exc}") from exc
 
     def _clock_config(self) -> None:
         """edged's wall clock under the rig's control when a scenario faults it."""
@@ -217,11 +245,43 @@ class _Run:
             return
         self.clock_file = self.rig.root / "wall-clock"
         self._write_clock()
+        self._edged_settings(f'wall_clock_file = "{self.clock_file}"\n')
+
+    def _edged_settings(self, lines: str) -> None:
+        """Append settings to edged's config file (made here when the rig has none yet)."""
         if self.edged_config is None:
             self.edged_config = self.rig.root / "edged.toml"
             self.edged_config.write_text("", encoding="utf-8")
         with open(self.edged_config, "a", encoding="utf-8") as fh:
-            fh.write(f'wall_clock_file = "{self.clock_file}"\n')
+            fh.write(lines)
+
+    def _disk_mount(self) -> None:
+        """The disk-full fault: edged's data dir on a small tmpfs (RigSkipError where the rig
+        may not mount one)."""
+        sizes = [f.params.get("size_mb", 16.0) for f in self.sc.faults if f.kind == "disk_full"]
+        if not sizes:
+            return
+        from ._disk import DataDisk
+
+        disk = DataDisk(self.rig.data_dir, max(sizes))
+        disk.mount()
+        self.disk = disk
+
+    def _disk_fill(self, f: Any) -> None:
+        n = self.disk.fill(int(f.params.get("leave_kb", 0.0) * 1024))
+        t_ms = (time.monotonic_ns() - self.t0) / 1e6
+        self.rec.extra.setdefault("disk.filled_bytes", []).append((t_ms, float(n)))
+
+    def _disk_free(self) -> None:
+        self.disk.free()
+        self._committed_at_free = self._store_counters().get("committed_records")
+
+    def _store_counters(self) -> dict[str, Any]:
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        with CtlClient(self.rig.run_dir, timeout=5.0) as c:
+            return dict(c.request(CtlOp.STATUS).get("store", {}))
 
     def _write_clock(self) -> None:
         tmp = self.clock_file.with_suffix(".tmp")
@@ -354,7 +414,6 @@ class _Run:
         sc, plant, rec = self.sc, self.plant, self.rec
         assert plant is not None
         step, dt = sc.step_ns, sc.step_ns / 1e9
-        n_steps = sc.duration_ns // step
         stim_state: dict[int, dict[str, float]] = {}
         faults = sorted((f for f in sc.faults
                          if FAULTS[f.kind][0] != "signal"),
@@ -366,26 +425,39 @@ class _Run:
         if self.bench is not None or self.uplink is not None:
             self._tail = threading.Thread(target=self._tail_loop, name="hil-tail", daemon=True)
             self._tail.start()
-        give_up = self.t0 + sc.duration_ns + int(RUN_SLACK_S * 1e9)
-        for k in range(n_steps + 1):
+        slack = int(RUN_SLACK_S * 1e9)
+        waits = [s for s in sc.stimulus if s.kind == "wait"]
+        k = 0
+        while True:
+            # t_ns: the run's time (the schedule, the plant's physics); ts: the scenario's
+            # timeline (stimulus, faults, the end), held still while a wait: is waiting
             t_ns = k * step
+            ts = t_ns - self.held_ns
+            if ts > sc.duration_ns:
+                break
+            k += 1
             due = self.t0 + t_ns
             now = time.monotonic_ns()
             if now < due:
                 time.sleep((due - now) / 1e9)  # pacing the real-time loop to its schedule
                 now = time.monotonic_ns()
-            if now > give_up:
-                raise RigTimeoutError(f"the run did not finish within {sc.duration_ns / 1e9 + RUN_SLACK_S:g} s")
+            if now > self.t0 + sc.duration_ns + self.held_ns + slack:
+                raise RigTimeoutError(f"the run did not finish within "
+                                      f"{(sc.duration_ns + self.held_ns) / 1e9 + RUN_SLACK_S:g} s")
             record_ns(self.injection, now - due)
-            self._apply_stimulus(t_ns, stim_state)
+            self._apply_stimulus(ts, stim_state)
             self._apply_instructions(now)
             for f in faults:
-                if f.id not in started and t_ns >= f.start_ns:
+                if f.id not in started and ts >= f.start_ns:
                     started.add(f.id)
-                    self._fault_start(f, t_ns)
-                if f.id in started and f.id not in ended and f.duration_ns and t_ns >= f.start_ns + f.duration_ns:
+                    self._fault_at[f.id] = [(now - self.t0) / 1e6, None]
+                    self._fault_start(f, ts)
+                if f.id in started and f.id not in ended and f.duration_ns and ts >= f.start_ns + f.duration_ns:
                     ended.add(f.id)
+                    self._fault_at[f.id][1] = (now - self.t0) / 1e6
                     self._fault_end(f)
+            if waits and self._hold(ts, waits, ended):
+                self.held_ns += step  # the timeline stays at ts for the next step too
             if self.bench is not None:
                 self._devices_step(None)
             if k:
@@ -402,13 +474,14 @@ class _Run:
                     raise PlantError(f"the plant diverged: {name}={v:g} at t={t_ms / 1000:.3f} s "
                                      f"is outside its limits [{lim[0]:g}, {lim[1]:g}]")
             for a in self.agents.values():
-                a.report(t_ns, sent, values, t_ms)
+                a.report(t_ns, sent, values, t_ms, ts)
             if self.errors:
                 raise HilError("; ".join(self.errors))
         self._apply_instructions(time.monotonic_ns())
         rec.end_ms = (time.monotonic_ns() - self.t0) / 1e6
         for f in faults:
             if f.id in started and f.id not in ended:
+                self._fault_at[f.id][1] = rec.end_ms
                 self._fault_end(f)
         for th in self.threads:  # a hot swap or a restart still under way
             th.join(self.sc.start_timeout_s)
@@ -419,17 +492,64 @@ class _Run:
         if self.uplink is not None and sc.uplink is not None:  # delivered exactly once afterwards?
             for k, v in self.uplink.drain(sc.uplink[1]).items():
                 rec.extra[f"uplink.{k}"] = [(rec.end_ms, v)]
-        for f in sc.faults:
+        if waits:
+            rec.extra["rig.held_ms"] = [(rec.end_ms, self.held_ns / 1e6)]
+        for f in sc.faults:  # when each really began and ended on the run's time
             end = f.start_ns + f.duration_ns if f.duration_ns else sc.duration_ns
+            start_ms, end_ms = self._fault_at.get(f.id, [f.start_ns / 1e6, None])
+            if end_ms is None:
+                end_ms = start_ms + (min(end, sc.duration_ns) - f.start_ns) / 1e6
             rec.faults.append({"id": f.id, "kind": f.kind, "layer": FAULTS[f.kind][0],
-                               "target": f.target, "start_ms": f.start_ns / 1e6,
-                               "end_ms": min(end, sc.duration_ns) / 1e6, "params": f.params})
+                               "target": f.target, "start_ms": start_ms,
+                               "end_ms": end_ms, "params": f.params})
+
+    def _hold(self, ts: int, waits: list[Any], ended: set[str]) -> bool:
+        """Whether the timeline waits at ``ts``: a ``wait: {recovered: FAULT}`` that is due
+        and whose fault's target is not back yet (its deadline, ``timeout``, not passed).
+        Back: the fault over, edged, edge-bridge and edge-sync up again, every SDK agent
+        connected, every device active in edged. Polled each step (edged's agents table at
+        most every 100 ms)."""
+        now = time.monotonic_ns()
+        for s in waits:
+            if ts < s.at_ns or s.fault in self._waited:
+                continue
+            since = self._hold_since.setdefault(s.fault, now)
+            if self._recovered(s.fault, ended, now):
+                self._waited[s.fault] = (now - since) / 1e6
+                return False
+            if now - since > s.timeout_ns:  # not back in time: the timeline goes on without it
+                self._waited[s.fault] = -1.0
+                return False
+            return True
+        return False
+
+    def _recovered(self, fault_id: str, ended: set[str], now: int) -> bool:
+        if fault_id not in ended or self.edged_dead or self.bridge_dead or self.sync_dead:
+            return False
+        if any(th.is_alive() for th in self.threads):  # a restart or reconnect under way
+            return False
+        if not all(a.agent is not None and a.agent.connected for a in self.agents.values()):
+            return False
+        if self.bench is None:
+            return True
+        if now - self._agents_polled < 100_000_000:
+            return False
+        self._agents_polled = now
+        from edge.runtime import CtlClient
+        from edge.wire import CtlOp
+
+        try:
+            with CtlClient(self.rig.run_dir, timeout=0.5) as c:
+                active = {a["agent_id"] for a in c.request(CtlOp.AGENTS)["agents"] if a.get("state") == "active"}
+        except Exception:  # edged not answering yet
+            return False
+        return set(self.bench.by_id) <= active
 
     def _apply_stimulus(self, t_ns: int, state: dict[int, dict[str, float]]) -> None:
         plant = self.plant
         assert plant is not None
         for i, s in enumerate(self.sc.stimulus):
-            if t_ns < s.at_ns:
+            if t_ns < s.at_ns or s.kind == "wait":  # a wait holds the timeline (_hold)
                 continue
             if s.kind == "set":
                 if i not in state:
@@ -492,6 +612,8 @@ class _Run:
             self.bench.by_id[f.target].fault_start(f.kind, f.params)
         elif f.kind == "metric_flood":
             self._in_background(f"metric_flood {f.id}", lambda: self._flood_start(f))
+        elif f.kind == "disk_full":
+            self._in_background(f"disk_full {f.id}", lambda: self._disk_fill(f))
         elif f.kind == "rules_swap":
             self._in_background(f"rules_swap {f.id}", lambda: self._push_rules(f.target))
         elif f.target == "sync":
@@ -533,6 +655,8 @@ class _Run:
     def _fault_end(self, f: Any) -> None:
         if f.kind == "metric_flood":
             self._in_background(f"metric_flood {f.id} end", lambda: self._flood_end(f))
+        elif f.kind == "disk_full":
+            self._in_background(f"disk_full {f.id} end", self._disk_free)
         elif FAULTS[f.kind][0] == "clock":
             self._clock_fault(f, False)
         elif FAULTS[f.kind][0] == "network":
@@ -576,28 +700,27 @@ class _Run:
             self._stop_hogs()
 
     def _flood_start(self, f: Any) -> None:
-        p = f.params
-        kids = []
-        for i in range(int(p.get("procs", 1))):
-            kids.append(self.rig.spawn("load", "--run-dir", str(self.rig.run_dir), "--agent-id",
-                                       f"hil-load-{f.id}-{i}", "--rate", str(p.get("rate", 20000.0)),
-                                       "--batch", str(int(p.get("batch", 100))),
-                                       "--series", str(int(p.get("series", 16)))))
-        for k in kids:
-            k.expect("ready", timeout=self.sc.start_timeout_s)
-        for k in kids:
-            k.send("run")
-        self.floods[f.id] = kids
+        from ._load import Flood
+
+        fl = self.floods.get(f.id)
+        if fl is None:  # a fixed rate: its senders start now
+            fl = self.floods[f.id] = Flood(self.rig, f, self.sc.start_timeout_s)
+            fl.spawn()
+        fl.start()
 
     def _flood_end(self, f: Any) -> None:
-        offered = 0.0
-        for k in self.floods.pop(f.id, []):
-            k.send("report")
-            with contextlib.suppress(Exception):
-                offered += k.expect("report", timeout=5.0)["sent_per_s"]
-            k.stop()
-        t_ms = (time.monotonic_ns() - self.t0) / 1e6
-        self.rec.extra.setdefault("load.offered_per_s", []).append((t_ms, round(offered, 1)))
+        fl = self.floods.get(f.id)
+        if fl is None:
+            return
+        t_ms = (time.monotonic_ns() - self.t0) / 1e6  # the fault's end, not when its senders stopped
+        fl.stop()
+        self.rec.extra.setdefault("load.offered_per_s", []).append((t_ms, round(fl.offered, 1)))
+        if fl.capacity:
+            self.rec.extra.setdefault("load.capacity_per_s", []).append((t_ms, round(fl.capacity, 1)))
+            self.rec.extra.setdefault("load.ratio", []).append((t_ms, round(fl.offered / fl.capacity, 3)))
+        why = fl.shortfall()
+        if why:
+            self.errors.append(f"metric_flood {f.id}: {why}")
 
     def _push_rules(self, path: str) -> None:
         from pathlib import Path
@@ -642,10 +765,17 @@ class _Run:
         if self.edged_dead:
             return
         with CtlClient(self.rig.run_dir, timeout=5.0) as c:
-            counters = c.request(CtlOp.STATUS).get("counters", {})
-        for k, v in counters.items():
+            status = c.request(CtlOp.STATUS)
+        for k, v in status.get("counters", {}).items():
             if isinstance(v, int | float):
                 self.rec.extra[f"edged.{k}"] = [(self.rec.end_ms, float(v))]
+        store = status.get("store", {})
+        for k, v in store.items():  # the store writer's: disk_errors, dropped_io_error, ...
+            if isinstance(v, int | float):
+                self.rec.extra[f"edged.store_{k}"] = [(self.rec.end_ms, float(v))]
+        if self._committed_at_free is not None and "committed_records" in store:
+            self.rec.extra["disk.commits_after_free"] = [
+                (self.rec.end_ms, float(store["committed_records"] - self._committed_at_free))]
 
     def _restart_edged(self) -> None:
         self.rig.edged_exit = None
@@ -689,6 +819,9 @@ class _Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
         self._stop_hogs()
+        for fl in self.floods.values():
+            with contextlib.suppress(Exception):
+                fl.stop()
         self._tail_stop.set()
         if self._tail is not None:
             self._tail.join(5)
@@ -697,7 +830,14 @@ class _Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.bench.bridge.pid, signal.SIGCONT)
             self.device_counters = self.bench.counters()
+            self.fault_logs = self.bench.fault_logs()
             problems += self.bench.close()
+            if self.t0:  # what edged received from the devices, beside the rig's own samples
+                try:
+                    self.rec.samples.extend(self.bench.readings(self.t0))
+                except (OSError, ValueError) as exc:
+                    problems.append(f"the bridge's readings trace: {exc}")
+                self.rec.samples.sort(key=lambda s: s[0])
         for a in self.agents.values():
             try:
                 a.close()
@@ -709,6 +849,17 @@ class _Run:
                     os.kill(self.uplink.sync.pid, signal.SIGCONT)
             problems += self.uplink.close()
         if self.rig is not None:
+            try:
+                if self.disk is not None:  # edged off the tmpfs before it is unmounted
+                    self.rig.stop_sims()
+                    self.rig.stop_edged()
+            except Exception as exc:
+                problems.append(f"rig: {exc}")
+            finally:
+                if self.disk is not None:
+                    why = self.disk.close()
+                    if why:
+                        problems.append(why)
             try:
                 self.rig.close()
             except Exception as exc:
@@ -743,6 +894,8 @@ def run_scenario(sc: Scenario) -> RunResult:
         run.loop()
     except RigTimeoutError as exc:
         res.verdict, res.reason = "TIMEOUT", str(exc)
+    except RigSkipError as exc:
+        res.verdict, res.reason = "SKIP", str(exc)
     except (HilError, EdgeError) as exc:
         res.verdict, res.reason = "ERROR", str(exc)
     except KeyboardInterrupt:
@@ -757,6 +910,11 @@ def run_scenario(sc: Scenario) -> RunResult:
                    "teardown_problems": problems}
         if run.bench is not None:
             res.rig["devices"] = run.device_counters
+            res.rig["fault_log"] = run.fault_logs
+        if run._waited:
+            res.rig["waited_ms"] = run._waited
+        if run.floods:
+            res.rig["load"] = {k: fl.summary() for k, fl in run.floods.items()}
     if res.verdict == "PASS" and problems:
         res.verdict, res.reason = "ERROR", "teardown: " + "; ".join(problems)
     if res.verdict == "PASS" and inj.get("p99", 0) / 1000 > sc.tolerance_ms:

@@ -14,7 +14,9 @@ problem_at), so a scenario's errors read like a rule file's. Layout::
                 uplink: {agg_window: 1s, drain_timeout: 30s}}   (edge-sync + nats-server)
     plant:     {model: motor|tank|vehicle|fmu, fmu: FILE, step: 10ms, params: {..},
                 initial: {input: value}, limits: {signal: [lo, hi]}}
-    stimulus:  [{at: 1s, set: {input: v}} | {at, ramp: {input: v}, over: 2s} | {at, profile: CSV}]
+    stimulus:  [{at: 1s, set: {input: v}} | {at, ramp: {input: v}, over: 2s} | {at, profile: CSV}
+                | {at, wait: {recovered: FAULT_ID}, timeout: 20s}]  (the timeline holds until
+                the fault's target is back: a restart's time is the machine's, not the scenario's)
     faults:    [{id, kind, target, start: 1s, duration: 500ms, params: {..}}]
     assertions: [{id, requirement, <one check>, <validator>, marginal: 10%}]
     outputs:   {formats: [json, junit, html, csv, mdf4]}
@@ -91,6 +93,8 @@ class DeviceSpec:
 DEVICE_HEALTH = ("health_online", "health_errors", "health_timeouts", "health_out_of_range",
                  "health_rejected", "health_link_reopens")
 CAN_HEALTH = ("health_bus_off", "health_error_passive")
+# the disk-full fault's (hil/_runner.py): the filler's size, commits after it was removed
+DISK_SIGNALS = ("disk.filled_bytes", "disk.commits_after_free")
 # the uplink's signals (hil/_uplink.py): during the run, then once after the drain
 UPLINK_SIGNALS = ("link_up", "outbox", "produced", "delivered", "duplicates", "dropped", "lost",
                   "outbox_left", "drain_s", "wall_span_s")
@@ -105,10 +109,12 @@ _AT_HINT = {"modbus": "hr:N, ir:N, co:N or di:N", "can": "Message.Signal of the 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Stimulus:
     at_ns: int
-    kind: str  # set | ramp | profile
+    kind: str  # set | ramp | profile | wait
     values: dict[str, float]
     over_ns: int = 0
     profile: tuple[tuple[float, dict[str, float]], ...] = ()  # (t_s after at, values)
+    fault: str = ""  # wait: the fault whose target must be back
+    timeout_ns: int = 0  # wait: the longest hold
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -195,6 +201,10 @@ def load_scenario(path: Path | str) -> Scenario:
 
 
 class _Checker(NodeChecker):
+    def __init__(self, name: str, base: Path):
+        super().__init__(name, base)
+        self._waits: list[tuple[Any, str, str]] = []  # wait: stimuli (node, fault id, where)
+
     def number(self, node: Any, what: str, where: str = "", *, integer: bool = False) -> float:
         v = super().number(node, what, where, integer=integer)
         return 0.0 if v is None else float(v)
@@ -358,7 +368,7 @@ class _Checker(NodeChecker):
             signals |= {f"{d.id}.{h}" for h in DEVICE_HEALTH + (CAN_HEALTH if d.kind == "can" else ())}
         if uplink is not None:
             signals |= {f"uplink.{k}" for k in UPLINK_SIGNALS}
-        signals = _WithEdged(signals | {"load.offered_per_s"})
+        signals = _WithEdged(signals | {"load.offered_per_s", "load.capacity_per_s", "load.ratio", *DISK_SIGNALS})
         if not known_model:
             signals = _Anything()  # type: ignore[assignment]
 
@@ -372,6 +382,12 @@ class _Checker(NodeChecker):
                 if any(x.id == f.id for x in faults):
                     self.bad(n, f"duplicate fault id {f.id!r}")
                 faults.append(f)
+        for node, fid, where in self._waits:
+            if fid and fid not in {f.id for f in faults}:
+                self.bad(node, f"wait: no fault with id {fid!r}", "ids: " + ", ".join(sorted(f.id for f in faults)),
+                         where)
+        stimulus = [dataclasses.replace(s, timeout_ns=s.timeout_ns or int(start_timeout * 1e9))
+                    if s.kind == "wait" else s for s in stimulus]
         assertions = []
         for i, n in enumerate(self.seq(top.get("assertions"), "assertions")):
             a2 = self.assertion(n, i, signals, {f.id for f in faults}, {a.id for a in agents}, duration)
@@ -496,13 +512,24 @@ class _Checker(NodeChecker):
 
     def stimulus(self, n: Any, i: int, inputs: set[str], known: bool) -> Stimulus | None:
         where = f"stimulus #{i}"
-        m = self.mapping(n, "a stimulus", {"at", "set", "ramp", "over", "profile"}, where)
-        kinds = [k for k in ("set", "ramp", "profile") if k in m]
+        m = self.mapping(n, "a stimulus", {"at", "set", "ramp", "over", "profile", "wait", "timeout"}, where)
+        kinds = [k for k in ("set", "ramp", "profile", "wait") if k in m]
         if len(kinds) != 1:
-            self.bad(n, "a stimulus has exactly one of set:, ramp:, profile:", where=where)
+            self.bad(n, "a stimulus has exactly one of set:, ramp:, profile:, wait:", where=where)
             return None
         at = self.duration(m["at"], "at", where, zero=True) if "at" in m else 0
         kind = kinds[0]
+        if "timeout" in m and kind != "wait":
+            self.bad(m["timeout"], "timeout: is for wait:", where=where)
+        if kind == "wait":
+            wm = self.mapping(m["wait"], "wait", {"recovered"}, where)
+            if "recovered" not in wm:
+                self.bad(m["wait"], "wait: {recovered: FAULT_ID}", where=where)
+                return None
+            fid = self.text(wm["recovered"], "recovered", where)
+            self._waits.append((wm["recovered"], fid, where))
+            timeout = self.duration(m["timeout"], "timeout", where) if "timeout" in m else 0
+            return Stimulus(at, kind, {}, fault=fid, timeout_ns=timeout)
         if kind == "profile":
             p = self.file(m["profile"], "profile", where)
             rows = self._profile(p, m["profile"], inputs, known, where) if p else ()
@@ -575,6 +602,8 @@ class _Checker(NodeChecker):
             if target not in PROCESS_TARGETS and target not in agents:
                 self.bad(m["target"], f"the rig has no process {target!r} to aim {kind} at",
                          "targets: " + ", ".join([*PROCESS_TARGETS, *sorted(agents)]), where)
+            elif kind == "disk_full" and target != "edged":
+                self.bad(m["target"], "disk_full fills edged's data dir", "target: edged", where)
             elif target in agents and kind in ("sigstop",):
                 self.bad(m["target"], f"{kind} is for edged; an agent runs inside the rig (use agent_kill)", where=where)
             elif target == "bridge" and not devices:
@@ -610,6 +639,11 @@ class _Checker(NodeChecker):
             if target not in ok:
                 self.bad(m["target"], f"the rig has no {need or 'simulated'} device {target!r} to aim {kind} at",
                          "targets: " + (", ".join(sorted(ok)) or f"none (add a {need or ''} device)"), where)
+        if kind == "metric_flood" and "ratio" in params and "rate" in params:
+            self.bad(m["params"], "metric_flood: rate (fixed) or ratio (x edged's measured capacity), not both",
+                     where=where)
+        elif kind == "metric_flood" and "ratio" in params and params["ratio"] <= 0:
+            self.bad(m["params"], "metric_flood: ratio must be > 0", where=where)
         if needs_duration and not dur:
             self.bad(n, f"a {kind} fault needs duration:", where=where)
         for k in params:

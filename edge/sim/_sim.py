@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -528,8 +529,13 @@ def probe(run_dir: Path, agent_id: str, metric: str, rate: float, high: float, l
 @click.option("--series", type=int, default=16, help="Series (one label value each).")
 @click.option("--rate", type=float, default=5000.0, help="Samples per second.")
 @click.option("--batch", type=int, default=50, help="Samples per MetricBatch.")
-def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, batch: int) -> None:
-    """Send ``rate`` samples/s as batches of ``batch`` on a fixed schedule (no catch-up bursts)."""
+@click.option("--catch-up-ms", type=float, default=0.0,
+              help="Behind schedule by at most this much: send the missed batches (a rate on "
+                   "average); further behind, skip ahead. 0: never catch up (a steady pace).")
+def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, batch: int,
+         catch_up_ms: float) -> None:
+    """Send ``rate`` samples/s as batches of ``batch`` on a fixed schedule (no catch-up bursts).
+    Words on stdin: run, pause, mark, report, ``rate N`` (a new pace), quit."""
     from ..sdk import Agent
 
     cmds = Commands()
@@ -539,9 +545,11 @@ def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, ba
                                    kind="bench-load") as agent:
         ids = [agent.metric_id(name, labels) for name, labels in decls]
         values = [0.25 + 0.5 * (i % 97) / 97 for i in range(batch)]
+        n = len(ids)
+        cycle = [ids[j % n] for j in range(batch + n)]  # batch k: cycle[k % n:][:batch]
         period = batch / rate
         sent = late = 0
-        mark_sent = 0
+        mark_sent = mark_dropped = 0
         active_s = 0.0  # time spent running since the last mark (pauses do not count)
         run_t = time.monotonic()
         emit("ready", pid=os.getpid())
@@ -563,24 +571,32 @@ def load(run_dir: Path, agent_id: str, metric: str, series: int, rate: float, ba
                 emit("paused")
             elif word == "mark":
                 mark_sent, active_s, run_t = sent, 0.0, time.monotonic()
+                mark_dropped = agent.counters["dropped"]
                 emit("marked")
+            elif word is not None and word.startswith("rate "):  # a new pace from now on (the rig's calibration)
+                rate = max(float(word[5:]), 1.0)
+                period = batch / rate
+                next_t = time.monotonic()
+                emit("rate", rate=rate)
             elif word == "report":
                 elapsed = active_s + (time.monotonic() - run_t if running else 0.0)
+                dropped = agent.counters["dropped"] - mark_dropped  # edged's queue was full
                 emit("report", sent=sent - mark_sent, elapsed_s=elapsed,
                      sent_per_s=(sent - mark_sent) / elapsed if elapsed > 0 else 0.0,
-                     late=late, dropped=agent.counters["dropped"])
+                     offered_per_s=(sent - mark_sent + dropped) / elapsed if elapsed > 0 else 0.0,
+                     late=late, dropped=dropped)
             if not running:
                 continue
             t = time.monotonic()
             if t < next_t:
                 time.sleep(min(next_t - t, 0.05))  # pacing to the schedule
                 continue
-            t_ns = time.monotonic_ns()
-            n = len(ids)
-            sent += agent.report_ids([(ids[(k + j) % n], values[j], t_ns) for j in range(batch)])
+            off = k % n
+            sent += agent.report_ids(list(zip(cycle[off:off + batch], values,
+                                              itertools.repeat(time.monotonic_ns(), batch), strict=True)))
             k += batch
             next_t += period
-            if next_t < t - period:  # fell behind: skip ahead instead of bursting
+            if next_t < t - max(period, catch_up_ms / 1000.0):  # fell behind: skip ahead
                 late += 1
                 next_t = t
 

@@ -6,7 +6,6 @@ simulator or a socket behind."""
 from __future__ import annotations
 
 import os
-import random
 import time
 import tty
 from pathlib import Path
@@ -49,7 +48,7 @@ def _read(fd: int, n: int, timeout: float = 3.0) -> bytes:
 @pytest.fixture
 def line() -> tuple[_Pty, SerialRelay, int, _Active]:
     mcu = _Pty()
-    faults = _Active(random.Random(1))
+    faults = _Active(1)
     relay = SerialRelay(mcu.port, faults)
     host = os.open(relay.port, os.O_RDWR | os.O_NOCTTY)
     tty.setraw(host)
@@ -97,7 +96,7 @@ def test_the_can_faults_on_a_bus_between_processes() -> None:
     ecu_bus = can.Bus(interface="udp_multicast", channel=UdpMulticastBus.DEFAULT_GROUP_IPv4, port=port)
     bridge = can.Bus(interface="udp_multicast", channel=UdpMulticastBus.DEFAULT_GROUP_IPv4, port=port)
     try:
-        faults = _Active(random.Random(2))
+        faults = _Active(2)
         ecu = _FaultyBus(ecu_bus, {0x120}, faults)
 
         def frame(i: int = 0x120) -> object:
@@ -163,6 +162,48 @@ def test_the_tank_behind_a_real_modbus_plc_and_edge_bridge(tmp_path: Path) -> No
     assert any(m == "health_online" and v == 1.0 for _, a, m, v, _ in res.recording.samples if a == "tank-plc")
     assert "ack:ok,tank-plc,tank_high" in Path(files["events"]).read_text()
     assert res.rig["teardown_problems"] == []
+    _device_points_replay_and_diff(sc.rules_file, tmp_path / sc.id, files)
+
+
+def _device_points_replay_and_diff(rules: Path, run: Path, files: dict[str, str]) -> None:
+    """The recording carries the PLC's readings as edged got them through the bridge: the rule
+    over a device point replays offline to the rig's firing, and edge-hil diff sees what a
+    candidate table changes on device points."""
+    import json
+    import subprocess
+    import sys
+
+    from edge.rules import load_rule_file, read_trace, replay
+
+    trace = read_trace(files["recording"])
+    fired = replay(load_rule_file(rules), trace)
+    assert [(f["rule_id"], f["agent_id"]) for f in fired] == [("tank_high", "tank-plc")]
+    text = Path(files["recording"]).read_text()
+    assert ",tank-plc,level," in text and ",tank-plc,pump," in text  # readings, not only health
+    if "mdf4" in files and not files["mdf4"].startswith("skipped"):
+        from asammdf import MDF
+
+        with MDF(files["mdf4"]) as mdf:
+            assert "tank-plc.level" in mdf.channels_db
+    cand = run.parent / "cand.yaml"
+    cand.write_text(  # the threshold on the PLC's level lowered, a warning on it added
+        "- {rule_id: tank_high, rule_name: t, rule_content: 'level > 0.75', action: safe_state,"
+        " priority: 10, sla_threshold: 50, agents: [tank-plc]}\n"
+        "- {rule_id: tank_warn, rule_name: w, rule_content: 'level > 0.7', action: alert,"
+        " priority: 1, sla_threshold: 50, agents: [tank-plc]}\n")
+
+    def diff(table: Path) -> dict:
+        r = subprocess.run([sys.executable, "-m", "hil", "diff", str(run), str(table), "--json",
+                            "--tol-ms", "5"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    same = diff(rules)
+    assert (same["added"], same["removed"], same["moved"], same["same"]) == ([], [], [], 1)
+    d = diff(cand)
+    assert [(f["rule_id"], f["agent_id"]) for f in d["added"]] == [("tank_warn", "tank-plc")]
+    assert [f["rule_id"] for f in d["moved"]] == ["tank_high"] and d["moved"][0]["by_ms"] < -100
+    assert d["removed"] == []
 
 
 DEVICE_SCENARIOS = ["modbus_plc_exception.yaml", "modbus_plc_offline.yaml", "modbus_plc_slow.yaml",
@@ -209,3 +250,83 @@ def test_a_bridge_that_will_not_start_is_error(tmp_path: Path) -> None:
     res = run_scenario(sc)
     assert res.verdict == "ERROR" and "edge-bridge exited with code 2" in res.reason, res.reason
     assert "nowhere" in res.reason  # the bridge's own message, from its log
+
+
+def _serial_log(seed: int, chunks: list[int]) -> tuple[list[tuple[str, str, int]], bytes]:
+    """The relay's faults on 2000 bytes from the MCU, the same bytes cut into ``chunks``
+    (different timing: different reads), through a real pty relay."""
+    mcu = _Pty()
+    faults = _Active(seed)
+    faults.on.update({"serial_drop": {"rate": 0.05}, "serial_flip": {"rate": 0.05}})
+    relay = SerialRelay(mcu.port, faults)
+    host = os.open(relay.port, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(host)
+    try:
+        data = bytes(i % 251 for i in range(2000))
+        at = 0
+        for n in chunks:
+            os.write(mcu.master, data[at:at + n])
+            at += n
+            deadline = time.monotonic() + 3
+            while relay.counters["bytes_up"] < at and time.monotonic() < deadline:
+                time.sleep(0.002)  # polling: this chunk relayed on its own before the next
+        got = _read(host, 2000 - relay.counters["bytes_dropped"])
+        return list(faults.log), got
+    finally:
+        os.close(host)
+        relay.close()
+        mcu.close()
+
+
+def test_seeded_serial_faults_hit_the_same_bytes_whatever_the_timing() -> None:
+    log1, got1 = _serial_log(7, [2000])
+    log2, got2 = _serial_log(7, [1, 37, 500, 62, 400, 1000])
+    assert log1 and log1 == log2 and got1 == got2  # the same bytes dropped and flipped alike
+    assert {k for k, _, _ in log1} == {"serial_drop", "serial_flip"}
+    log3, _ = _serial_log(8, [2000])
+    assert log3 != log1
+
+
+def test_seeded_can_faults_hit_the_same_frame_numbers() -> None:
+    can = pytest.importorskip("can")
+
+    def run(seed: int) -> list[tuple[str, str, int]]:
+        faults = _Active(seed)
+        bus = _FaultyBus(None, set(), faults)  # _mangle only: the decision of each frame
+        for i in range(600):
+            if i == 100:
+                faults.on.update({"can_drop": {"rate": 0.1}, "can_corrupt": {"rate": 0.1}})
+            if i == 500:
+                faults.on.clear()
+            bus._mangle(can.Message(arbitration_id=0x120, data=bytes(8)), "tx" if i % 3 else "rx")
+        return list(faults.log)
+
+    a, b, c = run(3), run(3), run(4)
+    assert a and a == b and a != c
+    assert {s for _, s, _ in a} == {"tx", "rx"}
+
+
+@pytest.mark.integration
+def test_seeded_modbus_faults_hit_the_same_request_numbers() -> None:
+    """A real pymodbus server and client: with rate 0.3, the same requests (by number) get
+    exception 4 for the same seed, others for another."""
+    from pymodbus.client import ModbusTcpClient
+
+    from firmware_bridge.sim import ModbusSim
+
+    def run(seed: int) -> tuple[list[int], list[tuple[str, str, int]]]:
+        faults = _Active(seed)
+        faults.on["modbus_exception"] = {"rate": 0.3}
+        with ModbusSim(units=(1,)) as sim:
+            sim.fault = lambda i, unit: "exception" if faults.hit("modbus_exception", "req", i) else ""
+            client = ModbusTcpClient("127.0.0.1", port=sim.port, timeout=2)
+            assert client.connect()
+            try:
+                bad = [n for n in range(1, 61) if client.read_holding_registers(0, count=1, device_id=1).isError()]
+            finally:
+                client.close()
+        return bad, list(faults.log)
+
+    (bad1, log1), (bad2, log2), (bad3, _) = run(5), run(5), run(6)
+    assert bad1 and bad1 == bad2 == [i for _, _, i in log1] and log1 == log2
+    assert bad3 != bad1

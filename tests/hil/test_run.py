@@ -149,3 +149,27 @@ def test_skip_starts_nothing(tmp_path: Path) -> None:
     body = body.replace("EDGED", "").replace("SIG", "temp_c").replace("PLANT", "{model: motor}")
     res = run_scenario(load_scenario(_scenario(tmp_path, body)))
     assert (res.verdict, res.reason, res.wall_s) == ("SKIP", "needs a CAN FD bus", 0.0)
+
+
+def test_a_wait_holds_the_timeline_until_edged_is_back(tmp_path: Path) -> None:
+    """edged SIGKILLed and restarted: the wait: stimulus holds the scenario's timeline until
+    edged answers and the agent is welcomed again, so the load step after it lands after the
+    loop is back, however long the restart took on this machine."""
+    body = BASE.replace("EDGED", "").replace("SIG", "temp_c").replace("PLANT", "{model: motor}")
+    body = body.replace("meta: {id: s, duration: 2s}", "meta: {id: s, duration: 1500ms}") + """\
+stimulus:
+  - {at: 600ms, wait: {recovered: kill}, timeout: 20s}
+  - {at: 700ms, set: {load: 0.9}}
+faults:
+  - {id: kill, kind: sigkill, target: edged, start: 200ms, duration: 300ms}
+"""
+    res = run_scenario(load_scenario(_scenario(tmp_path, body)))
+    assert res.verdict == "PASS", res.reason
+    waited = res.rig["waited_ms"]["kill"]
+    assert waited > 0, res.rig  # a restart takes some time: the timeline waited for it
+    load = res.recording.signals["load"]
+    t_set = next(t for t, v in load if v == 0.9)
+    killed = next(f for f in res.recording.faults if f["id"] == "kill")
+    assert t_set >= killed["end_ms"] + waited  # after the restart, on the run's time
+    assert res.recording.series("rig.held_ms")[-1][1] >= waited - 20
+    assert res.recording.end_ms >= 1500 + waited - 20  # the run lasted its timeline plus the hold

@@ -131,3 +131,16 @@ def test_not_yaml_is_placed(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as ei:
         load_scenario(f)
     assert "not valid YAML" in str(ei.value)
+
+
+def test_a_wait_names_a_fault_of_the_scenario(tmp_path: Path) -> None:
+    f = tmp_path / "w.yaml"
+    f.write_text((LIB / "edged_killed_restart.yaml").read_text()
+                 .replace("rules: rules/", f"rules: {LIB}/rules/")
+                 .replace("wait: {recovered: kill-edged}", "wait: {recovered: nope}")
+                 .replace("{at: 3500ms, ramp", "{at: 3500ms, timeout: 1s, ramp"))
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(f)
+    text = str(e.value)
+    assert "wait: no fault with id 'nope'" in text and "ids: kill-edged" in text
+    assert "timeout: is for wait:" in text
