@@ -25,7 +25,9 @@ Outputs go to ``cross/out/<arch>/`` only once complete: everything is written in
 failed or interrupted build leaves no file a later build would take for good.
 
 Exit codes: 0 built; 1 a build step failed (the message says which, and what to run);
-2 a bad argument (unknown ARCH); 3 missing tools (qemu-user-static, binfmt, mmdebstrap, root).
+2 a bad argument (unknown ARCH); 3 missing tools (qemu-user-static, binfmt, mmdebstrap, root);
+4 a registry (Debian's archive, PyPI) unreachable: the machine's network, not the build
+(CI skips its emulated check on 3 and 4, cross/ci-check).
 Standard library only, plus pip (for PyPI) in the interpreter that runs it.
 """
 
@@ -40,6 +42,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,6 +174,23 @@ def apt_cache_hooks(arch: Arch) -> list[str]:
     ]
 
 
+UNREACHABLE = 4
+"""The exit status when a registry cannot be reached (not a failure of the build itself)."""
+
+
+def check_mirror() -> None:
+    """Debian's archive answers (its Release file), before a long mmdebstrap run needs it."""
+    import urllib.request
+
+    url = f"{mirror()}/dists/{SUITE}/Release"
+    try:
+        with urllib.request.urlopen(url, timeout=20) as resp:
+            resp.read(64)
+    except OSError as exc:
+        raise BuildError(f"Debian's archive is unreachable: {url}: {exc} (set EDGE_CROSS_MIRROR "
+                         "to a reachable mirror)", UNREACHABLE) from None
+
+
 def run(cmd: list[str], what: str, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure raise BuildError naming the step and the last output."""
     proc = subprocess.run(cmd, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
@@ -280,7 +300,8 @@ def fetch(entry: dict[str, str]) -> Path:
             raise BuildError(
                 f"cannot fetch {entry['name']}=={entry['version']} from PyPI (is the registry "
                 f"reachable? PIP_INDEX_URL={os.environ.get('PIP_INDEX_URL', 'default')}): "
-                f"pip said: {last[0]}"
+                f"pip said: {last[0]}",
+                UNREACHABLE,
             )
         got = Path(tmp) / entry["file"]
         if not got.exists():
@@ -334,6 +355,7 @@ def build_native(arch: Arch, entry: dict[str, str], sdist: Path, work: Path) -> 
     cached = cached_build(arch.name, entry)
     if cached is not None:
         return cached
+    check_mirror()
     say(f"building {entry['name']} for {arch.name} in a builder rootfs (qemu-user; minutes)")
     t0 = time.monotonic()
     wheels = work / "builder-wheels"
@@ -525,6 +547,7 @@ def base_rootfs(arch: Arch, work: Path) -> tuple[Path, Path, float | None]:
         verified(tar, record.read_text().split()[0], f"cached {arch.name} base rootfs")
         say(f"base rootfs {d} (cached)")
         return tar, pkgs, None
+    check_mirror()
     say(f"base rootfs: mmdebstrap {SUITE} {arch.deb} (once per package set; many minutes "
         "under emulation)")
     t0 = time.monotonic()
@@ -760,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", choices=["image", "tools", "wheels", "_packages", "depends"])
     p.add_argument("args", nargs="*")
     ns = p.parse_args(argv)
+    # a CI timeout's SIGTERM unwinds like ^C: the temp dirs go, nothing half-built is published
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if ns.command == "_packages":  # mmdebstrap's customize hook: ROOT OUT
             write_packages(Path(ns.args[0]), Path(ns.args[1]))
