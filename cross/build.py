@@ -50,6 +50,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -64,7 +65,13 @@ class Arch:
     kernel: str  # Debian's kernel metapackage for qemu -M virt (and generic boards)
     python_tag: str  # the native wheel's platform tag
     tmpfs: bool  # must run on tmpfs (32-bit userland under qemu-user: readdir EOVERFLOW)
+    triplet: str  # Debian's multiarch triplet: the cross compiler's prefix, EXT_SUFFIX's tail
     qemu_cpu: str = ""  # QEMU_CPU for qemu-user ("" = qemu's default)
+
+    @property
+    def cross_gcc(self) -> str:
+        """The host's cross compiler (Debian package gcc-<triplet>, with libc6-dev-*-cross)."""
+        return f"{self.triplet}-gcc"
 
     @property
     def qemu_env(self) -> dict[str, str]:
@@ -77,9 +84,12 @@ class Arch:
 ARCHES = {
     a.name: a
     for a in (
-        Arch("aarch64", "arm64", "aarch64", "linux-image-arm64", "linux_aarch64", False, "cortex-a72"),
-        Arch("armv7", "armhf", "arm", "linux-image-armmp-lpae", "linux_armv7l", True),
-        Arch("riscv64", "riscv64", "riscv64", "linux-image-riscv64", "linux_riscv64", False),
+        Arch("aarch64", "arm64", "aarch64", "linux-image-arm64", "linux_aarch64", False,
+             "aarch64-linux-gnu", "cortex-a72"),
+        Arch("armv7", "armhf", "arm", "linux-image-armmp-lpae", "linux_armv7l", True,
+             "arm-linux-gnueabihf"),
+        Arch("riscv64", "riscv64", "riscv64", "linux-image-riscv64", "linux_riscv64", False,
+             "riscv64-linux-gnu"),
     )
 }
 
@@ -264,7 +274,7 @@ class Wheel:
         }
 
 
-def lock() -> list[dict[str, str]]:
+def lock() -> list[dict[str, Any]]:
     data = json.loads((HERE / "pypi.lock.json").read_text(encoding="utf-8"))
     return list(data["packages"])
 
@@ -325,10 +335,18 @@ def cached_build(arch_name: str, entry: dict[str, str]) -> Path | None:
     return verified(whl, record.read_text().split()[0], f"cached build of {entry['name']}")
 
 
-def store_build(arch_name: str, entry: dict[str, str], wheel: Path) -> Path:
+def built_origin(wheel: Path, default: str) -> str:
+    """How a cached wheel was built (``<wheel>.origin``, written beside it), else ``default``."""
+    rec = wheel.with_name(wheel.name + ".origin")
+    return rec.read_text().strip() if rec.exists() else default
+
+
+def store_build(arch_name: str, entry: dict[str, str], wheel: Path, origin: str = "") -> Path:
     d = cache_dir() / "built" / arch_name / entry["sha256"][:16]
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{wheel.name}.tmp"
+    if origin:
+        (d / f"{wheel.name}.origin").write_text(origin + "\n")
     shutil.copyfile(wheel, tmp)
     Path(str(tmp) + ".sha256").write_text(f"{sha256_of(tmp)}  {wheel.name}\n")
     os.replace(str(tmp) + ".sha256", d / f"{wheel.name}.sha256")
@@ -350,11 +368,86 @@ def build_pure(entry: dict[str, str], sdist: Path) -> Path:
         return store_build("any", entry, whl)
 
 
-def build_native(arch: Arch, entry: dict[str, str], sdist: Path, work: Path) -> Path:
-    """Compile the sdist once in a builder rootfs (a compiler lives only there)."""
+BUILDER_ORIGIN = "built in a {deb} builder rootfs under qemu-user"
+CROSS_ORIGIN = "cross-compiled on the host ({gcc}, trixie's {deb} Python 3.13 headers)"
+
+
+def build_native(arch: Arch, entry: dict[str, Any], sdist: Path, work: Path) -> tuple[Path, str]:
+    """The sdist's wheel for ``arch``, built once and cached: cross-compiled on the host when
+    the lock entry says how (``cross``: its packages, extension and C sources) and the host
+    has ``<triplet>-gcc``, in seconds; else compiled in a builder rootfs under qemu-user (a
+    compiler lives only there), minutes. Returns (wheel, how it was built)."""
     cached = cached_build(arch.name, entry)
     if cached is not None:
-        return cached
+        return cached, built_origin(cached, BUILDER_ORIGIN.format(deb=arch.deb))
+    if entry.get("cross") and shutil.which(arch.cross_gcc):
+        origin = CROSS_ORIGIN.format(gcc=arch.cross_gcc, deb=arch.deb)
+        return store_build(arch.name, entry, cross_wheel(arch, entry, sdist, work), origin), origin
+    if entry.get("cross"):
+        say(f"{arch.cross_gcc} missing (apt-get install -y gcc-{arch.triplet}): building "
+            f"{entry['name']} under emulation instead")
+    origin = BUILDER_ORIGIN.format(deb=arch.deb)
+    return store_build(arch.name, entry, builder_wheel(arch, entry, sdist, work), origin), origin
+
+
+def cross_wheel(arch: Arch, entry: dict[str, Any], sdist: Path, work: Path) -> Path:
+    """Cross-compile the sdist's one C extension with the host's ``<triplet>-gcc`` against
+    trixie's Python 3.13 headers for ``arch`` (libpython3.13-dev, unpacked by mmdebstrap's
+    extract variant: no emulation at all), and pack the wheel: the sdist's Python packages,
+    the extension, and a dist-info from its PKG-INFO and egg-info."""
+    check_mirror()
+    t0 = time.monotonic()
+    spec = entry["cross"]
+    say(f"cross-compiling {entry['name']} for {arch.name} with {arch.cross_gcc}")
+    sysroot = work / f"headers-{arch.deb}"
+    run(["mmdebstrap", "--mode=root", f"--arch={arch.deb}", "--variant=extract", "--quiet",
+         "--include=libpython3.13-dev", *apt_cache_hooks(arch), SUITE, str(sysroot), mirror()],
+        f"unpacking trixie's {arch.deb} Python headers (from {mirror()})",
+        env={**os.environ, "TMPDIR": str(work)})
+    src = work / "sdist"
+    src.mkdir()
+    run(["tar", "-C", str(src), "-xzf", str(sdist)], f"unpacking {sdist.name}")
+    (top,) = src.iterdir()
+    ext = f"{spec['ext']}.cpython-313-{arch.triplet}.so"
+    inc = sysroot / "usr/include"
+    run([arch.cross_gcc, "-shared", "-fPIC", "-O2", "-g0", "-fwrapv", "-fno-strict-overflow",
+         "-DNDEBUG", f"-I{inc / 'python3.13'}", f"-I{inc / arch.triplet / 'python3.13'}",
+         f"-idirafter{inc}", *(str(top / c) for c in spec["sources"]), "-o", str(work / ext)],
+        f"{arch.cross_gcc} ({entry['name']}'s C extension)")
+    tag = f"cp313-cp313-{arch.python_tag}"
+    name = f"{entry['name']}-{entry['version']}"
+    whl = work / f"{name}-{tag}.whl"
+    files: dict[str, bytes] = {ext: (work / ext).read_bytes()}
+    for pkg in spec["packages"]:
+        for f in sorted((top / pkg).rglob("*.py")):
+            files[f.relative_to(top).as_posix()] = f.read_bytes()
+    info = f"{name}.dist-info"
+    files[f"{info}/METADATA"] = (top / "PKG-INFO").read_bytes()
+    files[f"{info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: edge-cross (cross/build.py)\n"
+                              f"Root-Is-Purelib: false\nTag: {tag}\n").encode()
+    for extra in ("entry_points.txt", "top_level.txt"):
+        found = list(top.glob(f"*.egg-info/{extra}"))
+        if found:
+            files[f"{info}/{extra}"] = found[0].read_bytes()
+    record = "".join(f"{n},sha256={_b64sha(b)},{len(b)}\n" for n, b in files.items())
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, b in files.items():
+            zi = zipfile.ZipInfo(n, date_time=(2020, 1, 1, 0, 0, 0))  # reproducible
+            zi.external_attr = (0o755 if n.endswith(".so") else 0o644) << 16
+            z.writestr(zi, b, zipfile.ZIP_DEFLATED)
+    say(f"  {whl.name} in {time.monotonic() - t0:.0f} s")
+    return whl
+
+
+def _b64sha(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def builder_wheel(arch: Arch, entry: dict[str, Any], sdist: Path, work: Path) -> Path:
+    """Compile the sdist in a throw-away builder rootfs under qemu-user."""
     check_mirror()
     say(f"building {entry['name']} for {arch.name} in a builder rootfs (qemu-user; minutes)")
     t0 = time.monotonic()
@@ -376,7 +469,7 @@ def build_native(arch: Arch, entry: dict[str, str], sdist: Path, work: Path) -> 
     if len(found) != 1 or arch.python_tag not in found[0].name:
         raise BuildError(f"the builder made {[w.name for w in found]}, not one {arch.python_tag} wheel")
     say(f"  {found[0].name} in {time.monotonic() - t0:.0f} s")
-    return store_build(arch.name, entry, found[0])
+    return found[0]
 
 
 def project_wheel(work: Path) -> Wheel:
@@ -398,8 +491,8 @@ def wheels(arch: Arch, work: Path) -> list[Wheel]:
         elif entry["kind"] == "sdist-pure":
             path, origin = build_pure(entry, src), f"pypi sdist {entry['sha256'][:12]}, built on the host"
         else:
-            path = build_native(arch, entry, src, work)
-            origin = f"pypi sdist {entry['sha256'][:12]}, built in a {arch.deb} builder rootfs"
+            path, how = build_native(arch, entry, src, work)
+            origin = f"pypi sdist {entry['sha256'][:12]}, {how}"
         out.append(Wheel(entry["name"], entry["version"], path, origin, sha256_of(path)))
     return out
 
