@@ -622,21 +622,31 @@ BASE_FORMAT = 1
 """Bumped when what goes into a base rootfs changes in a way its key does not show."""
 
 
-def base_key(arch: Arch) -> str:
+def base_key(arch: Arch, kernel: bool = True) -> str:
     """The base rootfs's cache key: everything that decides its contents."""
-    doc = json.dumps([BASE_FORMAT, SUITE, arch.deb, mirror(), IMAGE_PACKAGES, arch.kernel,
-                      depends()], sort_keys=True)
+    doc = json.dumps([BASE_FORMAT, SUITE, arch.deb, mirror(), IMAGE_PACKAGES,
+                      arch.kernel if kernel else None, depends()], sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
-def base_rootfs(arch: Arch, work: Path) -> tuple[Path, Path, float | None]:
+def _base_dir(arch: Arch, kernel: bool) -> Path:
+    return cache_dir() / "base" / arch.name / base_key(arch, kernel)
+
+
+def base_cached(arch: Arch, kernel: bool = True) -> bool:
+    d = _base_dir(arch, kernel)
+    return all((d / n).exists() for n in ("rootfs.tar", "packages.json", "rootfs.tar.sha256"))
+
+
+def base_rootfs(arch: Arch, work: Path, kernel: bool = True) -> tuple[Path, Path, float | None]:
     """(rootfs.tar, packages.json) of the base image: Debian trixie with the kernel, systemd
     and every package the .deb depends on, but not the runtime itself. Built once per key
     under emulation (dpkg and the initramfs are the slow part) and cached, checked by
-    sha256 on use; a later image only adds the .deb to it."""
-    d = cache_dir() / "base" / arch.name / base_key(arch)
+    sha256 on use; a later image only adds the .deb to it. ``kernel=False``: without the
+    kernel and its initramfs (not bootable; for the qemu-user checks, ``--checks-only``)."""
+    d = _base_dir(arch, kernel)
     tar, pkgs, record = d / "rootfs.tar", d / "packages.json", d / "rootfs.tar.sha256"
-    if tar.exists() and pkgs.exists() and record.exists():
+    if base_cached(arch, kernel):
         verified(tar, record.read_text().split()[0], f"cached {arch.name} base rootfs")
         say(f"base rootfs {d} (cached)")
         return tar, pkgs, None
@@ -651,7 +661,7 @@ def base_rootfs(arch: Arch, work: Path) -> tuple[Path, Path, float | None]:
         hook = f'{sys.executable} {HERE / "build.py"} _packages "$1" {tmp / "packages.json"}'
         cmd = [
             "mmdebstrap", "--mode=root", f"--arch={arch.deb}", "--variant=apt", "--quiet",
-            "--include=" + ",".join([*IMAGE_PACKAGES, arch.kernel, *names]),
+            "--include=" + ",".join([*IMAGE_PACKAGES, *([arch.kernel] if kernel else []), *names]),
             *apt_cache_hooks(arch),
             "--essential-hook=echo 'LABEL=edge-root / ext4 defaults,noatime 0 1' > \"$1/etc/fstab\"",
             f"--customize-hook=echo edge-{arch.name} > \"$1/etc/hostname\"",
@@ -684,11 +694,12 @@ def in_root(rootdir: Path, command: str, what: str, env: dict[str, str]) -> None
     run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script], what)
 
 
-def build_rootfs(arch: Arch, deb: Path, rootdir: Path, work: Path) -> tuple[Path, float | None]:
+def build_rootfs(arch: Arch, deb: Path, rootdir: Path, work: Path,
+                 kernel: bool = True) -> tuple[Path, float | None]:
     """The base rootfs unpacked into ``rootdir`` with the .deb installed and edge.target
     enabled; returns the base's packages.json and the seconds building the base took
     (None: it was cached)."""
-    tar, pkgs, built_s = base_rootfs(arch, work)
+    tar, pkgs, built_s = base_rootfs(arch, work, kernel)
     rootdir.mkdir()
     run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootdir), "-xf", str(tar)], "tar -x base")
     shutil.copyfile(deb, rootdir / "tmp" / deb.name)
@@ -834,40 +845,48 @@ def publish(tmp_out: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def image(arch: Arch) -> Path:
+def image(arch: Arch, checks_only: bool = False) -> Path:
+    """Build ``cross/out/<arch>``. ``checks_only`` (CI): on the full base if it is cached,
+    else on a base without the kernel (no initramfs under emulation, minutes fewer): the
+    rootfs, .deb and manifest for the qemu-user checks, but no disk.img or kernel."""
     check_tools(arch)
     t0 = time.monotonic()
+    kernel = not checks_only or base_cached(arch)
     with workspace(arch) as (work, tmp_out):
         vendored = wheels(arch, work)
         project = project_wheel(work)
         deb = build_deb(arch, project, vendored, work)
         say(f"{deb.name}: {deb.stat().st_size / 1e6:.1f} MB")
         rootdir = work / "root"
-        base_pkgs, base_s = build_rootfs(arch, deb, rootdir, work)
+        base_pkgs, base_s = build_rootfs(arch, deb, rootdir, work, kernel)
         write_manifest(rootdir, base_pkgs, deb, [project, *vendored], tmp_out / "manifest.json")
-        extlinux(rootdir)
-        kernel = kernel_of(rootdir)
-        shutil.copyfile(kernel, tmp_out / "vmlinuz")
-        shutil.copyfile(rootdir / "boot" / f"initrd.img-{kernel.name.split('-', 1)[1]}",
-                        tmp_out / "initrd.img")
+        if kernel:
+            extlinux(rootdir)
+            kernel_path = kernel_of(rootdir)
+            shutil.copyfile(kernel_path, tmp_out / "vmlinuz")
+            shutil.copyfile(rootdir / "boot" / f"initrd.img-{kernel_path.name.split('-', 1)[1]}",
+                            tmp_out / "initrd.img")
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootdir), "-cf",
              str(tmp_out / "rootfs.tar"), "."], "tar")
-        make_disk(rootdir, tmp_out / "disk.img")
+        if kernel:
+            make_disk(rootdir, tmp_out / "disk.img")
         shutil.copyfile(deb, tmp_out / deb.name)
         installed_bytes = sum(p.lstat().st_size for p in rootdir.rglob("*") if not p.is_dir())
         summary = {
-            "arch": arch.name, "debian_arch": arch.deb, "suite": SUITE,
+            "arch": arch.name, "debian_arch": arch.deb, "suite": SUITE, "bootable": kernel,
             "rootfs_installed_bytes": installed_bytes,
             "rootfs_tar_bytes": (tmp_out / "rootfs.tar").stat().st_size,
-            "disk_img_bytes": (tmp_out / "disk.img").stat().st_size,
+            "disk_img_bytes": (tmp_out / "disk.img").stat().st_size if kernel else None,
             "deb_bytes": deb.stat().st_size, "deb": deb.name,
             "build_s": round(time.monotonic() - t0, 1),
-            "base_key": base_key(arch), "base_built_s": base_s,  # None: the cached base
+            "base_key": base_key(arch, kernel), "base_built_s": base_s,  # None: the cached base
+            "wheels": {w.name: w.origin for w in vendored},
         }
         (tmp_out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         final = out_dir() / arch.name
         publish(tmp_out, final)
-    say(f"{arch.name}: {final} ({summary['build_s']:.0f} s; rootfs {installed_bytes / 1e6:.0f} MB installed)")
+    say(f"{arch.name}: {final} ({summary['build_s']:.0f} s; rootfs {installed_bytes / 1e6:.0f} MB installed"
+        + ("" if kernel else "; --checks-only: no kernel, not bootable") + ")")
     return final
 
 
@@ -875,6 +894,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cross/build.py", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["image", "tools", "wheels", "_packages", "depends"])
     p.add_argument("args", nargs="*")
+    p.add_argument("--checks-only", action="store_true",
+                   help="image: for the qemu-user checks only (CI): the full base if cached, "
+                        "else one without the kernel; no disk.img")
     ns = p.parse_args(argv)
     # a CI timeout's SIGTERM unwinds like ^C: the temp dirs go, nothing half-built is published
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -897,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
                 for w in wheels(arch, work):
                     say(f"{w.path.name}  {w.sha256}  ({w.origin})")
         else:
-            image(arch)
+            image(arch, checks_only=ns.checks_only)
     except BuildError as exc:
         print(f"cross: error: {exc}", file=sys.stderr)
         return exc.code

@@ -46,7 +46,7 @@ class Machine:
         return None
 
 
-OPENSBI = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.elf"
+OPENSBI = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
 MACHINES = {
     # cortex-a57: ARMv8.0, no pointer authentication to emulate (qemu's "max" is ~15x slower)
     "aarch64": Machine("qemu-system-aarch64", "qemu-system-arm",
