@@ -108,6 +108,6 @@ clean:
 
 # Board images (cross/Makefile, README "Board images"): make image ARCH=aarch64|armv7|riscv64,
 # make images (one arch at a time), make cross-test (qemu-user and a full aarch64 boot),
-# make cross-quick (CI's share: one image and its short qemu-user checks). Root.
+# make cross-quick (CI's share: one image, --checks-only, and its short qemu-user checks). Root.
 image images cross-test cross-quick: $(STAMP)
 	$(MAKE) -f cross/Makefile $@ $(if $(ARCH),ARCH=$(ARCH),)

@@ -25,7 +25,9 @@ Outputs go to ``cross/out/<arch>/`` only once complete: everything is written in
 failed or interrupted build leaves no file a later build would take for good.
 
 Exit codes: 0 built; 1 a build step failed (the message says which, and what to run);
-2 a bad argument (unknown ARCH); 3 missing tools (qemu-user-static, binfmt, mmdebstrap, root).
+2 a bad argument (unknown ARCH); 3 missing tools (qemu-user-static, binfmt, mmdebstrap, root);
+4 a registry (Debian's archive, PyPI) unreachable: the machine's network, not the build
+(CI skips its emulated check on 3 and 4, cross/ci-check).
 Standard library only, plus pip (for PyPI) in the interpreter that runs it.
 """
 
@@ -40,6 +42,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +50,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -61,7 +65,13 @@ class Arch:
     kernel: str  # Debian's kernel metapackage for qemu -M virt (and generic boards)
     python_tag: str  # the native wheel's platform tag
     tmpfs: bool  # must run on tmpfs (32-bit userland under qemu-user: readdir EOVERFLOW)
+    triplet: str  # Debian's multiarch triplet: the cross compiler's prefix, EXT_SUFFIX's tail
     qemu_cpu: str = ""  # QEMU_CPU for qemu-user ("" = qemu's default)
+
+    @property
+    def cross_gcc(self) -> str:
+        """The host's cross compiler (Debian package gcc-<triplet>, with libc6-dev-*-cross)."""
+        return f"{self.triplet}-gcc"
 
     @property
     def qemu_env(self) -> dict[str, str]:
@@ -74,9 +84,12 @@ class Arch:
 ARCHES = {
     a.name: a
     for a in (
-        Arch("aarch64", "arm64", "aarch64", "linux-image-arm64", "linux_aarch64", False, "cortex-a72"),
-        Arch("armv7", "armhf", "arm", "linux-image-armmp-lpae", "linux_armv7l", True),
-        Arch("riscv64", "riscv64", "riscv64", "linux-image-riscv64", "linux_riscv64", False),
+        Arch("aarch64", "arm64", "aarch64", "linux-image-arm64", "linux_aarch64", False,
+             "aarch64-linux-gnu", "cortex-a72"),
+        Arch("armv7", "armhf", "arm", "linux-image-armmp-lpae", "linux_armv7l", True,
+             "arm-linux-gnueabihf"),
+        Arch("riscv64", "riscv64", "riscv64", "linux-image-riscv64", "linux_riscv64", False,
+             "riscv64-linux-gnu"),
     )
 }
 
@@ -171,6 +184,23 @@ def apt_cache_hooks(arch: Arch) -> list[str]:
     ]
 
 
+UNREACHABLE = 4
+"""The exit status when a registry cannot be reached (not a failure of the build itself)."""
+
+
+def check_mirror() -> None:
+    """Debian's archive answers (its Release file), before a long mmdebstrap run needs it."""
+    import urllib.request
+
+    url = f"{mirror()}/dists/{SUITE}/Release"
+    try:
+        with urllib.request.urlopen(url, timeout=20) as resp:
+            resp.read(64)
+    except OSError as exc:
+        raise BuildError(f"Debian's archive is unreachable: {url}: {exc} (set EDGE_CROSS_MIRROR "
+                         "to a reachable mirror)", UNREACHABLE) from None
+
+
 def run(cmd: list[str], what: str, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure raise BuildError naming the step and the last output."""
     proc = subprocess.run(cmd, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
@@ -244,7 +274,7 @@ class Wheel:
         }
 
 
-def lock() -> list[dict[str, str]]:
+def lock() -> list[dict[str, Any]]:
     data = json.loads((HERE / "pypi.lock.json").read_text(encoding="utf-8"))
     return list(data["packages"])
 
@@ -280,7 +310,8 @@ def fetch(entry: dict[str, str]) -> Path:
             raise BuildError(
                 f"cannot fetch {entry['name']}=={entry['version']} from PyPI (is the registry "
                 f"reachable? PIP_INDEX_URL={os.environ.get('PIP_INDEX_URL', 'default')}): "
-                f"pip said: {last[0]}"
+                f"pip said: {last[0]}",
+                UNREACHABLE,
             )
         got = Path(tmp) / entry["file"]
         if not got.exists():
@@ -304,10 +335,18 @@ def cached_build(arch_name: str, entry: dict[str, str]) -> Path | None:
     return verified(whl, record.read_text().split()[0], f"cached build of {entry['name']}")
 
 
-def store_build(arch_name: str, entry: dict[str, str], wheel: Path) -> Path:
+def built_origin(wheel: Path, default: str) -> str:
+    """How a cached wheel was built (``<wheel>.origin``, written beside it), else ``default``."""
+    rec = wheel.with_name(wheel.name + ".origin")
+    return rec.read_text().strip() if rec.exists() else default
+
+
+def store_build(arch_name: str, entry: dict[str, str], wheel: Path, origin: str = "") -> Path:
     d = cache_dir() / "built" / arch_name / entry["sha256"][:16]
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{wheel.name}.tmp"
+    if origin:
+        (d / f"{wheel.name}.origin").write_text(origin + "\n")
     shutil.copyfile(wheel, tmp)
     Path(str(tmp) + ".sha256").write_text(f"{sha256_of(tmp)}  {wheel.name}\n")
     os.replace(str(tmp) + ".sha256", d / f"{wheel.name}.sha256")
@@ -329,11 +368,87 @@ def build_pure(entry: dict[str, str], sdist: Path) -> Path:
         return store_build("any", entry, whl)
 
 
-def build_native(arch: Arch, entry: dict[str, str], sdist: Path, work: Path) -> Path:
-    """Compile the sdist once in a builder rootfs (a compiler lives only there)."""
+BUILDER_ORIGIN = "built in a {deb} builder rootfs under qemu-user"
+CROSS_ORIGIN = "cross-compiled on the host ({gcc}, trixie's {deb} Python 3.13 headers)"
+
+
+def build_native(arch: Arch, entry: dict[str, Any], sdist: Path, work: Path) -> tuple[Path, str]:
+    """The sdist's wheel for ``arch``, built once and cached: cross-compiled on the host when
+    the lock entry says how (``cross``: its packages, extension and C sources) and the host
+    has ``<triplet>-gcc``, in seconds; else compiled in a builder rootfs under qemu-user (a
+    compiler lives only there), minutes. Returns (wheel, how it was built)."""
     cached = cached_build(arch.name, entry)
     if cached is not None:
-        return cached
+        return cached, built_origin(cached, BUILDER_ORIGIN.format(deb=arch.deb))
+    if entry.get("cross") and shutil.which(arch.cross_gcc):
+        origin = CROSS_ORIGIN.format(gcc=arch.cross_gcc, deb=arch.deb)
+        return store_build(arch.name, entry, cross_wheel(arch, entry, sdist, work), origin), origin
+    if entry.get("cross"):
+        say(f"{arch.cross_gcc} missing (apt-get install -y gcc-{arch.triplet}): building "
+            f"{entry['name']} under emulation instead")
+    origin = BUILDER_ORIGIN.format(deb=arch.deb)
+    return store_build(arch.name, entry, builder_wheel(arch, entry, sdist, work), origin), origin
+
+
+def cross_wheel(arch: Arch, entry: dict[str, Any], sdist: Path, work: Path) -> Path:
+    """Cross-compile the sdist's one C extension with the host's ``<triplet>-gcc`` against
+    trixie's Python 3.13 headers for ``arch`` (libpython3.13-dev, unpacked by mmdebstrap's
+    extract variant: no emulation at all), and pack the wheel: the sdist's Python packages,
+    the extension, and a dist-info from its PKG-INFO and egg-info."""
+    check_mirror()
+    t0 = time.monotonic()
+    spec = entry["cross"]
+    say(f"cross-compiling {entry['name']} for {arch.name} with {arch.cross_gcc}")
+    sysroot = work / f"headers-{arch.deb}"
+    run(["mmdebstrap", "--mode=root", f"--arch={arch.deb}", "--variant=extract", "--quiet",
+         "--include=libpython3.13-dev", *apt_cache_hooks(arch), SUITE, str(sysroot), mirror()],
+        f"unpacking trixie's {arch.deb} Python headers (from {mirror()})",
+        env={**os.environ, "TMPDIR": str(work)})
+    src = work / "sdist"
+    src.mkdir()
+    run(["tar", "-C", str(src), "-xzf", str(sdist)], f"unpacking {sdist.name}")
+    (top,) = src.iterdir()
+    ext = f"{spec['ext']}.cpython-313-{arch.triplet}.so"
+    inc = sysroot / "usr/include"
+    run([arch.cross_gcc, "-shared", "-fPIC", "-O2", "-g0", "-fwrapv", "-fno-strict-overflow",
+         "-DNDEBUG", f"-I{inc / 'python3.13'}", f"-I{inc / arch.triplet / 'python3.13'}",
+         f"-idirafter{inc}", *(str(top / c) for c in spec["sources"]), "-o", str(work / ext)],
+        f"{arch.cross_gcc} ({entry['name']}'s C extension)")
+    tag = f"cp313-cp313-{arch.python_tag}"
+    name = f"{entry['name']}-{entry['version']}"
+    whl = work / f"{name}-{tag}.whl"
+    files: dict[str, bytes] = {ext: (work / ext).read_bytes()}
+    for pkg in spec["packages"]:
+        for f in sorted((top / pkg).rglob("*.py")):
+            files[f.relative_to(top).as_posix()] = f.read_bytes()
+    info = f"{name}.dist-info"
+    files[f"{info}/METADATA"] = (top / "PKG-INFO").read_bytes()
+    files[f"{info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: edge-cross (cross/build.py)\n"
+                              f"Root-Is-Purelib: false\nTag: {tag}\n").encode()
+    for extra in ("entry_points.txt", "top_level.txt"):
+        found = list(top.glob(f"*.egg-info/{extra}"))
+        if found:
+            files[f"{info}/{extra}"] = found[0].read_bytes()
+    record = "".join(f"{n},sha256={_b64sha(b)},{len(b)}\n" for n, b in files.items())
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, b in files.items():
+            zi = zipfile.ZipInfo(n, date_time=(2020, 1, 1, 0, 0, 0))  # reproducible
+            zi.external_attr = (0o755 if n.endswith(".so") else 0o644) << 16
+            z.writestr(zi, b, zipfile.ZIP_DEFLATED)
+    say(f"  {whl.name} in {time.monotonic() - t0:.0f} s")
+    return whl
+
+
+def _b64sha(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def builder_wheel(arch: Arch, entry: dict[str, Any], sdist: Path, work: Path) -> Path:
+    """Compile the sdist in a throw-away builder rootfs under qemu-user."""
+    check_mirror()
     say(f"building {entry['name']} for {arch.name} in a builder rootfs (qemu-user; minutes)")
     t0 = time.monotonic()
     wheels = work / "builder-wheels"
@@ -354,7 +469,7 @@ def build_native(arch: Arch, entry: dict[str, str], sdist: Path, work: Path) -> 
     if len(found) != 1 or arch.python_tag not in found[0].name:
         raise BuildError(f"the builder made {[w.name for w in found]}, not one {arch.python_tag} wheel")
     say(f"  {found[0].name} in {time.monotonic() - t0:.0f} s")
-    return store_build(arch.name, entry, found[0])
+    return found[0]
 
 
 def project_wheel(work: Path) -> Wheel:
@@ -376,8 +491,8 @@ def wheels(arch: Arch, work: Path) -> list[Wheel]:
         elif entry["kind"] == "sdist-pure":
             path, origin = build_pure(entry, src), f"pypi sdist {entry['sha256'][:12]}, built on the host"
         else:
-            path = build_native(arch, entry, src, work)
-            origin = f"pypi sdist {entry['sha256'][:12]}, built in a {arch.deb} builder rootfs"
+            path, how = build_native(arch, entry, src, work)
+            origin = f"pypi sdist {entry['sha256'][:12]}, {how}"
         out.append(Wheel(entry["name"], entry["version"], path, origin, sha256_of(path)))
     return out
 
@@ -507,24 +622,35 @@ BASE_FORMAT = 1
 """Bumped when what goes into a base rootfs changes in a way its key does not show."""
 
 
-def base_key(arch: Arch) -> str:
+def base_key(arch: Arch, kernel: bool = True) -> str:
     """The base rootfs's cache key: everything that decides its contents."""
-    doc = json.dumps([BASE_FORMAT, SUITE, arch.deb, mirror(), IMAGE_PACKAGES, arch.kernel,
-                      depends()], sort_keys=True)
+    doc = json.dumps([BASE_FORMAT, SUITE, arch.deb, mirror(), IMAGE_PACKAGES,
+                      arch.kernel if kernel else None, depends()], sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
-def base_rootfs(arch: Arch, work: Path) -> tuple[Path, Path, float | None]:
+def _base_dir(arch: Arch, kernel: bool) -> Path:
+    return cache_dir() / "base" / arch.name / base_key(arch, kernel)
+
+
+def base_cached(arch: Arch, kernel: bool = True) -> bool:
+    d = _base_dir(arch, kernel)
+    return all((d / n).exists() for n in ("rootfs.tar", "packages.json", "rootfs.tar.sha256"))
+
+
+def base_rootfs(arch: Arch, work: Path, kernel: bool = True) -> tuple[Path, Path, float | None]:
     """(rootfs.tar, packages.json) of the base image: Debian trixie with the kernel, systemd
     and every package the .deb depends on, but not the runtime itself. Built once per key
     under emulation (dpkg and the initramfs are the slow part) and cached, checked by
-    sha256 on use; a later image only adds the .deb to it."""
-    d = cache_dir() / "base" / arch.name / base_key(arch)
+    sha256 on use; a later image only adds the .deb to it. ``kernel=False``: without the
+    kernel and its initramfs (not bootable; for the qemu-user checks, ``--checks-only``)."""
+    d = _base_dir(arch, kernel)
     tar, pkgs, record = d / "rootfs.tar", d / "packages.json", d / "rootfs.tar.sha256"
-    if tar.exists() and pkgs.exists() and record.exists():
+    if base_cached(arch, kernel):
         verified(tar, record.read_text().split()[0], f"cached {arch.name} base rootfs")
         say(f"base rootfs {d} (cached)")
         return tar, pkgs, None
+    check_mirror()
     say(f"base rootfs: mmdebstrap {SUITE} {arch.deb} (once per package set; many minutes "
         "under emulation)")
     t0 = time.monotonic()
@@ -535,7 +661,7 @@ def base_rootfs(arch: Arch, work: Path) -> tuple[Path, Path, float | None]:
         hook = f'{sys.executable} {HERE / "build.py"} _packages "$1" {tmp / "packages.json"}'
         cmd = [
             "mmdebstrap", "--mode=root", f"--arch={arch.deb}", "--variant=apt", "--quiet",
-            "--include=" + ",".join([*IMAGE_PACKAGES, arch.kernel, *names]),
+            "--include=" + ",".join([*IMAGE_PACKAGES, *([arch.kernel] if kernel else []), *names]),
             *apt_cache_hooks(arch),
             "--essential-hook=echo 'LABEL=edge-root / ext4 defaults,noatime 0 1' > \"$1/etc/fstab\"",
             f"--customize-hook=echo edge-{arch.name} > \"$1/etc/hostname\"",
@@ -568,11 +694,12 @@ def in_root(rootdir: Path, command: str, what: str, env: dict[str, str]) -> None
     run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script], what)
 
 
-def build_rootfs(arch: Arch, deb: Path, rootdir: Path, work: Path) -> tuple[Path, float | None]:
+def build_rootfs(arch: Arch, deb: Path, rootdir: Path, work: Path,
+                 kernel: bool = True) -> tuple[Path, float | None]:
     """The base rootfs unpacked into ``rootdir`` with the .deb installed and edge.target
     enabled; returns the base's packages.json and the seconds building the base took
     (None: it was cached)."""
-    tar, pkgs, built_s = base_rootfs(arch, work)
+    tar, pkgs, built_s = base_rootfs(arch, work, kernel)
     rootdir.mkdir()
     run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootdir), "-xf", str(tar)], "tar -x base")
     shutil.copyfile(deb, rootdir / "tmp" / deb.name)
@@ -718,40 +845,48 @@ def publish(tmp_out: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def image(arch: Arch) -> Path:
+def image(arch: Arch, checks_only: bool = False) -> Path:
+    """Build ``cross/out/<arch>``. ``checks_only`` (CI): on the full base if it is cached,
+    else on a base without the kernel (no initramfs under emulation, minutes fewer): the
+    rootfs, .deb and manifest for the qemu-user checks, but no disk.img or kernel."""
     check_tools(arch)
     t0 = time.monotonic()
+    kernel = not checks_only or base_cached(arch)
     with workspace(arch) as (work, tmp_out):
         vendored = wheels(arch, work)
         project = project_wheel(work)
         deb = build_deb(arch, project, vendored, work)
         say(f"{deb.name}: {deb.stat().st_size / 1e6:.1f} MB")
         rootdir = work / "root"
-        base_pkgs, base_s = build_rootfs(arch, deb, rootdir, work)
+        base_pkgs, base_s = build_rootfs(arch, deb, rootdir, work, kernel)
         write_manifest(rootdir, base_pkgs, deb, [project, *vendored], tmp_out / "manifest.json")
-        extlinux(rootdir)
-        kernel = kernel_of(rootdir)
-        shutil.copyfile(kernel, tmp_out / "vmlinuz")
-        shutil.copyfile(rootdir / "boot" / f"initrd.img-{kernel.name.split('-', 1)[1]}",
-                        tmp_out / "initrd.img")
+        if kernel:
+            extlinux(rootdir)
+            kernel_path = kernel_of(rootdir)
+            shutil.copyfile(kernel_path, tmp_out / "vmlinuz")
+            shutil.copyfile(rootdir / "boot" / f"initrd.img-{kernel_path.name.split('-', 1)[1]}",
+                            tmp_out / "initrd.img")
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootdir), "-cf",
              str(tmp_out / "rootfs.tar"), "."], "tar")
-        make_disk(rootdir, tmp_out / "disk.img")
+        if kernel:
+            make_disk(rootdir, tmp_out / "disk.img")
         shutil.copyfile(deb, tmp_out / deb.name)
         installed_bytes = sum(p.lstat().st_size for p in rootdir.rglob("*") if not p.is_dir())
         summary = {
-            "arch": arch.name, "debian_arch": arch.deb, "suite": SUITE,
+            "arch": arch.name, "debian_arch": arch.deb, "suite": SUITE, "bootable": kernel,
             "rootfs_installed_bytes": installed_bytes,
             "rootfs_tar_bytes": (tmp_out / "rootfs.tar").stat().st_size,
-            "disk_img_bytes": (tmp_out / "disk.img").stat().st_size,
+            "disk_img_bytes": (tmp_out / "disk.img").stat().st_size if kernel else None,
             "deb_bytes": deb.stat().st_size, "deb": deb.name,
             "build_s": round(time.monotonic() - t0, 1),
-            "base_key": base_key(arch), "base_built_s": base_s,  # None: the cached base
+            "base_key": base_key(arch, kernel), "base_built_s": base_s,  # None: the cached base
+            "wheels": {w.name: w.origin for w in vendored},
         }
         (tmp_out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         final = out_dir() / arch.name
         publish(tmp_out, final)
-    say(f"{arch.name}: {final} ({summary['build_s']:.0f} s; rootfs {installed_bytes / 1e6:.0f} MB installed)")
+    say(f"{arch.name}: {final} ({summary['build_s']:.0f} s; rootfs {installed_bytes / 1e6:.0f} MB installed"
+        + ("" if kernel else "; --checks-only: no kernel, not bootable") + ")")
     return final
 
 
@@ -759,7 +894,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cross/build.py", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["image", "tools", "wheels", "_packages", "depends"])
     p.add_argument("args", nargs="*")
+    p.add_argument("--checks-only", action="store_true",
+                   help="image: for the qemu-user checks only (CI): the full base if cached, "
+                        "else one without the kernel; no disk.img")
     ns = p.parse_args(argv)
+    # a CI timeout's SIGTERM unwinds like ^C: the temp dirs go, nothing half-built is published
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if ns.command == "_packages":  # mmdebstrap's customize hook: ROOT OUT
             write_packages(Path(ns.args[0]), Path(ns.args[1]))
@@ -779,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
                 for w in wheels(arch, work):
                     say(f"{w.path.name}  {w.sha256}  ({w.origin})")
         else:
-            image(arch)
+            image(arch, checks_only=ns.checks_only)
     except BuildError as exc:
         print(f"cross: error: {exc}", file=sys.stderr)
         return exc.code

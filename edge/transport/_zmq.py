@@ -27,7 +27,8 @@ def endpoint(run_dir: Path, name: str) -> str:
 
 
 def prepare_run_dir(run_dir: Path, group: str | None = None) -> Path:
-    """Create ``run_dir`` 0750 (owner rwx, group r-x), optionally chgrp'd to ``group``.
+    """Create ``run_dir`` 0750 (owner rwx, group r-x), optionally chgrp'd to ``group`` (no
+    chown call when it has that group already).
 
     Raises RuntimeStateError if it exists with looser permissions that we cannot tighten or
     belongs to someone else.
@@ -44,7 +45,8 @@ def prepare_run_dir(run_dir: Path, group: str | None = None) -> Path:
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
             raise RuntimeStateError(f"run_dir_group {group!r}: no such group") from None
-        os.chown(run_dir, -1, gid)
+        if st.st_gid != gid:  # only when needed: edged.service's system-call filter refuses
+            os.chown(run_dir, -1, gid)  # chown (@privileged), and systemd made it edge:edge
     if stat.S_IMODE(st.st_mode) != 0o750:
         os.chmod(run_dir, 0o750)
     return run_dir

@@ -88,7 +88,7 @@ def test_unreachable_registry_fails_clearly_and_caches_nothing(tmp_path: Path) -
         PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_EXTRA_INDEX_URL="", PIP_FIND_LINKS="",
         PIP_CONFIG_FILE=os.devnull,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 4  # build.UNREACHABLE: the network, not the build
     assert "cannot fetch flatbuffers==25.12.19 from PyPI (is the registry reachable? " in proc.stderr
     assert "PIP_INDEX_URL=http://127.0.0.1:9/simple" in proc.stderr
     pypi = tmp_path / "cache/pypi"
