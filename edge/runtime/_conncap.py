@@ -144,3 +144,35 @@ class ConnectionCap:
         if self._monitor is not None:
             self._monitor.close(0)
         self._zap.close(0)
+
+
+FD_RESERVE = 256
+"""File descriptors edged needs beside its agents' connections: LMDB, the log, ctl.sock,
+/metrics, the listeners, libzmq's own eventfds and epoll instances, and the handshakes the cap
+has yet to refuse."""
+FD_TARGET = 65_536
+"""The soft limit edged raises itself to (at most the hard one), as services are meant to."""
+
+
+def ensure_fd_limit(max_connections: int, fast_lane_conns: int) -> dict[str, int]:
+    """Raise RLIMIT_NOFILE's soft limit towards the hard one and check the connections fit.
+
+    libzmq aborts the whole process when ``accept`` on agents.sock fails with EMFILE (4.3.5's
+    ipc listener asserts on it): the process's file-descriptor limit must never be what bounds
+    the connections. systemd gives services a soft limit of 1,024, under the default
+    ``max_connections``. Raises OSError (edged's start-up turns it into its one line) when even
+    the hard limit leaves no room; returns ``{"soft", "hard", "needed"}``."""
+    import errno
+    import resource
+
+    needed = max_connections + fast_lane_conns + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = FD_TARGET if hard == resource.RLIM_INFINITY else min(hard, max(FD_TARGET, soft))
+    if soft != resource.RLIM_INFINITY and soft < top:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+        soft = top
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise OSError(errno.EMFILE, f"the hard limit of open files is {hard}, and max_connections "
+                      f"{max_connections} + fast_lane_max_conns {fast_lane_conns} + {FD_RESERVE} "
+                      f"for edged itself need {needed}")
+    return {"soft": int(soft), "hard": int(hard), "needed": needed}

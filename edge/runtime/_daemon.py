@@ -26,8 +26,8 @@ import zmq
 from .. import __version__
 from .._digest import sha256
 from .._log import configure as configure_logging
-from .._rt import apply_to_helper_threads
 from .._log import dropped_records as dropped_log_records
+from .._rt import apply_to_helper_threads
 from .._sdnotify import Notifier
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import LOG_LEVEL_HELP, LOG_LEVELS, EdgeConfig, load_config
@@ -54,6 +54,7 @@ from ..store import Outbox, Store, StoreWriter
 from ..transport import prepare_run_dir
 from ..wire import CtlOp
 from ._agg import Aggregator, BatchTap, HealthProbe
+from ._conncap import ensure_fd_limit
 from ._ctl import BadRequestError, CtlServer, RefusedError
 from ._gcwatch import GcOffLoop, GcWatch
 from ._lifecycle import AgentState
@@ -106,6 +107,8 @@ class Edged:
                                   settle_margin=cfg.mem_settle_margin_bytes)
         """RSS, its high-water mark, and malloc_trim after bursts (the ctl thread's tick)."""
         """Collections and their pauses since start (or the last stats reset)."""
+        self.fd_limit: dict[str, int] = {}
+        """RLIMIT_NOFILE as edged raised it at start-up, and what its caps need."""
         self.rt_helpers: dict[str, Any] = {}
         """The real-time profile of the threads beside the loop (set once they run)."""
         self.gc_off_loop: GcOffLoop | None = None
@@ -135,6 +138,10 @@ class Edged:
             with _starting(f"run dir {cfg.run_dir}", "make it writable or choose another --run-dir"):
                 prepare_run_dir(cfg.run_dir, cfg.run_dir_group)
                 self._locks.append(InstanceLock(cfg.run_dir / "edged.lock").acquire())
+            with _starting("file descriptors", "raise LimitNOFILE (ulimit -Hn) or lower "
+                           "max_connections / fast_lane_max_conns"):
+                self.fd_limit = ensure_fd_limit(
+                    cfg.max_connections, cfg.fast_lane_max_conns if cfg.fast_lane else 0)
             with _starting(f"data dir {cfg.data_dir}",
                            "make it writable or choose another --data-dir"):
                 cfg.data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
@@ -620,6 +627,7 @@ class Edged:
             },
             "memory": self.memory.snapshot(),
             "connections": loop.conncap.snapshot() if loop.conncap is not None else None,
+            "fd_limit": self.fd_limit,
             "counters": counters,
             "scheduler": scheduler,
             "store": self.writer.counters,

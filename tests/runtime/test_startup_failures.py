@@ -180,3 +180,39 @@ def test_a_failed_open_leaves_nothing_running(
             InstanceLock(cfg.data_dir / "edged.lock").acquire().release()
         finally:
             shutil.rmtree(cfg.run_dir, ignore_errors=True)
+
+
+def test_a_file_descriptor_limit_below_the_connection_caps(
+    dirs: tuple[Path, Path], cfg_for: Callable[..., EdgeConfig]
+) -> None:
+    """libzmq aborts edged when accept() meets EMFILE (measured here: a ROUTER limited to 64
+    fds aborted under 200 connections): a hard limit below what the caps need is refused at
+    start, not found by a flood. A soft limit under the hard one is raised (systemd's 1,024 is below the default)."""
+    run, data = dirs
+    code, err, _ = run_to_exit(
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)); "
+        "from edge.runtime import main; main()", *args(run, data)
+    )
+    assert code == 1
+    line = one_line(err)
+    assert line.startswith("edged: cannot start: file descriptors: the hard limit of open files "
+                           "is 300, and max_connections 1536")
+    assert "raise LimitNOFILE" in line
+    assert not (run / "agents.sock").exists()
+    starts_afterwards(cfg_for(run, data))
+
+
+def test_a_low_soft_file_descriptor_limit_is_raised(make_cfg: Callable[..., EdgeConfig]) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1536 + 256 + 256:
+        pytest.skip(f"the hard limit here ({hard}) is below the default caps")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        with Edged(make_cfg()) as d:
+            got = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            assert got >= 1536 + 256 + 256 and d.fd_limit["soft"] == got
+            assert d.fd_limit["needed"] == 1536 + 256 + 256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
