@@ -25,6 +25,25 @@ from ._errors import RigSkipError
 _CHUNK = b"\xff" * (64 << 10)
 
 
+def fill_until_full(path: Path, leave_bytes: int = 0) -> int:
+    """Append to ``path`` until its filesystem is full (ENOSPC), then give ``leave_bytes``
+    back; returns the bytes the file holds."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, _CHUNK)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+        kept = max(0, os.fstat(fd).st_size - leave_bytes)
+        os.ftruncate(fd, kept)
+    finally:
+        os.close(fd)
+    return kept
+
+
 def _mount(path: Path, size_mb: float) -> str:
     """Mount a tmpfs of ``size_mb`` MiB on ``path``; "" or what went wrong."""
     try:
@@ -82,21 +101,7 @@ class DataDisk:
     def fill(self, leave_bytes: int = 0) -> int:
         """Write the filler until the filesystem is full, then give ``leave_bytes`` back;
         returns the bytes it holds."""
-        written = 0
-        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            while True:
-                try:
-                    written += os.write(fd, _CHUNK)
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-            size = os.fstat(fd).st_size
-            os.ftruncate(fd, max(0, size - leave_bytes))
-            self.filled = max(0, size - leave_bytes)
-        finally:
-            os.close(fd)
+        self.filled = fill_until_full(self.filler, leave_bytes)
         return self.filled
 
     def free(self) -> None:

@@ -5,7 +5,6 @@ commits, never crash, and write again once space is freed."""
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import time
@@ -13,29 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from hil._disk import fill_until_full
+
 from ..support import wait_for
 from . import tools
 
 pytestmark = pytest.mark.integration
-
-
-def fill(path: Path, leave: int) -> int:
-    """Write ``path`` until the filesystem is full, then give back ``leave`` bytes."""
-    chunk = b"\xff" * (64 << 10)
-    written = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                written += os.write(fd, chunk)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                break
-        os.ftruncate(fd, max(0, written - leave))
-    finally:
-        os.close(fd)
-    return written
 
 
 def test_disk_full(mode: str, dirs: tuple[Path, Path], chaos_rules: Path, tmp_path: Path) -> None:
@@ -48,7 +30,7 @@ def test_disk_full(mode: str, dirs: tuple[Path, Path], chaos_rules: Path, tmp_pa
     try:
         edged.start()
         with tools.Probe(run) as probe, tools.Load(run, period_s=0.0005):
-            fill(data / "filler", leave=64 << 10)
+            fill_until_full(data / "filler", leave_bytes=64 << 10)
             wait_for(lambda: edged.status()["store"]["disk_errors"] > 0, 60,
                      "commits to fail on the full disk")
             t_full = time.monotonic()
