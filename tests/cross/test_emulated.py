@@ -33,7 +33,9 @@ pytestmark = [pytest.mark.cross, pytest.mark.allow_leaks, pytest.mark.timeout(54
 
 PURE_TESTS = ("tests/wire", "tests/rules", "tests/store")
 TEST_DEPS = ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "hypothesis",
+             "_hypothesis_pytestplugin.py", "_hypothesis_globals.py", "_hypothesis_ftz_detector.py",
              "sortedcontainers", "pytest_timeout.py", "py.py")
+"""hypothesis's pytest plugin is a top-level module of its own (its entry point names it)."""
 PYTHONPATH = "/usr/lib/edge-runtime/python:/root/edge-test-deps"
 
 IDLE_RSS = (
@@ -128,17 +130,36 @@ def _prepare(r: Rootfs) -> None:
         shutil.copy(ROOT / "tests" / f, dest / "tests" / f)
     for d in PURE_TESTS:
         shutil.copytree(ROOT / d, dest / d, ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "tests/chaos").mkdir()
+    for f in ("__init__.py", "inproc_fuzz.py"):  # the mutator tests/wire/test_lean.py uses
+        shutil.copy(ROOT / "tests/chaos" / f, dest / "tests/chaos" / f)
     site = Path(next(p for p in sys.path if p.endswith("site-packages")))
     deps = r.dir / "root/edge-test-deps"
     deps.mkdir()
     for name in TEST_DEPS:
         src = site / name
+        if name == "hypothesis" and any(src.glob("_native*.so")):
+            _pure_hypothesis(deps)  # the host's is compiled for the host
+            continue
+        if name.startswith("_hypothesis") and (deps / name).exists():
+            continue  # the pure wheel's own
         if src.is_dir():
             shutil.copytree(src, deps / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy(src, deps / name)
         for info in site.glob(f"{name.removesuffix('.py')}-*.dist-info"):
             shutil.copytree(info, deps / info.name)  # entry points: pytest's plugins
+
+
+def _pure_hypothesis(deps: Path) -> None:
+    """Unpack the locked pure hypothesis wheel (cross/pypi.lock.json ``test_packages``, fetched
+    and sha256-checked as the image's wheels are) into ``deps``."""
+    import zipfile
+
+    lock = json.loads((ROOT / "cross/pypi.lock.json").read_text(encoding="utf-8"))
+    entry = next(e for e in lock["test_packages"] if e["name"] == "hypothesis")
+    with zipfile.ZipFile(build.fetch(entry)) as whl:
+        whl.extractall(deps)
 
 
 @pytest.fixture(scope="module", params=ARCHES)
