@@ -274,9 +274,10 @@ class Wheel:
         }
 
 
-def lock() -> list[dict[str, Any]]:
+def lock(section: str = "packages") -> list[dict[str, Any]]:
+    """pypi.lock.json's entries: the image's ``packages``, or the emulated tests' ``test_packages``."""
     data = json.loads((HERE / "pypi.lock.json").read_text(encoding="utf-8"))
-    return list(data["packages"])
+    return list(data[section])
 
 
 def verified(path: Path, want: str, what: str) -> Path:

@@ -156,8 +156,7 @@ def _pure_hypothesis(deps: Path) -> None:
     and sha256-checked as the image's wheels are) into ``deps``."""
     import zipfile
 
-    lock = json.loads((ROOT / "cross/pypi.lock.json").read_text(encoding="utf-8"))
-    entry = next(e for e in lock["test_packages"] if e["name"] == "hypothesis")
+    entry = next(e for e in build.lock("test_packages") if e["name"] == "hypothesis")
     with zipfile.ZipFile(build.fetch(entry)) as whl:
         whl.extractall(deps)
 
